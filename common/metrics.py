@@ -1,0 +1,128 @@
+"""Evaluation scores on NumPy arrays (binary segmentation).
+
+``segmentation_scores`` is the one scorer every task's evaluate script uses. Definitions (pixels pooled
+over all images unless ``per_image``; TP/FP/TN/FN counted at ``y_score >= threshold``):
+
+=============  =====================================  ==============================================
+key            formula                                note
+=============  =====================================  ==============================================
+f1             2TP / (2TP + FP + FN)                  = Dice of the binary prediction
+sensitivity    TP / (TP + FN)                         recall
+specificity    TN / (TN + FP)
+accuracy       (TP + TN) / N
+precision      TP / (TP + FP)
+jaccard        TP / (TP + FP + FN)                    IoU
+auc            ROC-AUC of the continuous scores       scikit-learn ``roc_auc_score``
+auc_pr         area under the precision-recall curve  only with ``curves=True`` (trapezoid, as BCDU-Net)
+=============  =====================================  ==============================================
+
+``legacy=True`` adds the original BCDU-Net evaluation's quirky definitions, so the paper's tables can be
+reproduced beside the correct numbers:
+
+* ``js_legacy``: scikit-learn's removed ``jaccard_similarity_score`` on 1-D binary labels, which was plain
+  pixel accuracy (the papers' "JS" column);
+* ``auc_legacy``: ROC-AUC of the *binarised* prediction, i.e. ``(sensitivity + specificity) / 2`` (the ISIC
+  and lung tables).
+
+A ratio whose denominator is zero is ``nan`` (for example sensitivity on an image without foreground), and
+``per_image`` averages ignore ``nan``.
+"""
+
+import warnings
+
+import numpy as np
+from sklearn.metrics import precision_recall_curve, roc_auc_score
+
+SCORE_KEYS = ("f1", "sensitivity", "specificity", "accuracy", "precision", "jaccard", "auc")
+
+
+def _ratio(num, den):
+    return float(num) / float(den) if den else float("nan")
+
+
+def confusion_counts(y_true, y_pred):
+    """(TN, FP, FN, TP) of two binary arrays of the same size, as Python ints."""
+    t = np.asarray(y_true).ravel() != 0
+    p = np.asarray(y_pred).ravel() != 0
+    tn, fp, fn, tp = np.bincount(t.astype(np.intp) * 2 + p, minlength=4)
+    return int(tn), int(fp), int(fn), int(tp)
+
+
+def _scores_from_flat(t, s, threshold, legacy, curves):
+    pred = s >= threshold
+    tn, fp, fn, tp = confusion_counts(t, pred)
+    scores = {
+        "f1": _ratio(2 * tp, 2 * tp + fp + fn),
+        "sensitivity": _ratio(tp, tp + fn),
+        "specificity": _ratio(tn, tn + fp),
+        "accuracy": _ratio(tp + tn, tp + tn + fp + fn),
+        "precision": _ratio(tp, tp + fp),
+        "jaccard": _ratio(tp, tp + fp + fn),
+        "auc": float(roc_auc_score(t, s)) if 0 < tp + fn < t.size else float("nan"),
+    }
+    if legacy:
+        scores["js_legacy"] = scores["accuracy"]
+        scores["auc_legacy"] = float(roc_auc_score(t, pred)) if 0 < tp + fn < t.size else float("nan")
+    if curves:
+        scores["auc_pr"] = auc_pr(t, s)
+        scores["confusion"] = [[tn, fp], [fn, tp]]
+    return scores
+
+
+def segmentation_scores(y_true, y_score, threshold=0.5, fov=None, per_image=False, legacy=False,
+                        curves=False):
+    """Binary segmentation scores.
+
+    Args:
+        y_true: ground truth, any shape (N, H, W[, 1]); nonzero = foreground (0/1 or 0/255).
+        y_score: predicted probabilities (or binary predictions) of the same shape.
+        threshold: a pixel is predicted foreground when ``y_score >= threshold``.
+        fov: optional mask of the same shape; only pixels where it is nonzero are counted.
+        per_image: score each image (first axis) separately and return the nan-ignoring mean.
+        legacy: also return the original BCDU-Net definitions ``js_legacy`` and ``auc_legacy``.
+        curves: also return ``auc_pr`` and the pooled ``confusion`` matrix ``[[TN, FP], [FN, TP]]``.
+    Returns:
+        dict of floats with the keys of ``SCORE_KEYS`` (plus the optional ones).
+    """
+    y_true = np.asarray(y_true)
+    y_score = np.asarray(y_score, dtype=np.float64)
+    if y_true.size != y_score.size:
+        raise ValueError(f"y_true has {y_true.size} values but y_score has {y_score.size}")
+    if fov is not None and np.asarray(fov).size != y_true.size:
+        raise ValueError(f"fov has {np.asarray(fov).size} values but y_true has {y_true.size}")
+    if per_image:
+        n = y_true.shape[0]
+        rows = [segmentation_scores(y_true[i], y_score.reshape(y_true.shape)[i], threshold,
+                                    None if fov is None else np.asarray(fov).reshape(y_true.shape)[i],
+                                    legacy=legacy)
+                for i in range(n)]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-nan columns (e.g. no foreground anywhere)
+            return {k: float(np.nanmean([r[k] for r in rows])) for k in rows[0]}
+    t = y_true.ravel() != 0
+    s = y_score.ravel()
+    if fov is not None:
+        inside = np.asarray(fov).ravel() != 0
+        t, s = t[inside], s[inside]
+    if t.size == 0:
+        raise ValueError("no pixels to score (empty input or empty FOV)")
+    return _scores_from_flat(t, s, threshold, legacy, curves)
+
+
+def auc_pr(y_true, y_score):
+    """Area under the precision-recall curve by the trapezoid rule over recall (BCDU-Net's PR AUC)."""
+    precision, recall, _ = precision_recall_curve(np.asarray(y_true).ravel() != 0, np.asarray(y_score).ravel())
+    return float(np.trapezoid(precision[::-1], recall[::-1]))
+
+
+def dice_score(y_true, y_pred, empty_score=1.0):
+    """Dice of two binary masks; both empty gives ``empty_score`` (the Kaggle nerve convention: 1)."""
+    t = np.asarray(y_true) != 0
+    p = np.asarray(y_pred) != 0
+    den = t.sum() + p.sum()
+    return float(empty_score) if den == 0 else float(2.0 * np.logical_and(t, p).sum() / den)
+
+
+def mean_dice(y_true, y_pred, empty_score=1.0):
+    """Mean per-image Dice over the first axis (the Kaggle nerve leaderboard metric)."""
+    return float(np.mean([dice_score(t, p, empty_score) for t, p in zip(y_true, y_pred)]))

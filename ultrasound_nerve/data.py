@@ -1,0 +1,138 @@
+"""Kaggle ultrasound nerve segmentation: raw TIFF folders -> uint8 .npy arrays (the tutorial's data.py).
+
+Layout read (``--raw-dir``)::
+
+    train/<subject>_<n>.tif        420x580 8-bit grey ultrasound frame
+    train/<subject>_<n>_mask.tif   its mask, 0/255 (empty masks included)
+    test/<id>.tif                  id = 1..5508, no masks
+
+Written (``--work-dir``): ``imgs_train.npy`` (N,420,580) uint8, ``imgs_mask_train.npy`` (N,420,580) uint8,
+``imgs_test.npy`` (M,420,580) uint8, ``imgs_id_test.npy`` (M,) int32 — the original's names and dtypes.
+Images are streamed into memory-mapped files (bounded memory) and renamed into place when complete.
+"""
+
+import argparse
+import os
+import re
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+import numpy as np
+from tqdm import tqdm
+
+from common import cli
+from common.data.io import DataLayoutError, open_npy_writer, read_image
+
+IMAGE_ROWS, IMAGE_COLS = 420, 580
+DEFAULT_RAW = cli.repo_path("data", "ultrasound_nerve", "raw")
+DEFAULT_WORK = cli.repo_path("work", "ultrasound_nerve")
+_TRAIN_NAME = re.compile(r"^(\d+)_(\d+)$")
+
+
+def _tif_names(folder):
+    """.tif file names of ``folder`` in file-system (os.listdir) order, as the original lists them."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataLayoutError(f"{folder}: folder not found")
+    names = [n for n in os.listdir(folder) if n.lower().endswith(".tif")]
+    if not names:
+        raise DataLayoutError(f"{folder}: no .tif files")
+    return names
+
+
+def train_pairs(train_dir, order="sorted"):
+    """(image, mask) paths of ``train/``; ``sorted`` = by (subject, n), ``listdir`` = file-system order."""
+    train_dir = Path(train_dir)
+    names = _tif_names(train_dir)
+    images = [n for n in names if "mask" not in n]
+    keys = {}
+    for n in images:
+        match = _TRAIN_NAME.match(Path(n).stem)
+        if match is None:
+            raise DataLayoutError(f"{train_dir / n}: expected <subject>_<n>.tif")
+        keys[n] = (int(match[1]), int(match[2]))
+    if order == "sorted":
+        images.sort(key=keys.__getitem__)
+    present = set(names)
+    pairs = []
+    for n in images:
+        mask = f"{Path(n).stem}_mask.tif"
+        if mask not in present:
+            raise DataLayoutError(f"{train_dir / n}: mask {mask} is missing")
+        pairs.append((train_dir / n, train_dir / mask))
+    images_set = {f"{Path(n).stem}_mask.tif" for n in images}
+    orphans = sorted(n for n in names if "mask" in n and n not in images_set)
+    if orphans:
+        raise DataLayoutError(f"{train_dir / orphans[0]}: mask without image"
+                              + (f" (+{len(orphans) - 1} more)" if len(orphans) > 1 else ""))
+    return pairs
+
+
+def test_files(test_dir, order="sorted"):
+    """(id, path) of ``test/<id>.tif``; ``sorted`` = by numeric id."""
+    test_dir = Path(test_dir)
+    names = _tif_names(test_dir)
+    items = []
+    for n in names:
+        if not Path(n).stem.isdigit():
+            raise DataLayoutError(f"{test_dir / n}: expected <id>.tif with an integer id")
+        items.append((int(Path(n).stem), test_dir / n))
+    return sorted(items) if order == "sorted" else items
+
+
+def create_train_data(raw_dir, work_dir, order="sorted", verbose=True):
+    pairs = train_pairs(Path(raw_dir) / "train", order)
+    shape = (len(pairs), IMAGE_ROWS, IMAGE_COLS)
+    work_dir = Path(work_dir)
+    with open_npy_writer(work_dir / "imgs_train.npy", shape, np.uint8) as imgs, \
+            open_npy_writer(work_dir / "imgs_mask_train.npy", shape, np.uint8) as masks:
+        for i, (img, mask) in enumerate(tqdm(pairs, desc="train images", disable=not verbose)):
+            imgs[i] = read_image(img, "gray", size=(IMAGE_ROWS, IMAGE_COLS))
+            masks[i] = read_image(mask, "gray", size=(IMAGE_ROWS, IMAGE_COLS))
+    return len(pairs)
+
+
+def create_test_data(raw_dir, work_dir, order="sorted", verbose=True):
+    items = test_files(Path(raw_dir) / "test", order)
+    work_dir = Path(work_dir)
+    with open_npy_writer(work_dir / "imgs_test.npy", (len(items), IMAGE_ROWS, IMAGE_COLS), np.uint8) as imgs, \
+            open_npy_writer(work_dir / "imgs_id_test.npy", (len(items),), np.int32) as ids:
+        for i, (image_id, path) in enumerate(tqdm(items, desc="test images", disable=not verbose)):
+            imgs[i] = read_image(path, "gray", size=(IMAGE_ROWS, IMAGE_COLS))
+            ids[i] = image_id
+    return len(items)
+
+
+def _load(path):
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: not found; run ultrasound_nerve/data.py first")
+    return np.load(path)
+
+
+def load_train_data(work_dir=DEFAULT_WORK):
+    return _load(Path(work_dir) / "imgs_train.npy"), _load(Path(work_dir) / "imgs_mask_train.npy")
+
+
+def load_test_data(work_dir=DEFAULT_WORK):
+    return _load(Path(work_dir) / "imgs_test.npy"), _load(Path(work_dir) / "imgs_id_test.npy")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--raw-dir", type=Path, default=DEFAULT_RAW, help="folder with train/ and test/ "
+                        "(default: %(default)s)")
+    parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK, help="output folder (default: %(default)s)")
+    parser.add_argument("--order", choices=("sorted", "listdir"), default="sorted",
+                        help="image order: sorted by (subject, n) / id, or the original's file-system order")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    n_train = create_train_data(args.raw_dir, args.work_dir, args.order, not args.quiet)
+    n_test = create_test_data(args.raw_dir, args.work_dir, args.order, not args.quiet)
+    print(f"Saved {n_train} training and {n_test} test images to {args.work_dir}")
+
+
+if __name__ == "__main__":
+    cli.run(main)
