@@ -41,7 +41,9 @@ def bce_dice_loss(y_true, y_pred, per_pixel_dice=False, epsilon=1e-7):
     ``binary_crossentropy`` (p clipped to [1e-7, 1 - 1e-7]):
 
     - ``per_pixel_dice=False`` (default, the standard image-level Dice): Σ runs over H, W, C of each
-      image; returns one value per image, ``mean_{H,W}(BCE) - log(dice_image + eps)``, shape (B,).
+      image; returns one value per image, ``mean_{H,W}(BCE) - log(dice_image + eps)``, shape (B,). Same
+      eps and no smoothing, as the original; an image with an empty mask therefore gets the constant
+      Dice term ``-log(eps)`` (no gradient), like a background pixel of the per-pixel variant.
     - ``per_pixel_dice=True`` (the original's exact loss): Σ runs over the channel axis only, so with a
       one-channel mask the Dice is computed per pixel; returns the (B, H, W) map
       ``BCE - log(2·y·p / (y + p + eps) + eps)``. A background pixel (y = 0) contributes the constant
