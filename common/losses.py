@@ -83,3 +83,206 @@ class BCEDiceLoss(keras.losses.Loss):
 
     def get_config(self):
         return {**super().get_config(), "per_pixel_dice": self.per_pixel_dice, "epsilon": self.epsilon}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Retinal edema (AI Challenger 2018, ShawnBIT/AI-Challenger-Retinal-Edema-Segmentation ``utils/loss.py``):
+# weighted cross-entropy + (EL-)Dice on the 4-class segmentation, BCE on the 3-way presence head.
+# Spec: shared/specs/retinal_edema.md section 2. Sums run over the WHOLE batch and all pixels.
+#
+# Segmentation ``y_pred`` is the models' output: log-probabilities (B, H, W, C) (log_softmax). log_softmax is
+# re-applied inside (it is idempotent on log-probabilities), so raw logits are accepted too; probabilities
+# are not. ``y_true`` is the integer label map (B, H, W) or (B, H, W, 1), values 0..C-1 or ``ignore_index``.
+# ---------------------------------------------------------------------------------------------------------
+
+EDEMA_CLASS_WEIGHTS = (1.0, 5.0, 10.0, 20.0)  # background, REA, SRF, PED
+EDEMA_IGNORE_INDEX = 255
+
+
+def _label_map(y_true):
+    labels = ops.convert_to_tensor(y_true)
+    if len(labels.shape) == 4:
+        labels = ops.squeeze(labels, axis=-1)
+    return ops.cast(labels, "int32")
+
+
+def _one_hot_valid(y_true, n_classes, ignore_index):
+    """Flattened one-hot labels (N, C) with ignored pixels all-zero, and the validity mask (N,)."""
+    labels = ops.reshape(_label_map(y_true), (-1,))
+    valid = ops.not_equal(labels, ignore_index)
+    one_hot = ops.one_hot(ops.where(valid, labels, 0), n_classes, dtype="float32")
+    valid = ops.cast(valid, "float32")
+    return one_hot * valid[:, None], valid
+
+
+def _flat_log_probs(y_pred):
+    y_pred = ops.cast(y_pred, "float32")
+    return ops.reshape(ops.log_softmax(y_pred, axis=-1), (-1, ops.shape(y_pred)[-1]))
+
+
+@keras.saving.register_keras_serializable(package="common")
+def weighted_nll(y_true, y_pred, class_weights=EDEMA_CLASS_WEIGHTS, ignore_index=EDEMA_IGNORE_INDEX):
+    """Class-weighted cross-entropy normalised by the pixel weights (torch ``NLLLoss(weight, 'mean')``).
+
+    ``WCE = Σ_i w[y_i]·(-log p_i[y_i]) / Σ_i w[y_i]`` over all non-ignored pixels of the batch, with
+    ``w = class_weights`` (edema: [1, 5, 10, 20]). This is *not* Keras' sample-weighted mean (which divides
+    by the pixel count). NaN when every pixel is ignored (as torch).
+    """
+    log_p = _flat_log_probs(y_pred)
+    one_hot, _ = _one_hot_valid(y_true, log_p.shape[-1], ignore_index)
+    pixel_w = ops.sum(one_hot * ops.convert_to_tensor(class_weights, "float32"), axis=-1)
+    nll = -ops.sum(one_hot * log_p, axis=-1)
+    return ops.sum(pixel_w * nll) / ops.sum(pixel_w)
+
+
+@keras.saving.register_keras_serializable(package="common")
+def multiclass_soft_dice(y_true, y_pred, ignore_index=EDEMA_IGNORE_INDEX):
+    """Per-class soft Dice over the whole batch (no smoothing), background excluded.
+
+    For c = 1..C-1 with ``p = softmax``: ``dice_c = 2·Σ p_c·[y=c] / (Σ p_c + Σ [y=c])`` if class c occurs in
+    the batch, else ``dice_c = 1`` (a constant without gradient). Ignored pixels are left out of all sums.
+
+    Returns:
+        ``(dice, present)``: float (C-1,) and bool (C-1,).
+    """
+    log_p = _flat_log_probs(y_pred)
+    one_hot, valid = _one_hot_valid(y_true, log_p.shape[-1], ignore_index)
+    p = ops.exp(log_p) * valid[:, None]
+    intersection = ops.sum(p * one_hot, axis=0)[1:]
+    p_sum = ops.sum(p, axis=0)[1:]
+    y_sum = ops.sum(one_hot, axis=0)[1:]
+    present = ops.greater(y_sum, 0.0)
+    # Double where: the absent branch must not produce 0/0 (its gradient would be NaN).
+    denominator = ops.where(present, p_sum + y_sum, 1.0)
+    dice = ops.where(present, 2.0 * intersection / denominator, 1.0)
+    return dice, present
+
+
+@keras.saving.register_keras_serializable(package="common")
+def multiclass_dice_loss(y_true, y_pred, ignore_index=EDEMA_IGNORE_INDEX):
+    """The edema ``DiceLoss``: ``1 - mean_c dice_c`` over the lesion classes (absent class: dice 1)."""
+    dice, _ = multiclass_soft_dice(y_true, y_pred, ignore_index)
+    return 1.0 - ops.mean(dice)
+
+
+@keras.saving.register_keras_serializable(package="common")
+def exp_log_dice_loss(y_true, y_pred, gamma=0.5, ignore_index=EDEMA_IGNORE_INDEX):
+    """Exponential-logarithmic Dice (Wong et al., MICCAI 2018, Dice half only), as the edema ``EL_DiceLoss``.
+
+    ``L = (1/(C-1))·Σ_{c=1..C-1} (-ln dice_c)^gamma`` with gamma 0.5, no smoothing, no class weights; an
+    absent class (dice 1) contributes 0 and gets no gradient. As in the original there is no epsilon, so
+    the gradient is unbounded as a present class' dice tends to 1. ``-ln dice`` is clipped at 0 only to
+    absorb float rounding of dice above 1.
+    """
+    dice, present = multiclass_soft_dice(y_true, y_pred, ignore_index)
+    neg_log = ops.maximum(-ops.log(dice), 0.0)
+    safe = ops.where(present, neg_log, 1.0)  # keeps pow's infinite slope at 0 out of the absent branch
+    return ops.mean(ops.where(present, ops.power(safe, gamma), 0.0))
+
+
+@keras.saving.register_keras_serializable(package="common")
+def presence_targets(y_true, n_classes=4, ignore_index=EDEMA_IGNORE_INDEX):
+    """Per-slice presence of each lesion class: (B, H, W[, 1]) labels -> float (B, C-1) of 0/1."""
+    labels = _label_map(y_true)
+    one_hot = ops.one_hot(ops.where(ops.equal(labels, ignore_index), 0, labels), n_classes, dtype="float32")
+    return ops.max(ops.reshape(one_hot, (ops.shape(one_hot)[0], -1, n_classes)), axis=1)[:, 1:]
+
+
+def _torch_log(x):
+    # torch BCELoss: log clamped at -100; the where keeps log(0) (and its infinite slope) out of the graph.
+    positive = ops.greater(x, 0.0)
+    return ops.maximum(ops.where(positive, ops.log(ops.where(positive, x, 1.0)), -100.0), -100.0)
+
+
+@keras.saving.register_keras_serializable(package="common")
+def presence_bce(y_true, y_pred):
+    """torch ``BCELoss`` (mean over B x 3) between presence probabilities and presence targets.
+
+    ``y_true`` is either the (B, 3) 0/1 targets or the segmentation label map (B, H, W[, 1]), from which
+    the targets are derived with ``presence_targets``. ``log`` is clamped at -100 as in torch.
+    """
+    p = ops.cast(y_pred, "float32")
+    t = ops.convert_to_tensor(y_true)
+    t = presence_targets(t, p.shape[-1] + 1) if len(t.shape) > 2 else ops.cast(t, "float32")
+    return -ops.mean(t * _torch_log(p) + (1.0 - t) * _torch_log(1.0 - p))
+
+
+@keras.saving.register_keras_serializable(package="common")
+def mix_3(labels, seg_log_probs, det_probs, class_weights=EDEMA_CLASS_WEIGHTS, ignore_index=EDEMA_IGNORE_INDEX):
+    """The edema ``mix_3`` total: ``WCE + Dice + BCE`` (weights 1), detection targets taken from ``labels``.
+
+    For ``model.compile`` use ``edema_losses("mix_3")``, whose per-output terms sum to this value.
+    """
+    return (weighted_nll(labels, seg_log_probs, class_weights, ignore_index)
+            + multiclass_dice_loss(labels, seg_log_probs, ignore_index)
+            + presence_bce(presence_targets(labels, seg_log_probs.shape[-1], ignore_index), det_probs))
+
+
+@keras.saving.register_keras_serializable(package="common")
+def mix_33(labels, seg_log_probs, det_probs, gamma=0.5, class_weights=EDEMA_CLASS_WEIGHTS,
+           ignore_index=EDEMA_IGNORE_INDEX):
+    """The edema ``mix_33`` total: ``WCE + EL-Dice(gamma 0.5) + BCE`` (weights 1)."""
+    return (weighted_nll(labels, seg_log_probs, class_weights, ignore_index)
+            + exp_log_dice_loss(labels, seg_log_probs, gamma, ignore_index)
+            + presence_bce(presence_targets(labels, seg_log_probs.shape[-1], ignore_index), det_probs))
+
+
+@keras.saving.register_keras_serializable(package="common")
+class EdemaSegmentationLoss(keras.losses.Loss):
+    """Keras loss for the ``"seg"`` output: ``weighted_nll + multiclass_dice_loss`` (``dice="dice"``) or
+    ``weighted_nll + exp_log_dice_loss`` (``dice="el_dice"``); ``dice=None`` gives the WCE alone.
+
+    The value is a batch-global scalar (as the original), so ``sample_weight`` is not meaningful here.
+    """
+
+    def __init__(self, dice="dice", class_weights=EDEMA_CLASS_WEIGHTS, ignore_index=EDEMA_IGNORE_INDEX,
+                 gamma=0.5, name="edema_segmentation_loss", **kwargs):
+        if dice not in ("dice", "el_dice", None):
+            raise ValueError(f"dice must be 'dice', 'el_dice' or None, got {dice!r}")
+        super().__init__(name=name, **kwargs)
+        self.dice = dice
+        self.class_weights = tuple(float(w) for w in class_weights)
+        self.ignore_index = int(ignore_index)
+        self.gamma = float(gamma)
+
+    def call(self, y_true, y_pred):
+        loss = weighted_nll(y_true, y_pred, self.class_weights, self.ignore_index)
+        if self.dice == "dice":
+            loss = loss + multiclass_dice_loss(y_true, y_pred, self.ignore_index)
+        elif self.dice == "el_dice":
+            loss = loss + exp_log_dice_loss(y_true, y_pred, self.gamma, self.ignore_index)
+        return loss
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(dice=self.dice, class_weights=list(self.class_weights), ignore_index=self.ignore_index,
+                      gamma=self.gamma)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="common")
+class PresenceBCE(keras.losses.Loss):
+    """Keras loss for the ``"det"`` output: ``presence_bce`` (y_true = (B, 3) targets or the label map)."""
+
+    def __init__(self, name="presence_bce", **kwargs):
+        super().__init__(name=name, **kwargs)
+
+    def call(self, y_true, y_pred):
+        return presence_bce(y_true, y_pred)
+
+
+def edema_losses(mix="mix_3", multi_task=True, class_weights=EDEMA_CLASS_WEIGHTS, gamma=0.5):
+    """Per-output losses for ``model.compile(loss=...)`` reproducing the original's ``--loss`` choice.
+
+    ``mix="mix_3"``: ``{"seg": WCE + Dice, "det": BCE}``; ``mix="mix_33"``: ``{"seg": WCE + EL-Dice,
+    "det": BCE}``. With loss weights 1 Keras sums them, which equals ``mix_3`` / ``mix_33`` when the ``"det"``
+    target is the label map (or ``presence_targets`` of it). ``multi_task=False`` drops ``"det"`` (the
+    README's "WCE+Dice" rows without detection).
+    """
+    dice = {"mix_3": "dice", "mix_33": "el_dice"}.get(mix)
+    if dice is None:
+        raise ValueError(f"mix must be 'mix_3' or 'mix_33', got {mix!r}")
+    losses = {"seg": EdemaSegmentationLoss(dice, class_weights, gamma=gamma)}
+    if multi_task:
+        losses["det"] = PresenceBCE()
+    return losses
