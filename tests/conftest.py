@@ -1,0 +1,17 @@
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+@pytest.fixture(scope="session")
+def fingernail_dataset1():
+    """The real fingernail photos of ../shared, or skip when they are not there."""
+    path = SHARED / "data" / "fingernail" / "dataset1"
+    if not (path / "image").is_dir():
+        pytest.skip(f"{path} not present")
+    return path
