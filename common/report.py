@@ -52,7 +52,12 @@ def read_history(csv_path):
         return {}
     with open(csv_path, newline="") as f:
         rows = list(csv.DictReader(f))
-    return {k: [float(r[k]) for r in rows] for k in (rows[0].keys() if rows else [])}
+    def number(text):
+        return float(text) if text not in ("", "NA") else float("nan")  # CSVLogger writes NA for gaps
+
+    columns = rows[0].keys() if rows else []
+    history = {k: [number(r[k]) for r in rows] for k in columns}
+    return {k: v for k, v in history.items() if not all(math.isnan(x) for x in v)}
 
 
 def _save(fig, path):

@@ -27,15 +27,24 @@ def rle_encode(mask, min_pixels=0):
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise ValueError(f"rle_encode expects a 2-D mask, got shape {mask.shape}")
-    flat = np.ravel(mask, order="F") != 0
-    padded = np.zeros(flat.size + 2, dtype=np.int8)
-    padded[1:-1] = flat
-    edges = np.flatnonzero(np.diff(padded))  # 0-based start of each run, then its end (exclusive)
-    if edges.size == 0:
+    fg = mask != 0
+    count = np.count_nonzero(fg)
+    if count == 0 or count < min_pixels:
         return ""
+    # Run edges in column-major pixel numbering, found on the row-major array (no transposed copy):
+    # a change between rows r and r+1 of column c is an edge at c*H + r + 1; a change from the last row of
+    # column c to the first row of column c+1 is an edge at (c+1)*H; the mask's ends close the first/last run.
+    height, width = fg.shape
+    rows, cols = np.divmod(np.flatnonzero(fg[1:] != fg[:-1]), width)  # flatnonzero is faster than 2-D nonzero
+    wrap = np.flatnonzero(fg[-1, :-1] != fg[0, 1:])
+    edges = np.concatenate((
+        [0] if fg[0, 0] else [],
+        cols.astype(np.int64) * height + rows + 1,
+        (wrap.astype(np.int64) + 1) * height,
+        [fg.size] if fg[-1, -1] else [],
+    )).astype(np.int64)
+    edges.sort()
     starts, ends = edges[0::2], edges[1::2]
-    if min_pixels and int((ends - starts).sum()) < min_pixels:
-        return ""
     pairs = np.empty(edges.size, dtype=np.int64)
     pairs[0::2] = starts + 1
     pairs[1::2] = ends - starts

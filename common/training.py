@@ -9,10 +9,16 @@ A run folder ``run_dir`` receives:
 * ``history.csv`` (appended on resume), ``tensorboard/`` and ``training_curves.png``.
 
 Every file is written atomically (temporary name + rename).
+
+Distribution (``--strategy``): ``get_strategy("mirrored")`` trains on all local devices,
+``get_strategy("multi_worker")`` on several machines described by the ``TF_CONFIG`` environment variable
+(``tf.distribute.MultiWorkerMirroredStrategy``; every worker runs the same command). Build and compile the
+model inside ``strategy.scope()``; ``fit`` then shards the data between workers and only the chief writes files.
 """
 
 import json
 import math
+import os
 from pathlib import Path
 
 import keras
@@ -77,6 +83,99 @@ def array_dataset(x, y, batch_size, shuffle=False, seed=None, transform=None):
     return ds.batch(batch_size).map(load, num_parallel_calls=1).prefetch(tf.data.AUTOTUNE)
 
 
+STRATEGIES = ("default", "mirrored", "multi_worker")
+
+
+def get_strategy(name="default"):
+    """A ``tf.distribute`` strategy by name: ``default`` (no distribution), ``mirrored`` (all local devices,
+    ``MirroredStrategy``) or ``multi_worker`` (``MultiWorkerMirroredStrategy`` over the cluster in ``TF_CONFIG``).
+
+    Create it at the start of the program, before other TensorFlow work.
+    """
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        if not os.environ.get("TF_CONFIG"):
+            raise ValueError("--strategy multi_worker needs the TF_CONFIG environment variable describing the "
+                             'cluster, e.g. {"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+                             '"task": {"type": "worker", "index": 0}}')
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
+
+
+def add_strategy_argument(parser):
+    """The ``--strategy`` option every train script offers."""
+    parser.add_argument("--strategy", choices=STRATEGIES, default="default",
+                        help="tf.distribute strategy: default (one device), mirrored (all local devices) or "
+                             "multi_worker (several machines, cluster given by TF_CONFIG; run the same command "
+                             "on every worker). Default: %(default)s")
+
+
+def is_chief(strategy=None):
+    """True unless this process is a non-chief worker of a multi-worker cluster (only the chief writes files)."""
+    strategy = strategy or tf.distribute.get_strategy()
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    cluster = resolver.cluster_spec().as_dict()
+    if "chief" in cluster:
+        return resolver.task_type == "chief"
+    return resolver.task_type in (None, "worker") and (resolver.task_id or 0) == 0
+
+
+def _multi_worker(strategy):
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def _fit_multi_worker(model, train, validation, epochs, initial_epoch, callbacks, verbose):
+    """Epoch loop for ``MultiWorkerMirroredStrategy``: Keras's own ``train_step``/``test_step`` run in every
+    replica (``strategy.run``), the logs are averaged over all replicas of all workers.
+
+    Keras 3's ``Model.fit`` cannot be used here: it reduces distributed values with calls that fail under
+    this strategy (keras-team/keras#20585), so the loop around the steps is ours; the step itself (loss,
+    gradients, all-reduce in the optimizer) is Keras's.
+    """
+    strategy = model.distribute_strategy
+    options = tf.data.Options()
+    # the index pipeline has no files to shard: every worker takes every k-th batch of the same order
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    train = train.with_options(options)
+    with strategy.scope():  # build weights, optimizer and metric state from one local batch
+        model._symbolic_build(data_batch=next(iter(train)))
+    dist_train = strategy.experimental_distribute_dataset(train)
+    dist_val = None
+    if validation is not None:
+        dist_val = strategy.experimental_distribute_dataset(validation.with_options(options))
+
+    def reduced(logs):
+        return {k: strategy.reduce("MEAN", v, axis=None) for k, v in logs.items()}
+
+    train_step = tf.function(lambda batch: reduced(strategy.run(model.train_step, args=(batch,))))
+    test_step = tf.function(lambda batch: reduced(strategy.run(model.test_step, args=(batch,))))
+    callbacks = keras.callbacks.CallbackList(callbacks, add_history=True, add_progbar=verbose != 0,
+                                             model=model, verbose=verbose, epochs=epochs)
+    callbacks.on_train_begin()
+    for epoch in range(initial_epoch, epochs):
+        model.reset_metrics()
+        callbacks.on_epoch_begin(epoch)
+        for step, batch in enumerate(dist_train):
+            callbacks.on_train_batch_begin(step)
+            logs = train_step(batch)
+            callbacks.on_train_batch_end(step, logs)
+        logs = {k: float(v) for k, v in logs.items()}
+        if dist_val is not None:
+            model.reset_metrics()
+            for batch in dist_val:
+                val_logs = test_step(batch)
+            logs.update({f"val_{k}": float(v) for k, v in val_logs.items()})
+        callbacks.on_epoch_end(epoch, logs)
+        if model.stop_training:
+            break
+    callbacks.on_train_end()
+
+
 class _RunCheckpoint(keras.callbacks.Callback):
     """Writes last.keras every epoch, best.keras on improvement, then state.json (all atomically)."""
 
@@ -136,12 +235,20 @@ def fit(model, train, validation=None, *, run_dir, epochs, batch_size=32, monito
         tensorboard: also write TensorBoard logs.
         callbacks: extra Keras callbacks.
         settings: JSON-able dict stored in state.json (the script's arguments).
+
+    The model's distribution strategy (the scope it was built in, see ``get_strategy``) is used as is; in a
+    multi-worker cluster the batches are sharded between workers and only the chief writes to ``run_dir``.
     Returns:
         ``(model, history)``: the trained model (the object that was trained, i.e. the reloaded one when
         resuming) and the whole run's history as a dict of lists (read back from history.csv).
     """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    strategy = model.distribute_strategy
+    chief = is_chief(strategy)
+    if _multi_worker(strategy) and seed is None:
+        seed = 0  # every worker must shuffle identically for the data sharding to partition the samples
+    if chief:
+        run_dir.mkdir(parents=True, exist_ok=True)
     if seed is not None:
         keras.utils.set_random_seed(seed)
     if validation is None and monitor.startswith("val_"):
@@ -151,13 +258,14 @@ def fit(model, train, validation=None, *, run_dir, epochs, batch_size=32, monito
     initial_epoch, best = 0, None
     state = read_state(run_dir)
     if resume and state is not None and (run_dir / "last.keras").is_file():
-        model = keras.models.load_model(run_dir / "last.keras")
+        with strategy.scope():
+            model = keras.models.load_model(run_dir / "last.keras")
         initial_epoch, best = int(state["epoch"]), state.get("best")
         if verbose:
             print(f"Resuming {run_dir} after epoch {initial_epoch} (best {monitor} = {best})")
     elif resume and verbose:
         print(f"Nothing to resume in {run_dir}: starting from epoch 0")
-    if not resume or initial_epoch == 0:
+    if chief and (not resume or initial_epoch == 0):
         for stale in ("state.json", "history.csv", "last.keras", "best.keras"):
             (run_dir / stale).unlink(missing_ok=True)
 
@@ -166,20 +274,24 @@ def fit(model, train, validation=None, *, run_dir, epochs, batch_size=32, monito
     if isinstance(validation, tuple):
         validation = array_dataset(*validation, batch_size=batch_size)
 
-    cbs = [_RunCheckpoint(run_dir, monitor, mode, best, settings or {}),
-           keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=initial_epoch > 0)]
+    cbs = []
+    if chief:  # only the chief writes checkpoints and logs
+        cbs += [_RunCheckpoint(run_dir, monitor, mode, best, settings or {}),
+                keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=initial_epoch > 0)]
+        if tensorboard:
+            cbs.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False))
     if reduce_lr:
         cbs.append(keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, **reduce_lr))
     if early_stopping:
         cbs.append(keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, **early_stopping))
-    if tensorboard:
-        cbs.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False))
     cbs.extend(callbacks)
 
-    if initial_epoch < epochs:
+    if initial_epoch < epochs and _multi_worker(strategy):
+        _fit_multi_worker(model, train, validation, epochs, initial_epoch, cbs, verbose)
+    elif initial_epoch < epochs:
         model.fit(train, validation_data=validation, epochs=epochs, initial_epoch=initial_epoch,
                   callbacks=cbs, verbose=verbose, shuffle=False)  # array_dataset shuffles
-    history = read_history(run_dir / "history.csv")
+    history = read_history(run_dir / "history.csv") if chief else {}
     if history:
         plot_history(history, run_dir / "training_curves.png", title=model.name)
     return model, history

@@ -15,10 +15,14 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import cv2
+import keras
 import numpy as np
 
 from common import cli
 from common.data.io import atomic_path, save_npy, write_image
+from common.losses import dice_coef, dice_coef_loss
+from common.models import build_model
+from common.training import add_strategy_argument, fit, get_strategy, is_chief, split_last
 from ultrasound_nerve.data import DEFAULT_WORK, load_test_data, load_train_data
 
 DEFAULT_RUN = cli.repo_path("weights", "ultrasound_nerve", "nerve_unet")
@@ -41,10 +45,6 @@ def normalise(imgs, mean, std):
 
 
 def compile_model(model, lr):
-    import keras
-
-    from common.losses import dice_coef, dice_coef_loss
-
     # Keras 2.0's Adam had epsilon 1e-8 (Keras 3 defaults to 1e-7).
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr, epsilon=1e-8), loss=dice_coef_loss,
                   metrics=[dice_coef])
@@ -52,13 +52,9 @@ def compile_model(model, lr):
 
 
 def train(work_dir, run_dir, epochs=20, batch_size=32, lr=1e-5, val_split=0.2, img_size=96, seed=None,
-          resume=False, verbose=1):
+          resume=False, verbose=1, strategy="default"):
     """Preprocess, normalise, train with ``common.training.fit``; returns the best model and mean/std."""
-    import keras
-
-    from common.models import build_model
-    from common.training import fit, split_last
-
+    strategy = get_strategy(strategy)  # before any other TensorFlow work
     imgs, masks = load_train_data(work_dir)
     x = preprocess(imgs, img_size).astype(np.float32)
     mean, std = float(x.mean()), float(x.std())  # over the whole array, validation part included
@@ -69,11 +65,14 @@ def train(work_dir, run_dir, epochs=20, batch_size=32, lr=1e-5, val_split=0.2, i
         tmp.write_text(json.dumps(stats))
 
     (x_tr, y_tr), (x_val, y_val) = split_last(val_split, x, y)
-    model = compile_model(build_model("nerve_unet", (img_size, img_size, 1)), lr)
+    with strategy.scope():
+        model = compile_model(build_model("nerve_unet", (img_size, img_size, 1)), lr)
     settings = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "val_split": val_split,
                 "img_size": img_size, "seed": seed}
-    fit(model, (x_tr, y_tr), (x_val, y_val), run_dir=run_dir, epochs=epochs, batch_size=batch_size,
-        monitor="val_loss", resume=resume, seed=seed, verbose=verbose, settings=settings)
+    model, _ = fit(model, (x_tr, y_tr), (x_val, y_val), run_dir=run_dir, epochs=epochs, batch_size=batch_size,
+                   monitor="val_loss", resume=resume, seed=seed, verbose=verbose, settings=settings)
+    if not is_chief(strategy):  # only the chief of a multi-worker run wrote checkpoints
+        return model, stats
     best = keras.models.load_model(Path(run_dir) / "best.keras")  # the original reloads the best weights
     return best, stats
 
@@ -106,12 +105,13 @@ def main(argv=None):
     parser.add_argument("--no-predict", action="store_true", help="skip the test-set prediction")
     parser.add_argument("--no-png", action="store_true", help="do not write preds/<id>_pred.png")
     parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
+    add_strategy_argument(parser)
     args = parser.parse_args(argv)
     if args.img_size % 16:
         parser.error("--img-size must be divisible by 16")
     model, stats = train(args.work_dir, args.run_dir, args.epochs, args.batch_size, args.lr, args.val_split,
-                         args.img_size, args.seed, args.resume, args.verbose)
-    if not args.no_predict:
+                         args.img_size, args.seed, args.resume, args.verbose, args.strategy)
+    if not args.no_predict and is_chief():
         predict_test(model, args.work_dir, stats, not args.no_png, args.verbose)
         print(f"Saved test predictions to {args.work_dir / 'imgs_mask_test.npy'}")
 
