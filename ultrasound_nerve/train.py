@@ -53,7 +53,10 @@ def compile_model(model, lr):
 
 def train(work_dir, run_dir, epochs=20, batch_size=32, lr=1e-5, val_split=0.2, img_size=96, seed=None,
           resume=False, verbose=1, strategy="default"):
-    """Preprocess, normalise, train with ``common.training.fit``; returns the best model and mean/std."""
+    """Preprocess, normalise, train with ``common.training.fit``.
+
+    Returns the best model (None on a non-chief worker of a multi-worker run) and the normalisation stats.
+    """
     strategy = get_strategy(strategy)  # before any other TensorFlow work
     imgs, masks = load_train_data(work_dir)
     x = preprocess(imgs, img_size).astype(np.float32)
@@ -71,8 +74,8 @@ def train(work_dir, run_dir, epochs=20, batch_size=32, lr=1e-5, val_split=0.2, i
                 "img_size": img_size, "seed": seed}
     model, _ = fit(model, (x_tr, y_tr), (x_val, y_val), run_dir=run_dir, epochs=epochs, batch_size=batch_size,
                    monitor="val_loss", resume=resume, seed=seed, verbose=verbose, settings=settings)
-    if not is_chief(strategy):  # only the chief of a multi-worker run wrote checkpoints
-        return model, stats
+    if not is_chief(strategy):  # only the chief of a multi-worker run wrote checkpoints and predicts
+        return None, stats
     best = keras.models.load_model(Path(run_dir) / "best.keras")  # the original reloads the best weights
     return best, stats
 
@@ -111,7 +114,7 @@ def main(argv=None):
         parser.error("--img-size must be divisible by 16")
     model, stats = train(args.work_dir, args.run_dir, args.epochs, args.batch_size, args.lr, args.val_split,
                          args.img_size, args.seed, args.resume, args.verbose, args.strategy)
-    if not args.no_predict and is_chief():
+    if not args.no_predict and model is not None:
         predict_test(model, args.work_dir, stats, not args.no_png, args.verbose)
         print(f"Saved test predictions to {args.work_dir / 'imgs_mask_test.npy'}")
 
