@@ -63,10 +63,9 @@ def dice_coefficient(y_true, y_prob, threshold=0.3):
 def plot_training_curves(history, path, title=None):
     """The original's live plot as a PNG: Dice (solid, left axis) and loss (dashed, right axis), train
     orange and test blue."""
-    import matplotlib.pyplot as plt
-
+    import common.report  # noqa: F401  (selects matplotlib's Agg backend)
     from common.data.io import atomic_path
-    from common.report import plot_history  # noqa: F401  (selects the Agg backend)
+    import matplotlib.pyplot as plt
 
     epochs = np.arange(len(history["loss"]))
     fig, ax1 = plt.subplots(figsize=(10, 5))

@@ -140,7 +140,8 @@ def write_fingernail_dataset(root, n_labeled=20, n_unlabeled=3, layout="dataset1
                 mask[nails == 1] = 255
                 out["labeled"].append(name)
             elif k < n_labeled + n_empty_masks:
-                mask[nails == 1] = 200  # painted, but far from white (bicubic overshoot stays < 250): no foreground after binarisation
+                # painted, but far from white (bicubic overshoot stays < 250): no foreground after binarising
+                mask[nails == 1] = 200
                 out["empty_masks"].append(name)
             if k < n_labeled + n_empty_masks:
                 write_image(folder / "image" / name, image)
