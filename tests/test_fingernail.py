@@ -198,6 +198,11 @@ def test_end_to_end_prepare_train_evaluate(tmp_path):
     state = json.loads((run / "state.json").read_text())
     assert state["monitor"] == "val_dice_metric" and state["mode"] == "max"
     assert state["settings"]["batch_size"] == 2 and state["settings"]["shuffle"] is False
+    # a killed run continues: the custom metric, loss and lr schedule reload from last.keras
+    train.main(["--work-dir", str(work), "--loss", "bce_dice", "--per-pixel-dice", "--epochs", "2",
+                "--run-dir", str(run), "--resume", "--verbose", "0"])
+    assert json.loads((run / "state.json").read_text())["epoch"] == 2
+    assert len((run / "history.csv").read_text().splitlines()) == 3
     out = tmp_path / "results"
     row = evaluate.main(["--work-dir", str(work), "--model", "unet2d_8_128", "--run-dir", str(run),
                          "--out-dir", str(out), "--quiet"])
