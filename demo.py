@@ -20,6 +20,7 @@ from common.report import write_table
 # task name -> module with run(work_dir) -> dict(metric, <score key>, pass, seconds, settings)
 TASKS = {
     "ultrasound_nerve": ("ultrasound_nerve.demo", "dice"),
+    "fingernail": ("fingernail.demo", "dice"),
 }
 
 

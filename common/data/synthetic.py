@@ -70,3 +70,98 @@ def write_nerve_dataset(root, n_subjects=4, images_per_subject=10, n_test=10, sh
         write_image(root / "test" / f"{i}.tif", image)
         write_image(root / "test_truth" / f"{i}_mask.tif", mask * 255)
     return {"train": n_subjects * images_per_subject, "train_positive": n_pos, "test": n_test}
+
+
+def _nail_scene(rng, shape, background):
+    """One hand-like photo (H, W, 3) uint8 and its skin / nail 0/1 masks.
+
+    Two to four fingers (long skin-coloured ellipses) reach in from the bottom edge, each with a lighter,
+    pinker nail near its tip; smooth illumination changes cover the whole scene.
+    """
+    h, w = shape
+    skin = np.zeros(shape, np.uint8)
+    nails = np.zeros(shape, np.uint8)
+    n_fingers = int(rng.integers(2, 5))
+    xs = (np.arange(n_fingers) + 0.5 + rng.uniform(-0.15, 0.15, n_fingers)) * w / n_fingers
+    for x in xs:
+        width = rng.uniform(0.07, 0.10) * w  # semi-axis across the finger
+        tip = rng.uniform(0.15, 0.45) * h  # row of the finger tip
+        angle = rng.uniform(-12, 12)
+        length = (h - tip) * 0.75
+        t = np.deg2rad(angle)
+        axis = np.array([np.cos(t), -np.sin(t)])  # (row, col) direction from the tip down the finger
+        skin |= ellipse_mask(shape, np.array([tip, x]) + length * axis, (length, width), angle)
+        # the nail: an ellipse just behind the tip, on the finger's axis
+        nails |= ellipse_mask(shape, np.array([tip, x]) + 1.05 * width * axis, (0.85 * width, 0.62 * width), angle)
+    nails &= skin
+    light = 1.0 + 0.08 * smooth_noise(rng, shape, max(h, w) / 6)[..., None]
+    image = np.empty(shape + (3,), np.float32)
+    image[:] = np.asarray(background, np.float32)
+    image = np.where(skin[..., None] == 1, np.float32([190, 135, 110]) + rng.uniform(-15, 15, 3), image)
+    image = np.where(nails[..., None] == 1, np.float32([232, 196, 196]) + rng.uniform(-8, 8, 3), image)
+    image = image * light + rng.normal(0, 4, image.shape)
+    return np.clip(image, 0, 235).astype(np.uint8), skin, nails
+
+
+def write_fingernail_dataset(root, n_labeled=20, n_unlabeled=3, layout="dataset1", sizes=((150, 191), (246, 328)),
+                             large_fraction=0.15, n_orphan_masks=1, n_empty_masks=1, portrait_fraction=0.5, seed=0):
+    """A fingernail dataset in the seed repository's ``data/raw/<layout>/{image,mask}`` layout under ``root``.
+
+    ``layout="dataset1"`` (Golbstein photos): ``image/<name>.png`` RGB on a blue background; the mask
+    ``mask/<name>.png`` (same name, same size, RGB) is the photo with the background black and the nails pure
+    white (skin keeps its colours, all below the loader's near-white test). ``sizes`` are (rows, cols) picked
+    with probability ``1 - large_fraction`` / ``large_fraction`` (the real 150x191 and 246x328). Also written,
+    as in the real folder: ``n_unlabeled`` images ``None_<k>.png`` without a mask, ``n_orphan_masks`` masks
+    without an image, and ``n_empty_masks`` pairs whose mask has no near-white pixel (the loader drops them).
+
+    ``layout="dataset2"``: ``image/<name>.jpg`` and ``mask/<name>.jpg`` (white nails on black), varied
+    backgrounds, all paired; ``portrait_fraction`` of them are stored rotated by -90 degrees as portrait
+    pictures (the loader rotates them back by +90). ``sizes`` are the landscape (rows, cols) to draw from.
+
+    Returns a dict with the written names: ``labeled``, ``unlabeled``, ``orphan_masks``, ``empty_masks``,
+    ``portrait``.
+    """
+    if layout not in ("dataset1", "dataset2"):
+        raise ValueError(f"layout must be dataset1 or dataset2, got {layout!r}")
+    folder = Path(root) / layout
+    rng = np.random.default_rng(seed)
+    out = {"labeled": [], "unlabeled": [], "orphan_masks": [], "empty_masks": [], "portrait": []}
+
+    def size():
+        return tuple(sizes[-1] if len(sizes) > 1 and rng.random() < large_fraction else sizes[0])
+
+    if layout == "dataset1":
+        blue = (40, 75, 170)
+        for k in range(n_labeled + n_empty_masks + n_orphan_masks):
+            name = f"170517_{k + 1}_{'LR'[k % 2]}_1.png"
+            image, skin, nails = _nail_scene(rng, size(), blue + rng.uniform(-15, 15, 3))
+            mask = np.where(skin[..., None] == 1, image, 0).astype(np.uint8)
+            if k < n_labeled:
+                mask[nails == 1] = 255
+                out["labeled"].append(name)
+            elif k < n_labeled + n_empty_masks:
+                # painted, but far from white (bicubic overshoot stays < 250): no foreground after binarising
+                mask[nails == 1] = 200
+                out["empty_masks"].append(name)
+            if k < n_labeled + n_empty_masks:
+                write_image(folder / "image" / name, image)
+            else:
+                out["orphan_masks"].append(name)
+            write_image(folder / "mask" / name, mask)
+        for k in range(n_unlabeled):
+            name = f"None_{k + 1:04d}.png"
+            write_image(folder / "image" / name, _nail_scene(rng, size(), blue)[0])
+            out["unlabeled"].append(name)
+        return out
+
+    for k in range(n_labeled):
+        name = f"nail_{k + 1:03d}.jpg"
+        image, _, nails = _nail_scene(rng, size(), rng.uniform(60, 200, 3))
+        mask = nails * 255
+        if rng.random() < portrait_fraction:
+            image, mask = np.rot90(image, -1).copy(), np.rot90(mask, -1).copy()
+            out["portrait"].append(name)
+        write_image(folder / "image" / name, image)
+        write_image(folder / "mask" / name, np.repeat(mask[..., None], 3, axis=2))
+        out["labeled"].append(name)
+    return out

@@ -1,0 +1,168 @@
+"""Test-split Dice of a trained fingernail network, beside the paper's table, with figures.
+
+Predicts the test split of prepare_data.py with the run's LAST checkpoint (the original computes its Dice
+with the final-epoch weights; ``--weights best`` uses the best ``val_dice_metric`` checkpoint instead) and
+computes the original's ``dice_coefficient``: prediction > threshold, then 2·Σ(y·ŷ) / (Σy + Σŷ) over the
+whole test set at once. Threshold 0.3 is the one the original used (its README says 0.5); 0.5 is reported too.
+
+Written to ``--out-dir`` (default ``work/fingernail/results/<run id>``): ``dice.md``/``dice.json`` (ours
+beside the paper's value for the same model, data and loss), ``paper.md``/``paper.json`` (the whole
+published table), ``pred_test.npy`` (probabilities, float32), ``overlay.png`` (image | ground truth |
+prediction) and ``training_curves.png`` (Dice and loss per epoch, train and test, like the original's plot).
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+import numpy as np
+
+from common import cli
+from fingernail.prepare_data import DEFAULT_WORK, load_split, prepared_size
+from fingernail.train import BATCH_SIZE, EPOCHS, LOSSES, MODELS, default_run_dir, run_id
+
+THRESHOLDS = (0.3, 0.5)
+# Paper (notebook value, test split, final-epoch weights, threshold 0.3, 160x192): spec §5.
+# (model, study, loss) -> (notebook, README)
+PAPER = {
+    ("unet2d_8_128", "dataset1", "bce_dice"): (0.820733, 0.82),
+    ("unet2d_8_128", "dataset1", "bce"): (0.835413, 0.84),
+    ("unet2d_res_32_512", "dataset1", "bce_dice"): (0.927045, 0.93),
+    ("unet2d_res_32_512", "dataset1", "bce"): (0.922492, 0.92),
+    ("unet2d_res_srnn_32_512", "dataset1", "bce_dice"): (0.932680, 0.94),
+    ("unet2d_res_srnn_32_512", "dataset1", "bce"): (0.938621, 0.94),
+    ("unet2d_res_srnn_8_128", "dataset1", "bce_dice"): (0.852748, 0.85),
+    ("unet2d_res_srnn_8_128", "dataset1", "bce"): (0.848145, 0.85),
+    ("unet2d_8_128", "dataset1+dataset2", "bce_dice"): (0.605983, 0.61),
+    ("unet2d_8_128", "dataset1+dataset2", "bce"): (0.701532, 0.70),
+    ("unet2d_res_32_512", "dataset1+dataset2", "bce_dice"): (0.840504, 0.84),
+    ("unet2d_res_32_512", "dataset1+dataset2", "bce"): (0.866593, 0.87),
+    ("unet2d_res_srnn_32_512", "dataset1+dataset2", "bce_dice"): (0.830242, 0.83),
+    ("unet2d_res_srnn_32_512", "dataset1+dataset2", "bce"): (0.865814, 0.87),
+    ("unet2d_res_srnn_8_128", "dataset1+dataset2", "bce_dice"): (0.706235, 0.71),
+    ("unet2d_res_srnn_8_128", "dataset1+dataset2", "bce"): (0.739281, 0.74),
+}
+PAPER_NAMES = {"unet2d_8_128": "U-Net2D (8-128)", "unet2d_res_32_512": "U-Net2D-Res (32-512)",
+               "unet2d_res_srnn_32_512": "U-Net2D-Res-SRNN-HW", "unet2d_res_srnn_8_128": "U-Net2D-Res-SRNN-LW"}
+
+
+def dice_coefficient(y_true, y_prob, threshold=0.3):
+    """The original's test Dice: ``y_prob > threshold`` (strict), pooled over every image, no smoothing.
+
+    Returns nan when neither the truth nor the prediction has a foreground pixel.
+    """
+    y_true = np.asarray(y_true).reshape(-1) != 0
+    y_hat = np.asarray(y_prob).reshape(-1) > threshold
+    den = int(y_true.sum()) + int(y_hat.sum())
+    return 2.0 * int(np.count_nonzero(y_true & y_hat)) / den if den else float("nan")
+
+
+def plot_training_curves(history, path, title=None):
+    """The original's live plot as a PNG: Dice (solid, left axis) and loss (dashed, right axis), train
+    orange and test blue."""
+    import common.report  # noqa: F401  (selects matplotlib's Agg backend)
+    from common.data.io import atomic_path
+    import matplotlib.pyplot as plt
+
+    epochs = np.arange(len(history["loss"]))
+    fig, ax1 = plt.subplots(figsize=(10, 5))
+    lines = ax1.plot(epochs, history["dice_metric"], color="orange", lw=2, label="Train Dice Score")
+    lines += ax1.plot(epochs, history["val_dice_metric"], color="blue", lw=2, label="Test Dice Score")
+    ax1.set_ylabel("Dice Score", fontsize=15)
+    ax1.set_xlabel("Epoch", fontsize=15)
+    ax1.grid(True)
+    ax2 = ax1.twinx()
+    lines += ax2.plot(epochs, history["loss"], "--", color="orange", label="Train Loss")
+    lines += ax2.plot(epochs, history["val_loss"], "--", color="blue", label="Test Loss")
+    ax2.set_ylabel("Loss", fontsize=15)
+    ax1.legend(lines, [line.get_label() for line in lines])
+    if title:
+        ax1.set_title(title)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, bbox_inches="tight", format="png")
+    plt.close(fig)
+
+
+def paper_rows():
+    return [{"model": PAPER_NAMES[m], "data": "DS1" if s == "dataset1" else "DS1+2",
+             "loss": "BCE-Dice" if loss == "bce_dice" else "BCE", "Dice (notebook)": nb, "Dice (README)": rd}
+            for (m, s, loss), (nb, rd) in PAPER.items()]
+
+
+def evaluate(run_dir, work_dir, out_dir, study="dataset1", model_name=None, loss=None, weights="last",
+             thresholds=THRESHOLDS, verbose=1):
+    """Predict the test split and write the tables and figures; returns the result row (a dict)."""
+    import keras
+
+    import common.layers  # noqa: F401  (registers SpatialRNN2D for loading)
+    from common.data.io import save_npy
+    from common.report import overlay_grid, read_history, write_table
+
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    checkpoint = run_dir / f"{weights}.keras"
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"{checkpoint}: not found; run fingernail/train.py first")
+    _, (x_te, y_te) = load_split(work_dir, study)
+    model = keras.models.load_model(checkpoint, compile=False)
+    prob = model.predict(x_te.astype(np.float32) / 255.0, batch_size=BATCH_SIZE, verbose=verbose)
+    prob = prob.astype(np.float32)
+    save_npy(out_dir / "pred_test.npy", prob)
+
+    nb, readme = PAPER.get((model_name, study, loss), (float("nan"), float("nan")))
+    row = {"model": model.name, "data": study, "loss": loss or "?", "weights": weights, "test images": len(x_te)}
+    for t in thresholds:
+        row[f"Dice@{t:g}"] = dice_coefficient(y_te, prob, t)
+    row["paper (nb, @0.3)"] = nb
+    row["paper (README)"] = readme
+    write_table([row], out_dir / "dice", title=f"Test-split Dice of {run_dir.name}")
+    write_table(paper_rows(), out_dir / "paper", title="Paper: test-split Dice (final epoch, threshold 0.3)")
+    overlay_grid(x_te, y_te, (prob > thresholds[0]).astype(np.float32), out_dir / "overlay.png",
+                 titles=("image", "ground truth", f"prediction > {thresholds[0]:g}"))
+    history = read_history(run_dir / "history.csv")
+    if history and "val_dice_metric" in history:
+        plot_training_curves(history, out_dir / "training_curves.png", title=run_dir.name)
+    return row
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK,
+                        help="root of prepare_data.py's output (default: %(default)s)")
+    parser.add_argument("--study", default="dataset1", help="prepared study folder (default: %(default)s)")
+    parser.add_argument("--model", choices=sorted(MODELS), default="unet2d_8_128",
+                        help="network of the run (default: %(default)s)")
+    parser.add_argument("--loss", choices=LOSSES, default="bce_dice", help="loss of the run (default: %(default)s)")
+    parser.add_argument("--per-pixel-dice", action="store_true", help="the run used --per-pixel-dice")
+    parser.add_argument("--epochs", type=int, default=EPOCHS, help="epochs of the run (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE,
+                        help="batch size of the run (default: %(default)s)")
+    parser.add_argument("--run-dir", type=Path, default=None,
+                        help="training run folder (default: the one train.py derives from the options above)")
+    parser.add_argument("--weights", choices=("last", "best"), default="last",
+                        help="checkpoint to evaluate (default: last, as the original)")
+    parser.add_argument("--thresholds", type=float, nargs="+", default=list(THRESHOLDS),
+                        help="binarisation thresholds, the first one is used for the overlay "
+                             "(default: 0.3 0.5)")
+    parser.add_argument("--out-dir", type=Path, default=None,
+                        help="output folder (default: <work-dir>/results/<run id>)")
+    parser.add_argument("--quiet", action="store_true", help="no prediction progress bar")
+    args = parser.parse_args(argv)
+    rows, cols = prepared_size(args.work_dir, args.study)
+    rid = run_id(args.study, args.model, args.loss, args.epochs, args.batch_size, rows, cols, args.per_pixel_dice)
+    run_dir = args.run_dir or default_run_dir(args.model, args.study, args.loss, args.epochs, args.batch_size,
+                                              rows, cols, args.per_pixel_dice)
+    out_dir = args.out_dir or args.work_dir / "results" / (rid if args.run_dir is None else run_dir.name)
+    row = evaluate(run_dir, args.work_dir, out_dir, args.study, args.model, args.loss, args.weights,
+                   args.thresholds, verbose=0 if args.quiet else 1)
+    scores = ", ".join(f"Dice@{t:g} = {row[f'Dice@{t:g}']:.4f}" for t in args.thresholds)
+    print(f"{row['model']} ({args.weights} weights, {row['test images']} test images): {scores}; paper "
+          f"{row['paper (nb, @0.3)']:.4f}. Tables and figures in {out_dir}")
+    return row
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,157 @@
+"""Train a fingernail segmentation network on the arrays of prepare_data.py (the notebook's trainer class).
+
+Defaults are the original's: images /255, Adam(lr 1e-5, beta 0.9/0.999, eps 1e-8) with the legacy Keras
+``decay=1.99e-7`` (lr_t = lr / (1 + 1.99e-7 t)), batch 2, 220 epochs, no shuffling, seed 144, the held-out
+test split as validation data, the thresholded batch Dice ``dice_metric`` as training metric, and the best
+checkpoint on ``val_dice_metric``. The run folder gets ``best.keras`` and ``last.keras`` (the paper's Dice is
+computed with the LAST epoch's weights; evaluate.py uses them by default), ``history.csv`` and curves.
+
+Losses (``--loss``): ``bce`` = Keras binary cross-entropy; ``bce_dice`` = BCE - log(Dice). The original's
+Dice in that loss is computed per pixel (a quirk: its sums run over the channel axis only, so every background
+pixel adds the constant -log(1e-7)); ``--per-pixel-dice`` reproduces it exactly, the default uses the
+standard image-level Dice (see README, "Deviations from the original").
+
+Models: unet2d_8_128 (U-Net2D), unet2d_res_32_512 (U-Net2D-Res), unet2d_res_srnn_32_512 (CR-UNet HW),
+unet2d_res_srnn_8_128 (CR-UNet LW). The run id is the original's
+``Fingernail_<study>_<model name>_<DICE|BCE>_EP<epochs>_BS<batch>_<rows>x<cols>``.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from common import cli
+from fingernail.prepare_data import DEFAULT_WORK, SEED, load_split, prepared_size
+
+MODELS = {  # registry name -> the original's Model name
+    "unet2d_8_128": "Unet_8x128",
+    "unet2d_res_32_512": "Unet_Res_32x512",
+    "unet2d_res_srnn_32_512": "Unet_Res_SRNN_32x512",
+    "unet2d_res_srnn_8_128": "Unet_Res_SRNN_8x128",
+}
+LOSSES = ("bce_dice", "bce")
+EPOCHS, BATCH_SIZE, LR, LR_DECAY = 220, 2, 1e-5, 1.99e-7
+
+
+def dice_metric(y_true, y_pred):
+    """The original's training metric: prediction > 0.5 on channel 0, sums over the whole batch.
+
+    ``2·Σ(y·ŷ) / (Σy + Σŷ + 1e-7)``; Keras reports the mean of the per-batch values. Registered as
+    ``fingernail>dice_metric`` for ``.keras`` files by :func:`compile_model` (Keras is imported lazily, so
+    ``--help`` is fast).
+    """
+    import keras
+
+    y_true = keras.ops.cast(y_true[..., 0], "float32")
+    y_hat = keras.ops.cast(y_pred[..., 0] > 0.5, "float32")
+    return 2.0 * keras.ops.sum(y_true * y_hat) / (keras.ops.sum(y_true) + keras.ops.sum(y_hat) + 1e-7)
+
+
+def run_id(study, model, loss, epochs, batch_size, rows, cols, per_pixel_dice=False):
+    """The original's run id; ``_PP`` marks the per-pixel-Dice loss (the original's exact BCE-Dice)."""
+    tag = "BCE" if loss == "bce" else ("DICE_PP" if per_pixel_dice else "DICE")
+    return f"Fingernail_{study}_{MODELS[model]}_{tag}_EP{epochs}_BS{batch_size}_{rows}x{cols}"
+
+
+def default_run_dir(model, study, loss, epochs, batch_size, rows, cols, per_pixel_dice=False):
+    """``weights/fingernail/<model>/<run id>``."""
+    return cli.repo_path("weights", "fingernail", model,
+                         run_id(study, model, loss, epochs, batch_size, rows, cols, per_pixel_dice))
+
+
+def make_loss(loss, per_pixel_dice=False):
+    import keras
+
+    from common.losses import BCEDiceLoss
+
+    if loss == "bce":
+        return keras.losses.BinaryCrossentropy(name="binary_crossentropy")
+    if loss == "bce_dice":
+        return BCEDiceLoss(per_pixel_dice=per_pixel_dice)
+    raise ValueError(f"unknown loss {loss!r} ({', '.join(LOSSES)})")
+
+
+def compile_model(model, loss="bce_dice", per_pixel_dice=False, lr=LR, lr_decay=LR_DECAY):
+    """Adam with the legacy Keras ``decay`` as an inverse-time schedule (eps 1e-8 as Keras 2)."""
+    import keras
+
+    keras.saving.register_keras_serializable(package="fingernail")(dice_metric)
+    schedule = keras.optimizers.schedules.InverseTimeDecay(lr, decay_steps=1, decay_rate=lr_decay) \
+        if lr_decay else lr
+    model.compile(optimizer=keras.optimizers.Adam(schedule, beta_1=0.9, beta_2=0.999, epsilon=1e-8),
+                  loss=make_loss(loss, per_pixel_dice), metrics=[dice_metric])
+    return model
+
+
+def scale_images(xb, yb):
+    """uint8 storage -> the original's float input: images / 255, masks 0/1 as float."""
+    return xb / 255.0, yb
+
+
+def train(work_dir, run_dir, study="dataset1", model_name="unet2d_8_128", loss="bce_dice", per_pixel_dice=False,
+          epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, lr_decay=LR_DECAY, seed=SEED, shuffle=False, resume=False,
+          verbose=1):
+    """Build, compile and fit; returns ``(model, history)`` with the last epoch's weights."""
+    import keras
+
+    from common.models import build_model
+    from common.training import array_dataset, fit
+
+    (x_tr, y_tr), (x_te, y_te) = load_split(work_dir, study)
+    if seed is not None:
+        keras.utils.set_random_seed(seed)  # before the weights are initialised (fit() seeds again)
+    model = compile_model(build_model(model_name, x_tr.shape[1:]), loss, per_pixel_dice, lr, lr_decay)
+    settings = {"study": study, "model": model_name, "loss": loss, "per_pixel_dice": per_pixel_dice,
+                "epochs": epochs, "batch_size": batch_size, "lr": lr, "lr_decay": lr_decay, "seed": seed,
+                "shuffle": shuffle, "train": len(x_tr), "test": len(x_te)}
+    train_ds = array_dataset(x_tr, y_tr, batch_size, shuffle=shuffle, seed=seed, transform=scale_images)
+    val_ds = array_dataset(x_te, y_te, batch_size, transform=scale_images)
+    return fit(model, train_ds, val_ds, run_dir=run_dir, epochs=epochs, monitor="val_dice_metric", mode="max",
+               resume=resume, seed=seed, verbose=verbose, settings=settings)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK,
+                        help="root of prepare_data.py's output (default: %(default)s)")
+    parser.add_argument("--study", default="dataset1",
+                        help="prepared study folder under --work-dir: dataset1 or dataset1+dataset2 "
+                             "(default: %(default)s)")
+    parser.add_argument("--model", choices=sorted(MODELS), default="unet2d_8_128",
+                        help="network (default: %(default)s)")
+    parser.add_argument("--loss", choices=LOSSES, default="bce_dice",
+                        help="bce_dice (BCE - log Dice) or bce (default: %(default)s)")
+    parser.add_argument("--per-pixel-dice", action="store_true",
+                        help="bce_dice with the original's per-pixel Dice (its exact loss) instead of the "
+                             "image-level Dice")
+    parser.add_argument("--epochs", type=int, default=EPOCHS, help="default: %(default)s")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="default: %(default)s")
+    parser.add_argument("--lr", type=float, default=LR, help="Adam learning rate (default: %(default)s)")
+    parser.add_argument("--lr-decay", type=float, default=LR_DECAY,
+                        help="legacy Keras decay, lr/(1 + decay*step); 0 = constant (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=SEED, help="random seed (default: %(default)s, the original's)")
+    parser.add_argument("--shuffle", action="store_true", help="reshuffle every epoch (the original does not)")
+    parser.add_argument("--run-dir", type=Path, default=None,
+                        help="checkpoints and logs (default: weights/fingernail/<model>/<run id>)")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --run-dir")
+    parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress output")
+    args = parser.parse_args(argv)
+    if args.per_pixel_dice and args.loss != "bce_dice":
+        parser.error("--per-pixel-dice needs --loss bce_dice")
+    rows, cols = prepared_size(args.work_dir, args.study)
+    run_dir = args.run_dir or default_run_dir(args.model, args.study, args.loss, args.epochs, args.batch_size,
+                                              rows, cols, args.per_pixel_dice)
+    model, history = train(args.work_dir, run_dir, args.study, args.model, args.loss, args.per_pixel_dice,
+                           args.epochs, args.batch_size, args.lr, args.lr_decay, args.seed, args.shuffle,
+                           args.resume, args.verbose)
+    if history:
+        print(f"{model.name}: last val_dice_metric {history['val_dice_metric'][-1]:.4f}, best "
+              f"{max(history['val_dice_metric']):.4f}; checkpoints in {run_dir}")
+    return run_dir
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,254 @@
+"""The fingernail task (specs/fingernail.md): loaders, split, metrics, scripts end to end, real dataset1.
+
+The SpatialRNN2D layer and the four networks are tested in test_spatial_rnn.py and test_unet2d_family.py.
+"""
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from common.cli import REPO_ROOT
+from common.data.io import DataLayoutError, ImageReadError, write_image
+from common.data.synthetic import write_fingernail_dataset
+from fingernail import evaluate, prepare_data, train
+
+ROWS, COLS = 32, 48  # tiny, divisible by 16
+SMALL = ((30, 38), (49, 65))  # rows x cols: the real 150x191 and 246x328, scaled down
+
+
+def _dataset1(tmp_path, **kw):
+    kw = {"n_labeled": 6, "n_unlabeled": 2, "sizes": SMALL, "large_fraction": 0.5, "seed": 0, **kw}
+    return write_fingernail_dataset(tmp_path / "raw", **kw)
+
+
+def _dataset2(tmp_path, **kw):
+    kw = {"n_labeled": 5, "layout": "dataset2", "sizes": ((40, 60), (36, 48)), "large_fraction": 0.5,
+          "portrait_fraction": 0.6, "seed": 1, **kw}
+    return write_fingernail_dataset(tmp_path / "raw", **kw)
+
+
+def _original_mask_1(path):
+    """load_image_data_1's mask, straight from the file with PIL as the original (reference)."""
+    mask = np.array(Image.open(path).resize((COLS, ROWS))).mean(axis=2)
+    mask[mask < 250] = 0
+    mask[mask > 0] = 1
+    return mask
+
+
+def test_dataset1_loader_matches_the_original_on_synthetic_files(tmp_path):
+    written = _dataset1(tmp_path)
+    folder = tmp_path / "raw" / "dataset1"
+    data = prepare_data.load_dataset1(folder, ROWS, COLS, verbose=False)
+    assert data["names"] == sorted(written["labeled"])
+    assert data["dropped"] == written["empty_masks"] and data["orphan_masks"] == written["orphan_masks"]
+    assert data["unlabeled"] == written["unlabeled"]
+    assert data["x"].shape == (6, ROWS, COLS, 3) and data["x"].dtype == np.uint8
+    assert data["y"].shape == (6, ROWS, COLS, 1) and data["y"].dtype == np.uint8
+    assert data["x_unlabeled"].shape == (2, ROWS, COLS, 3) and data["x_unlabeled"].dtype == np.uint8
+    sizes = {Image.open(folder / "image" / n).size for n in written["labeled"]}
+    assert len(sizes) == 2  # both real sizes are exercised
+    for i, name in enumerate(data["names"]):
+        np.testing.assert_array_equal(data["y"][i, :, :, 0], _original_mask_1(folder / "mask" / name))
+        image = np.array(Image.open(folder / "image" / name).resize((COLS, ROWS)))
+        np.testing.assert_array_equal(data["x"][i], image)
+        assert data["y"][i].any()
+    # the empty mask really is a painted mask that only fails the near-white test
+    empty = np.array(Image.open(folder / "mask" / written["empty_masks"][0]))
+    assert empty.max() > 150 and not _original_mask_1(folder / "mask" / written["empty_masks"][0]).any()
+
+
+def test_dataset2_loader_rotates_portraits_and_dithers_masks(tmp_path):
+    written = _dataset2(tmp_path)
+    folder = tmp_path / "raw" / "dataset2"
+    data = prepare_data.load_dataset2(folder, ROWS, COLS, verbose=False)
+    assert data["names"] == sorted(written["labeled"]) and written["portrait"]
+    assert data["x"].shape == (5, ROWS, COLS, 3) and data["x"].dtype == np.uint8
+    assert data["y"].shape == (5, ROWS, COLS, 1) and set(np.unique(data["y"])) == {0, 1}
+    for i, name in enumerate(data["names"]):  # the original's code path, straight from the files
+        image, mask = Image.open(folder / "image" / name), Image.open(folder / "mask" / name).convert("1")
+        assert (image.size[0] < image.size[1]) == (name in written["portrait"])
+        if image.size[0] < image.size[1]:
+            image, mask = image.rotate(90, expand=True), mask.rotate(90, expand=True)
+        np.testing.assert_array_equal(data["x"][i], np.array(image.resize((COLS, ROWS))))
+        np.testing.assert_array_equal(data["y"][i, :, :, 0], np.array(mask.resize((COLS, ROWS))).astype(np.uint8))
+
+
+def test_dataset2_rotation_is_counter_clockwise(tmp_path):
+    folder = tmp_path / "dataset2"
+    image = np.zeros((64, 32, 3), np.uint8)  # portrait: 32 wide, 64 high
+    mask = np.zeros((64, 32, 3), np.uint8)
+    mask[:16, :8] = 255  # top-left corner
+    image[:16, :8] = 200
+    write_image(folder / "image" / "a.jpg", image)
+    write_image(folder / "mask" / "a.jpg", mask)
+    x, y = prepare_data.load_pair_2(folder / "image" / "a.jpg", folder / "mask" / "a.jpg", 16, 32)
+    assert x.shape == (16, 32, 3) and y.shape == (16, 32, 1)
+    # +90 degrees (counter-clockwise): the top-left corner goes to the bottom-left
+    assert y[12:, :8].mean() > 0.9 and y[:8].sum() == 0 and y[:, 12:].sum() == 0
+    assert x[12:, :8].mean() > 150
+
+
+def test_split_is_seeded_rounded_up_and_concatenated(tmp_path):
+    _dataset1(tmp_path, n_labeled=12)
+    _dataset2(tmp_path, n_labeled=7)
+    work = tmp_path / "work"
+    s = prepare_data.prepare(tmp_path / "raw", work, ["dataset1", "dataset2"], ROWS, COLS, 0.1, 144, False)
+    assert len(s["test"]) == math.ceil(0.1 * 12) + math.ceil(0.1 * 7) == 3
+    assert len(s["train"]) == 10 + 6
+    # [dataset1 part, dataset2 part] in each of train and test, as the original's combined run
+    assert [n.split("/")[0] for n in s["train"]] == ["dataset1"] * 10 + ["dataset2"] * 6
+    assert [n.split("/")[0] for n in s["test"]] == ["dataset1"] * 2 + ["dataset2"]
+    (x_tr, y_tr), (x_te, y_te) = prepare_data.load_split(work, "dataset1+dataset2")
+    assert x_tr.shape == (16, ROWS, COLS, 3) and y_te.shape == (3, ROWS, COLS, 1)
+    assert x_tr.dtype == y_tr.dtype == x_te.dtype == np.uint8
+    assert json.loads((work / "dataset1+dataset2" / "split.json").read_text())["test"] == s["test"]
+    assert np.load(work / "dataset1+dataset2" / "x_unlabeled.npy").shape == (2, ROWS, COLS, 3)
+    assert prepare_data.prepared_size(work, "dataset1+dataset2") == (ROWS, COLS)
+    again = prepare_data.prepare(tmp_path / "raw", tmp_path / "w2", ["dataset1", "dataset2"], ROWS, COLS,
+                                 0.1, 144, False)
+    other = prepare_data.prepare(tmp_path / "raw", tmp_path / "w3", ["dataset1", "dataset2"], ROWS, COLS,
+                                 0.1, 7, False)
+    assert again["test"] == s["test"] and other["test"] != s["test"]
+
+
+def test_bad_inputs_name_the_file(tmp_path):
+    _dataset1(tmp_path)
+    folder = tmp_path / "raw" / "dataset1"
+    with pytest.raises(DataLayoutError, match=r"nothing[/\\]image: folder not found"):
+        prepare_data.load_dataset1(tmp_path / "nothing", ROWS, COLS, verbose=False)
+    name = sorted(folder.glob("mask/170517_*.png"))[0].name
+    write_image(folder / "mask" / name, np.zeros((10, 12, 3), np.uint8))
+    with pytest.raises(DataLayoutError, match=rf"{name}: mask is 12x10 \(WxH\) but its image is"):
+        prepare_data.load_dataset1(folder, ROWS, COLS, verbose=False)
+    (folder / "mask" / name).write_bytes(b"not a png")
+    work = tmp_path / "work"
+    with pytest.raises(ImageReadError, match=rf"{name}: cannot decode"):
+        prepare_data.main(["--raw-dir", str(tmp_path / "raw"), "--work-dir", str(work), "--quiet"])
+    assert not work.exists() or not list(work.rglob("*.*"))  # nothing half-written
+
+    _dataset2(tmp_path)
+    (tmp_path / "raw" / "dataset2" / "mask" / "nail_002.jpg").unlink()
+    with pytest.raises(DataLayoutError, match=r"no mask for .*nail_002\.jpg"):
+        prepare_data.load_dataset2(tmp_path / "raw" / "dataset2", ROWS, COLS, verbose=False)
+
+
+def test_script_reports_errors_in_one_line(tmp_path):
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "fingernail" / "prepare_data.py"),
+                             "--raw-dir", str(tmp_path), "--work-dir", str(tmp_path / "w")],
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 2
+    expected = f"error: {tmp_path / 'dataset1' / 'image'}: folder not found (expected dataset1/image and dataset1/mask)"
+    assert result.stderr.strip().splitlines()[-1] == expected
+
+
+def test_dice_coefficient_is_pooled_strict_and_unsmoothed():
+    rng = np.random.default_rng(0)
+    y = (rng.random((3, 8, 8, 1)) < 0.3).astype(np.float32)
+    p = rng.random((3, 8, 8, 1)).astype(np.float32)
+    p[0, 0, 0, 0] = 0.3  # exactly at the threshold: background (p > 0.3 is strict)
+    hat = p > 0.3
+    expected = 2 * np.sum(y * hat) / (y.sum() + hat.sum())
+    assert evaluate.dice_coefficient(y, p, 0.3) == pytest.approx(expected, abs=1e-12)
+    assert evaluate.dice_coefficient(y, y, 0.5) == 1.0
+    assert math.isnan(evaluate.dice_coefficient(np.zeros(4), np.zeros(4)))
+
+
+def test_dice_metric_thresholds_and_pools_the_batch():
+    rng = np.random.default_rng(1)
+    y = (rng.random((2, 6, 5, 1)) < 0.4).astype(np.float32)
+    p = rng.random((2, 6, 5, 1)).astype(np.float32)
+    hat = p[..., 0] > 0.5
+    expected = 2 * np.sum(y[..., 0] * hat) / (y.sum() + hat.sum() + 1e-7)
+    assert float(train.dice_metric(y, p)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_optimizer_and_loss_follow_the_original():
+    import keras
+
+    model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Conv2D(1, 1, activation="sigmoid")])
+    train.compile_model(model, "bce_dice", per_pixel_dice=True)
+    opt = model.optimizer
+    assert opt.epsilon == 1e-8 and opt.beta_1 == 0.9 and opt.beta_2 == 0.999
+    schedule = opt._learning_rate
+    for step in (0, 1000, 18_900):  # legacy Keras decay: lr / (1 + decay * iterations)
+        assert float(schedule(step)) == pytest.approx(1e-5 / (1 + 1.99e-7 * step), rel=1e-6)
+    assert model.loss.per_pixel_dice is True
+    assert train.make_loss("bce_dice").per_pixel_dice is False
+    assert isinstance(train.make_loss("bce"), keras.losses.BinaryCrossentropy)
+    assert train.run_id("dataset1", "unet2d_res_srnn_32_512", "bce", 220, 2, 160, 192) == \
+        "Fingernail_dataset1_Unet_Res_SRNN_32x512_BCE_EP220_BS2_160x192"
+    assert train.run_id("dataset1", "unet2d_8_128", "bce_dice", 220, 2, 160, 192) == \
+        "Fingernail_dataset1_Unet_8x128_DICE_EP220_BS2_160x192"
+
+
+def test_end_to_end_prepare_train_evaluate(tmp_path):
+    _dataset1(tmp_path, n_labeled=8)
+    work, run = tmp_path / "work", tmp_path / "run"
+    prepare_data.main(["--raw-dir", str(tmp_path / "raw"), "--work-dir", str(work), "--rows", str(ROWS),
+                       "--cols", str(COLS), "--quiet"])
+    train.main(["--work-dir", str(work), "--model", "unet2d_8_128", "--loss", "bce_dice",
+                "--per-pixel-dice", "--epochs", "1", "--run-dir", str(run), "--verbose", "0"])
+    for name in ("best.keras", "last.keras", "history.csv", "state.json"):
+        assert (run / name).is_file()
+    state = json.loads((run / "state.json").read_text())
+    assert state["monitor"] == "val_dice_metric" and state["mode"] == "max"
+    assert state["settings"]["batch_size"] == 2 and state["settings"]["shuffle"] is False
+    # a killed run continues: the custom metric, loss and lr schedule reload from last.keras
+    train.main(["--work-dir", str(work), "--loss", "bce_dice", "--per-pixel-dice", "--epochs", "2",
+                "--run-dir", str(run), "--resume", "--verbose", "0"])
+    assert json.loads((run / "state.json").read_text())["epoch"] == 2
+    assert len((run / "history.csv").read_text().splitlines()) == 3
+    out = tmp_path / "results"
+    row = evaluate.main(["--work-dir", str(work), "--model", "unet2d_8_128", "--run-dir", str(run),
+                         "--out-dir", str(out), "--quiet"])
+    assert row["model"] == "Unet_8x128" and row["test images"] == 1
+    assert row["paper (nb, @0.3)"] == 0.820733
+    pred = np.load(out / "pred_test.npy")
+    assert pred.shape == (1, ROWS, COLS, 1) and pred.dtype == np.float32
+    _, (_, y_te) = prepare_data.load_split(work)
+    assert row["Dice@0.3"] == evaluate.dice_coefficient(y_te, pred, 0.3)
+    for name in ("dice.md", "dice.json", "paper.md", "overlay.png", "training_curves.png"):
+        assert (out / name).is_file()
+    assert len(json.loads((out / "paper.json").read_text())) == 16
+
+
+@pytest.mark.parametrize("script", ["fingernail/prepare_data.py", "fingernail/train.py", "fingernail/evaluate.py",
+                                    "fingernail/demo.py", "bench/fingernail_repro.py"])
+def test_help_works_from_any_directory(tmp_path, script):
+    result = subprocess.run([sys.executable, str(REPO_ROOT / script), "--help"],
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0 and "usage:" in result.stdout
+
+
+def test_real_dataset1_counts(fingernail_dataset1):
+    data = prepare_data.load_dataset1(fingernail_dataset1, verbose=False)
+    assert data["x"].shape == (192, 160, 192, 3) and data["y"].shape == (192, 160, 192, 1)
+    assert data["dropped"] == ["None_20170426-183042_80000_EXACT.png"]
+    assert data["orphan_masks"] == ["170517_3_L_1.png"]
+    assert len(data["unlabeled"]) == 21 and data["x_unlabeled"].shape == (21, 160, 192, 3)
+    assert sum(n.startswith("None_") for n in data["unlabeled"]) == 16
+    assert sum(n.startswith("170517_") for n in data["unlabeled"]) == 5
+    assert data["y"].mean() == pytest.approx(0.040, abs=0.002)  # spec §4: about 4.0 % foreground
+    train_idx, test_idx = prepare_data.split_indices(len(data["x"]))
+    assert (len(train_idx), len(test_idx)) == (172, 20)
+
+
+def test_real_dataset1_few_epochs_beat_all_background(fingernail_dataset1, tmp_path):
+    """Four epochs (80x96 input, lr 1e-3, batch 4) of unet2d_8_128 beat the all-background prediction."""
+    work, run, out = tmp_path / "work", tmp_path / "run", tmp_path / "out"
+    prepare_data.main(["--raw-dir", str(fingernail_dataset1.parent), "--work-dir", str(work), "--rows", "80",
+                       "--cols", "96", "--quiet"])
+    train.main(["--work-dir", str(work), "--epochs", "4", "--lr", "1e-3", "--lr-decay", "0", "--batch-size", "4",
+                "--shuffle", "--seed", "0", "--run-dir", str(run), "--verbose", "0"])
+    row = evaluate.main(["--work-dir", str(work), "--run-dir", str(run), "--out-dir", str(out), "--quiet"])
+    _, (_, y_te) = prepare_data.load_split(work)
+    assert y_te.shape == (20, 80, 96, 1)
+    prob = np.load(out / "pred_test.npy")
+    background_accuracy = float((y_te == 0).mean())
+    assert float(((prob > 0.5) == (y_te == 1)).mean()) > background_accuracy
+    assert row["Dice@0.3"] > 0.5  # all-background scores 0
