@@ -1,0 +1,71 @@
+"""The originals' image normalisations (BCDU-Net ``help_functions.py`` / ``pre_processing.py``), shared.
+
+All functions take channels-last arrays ``(N, H, W)`` or ``(N, H, W, C)`` (the originals were channels-first;
+the task scripts transpose at the HDF5 boundary) and work image by image, so they can be applied to chunks
+of a dataset that does not fit in memory and give the same result as on the whole array.
+"""
+
+import cv2
+import numpy as np
+
+GRAY_WEIGHTS = (0.299, 0.587, 0.114)
+
+
+def rgb2gray(rgb):
+    """``0.299 R + 0.587 G + 0.114 B`` (float64) of ``(N, H, W, 3)`` -> ``(N, H, W, 1)``."""
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 4 or rgb.shape[-1] != 3:
+        raise ValueError(f"rgb2gray expects (N, H, W, 3) images, got shape {rgb.shape}")
+    return (rgb.astype(np.float64) @ np.asarray(GRAY_WEIGHTS))[..., None]
+
+
+def dataset_normalized(images, dtype=np.float64):
+    """The original's ``dataset_normalized``: global z-score, then each image min-max stretched to [0, 255].
+
+    The global mean and standard deviation cancel in the per-image min-max, so this is computed directly as
+    ``255 (x - min_i) / (max_i - min_i)`` with the extremes of each image over all its pixels and channels
+    (equal to the original up to float rounding, and independent of the other images). A constant image, for
+    which the original divides 0 by 0 and yields NaN, maps to zeros.
+    """
+    x = np.asarray(images, dtype=dtype)
+    axes = tuple(range(1, x.ndim))
+    low = x.min(axis=axes, keepdims=True)
+    span = x.max(axis=axes, keepdims=True) - low
+    out = (x - low) * (255.0 / np.where(span > 0, span, 1.0))
+    return np.where(span > 0, out, 0.0).astype(dtype, copy=False)
+
+
+def clahe_equalized(images, clip_limit=2.0, tile_grid_size=(8, 8)):
+    """OpenCV CLAHE on each single-channel image cast to uint8 by truncation (as the original). -> uint8."""
+    x = np.asarray(images)
+    if x.ndim == 4:
+        if x.shape[-1] != 1:
+            raise ValueError(f"CLAHE expects single-channel images, got shape {x.shape}")
+        return clahe_equalized(x[..., 0], clip_limit, tile_grid_size)[..., None]
+    clahe = cv2.createCLAHE(clipLimit=clip_limit, tileGridSize=tuple(tile_grid_size))
+    return np.stack([clahe.apply(_to_uint8(img)) for img in x])
+
+
+def gamma_table(gamma=1.2):
+    """The 256-entry look-up table ``uint8(((i / 255) ** (1 / gamma)) * 255)`` (truncated)."""
+    return (((np.arange(256) / 255.0) ** (1.0 / gamma)) * 255).astype(np.uint8)
+
+
+def adjust_gamma(images, gamma=1.2):
+    """Apply :func:`gamma_table` to the images cast to uint8 by truncation. -> uint8."""
+    return gamma_table(gamma)[_to_uint8(images)]
+
+
+def my_preproc(rgb_images):
+    """DRIVE preprocessing ``my_PreProc``: gray -> dataset_normalized -> CLAHE -> gamma 1.2 -> /255.
+
+    ``(N, H, W, 3)`` RGB in 0..255 -> ``(N, H, W, 1)`` float32 in [0, 1].
+    """
+    gray = dataset_normalized(rgb2gray(rgb_images))
+    return (adjust_gamma(clahe_equalized(gray)) / 255.0).astype(np.float32)
+
+
+def _to_uint8(x):
+    """C-style cast as ``np.array(x, dtype=np.uint8)`` on floats in [0, 255]: truncation toward zero."""
+    x = np.asarray(x)
+    return x if x.dtype == np.uint8 else x.astype(np.uint8)

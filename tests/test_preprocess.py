@@ -1,0 +1,62 @@
+"""The shared normalisations against straightforward re-statements of the originals' loops."""
+
+import cv2
+import numpy as np
+import pytest
+
+from common.data import preprocess
+
+
+def _original_dataset_normalized(imgs):
+    """The original's two steps, channels-first, float64: global z-score, then per-image min-max to 255."""
+    normalized = (imgs - np.mean(imgs)) / np.std(imgs)
+    for i in range(imgs.shape[0]):
+        normalized[i] = (normalized[i] - normalized[i].min()) / (normalized[i].max() - normalized[i].min()) * 255
+    return normalized
+
+
+def test_dataset_normalized_equals_the_original_two_step_form():
+    rng = np.random.default_rng(0)
+    imgs = rng.uniform(0, 255, (4, 9, 7, 3)) * rng.uniform(0.1, 1, (4, 1, 1, 1))
+    ours = preprocess.dataset_normalized(imgs)
+    np.testing.assert_allclose(ours, _original_dataset_normalized(imgs.copy()), atol=1e-9)
+    assert ours.min() == 0 and ours.max() == 255
+    # image by image: a chunk gives the same values as the whole array (streaming is exact)
+    np.testing.assert_array_equal(preprocess.dataset_normalized(imgs[2:3]), ours[2:3])
+    assert np.all(preprocess.dataset_normalized(np.full((1, 3, 3), 7.0)) == 0)
+
+
+def test_rgb2gray_weights_and_shape():
+    rgb = np.zeros((1, 2, 2, 3))
+    rgb[0, 0, 0] = (100, 0, 0)
+    rgb[0, 0, 1] = (0, 100, 0)
+    rgb[0, 1, 0] = (0, 0, 100)
+    gray = preprocess.rgb2gray(rgb)
+    assert gray.shape == (1, 2, 2, 1)
+    np.testing.assert_allclose(gray[0, :, :, 0], [[29.9, 58.7], [11.4, 0]])
+    with pytest.raises(ValueError, match="shape"):
+        preprocess.rgb2gray(np.zeros((2, 2, 3)))
+
+
+def test_clahe_and_gamma_truncate_like_the_original():
+    table = preprocess.gamma_table(1.2)
+    expected = np.array([int(((i / 255.0) ** (1 / 1.2)) * 255) for i in range(256)])
+    np.testing.assert_array_equal(table, expected)
+    x = np.array([[[10.9, 200.99], [0.5, 254.7]]])           # truncation, not rounding
+    np.testing.assert_array_equal(preprocess.adjust_gamma(x)[0], table[[[10, 200], [0, 254]]])
+    rng = np.random.default_rng(1)
+    img = rng.uniform(0, 255, (2, 32, 40, 1))
+    clahe = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8))
+    ours = preprocess.clahe_equalized(img)
+    assert ours.shape == img.shape and ours.dtype == np.uint8
+    np.testing.assert_array_equal(ours[1, ..., 0], clahe.apply(img[1, ..., 0].astype(np.uint8)))
+
+
+def test_my_preproc_pipeline():
+    rng = np.random.default_rng(2)
+    rgb = rng.uniform(0, 255, (2, 24, 20, 3))
+    out = preprocess.my_preproc(rgb)
+    assert out.shape == (2, 24, 20, 1) and out.dtype == np.float32
+    gray = _original_dataset_normalized(preprocess.rgb2gray(rgb).transpose(0, 3, 1, 2)).transpose(0, 2, 3, 1)
+    expected = preprocess.gamma_table()[preprocess.clahe_equalized(gray)] / 255.0
+    np.testing.assert_allclose(out, expected, atol=1e-6)
