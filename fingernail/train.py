@@ -24,6 +24,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from common import cli
+from common.training import add_strategy_argument
 from fingernail.prepare_data import DEFAULT_WORK, SEED, load_split, prepared_size
 
 MODELS = {  # registry name -> the original's Model name
@@ -93,17 +94,19 @@ def scale_images(xb, yb):
 
 def train(work_dir, run_dir, study="dataset1", model_name="unet2d_8_128", loss="bce_dice", per_pixel_dice=False,
           epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, lr_decay=LR_DECAY, seed=SEED, shuffle=False, resume=False,
-          verbose=1):
+          verbose=1, strategy="default"):
     """Build, compile and fit; returns ``(model, history)`` with the last epoch's weights."""
     import keras
 
     from common.models import build_model
-    from common.training import array_dataset, fit
+    from common.training import array_dataset, fit, get_strategy
 
+    strategy = get_strategy(strategy)  # before any other TensorFlow work
     (x_tr, y_tr), (x_te, y_te) = load_split(work_dir, study)
     if seed is not None:
         keras.utils.set_random_seed(seed)  # before the weights are initialised (fit() seeds again)
-    model = compile_model(build_model(model_name, x_tr.shape[1:]), loss, per_pixel_dice, lr, lr_decay)
+    with strategy.scope():
+        model = compile_model(build_model(model_name, x_tr.shape[1:]), loss, per_pixel_dice, lr, lr_decay)
     settings = {"study": study, "model": model_name, "loss": loss, "per_pixel_dice": per_pixel_dice,
                 "epochs": epochs, "batch_size": batch_size, "lr": lr, "lr_decay": lr_decay, "seed": seed,
                 "shuffle": shuffle, "train": len(x_tr), "test": len(x_te)}
@@ -138,6 +141,7 @@ def main(argv=None):
                         help="checkpoints and logs (default: weights/fingernail/<model>/<run id>)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --run-dir")
     parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress output")
+    add_strategy_argument(parser)
     args = parser.parse_args(argv)
     if args.per_pixel_dice and args.loss != "bce_dice":
         parser.error("--per-pixel-dice needs --loss bce_dice")
@@ -146,7 +150,7 @@ def main(argv=None):
                                               rows, cols, args.per_pixel_dice)
     model, history = train(args.work_dir, run_dir, args.study, args.model, args.loss, args.per_pixel_dice,
                            args.epochs, args.batch_size, args.lr, args.lr_decay, args.seed, args.shuffle,
-                           args.resume, args.verbose)
+                           args.resume, args.verbose, args.strategy)
     if history:
         print(f"{model.name}: last val_dice_metric {history['val_dice_metric'][-1]:.4f}, best "
               f"{max(history['val_dice_metric']):.4f}; checkpoints in {run_dir}")

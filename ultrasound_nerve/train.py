@@ -68,6 +68,8 @@ def train(work_dir, run_dir, epochs=20, batch_size=32, lr=1e-5, val_split=0.2, i
         tmp.write_text(json.dumps(stats))
 
     (x_tr, y_tr), (x_val, y_val) = split_last(val_split, x, y)
+    if seed is not None:
+        keras.utils.set_random_seed(seed)  # before the weights are initialised (fit() seeds again)
     with strategy.scope():
         model = compile_model(build_model("nerve_unet", (img_size, img_size, 1)), lr)
     settings = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "val_split": val_split,
