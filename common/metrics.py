@@ -154,8 +154,9 @@ def nan_skipping_means(per_scan):
     """Per-class mean over scans of NaN-able scores, skipping NaN, and the mean of those class means.
 
     ``per_scan`` is (n_scans, n_classes), e.g. rows of :func:`lesion_dice_per_class`. Returns
-    ``(final, class_means)`` (the edema challenge's ``compute_segment_score``); a class that is NaN in every
-    scan has mean NaN, and then ``final`` is NaN too.
+    ``(final, class_means)`` (the edema challenge's ``compute_segment_score``). A class that is NaN in every
+    scan has mean NaN and is left out of ``final`` (the original divides by zero there); ``final`` is NaN
+    only when every class is.
     """
     scores = np.asarray(per_scan, dtype=np.float64)
     if scores.ndim != 2 or not scores.size:
@@ -164,7 +165,8 @@ def nan_skipping_means(per_scan):
     counts = present.sum(axis=0)
     sums = np.where(present, scores, 0.0).sum(axis=0)
     class_means = np.divide(sums, counts, out=np.full(len(counts), np.nan), where=counts > 0)
-    return float(class_means.mean()), [float(m) for m in class_means]
+    final = float(class_means[counts > 0].mean()) if (counts > 0).any() else float("nan")
+    return final, [float(m) for m in class_means]
 
 
 def per_class_auc(y_true, y_score):
