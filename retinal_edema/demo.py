@@ -23,8 +23,8 @@ from common.data.synthetic import write_retinal_edema_dataset
 from retinal_edema import eval as evaluate
 from retinal_edema import gen_image, test, train
 
-DEMO = {"train": 8, "val": 2, "test": 3, "slices": 16, "rows": 64, "cols": 32, "name": "unet", "loss": "mix_3",
-        "epochs": 10, "batch_size": 8, "lr": 1e-3, "lr_mode": "poly", "seed": 1}
+DEMO = {"train": 8, "val": 2, "test": 4, "slices": 16, "rows": 64, "cols": 32, "name": "unet", "loss": "mix_3",
+        "epochs": 12, "batch_size": 8, "lr": 1e-3, "lr_mode": "poly", "seed": 1}
 PASS_DICE, PASS_AUC = 0.5, 0.8
 
 

@@ -192,7 +192,7 @@ def _edema_cube(rng, n_slices, shape, p_lesion):
     depth = (rows - top) / thick  # 0 at the retina's top, 1 at the RPE
     image = np.full((n_slices, h, w), 12.0, np.float32)  # vitreous
     inside = (depth >= 0) & (depth < 1)
-    layers = 95 + 35 * np.cos(depth * 3 * np.pi) - 60 * (depth > 0.75)  # inner bands, dark outer band
+    layers = 110 + 30 * np.cos(depth * 3 * np.pi) - 35 * (depth > 0.75)  # inner bands, darker outer band
     image = np.where(inside, layers, image)
     image = np.where((depth >= 0) & (depth < 0.08), 190.0, image)  # nerve-fibre layer
     image = np.where(rows > rpe, 80.0 * np.exp(-(rows - rpe) / (0.2 * h)) + 25, image)  # choroid
