@@ -18,8 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+from common import cli
 from common.data.io import DataLayoutError, ImageReadError, list_images, read_image
 
+DEFAULT_DATA = cli.repo_path("data", "retinal_edema")
+DEFAULT_LISTS = cli.repo_path("work", "retinal_edema", "lists")
 GREY_CODES = (255, 191, 128)  # REA, SRF, PED -> classes 1, 2, 3 (Label_Transform's order)
 CLASS_NAMES = ("REA", "SRF", "PED")
 N_CLASSES = 4
@@ -116,9 +119,9 @@ def cube_files(data_dir, image_rel, label_rel=None):
     if label_rel is None:
         return images, None
     labels = [Path(data_dir) / label_rel / f"{slice_number(p) + 1}.bmp" for p in images]
-    for path in labels:
-        if not path.is_file():
-            raise ImageReadError(f"{path}: file not found (label of {Path(image_rel) / (f'{int(path.stem) - 1:03d}.png')})")
+    for image, label in zip(images, labels):
+        if not label.is_file():
+            raise ImageReadError(f"{label}: file not found (the label of {image})")
     return images, labels
 
 
@@ -177,3 +180,11 @@ def training_dataset(data_dir, images, labels, batch_size, mean, std, flip=True,
     if shuffle:
         ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
     return ds.batch(batch_size, drop_remainder=True).map(load).prefetch(tf.data.AUTOTUNE)
+
+
+def add_path_arguments(parser, lists="lists and info.json of gen_image.py"):
+    """``-d/--data-dir`` (root of the set folders; list paths are relative to it) and ``-l/--list-dir``."""
+    parser.add_argument("-d", "--data-dir", type=Path, default=DEFAULT_DATA,
+                        help="folder holding Edema_trainingset/ (+ Edema_validationset/, Edema_testset/); the "
+                             "list paths are relative to it (default: %(default)s)")
+    parser.add_argument("-l", "--list-dir", type=Path, default=DEFAULT_LISTS, help=f"{lists} (default: %(default)s)")

@@ -31,8 +31,8 @@ from tqdm import tqdm
 
 from common import cli
 from common.metrics import lesion_dice_per_class, nan_skipping_means, per_class_auc
-from retinal_edema.dataset import CLASS_NAMES, cube_name, load_cube, normalise, presence, read_list, read_stats
-from retinal_edema.gen_image import DEFAULT_DATA, DEFAULT_LISTS
+from retinal_edema.dataset import (CLASS_NAMES, add_path_arguments, cube_name, load_cube, normalise, presence,
+                                   read_list, read_stats)
 
 EVAL_BATCH = 8
 FUSION = ("unet_nested", "unet")  # the original's fusion pair (UNet++ mix_33, UNet mix_3)
@@ -235,10 +235,7 @@ def resolve_checkpoints(args):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-d", "--data-dir", type=Path, default=DEFAULT_DATA,
-                        help="root the list paths are relative to (default: %(default)s)")
-    parser.add_argument("-l", "--list-dir", type=Path, default=DEFAULT_LISTS,
-                        help="lists and info.json of gen_image.py (default: %(default)s)")
+    add_path_arguments(parser)
     parser.add_argument("--phase", choices=("val", "test"), default="val",
                         help="list to score: val, or test when the test set has labels (default: %(default)s)")
     add_model_arguments(parser)

@@ -34,12 +34,11 @@ from tqdm import tqdm
 
 from common import cli
 from common.data.io import DataLayoutError, atomic_path, read_image, write_image
-from retinal_edema.dataset import ORIGINAL_STATS, ORIGINAL_TEST_STATS, read_label, sorted_slices
+from retinal_edema.dataset import (ORIGINAL_STATS, ORIGINAL_TEST_STATS, add_path_arguments, read_label,
+                                   sorted_slices)
 
 SETS = {"train": "Edema_trainingset", "val": "Edema_validationset", "test": "Edema_testset"}
 STACKED = "trans3channel_images"
-DEFAULT_DATA = cli.repo_path("data", "retinal_edema")
-DEFAULT_LISTS = cli.repo_path("work", "retinal_edema", "lists")
 STATS_IMAGES = 2000
 
 
@@ -169,11 +168,8 @@ def gen_image(data_dir, list_dir, original_stats=False, verbose=True):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-d", "--data-dir", type=Path, default=DEFAULT_DATA,
-                        help="folder holding Edema_trainingset/ (+ Edema_validationset/, Edema_testset/); the "
-                             "stacked PNGs are written inside each set folder (default: %(default)s)")
-    parser.add_argument("-l", "--list-dir", type=Path, default=DEFAULT_LISTS,
-                        help="where the lists and info.json go (default: %(default)s)")
+    add_path_arguments(parser, lists="where the lists and info.json go; the stacked PNGs go inside each set "
+                                     "folder of --data-dir")
     parser.add_argument("--original-stats", action="store_true",
                         help="write the original's shipped mean/std instead of computing them")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")

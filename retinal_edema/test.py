@@ -23,9 +23,8 @@ from tqdm import tqdm
 
 from common import cli
 from common.data.io import atomic_path, save_npy
-from retinal_edema.dataset import cube_name, load_cube, normalise, read_list, read_stats
+from retinal_edema.dataset import add_path_arguments, cube_name, load_cube, normalise, read_list, read_stats
 from retinal_edema.eval import EVAL_BATCH, add_model_arguments, load_models, predict_cube, resolve_checkpoints
-from retinal_edema.gen_image import DEFAULT_DATA, DEFAULT_LISTS
 
 
 def write_submission(models, data_dir, images, mean, std, out_dir, batch=EVAL_BATCH, verbose=True):
@@ -51,10 +50,7 @@ def write_submission(models, data_dir, images, mean, std, out_dir, batch=EVAL_BA
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-d", "--data-dir", type=Path, default=DEFAULT_DATA,
-                        help="root the list paths are relative to (default: %(default)s)")
-    parser.add_argument("-l", "--list-dir", type=Path, default=DEFAULT_LISTS,
-                        help="test_images.txt and info_test.json of gen_image.py (default: %(default)s)")
+    add_path_arguments(parser)
     add_model_arguments(parser)
     parser.add_argument("--train-stats", action="store_true",
                         help="normalise with info.json (training statistics) instead of info_test.json")

@@ -29,8 +29,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 from common import cli
 from common.data.io import DataLayoutError
 from common.training import add_strategy_argument
-from retinal_edema.dataset import CLASS_NAMES, read_list, read_stats
-from retinal_edema.gen_image import DEFAULT_DATA, DEFAULT_LISTS
+from retinal_edema.dataset import CLASS_NAMES, add_path_arguments, read_list, read_stats
 
 NAMES = ("unet", "unet_nested", "unet_nested_dilated")
 REGISTRY = {"unet": "edema_unet", "unet_nested": "unet_nested", "unet_nested_dilated": "unet_nested_dilated"}
@@ -142,10 +141,7 @@ def train(data_dir, list_dir, run_dir, name="unet_nested", loss=None, epochs=Non
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-d", "--data-dir", type=Path, default=DEFAULT_DATA,
-                        help="root the list paths are relative to (default: %(default)s)")
-    parser.add_argument("-l", "--list-dir", type=Path, default=DEFAULT_LISTS,
-                        help="lists and info.json of gen_image.py (default: %(default)s)")
+    add_path_arguments(parser)
     parser.add_argument("--name", choices=NAMES, default="unet_nested", help="network (default: %(default)s)")
     parser.add_argument("--loss", choices=LOSSES, default=None,
                         help="mix_3 = WCE + Dice + BCE, mix_33 = WCE + EL-Dice + BCE (default: the model's preset)")
