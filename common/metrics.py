@@ -126,3 +126,54 @@ def dice_score(y_true, y_pred, empty_score=1.0):
 def mean_dice(y_true, y_pred, empty_score=1.0):
     """Mean per-image Dice over the first axis (the Kaggle nerve leaderboard metric)."""
     return float(np.mean([dice_score(t, p, empty_score) for t, p in zip(y_true, y_pred)]))
+
+
+def lesion_dice_per_class(y_true, y_pred, classes=(1, 2, 3)):
+    """Dice of each class of a multi-class label volume, NaN where the ground truth lacks the class.
+
+    The AI Challenger 2018 edema metric (``aic_fundus_lesion_segmentation``): the whole scan (e.g. 128 x
+    1024 x 512 labels 0..3) is flattened; for class c, ``2|G_c ∩ P_c| / (|G_c| + |P_c|)`` if ``G_c`` is not
+    empty, else NaN, so false positives of a class absent from the scan cost nothing.
+
+    Returns:
+        list of floats, one per entry of ``classes``.
+    """
+    t = np.asarray(y_true).ravel()
+    p = np.asarray(y_pred).ravel()
+    if t.size != p.size:
+        raise ValueError(f"y_true has {t.size} values but y_pred has {p.size}")
+    scores = []
+    for c in classes:
+        g, q = t == c, p == c
+        n_true = int(g.sum())
+        scores.append(2.0 * int(np.count_nonzero(g & q)) / (n_true + int(q.sum())) if n_true else float("nan"))
+    return scores
+
+
+def nan_skipping_means(per_scan):
+    """Per-class mean over scans of NaN-able scores, skipping NaN, and the mean of those class means.
+
+    ``per_scan`` is (n_scans, n_classes), e.g. rows of :func:`lesion_dice_per_class`. Returns
+    ``(final, class_means)`` (the edema challenge's ``compute_segment_score``). A class that is NaN in every
+    scan has mean NaN and is left out of ``final`` (the original divides by zero there); ``final`` is NaN
+    only when every class is.
+    """
+    scores = np.asarray(per_scan, dtype=np.float64)
+    if scores.ndim != 2 or not scores.size:
+        raise ValueError(f"per_scan must be a non-empty (n_scans, n_classes) table, got shape {scores.shape}")
+    present = ~np.isnan(scores)
+    counts = present.sum(axis=0)
+    sums = np.where(present, scores, 0.0).sum(axis=0)
+    class_means = np.divide(sums, counts, out=np.full(len(counts), np.nan), where=counts > 0)
+    final = float(class_means[counts > 0].mean()) if (counts > 0).any() else float("nan")
+    return final, [float(m) for m in class_means]
+
+
+def per_class_auc(y_true, y_score):
+    """ROC-AUC of each column of (N, K) binary targets vs scores; NaN for a column with one class only."""
+    t = np.asarray(y_true) != 0
+    s = np.asarray(y_score, dtype=np.float64)
+    if t.shape != s.shape or t.ndim != 2:
+        raise ValueError(f"y_true and y_score must both be (N, K), got {t.shape} and {s.shape}")
+    return [float(roc_auc_score(t[:, k], s[:, k])) if 0 < t[:, k].sum() < len(t) else float("nan")
+            for k in range(t.shape[1])]

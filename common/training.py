@@ -233,7 +233,8 @@ def fit(model, train, validation=None, *, run_dir, epochs, batch_size=32, monito
         reduce_lr: dict of ``keras.callbacks.ReduceLROnPlateau`` options (monitor is added), or None.
         early_stopping: dict of ``keras.callbacks.EarlyStopping`` options, or None.
         tensorboard: also write TensorBoard logs.
-        callbacks: extra Keras callbacks.
+        callbacks: extra Keras callbacks. They run before the checkpoint and log callbacks, so one may add
+            a value to the epoch logs (e.g. a custom validation score) that ``monitor`` then uses.
         settings: JSON-able dict stored in state.json (the script's arguments).
 
     The model's distribution strategy (the scope it was built in, see ``get_strategy``) is used as is; in a
@@ -274,7 +275,7 @@ def fit(model, train, validation=None, *, run_dir, epochs, batch_size=32, monito
     if isinstance(validation, tuple):
         validation = array_dataset(*validation, batch_size=batch_size)
 
-    cbs = []
+    cbs = list(callbacks)  # first: they may add values to the epoch logs that the callbacks below read
     if chief:  # only the chief writes checkpoints and logs
         cbs += [_RunCheckpoint(run_dir, monitor, mode, best, settings or {}),
                 keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=initial_epoch > 0)]
@@ -284,7 +285,6 @@ def fit(model, train, validation=None, *, run_dir, epochs, batch_size=32, monito
         cbs.append(keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, **reduce_lr))
     if early_stopping:
         cbs.append(keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, **early_stopping))
-    cbs.extend(callbacks)
 
     if initial_epoch < epochs and _multi_worker(strategy):
         _fit_multi_worker(model, train, validation, epochs, initial_epoch, cbs, verbose)

@@ -165,3 +165,107 @@ def write_fingernail_dataset(root, n_labeled=20, n_unlabeled=3, layout="dataset1
         write_image(folder / "mask" / name, np.repeat(mask[..., None], 3, axis=2))
         out["labeled"].append(name)
     return out
+
+
+#: Grey value of each edema class in the AI Challenger 2018 label BMPs: background, REA, SRF, PED.
+EDEMA_GREY_CODES = (0, 255, 191, 128)
+
+
+def _edema_cube(rng, n_slices, shape, p_lesion):
+    """One OCT-like cube: (n_slices, H, W) uint8 B-scans and their class labels 0..3 (uint8).
+
+    Every B-scan shows horizontal retina-like bands between a dark vitreous and a grainy choroid: a bright
+    nerve-fibre layer on top, grey inner layers, a dark outer band and a bright RPE line at the bottom, all
+    bent by a smooth curvature that drifts from slice to slice. Each lesion class occurs in a cube with
+    probability ``p_lesion`` as an ellipsoid spanning part of the slices (so per-slice presence varies):
+    REA = a wide, moderately dark swelling inside the retina; SRF = a black dome just above the RPE;
+    PED = a grey pocket under a lifted, bright RPE.
+    """
+    h, w = shape
+    z = np.arange(n_slices, dtype=np.float32)[:, None, None]
+    rows = np.arange(h, dtype=np.float32)[None, :, None]
+    cols = np.arange(w, dtype=np.float32)[None, None, :]
+    bend = rng.uniform(0.03, 0.1) * h * ((cols - w / 2) / (w / 2)) ** 2
+    top = rng.uniform(0.25, 0.35) * h + bend + 0.03 * h * np.sin(z / n_slices * np.pi * rng.uniform(0.5, 1.5))
+    thick = rng.uniform(0.32, 0.40) * h
+    rpe = top + thick  # row of the RPE line, (Z, 1, W)
+    depth = (rows - top) / thick  # 0 at the retina's top, 1 at the RPE
+    image = np.full((n_slices, h, w), 12.0, np.float32)  # vitreous
+    inside = (depth >= 0) & (depth < 1)
+    layers = 110 + 30 * np.cos(depth * 3 * np.pi) - 35 * (depth > 0.75)  # inner bands, darker outer band
+    image = np.where(inside, layers, image)
+    image = np.where((depth >= 0) & (depth < 0.08), 190.0, image)  # nerve-fibre layer
+    image = np.where(rows > rpe, 80.0 * np.exp(-(rows - rpe) / (0.2 * h)) + 25, image)  # choroid
+    labels = np.zeros((n_slices, h, w), np.uint8)
+
+    def ellipsoid(center_row, rz, ry, rx):
+        cz, cx = rng.uniform(0.25, 0.75) * n_slices, rng.uniform(0.25, 0.75) * w
+        return ((z - cz) / rz) ** 2 + ((rows - center_row) / ry) ** 2 + ((cols - cx) / rx) ** 2 <= 1.0
+
+    if rng.random() < p_lesion:  # REA: swollen, darker inner retina
+        rea = ellipsoid(top + rng.uniform(0.4, 0.55) * thick, rng.uniform(0.2, 0.35) * n_slices,
+                        rng.uniform(0.22, 0.3) * thick, rng.uniform(0.2, 0.32) * w) & inside
+        image = np.where(rea, 0.45 * image + 15, image)
+        labels[rea] = 1
+    if rng.random() < p_lesion:  # SRF: black dome above the RPE
+        ry = rng.uniform(0.07, 0.1) * h
+        srf = ellipsoid(rpe - 0.2 * ry, rng.uniform(0.2, 0.35) * n_slices, ry, rng.uniform(0.18, 0.28) * w)
+        srf &= rows < rpe
+        image = np.where(srf, 5.0, image)
+        labels[srf] = 2
+    if rng.random() < p_lesion:  # PED: grey pocket under a lifted RPE with a bright rim
+        ry = rng.uniform(0.07, 0.1) * h
+        ped = ellipsoid(rpe + 0.3 * ry, rng.uniform(0.2, 0.35) * n_slices, ry, rng.uniform(0.15, 0.25) * w)
+        ped &= rows > rpe + 1
+        rim = ped & ~np.roll(ped, 2, axis=1)
+        image = np.where(ped, 55.0, image)
+        image = np.where(rim, 235.0, image)
+        labels[ped] = 3
+    image = np.where(np.abs(rows - rpe) < max(1.0, 0.015 * h), 225.0, image)  # RPE line
+    speckle = 0.65 + 0.28 * rng.rayleigh(1.0, image.shape).astype(np.float32)
+    image = image * speckle + rng.normal(0, 4, image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8), labels
+
+
+def write_retinal_edema_dataset(root, n_train=6, n_val=2, n_test=2, n_slices=16, shape=(64, 32), p_lesion=0.8,
+                                test_labels=True, seed=0):
+    """Synthetic OCT cubes in the AI Challenger 2018 edema layout under ``root``.
+
+    Writes, for each set folder ``Edema_trainingset`` (``n_train`` cubes), ``Edema_validationset``
+    (``n_val``) and ``Edema_testset`` (``n_test``)::
+
+        original_images/<cube>.img/1.bmp .. <n_slices>.bmp      8-bit grey B-scans, H x W = ``shape``
+        label_images/<cube>_labelMark/1.bmp .. <n_slices>.bmp   grey codes 0 bg, 255 REA, 191 SRF, 128 PED
+
+    with cube names in the challenge's pattern (``P0003_MacularCube512x128_..._cube_z.img``). The real test
+    set has no labels; ``test_labels=True`` still writes ``Edema_testset/label_images`` so a demo can score
+    held-out cubes. The real cubes are 128 slices of 1024 x 512 (H x W).
+
+    Returns a dict ``{set folder: [cube names]}`` plus ``"slices_with"``: per class (REA, SRF, PED) the
+    number of slices containing it over all sets.
+    """
+    if shape[0] < 16 or shape[1] < 16:
+        raise ValueError(f"shape must be at least 16 x 16, got {shape}")
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    grey = np.asarray(EDEMA_GREY_CODES, np.uint8)
+    out, slices_with, patient = {}, np.zeros(3, int), 0
+    for folder, n_cubes in (("Edema_trainingset", n_train), ("Edema_validationset", n_val),
+                            ("Edema_testset", n_test)):
+        out[folder] = []
+        for _ in range(n_cubes):
+            patient += 1
+            eye = "OD" if rng.random() < 0.5 else "OS"
+            cube = (f"P{patient:04d}_MacularCube512x128_{rng.integers(1, 13)}-{rng.integers(1, 29)}-2014_"
+                    f"{rng.integers(8, 18)}-{rng.integers(10, 60)}-{rng.integers(10, 60)}_{eye}_"
+                    f"sn{rng.integers(10000, 99999)}_cube_z.img")
+            images, labels = _edema_cube(rng, n_slices, tuple(shape), p_lesion)
+            slices_with += [(labels == c).any(axis=(1, 2)).sum() for c in (1, 2, 3)]
+            for k in range(n_slices):
+                write_image(root / folder / "original_images" / cube / f"{k + 1}.bmp", images[k])
+                if folder != "Edema_testset" or test_labels:
+                    write_image(root / folder / "label_images" / f"{cube[:-4]}_labelMark" / f"{k + 1}.bmp",
+                                grey[labels[k]])
+            out[folder].append(cube)
+    out["slices_with"] = [int(n) for n in slices_with]
+    return out

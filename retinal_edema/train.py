@@ -1,0 +1,180 @@
+"""Train a multi-task retinal-edema network (segmentation of REA/SRF/PED + slice-level detection).
+
+The original's ``train.py`` with the settings of its README commands as defaults:
+
+=====================  ===========================  ===========================================
+--name                 unet                         unet_nested, unet_nested_dilated (assumed)
+--loss                 mix_3 (WCE + Dice + BCE)     mix_33 (WCE + EL-Dice + BCE)
+--batch-size           32                           16
+--lr-mode              step: 1e-3·0.1^(epoch//20)   poly: 1e-3·(1 - epoch/epochs)^0.9
+=====================  ===========================  ===========================================
+
+Common: 100 epochs, Adam lr 1e-3 with betas (0.9, 0.99), eps 1e-8 and *coupled* L2 weight decay 1e-4 on
+every parameter (torch ``Adam(weight_decay=1e-4)`` = ``common.optimizers.AdamL2``), the lr set once per epoch,
+shuffled slices with the last incomplete batch dropped, random horizontal flip (p = 0.5, image and label),
+pixels/255 then per-channel (x - mean)/std from ``info.json``, seed 1234. After every epoch all validation
+cubes are scored as eval.py does (``dice_val`` = final Dice, ``auc_val`` = mean detection AUC, per class too,
+all in history.csv); ``best.keras`` is the epoch with the best ``dice_val`` (the original's model_best),
+``last.keras`` the latest (checkpoint_latest). Losses: ``common.losses.edema_losses``; models:
+``common.models.unet_plusplus`` (``unet`` is registered as ``edema_unet``).
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from common import cli
+from common.data.io import DataLayoutError
+from common.training import add_strategy_argument
+from retinal_edema.dataset import CLASS_NAMES, add_path_arguments, read_list, read_stats
+
+NAMES = ("unet", "unet_nested", "unet_nested_dilated")
+REGISTRY = {"unet": "edema_unet", "unet_nested": "unet_nested", "unet_nested_dilated": "unet_nested_dilated"}
+LOSSES = ("mix_3", "mix_33")
+COMMON = {"epochs": 100, "lr": 1e-3, "weight_decay": 1e-4, "step": 20, "seed": 1234}
+PRESETS = {  # the README's commands (main.sh); unet_nested_dilated: not given, assumed as unet_nested
+    "unet": {"loss": "mix_3", "batch_size": 32, "lr_mode": "step"},
+    "unet_nested": {"loss": "mix_33", "batch_size": 16, "lr_mode": "poly"},
+    "unet_nested_dilated": {"loss": "mix_33", "batch_size": 16, "lr_mode": "poly"},
+}
+VAL_BATCH = 16  # slices per forward pass in the per-epoch validation
+
+
+def preset(name):
+    """The default settings of model ``name`` (README command + common settings)."""
+    return {**COMMON, **PRESETS[name]}
+
+
+def learning_rate(epoch, lr, lr_mode, epochs, step):
+    """The original's ``adjust_learning_rate`` (epoch 0-based, set at the start of each epoch)."""
+    if lr_mode == "step":
+        return lr * 0.1 ** (epoch // step)
+    if lr_mode == "poly":
+        return lr * (1 - epoch / epochs) ** 0.9
+    raise ValueError(f"unknown lr mode {lr_mode!r} (step, poly)")
+
+
+def default_run_dir(name, loss, lr):
+    """``weights/retinal_edema/<name>_nopre_<loss>_<lr>`` (the original's result folder name)."""
+    return cli.repo_path("weights", "retinal_edema", f"{name}_nopre_{loss}_{lr:g}")
+
+
+def compile_model(model, loss, lr, weight_decay, multi_task=True):
+    from common.losses import edema_losses
+    from common.optimizers import AdamL2
+
+    model.compile(optimizer=AdamL2(lr, beta_1=0.9, beta_2=0.99, epsilon=1e-8, l2=weight_decay),
+                  loss=edema_losses(loss, multi_task))
+    return model
+
+
+def validation_callback(data_dir, images, labels, mean, std, batch=VAL_BATCH, verbose=1):
+    """Keras callback adding ``dice_val``, ``dice_val_<class>``, ``auc_val``, ``auc_val_<class>`` to the logs."""
+    import keras
+
+    from retinal_edema.eval import evaluate_cubes
+
+    class ValidationScores(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            result = evaluate_cubes([self.model], data_dir, images, labels, mean, std, batch, verbose=False)
+            logs = logs if logs is not None else {}
+            logs["dice_val"] = result["dice"]
+            logs["auc_val"] = result["auc"]
+            for name, d, a in zip(CLASS_NAMES, result["dice_per_class"], result["auc_per_class"]):
+                logs[f"dice_val_{name}"], logs[f"auc_val_{name}"] = d, a
+            if verbose:
+                print(f" - dice_val {result['dice']:.4f} - auc_val {result['auc']:.4f}")
+
+    return ValidationScores()
+
+
+def train(data_dir, list_dir, run_dir, name="unet_nested", loss=None, epochs=None, batch_size=None, lr=None,
+          lr_mode=None, step=None, weight_decay=None, flip=True, multi_task=True, seed=None, resume=False,
+          verbose=1, strategy="default"):
+    """Build, compile and fit; ``None`` settings take the model's preset. Returns ``(model, history)``."""
+    from common.training import get_strategy
+
+    strategy = get_strategy(strategy)  # before other TensorFlow work
+    import keras
+
+    from common.data.io import read_image
+    from common.models import build_model
+    from common.training import fit
+    from retinal_edema.dataset import training_dataset
+
+    s = preset(name)
+    s.update({k: v for k, v in dict(loss=loss, epochs=epochs, batch_size=batch_size, lr=lr, lr_mode=lr_mode,
+                                    step=step, weight_decay=weight_decay, seed=seed).items() if v is not None})
+    images, labels = read_list(list_dir, "train")
+    if len(images) < s["batch_size"]:
+        raise DataLayoutError(f"{Path(list_dir) / 'train_images.txt'}: {len(images)} slices, fewer than one batch "
+                              f"of {s['batch_size']} (the last incomplete batch is dropped)")
+    mean, std = read_stats(list_dir)
+    shape = read_image(Path(data_dir) / images[0], "rgb").shape
+    if shape[0] % 16 or shape[1] % 16:
+        raise DataLayoutError(f"{Path(data_dir) / images[0]}: {shape[0]}x{shape[1]} slices, height and width must "
+                              f"be multiples of 16")
+    callbacks, monitor = [], "loss"
+    if (Path(list_dir) / "val_images.txt").is_file():
+        val_images, val_labels = read_list(list_dir, "val")
+        callbacks.append(validation_callback(data_dir, val_images, val_labels, mean, std, verbose=verbose))
+        monitor = "dice_val"
+    elif verbose:
+        print(f"warning: {Path(list_dir) / 'val_images.txt'} not found: no validation, best = lowest loss")
+    callbacks.append(keras.callbacks.LearningRateScheduler(
+        lambda epoch: learning_rate(epoch, s["lr"], s["lr_mode"], s["epochs"], s["step"])))
+
+    keras.utils.set_random_seed(s["seed"])  # before the weights are initialised (fit() seeds again)
+    with strategy.scope():
+        model = compile_model(build_model(REGISTRY[name], shape, multi_task=multi_task), s["loss"], s["lr"],
+                              s["weight_decay"], multi_task)
+    data = training_dataset(data_dir, images, labels, s["batch_size"], mean, std, flip=flip, seed=s["seed"],
+                            multi_task=multi_task)
+    settings = {"name": name, **s, "flip": flip, "multi_task": multi_task, "train_slices": len(images),
+                "input_shape": list(shape), "mean": mean.tolist(), "std": std.tolist()}
+    return fit(model, data, None, run_dir=run_dir, epochs=s["epochs"], monitor=monitor, mode="auto",
+               resume=resume, seed=s["seed"], verbose=verbose, callbacks=callbacks, settings=settings)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_path_arguments(parser)
+    parser.add_argument("--name", choices=NAMES, default="unet_nested", help="network (default: %(default)s)")
+    parser.add_argument("--loss", choices=LOSSES, default=None,
+                        help="mix_3 = WCE + Dice + BCE, mix_33 = WCE + EL-Dice + BCE (default: the model's preset)")
+    parser.add_argument("--epochs", type=int, default=None, help=f"default: {COMMON['epochs']}")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: 32 (unet) or 16 (UNet++)")
+    parser.add_argument("--lr", type=float, default=None, help=f"initial learning rate (default: {COMMON['lr']:g})")
+    parser.add_argument("--lr-mode", choices=("step", "poly"), default=None,
+                        help="step: lr·0.1^(epoch//step); poly: lr·(1-epoch/epochs)^0.9 (default: step for unet, "
+                             "poly for UNet++)")
+    parser.add_argument("--step", type=int, default=None, help=f"epochs per step decay (default: {COMMON['step']})")
+    parser.add_argument("--weight-decay", "--wd", type=float, default=None,
+                        help=f"coupled L2 of Adam, torch's weight_decay (default: {COMMON['weight_decay']:g})")
+    parser.add_argument("--no-flip", action="store_true", help="no random horizontal flip")
+    parser.add_argument("--no-detection", action="store_true",
+                        help="segmentation only (the README's 'Multi-task: No' rows: WCE + Dice without BCE)")
+    parser.add_argument("--seed", type=int, default=None, help=f"default: {COMMON['seed']} (the original's)")
+    parser.add_argument("--run-dir", type=Path, default=None,
+                        help="checkpoints and logs (default: weights/retinal_edema/<name>_nopre_<loss>_<lr>)")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --run-dir")
+    parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress output")
+    add_strategy_argument(parser)
+    args = parser.parse_args(argv)
+    s = preset(args.name)
+    loss, lr = args.loss or s["loss"], args.lr or s["lr"]
+    run_dir = args.run_dir or default_run_dir(args.name, loss, lr)
+    model, history = train(args.data_dir, args.list_dir, run_dir, args.name, loss, args.epochs, args.batch_size,
+                           lr, args.lr_mode, args.step, args.weight_decay, not args.no_flip, not args.no_detection,
+                           args.seed, args.resume, args.verbose, args.strategy)
+    if history and "dice_val" in history:
+        print(f"{args.name}: last dice_val {history['dice_val'][-1]:.4f}, best {max(history['dice_val']):.4f}; "
+              f"checkpoints in {run_dir}")
+    return run_dir
+
+
+if __name__ == "__main__":
+    cli.run(main)
