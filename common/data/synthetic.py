@@ -173,7 +173,7 @@ def _lung_volume(rng, n_slices, size, n_empty):
     Air outside the body (-1000 HU), an elliptic body of soft tissue (about 40 HU, smooth texture) with a
     bright spine, and two dark lungs (about -850 HU) whose size follows a sine profile along the slice
     axis; the first and last ``n_empty`` slices have no lung. The chest wall is about a fifth of the slice
-    wide, so the original's 15x15 body erosion keeps the lungs enclosed at 512x512.
+    wide, so the original's 15x15 body erosion keeps the lungs enclosed at 512x512 (and a 3x3 one at 32x32).
     """
     shape = (size, size)
     centre = np.array([0.5 * size + rng.normal(0, 0.01 * size), 0.5 * size])
@@ -192,8 +192,8 @@ def _lung_volume(rng, n_slices, size, n_empty):
         if 0 < u < 1:
             f = 0.45 + 0.55 * np.sin(np.pi * u)
             for side in (-1, 1):
-                c = (lung_rows, 0.5 * size + side * 0.17 * size)
-                lung = ellipse_mask(shape, c, (0.2 * size * f, 0.09 * size * f), angle=side * rng.uniform(3, 10))
+                c = (lung_rows, 0.5 * size + side * 0.16 * size)
+                lung = ellipse_mask(shape, c, (0.18 * size * f, 0.085 * size * f), angle=side * rng.uniform(3, 10))
                 mask[z][lung == 1] = 255
         hu[mask[z] == 255] = -850
         hu += rng.normal(0, 20, shape)
