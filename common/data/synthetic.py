@@ -268,4 +268,67 @@ def write_retinal_edema_dataset(root, n_train=6, n_val=2, n_test=2, n_slices=16,
                                 grey[labels[k]])
             out[folder].append(cube)
     out["slices_with"] = [int(n) for n in slices_with]
+
+
+def _lung_volume(rng, n_slices, size, n_empty):
+    """One chest-CT-like volume (n_slices, size, size) int16 in HU and its 0/255 uint8 lung mask.
+
+    Air outside the body (-1000 HU), an elliptic body of soft tissue (about 40 HU, smooth texture) with a
+    bright spine, and two dark lungs (about -850 HU) whose size follows a sine profile along the slice
+    axis; the first and last ``n_empty`` slices have no lung. The chest wall is about a fifth of the slice
+    wide, so the original's 15x15 body erosion keeps the lungs enclosed at 512x512 (and a 3x3 one at 32x32).
+    """
+    shape = (size, size)
+    centre = np.array([0.5 * size + rng.normal(0, 0.01 * size), 0.5 * size])
+    body_axes = np.array([0.38, 0.45]) * size * rng.uniform(0.95, 1.05, 2)
+    spine = ellipse_mask(shape, centre + [0.25 * size, 0], (0.05 * size, 0.05 * size))
+    lung_rows = 0.48 * size + rng.normal(0, 0.01 * size)
+    texture = 15 * smooth_noise(rng, shape, max(1.0, size / 40))
+    image = np.empty((n_slices, size, size), np.int16)
+    mask = np.zeros((n_slices, size, size), np.uint8)
+    for z in range(n_slices):
+        u = (z - n_empty + 1) / (n_slices - 2 * n_empty + 1)  # in (0, 1) on the slices with lungs
+        hu = np.full(shape, -1000.0, np.float32)
+        body = ellipse_mask(shape, centre, body_axes)
+        hu[body == 1] = 40 + texture[body == 1]
+        hu[spine == 1] = 500
+        if 0 < u < 1:
+            f = 0.45 + 0.55 * np.sin(np.pi * u)
+            for side in (-1, 1):
+                c = (lung_rows, 0.5 * size + side * 0.16 * size)
+                lung = ellipse_mask(shape, c, (0.18 * size * f, 0.085 * size * f), angle=side * rng.uniform(3, 10))
+                mask[z][lung == 1] = 255
+        hu[mask[z] == 255] = -850
+        hu += rng.normal(0, 20, shape)
+        image[z] = np.clip(np.round(hu), -1024, 3071).astype(np.int16)
+    return image, mask
+
+
+def write_lung_dataset(root, n_volumes=4, n_slices=16, size=512, n_empty=2, seed=0, first_id=1):
+    """The Kaggle "Finding and Measuring Lungs in CT Data" 3-D layout under ``root``.
+
+    Writes ``3d_images/IMG_<id>.nii.gz`` (int16 HU, shape (n_slices, size, size): axis 0 is the slice axis
+    the original reads) and ``3d_images/MASK_<id>.nii.gz`` (uint8, lung 255, else 0) for ids
+    ``first_id, first_id + 1, ...`` written as 4 digits (``0001``). Returns ``{"ids": [...], "lung_slices":
+    {id: [slice indices whose mask is not empty]}}``.
+    """
+    import gzip
+
+    import nibabel as nib
+
+    from common.data.io import atomic_path
+
+    if n_slices <= 2 * n_empty:
+        raise ValueError(f"n_slices ({n_slices}) must exceed 2 * n_empty ({2 * n_empty})")
+    folder = Path(root) / "3d_images"
+    rng = np.random.default_rng(seed)
+    out = {"ids": [], "lung_slices": {}}
+    for k in range(n_volumes):
+        vol_id = f"{first_id + k:04d}"
+        image, mask = _lung_volume(rng, n_slices, size, n_empty)
+        for prefix, array in (("IMG", image), ("MASK", mask)):
+            with atomic_path(folder / f"{prefix}_{vol_id}.nii.gz") as tmp:
+                tmp.write_bytes(gzip.compress(nib.Nifti1Image(array, np.eye(4)).to_bytes(), mtime=0))
+        out["ids"].append(vol_id)
+        out["lung_slices"][vol_id] = [int(z) for z in np.flatnonzero(mask.reshape(n_slices, -1).any(axis=1))]
     return out
