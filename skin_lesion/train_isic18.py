@@ -69,8 +69,25 @@ def build(model_name, input_shape, bidirectional=False, encoder_weights="imagene
     return model
 
 
+def foreground_fraction(masks, chunk=256):
+    """Mean of ``masks / 255`` over a (memory-mapped) uint8 array, read chunk by chunk."""
+    total = sum(float(np.asarray(masks[i:i + chunk], np.float64).sum()) for i in range(0, len(masks), chunk))
+    return total / (255.0 * masks.size)
+
+
+def set_output_prior(model, fraction):
+    """Set the bias of the sigmoid output layer to ``logit(fraction)``: the untrained network then predicts
+    the training set's foreground fraction everywhere instead of 0.5 (Lin et al., "Focal Loss for Dense
+    Object Detection", ICCV 2017, prior initialisation)."""
+    fraction = float(np.clip(fraction, 1e-3, 1 - 1e-3))
+    layer = model.get_layer("head_output")
+    kernel, bias = layer.get_weights()
+    layer.set_weights([kernel, np.full_like(bias, np.log(fraction / (1 - fraction)))])
+
+
 def train(work_dir, run_dir, model_name="bcdu_net_d3", bidirectional=False, encoder_weights="imagenet",
-          epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, seed=None, resume=False, verbose=1, strategy="default"):
+          epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, seed=None, resume=False, verbose=1, strategy="default",
+          prior_output_bias=False):
     """Build, compile and fit; returns ``(model, history)`` (``common.training.fit``)."""
     import keras
 
@@ -83,8 +100,11 @@ def train(work_dir, run_dir, model_name="bcdu_net_d3", bidirectional=False, enco
         keras.utils.set_random_seed(seed)  # before the weights are initialised
     with strategy.scope():
         model = build(model_name, x_tr.shape[1:], bidirectional, encoder_weights, lr)
+        if prior_output_bias:
+            set_output_prior(model, foreground_fraction(m_tr))
     settings = {"model": model_name, "bidirectional": bidirectional, "epochs": epochs, "batch_size": batch_size,
-                "lr": lr, "seed": seed, "train": len(x_tr), "val": len(x_val), "input_shape": list(x_tr.shape[1:])}
+                "lr": lr, "seed": seed, "train": len(x_tr), "val": len(x_val), "input_shape": list(x_tr.shape[1:]),
+                "prior_output_bias": prior_output_bias}
     train_ds = array_dataset(x_tr, y_tr, batch_size, shuffle=True, seed=seed, transform=normalise_batch)
     val_ds = array_dataset(x_val, y_val, batch_size, transform=normalise_batch)
     return fit(model, train_ds, val_ds, run_dir=run_dir, epochs=epochs, monitor="val_loss", mode="min",
@@ -104,6 +124,9 @@ def main(argv=None):
     parser.add_argument("--encoder-weights", default="imagenet",
                         help="sedu_net_d3 only: 'imagenet' (Keras's VGG16 notop file from the Keras cache, never "
                              "downloaded), a path to that file, or 'none' (default: %(default)s, as the original)")
+    parser.add_argument("--prior-output-bias", action="store_true",
+                        help="initialise the output bias to the logit of the training masks' mean instead of 0 "
+                             "(keeps the 2-channel ReLU head from dying early in training; see README)")
     parser.add_argument("--epochs", type=int, default=EPOCHS, help="default: %(default)s")
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="default: %(default)s")
     parser.add_argument("--lr", type=float, default=LR, help="Adam learning rate (default: %(default)s)")
@@ -119,7 +142,7 @@ def main(argv=None):
     run_dir = args.run_dir or default_run_dir(args.model, args.bidirectional)
     model, history = train(args.work_dir, run_dir, args.model, args.bidirectional, args.encoder_weights,
                            args.epochs, args.batch_size, args.lr, args.seed, args.resume, args.verbose,
-                           args.strategy)
+                           args.strategy, args.prior_output_bias)
     if history:
         print(f"{model.name}: best val_loss {min(history['val_loss']):.4f} after {len(history['val_loss'])} "
               f"epochs; checkpoints in {run_dir}")
