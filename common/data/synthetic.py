@@ -331,4 +331,86 @@ def write_lung_dataset(root, n_volumes=4, n_slices=16, size=512, n_empty=2, seed
                 tmp.write_bytes(gzip.compress(nib.Nifti1Image(array, np.eye(4)).to_bytes(), mtime=0))
         out["ids"].append(vol_id)
         out["lung_slices"][vol_id] = [int(z) for z in np.flatnonzero(mask.reshape(n_slices, -1).any(axis=1))]
+
+
+ISIC_IMAGE_DIR = "ISIC2018_Task1-2_Training_Input"
+ISIC_MASK_DIR = "ISIC2018_Task1_Training_GroundTruth"
+
+
+def lesion_mask(rng, shape, center, radius, irregularity=0.25, n_harmonics=5):
+    """uint8 0/1 blob with a wavy border: ``radius (1 + sum_k a_k cos(k theta + phi_k))`` in polar form.
+
+    ``center`` (row, col), ``radius`` in pixels; ``irregularity`` scales the harmonics' amplitudes.
+    """
+    theta = np.linspace(0, 2 * np.pi, 180, endpoint=False)
+    k = np.arange(2, 2 + n_harmonics)[:, None]
+    amplitude = rng.uniform(0, irregularity, (n_harmonics, 1)) / k ** 0.5
+    r = radius * (1 + np.sum(amplitude * np.cos(k * theta + rng.uniform(0, 2 * np.pi, (n_harmonics, 1))), axis=0))
+    points = np.stack([center[1] + r * np.cos(theta), center[0] + r * np.sin(theta)], axis=1)
+    mask = np.zeros(shape, np.uint8)
+    cv2.fillPoly(mask, [np.round(points).astype(np.int32)], 1)
+    return mask
+
+
+def _coarse_noise(rng, shape, scale):
+    """A smooth random field of feature size ~``scale`` pixels, unit std: low-resolution noise upsampled
+    (much faster than ``smooth_noise`` for large scales on photo-sized images)."""
+    small = rng.standard_normal((max(2, int(shape[0] / scale) + 2), max(2, int(shape[1] / scale) + 2)))
+    field = cv2.resize(small.astype(np.float32), (shape[1], shape[0]), interpolation=cv2.INTER_CUBIC)
+    return (field - field.mean()) / (field.std() + 1e-6)
+
+
+def _dermoscopy(rng, shape):
+    """One skin-like dermoscopy photo (H, W, 3) uint8 with a darker irregular lesion, and its 0/1 mask."""
+    h, w = shape
+    mask = lesion_mask(rng, shape, (rng.uniform(0.35, 0.65) * h, rng.uniform(0.35, 0.65) * w),
+                       rng.uniform(0.15, 0.3) * min(h, w))
+    skin = (np.float32([225, 170, 150]) + rng.uniform(-20, 20, 3)).astype(np.float32)  # pinkish skin tone
+    lesion = skin * np.float32(rng.uniform(0.35, 0.6) * np.array([1.0, 0.85, 0.8]))  # brown, darker
+    soft = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), min(h, w) / 150)  # blurred border
+    blotches = 1 + 0.25 * _coarse_noise(rng, shape, min(h, w) / 12)  # pigment network
+    yy = ((np.arange(h, dtype=np.float32) - h / 2) / (h / 2))[:, None] ** 2
+    xx = ((np.arange(w, dtype=np.float32) - w / 2) / (w / 2))[None, :] ** 2
+    gain = (1 + 0.06 * _coarse_noise(rng, shape, min(h, w) / 2)) * np.clip(1 - 0.35 * (yy + xx) ** 2, 0.3, 1)
+    texture = 6 * smooth_noise(rng, shape, 1.5)  # skin grain
+    # per pixel: (skin + soft * (lesion * blotches - skin)) * gain + texture, one channel at a time
+    image = np.stack([(skin[c] + soft * (lesion[c] * blotches - skin[c])) * gain + texture for c in range(3)],
+                     axis=-1)
+    for _ in range(int(rng.integers(0, 4))):  # a few dark hairs across the picture (distractors)
+        p0, p1 = rng.uniform(0, 1, 2) * (w, h), rng.uniform(0, 1, 2) * (w, h)
+        cv2.line(image, tuple(int(v) for v in p0), tuple(int(v) for v in p1), (60, 45, 40),
+                 max(1, int(min(h, w) / 300)), cv2.LINE_AA)
+    return np.clip(image, 0, 255).astype(np.uint8), mask
+
+
+def write_isic_dataset(root, n_images=20, sizes=((450, 600), (768, 1024)), seed=0, first_id=0,
+                       orphan_images=0, orphan_masks=0):
+    """ISIC 2018 Task 1 training data in the official layout under ``root``.
+
+    Writes ``ISIC2018_Task1-2_Training_Input/ISIC_<7 digits>.jpg`` (RGB dermoscopy-like photos, sizes drawn
+    uniformly between the (rows, cols) pairs ``sizes[0]`` and ``sizes[1]``, aspect kept near 4:3) and
+    ``ISIC2018_Task1_Training_GroundTruth/ISIC_<7 digits>_segmentation.png`` (8-bit 0/255 lesion masks).
+    ``orphan_images`` images without a mask and ``orphan_masks`` masks without an image are added after the
+    pairs. Ids start at ``first_id`` and skip numbers as the real ids do.
+
+    Returns ``{"pairs": [ids], "orphan_images": [ids], "orphan_masks": [ids]}``.
+    """
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    (low_h, low_w), (high_h, high_w) = sizes
+    out = {"pairs": [], "orphan_images": [], "orphan_masks": []}
+    image_id = first_id
+    for k in range(n_images + orphan_images + orphan_masks):
+        image_id += int(rng.integers(1, 4))
+        name = f"ISIC_{image_id:07d}"
+        t = rng.uniform()
+        shape = (int(round(low_h + t * (high_h - low_h) + rng.uniform(-0.03, 0.03) * low_h)),
+                 int(round(low_w + t * (high_w - low_w))))
+        image, mask = _dermoscopy(rng, shape)
+        kind = "pairs" if k < n_images else "orphan_images" if k < n_images + orphan_images else "orphan_masks"
+        if kind != "orphan_masks":
+            write_image(root / ISIC_IMAGE_DIR / f"{name}.jpg", image)
+        if kind != "orphan_images":
+            write_image(root / ISIC_MASK_DIR / f"{name}_segmentation.png", mask * 255)
+        out[kind].append(name)
     return out

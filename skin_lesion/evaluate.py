@@ -1,0 +1,165 @@
+"""Test-split scores of a trained ISIC 2018 network beside the paper's table, with figures (the original's evaluate.py).
+
+Predicts the 520 test images of prepare_isic2018.py with the run's best checkpoint (the original's
+``weight_isic18``) and scores every pixel of every test image pooled, twice:
+
+* **original definitions** (``evaluate.py`` of the original, the paper's table): ground truth = resized mask
+  > 0.5 on its 0..255 scale (any non-zero pixel, border pixels included), prediction = probability > 0.5,
+  "JS" = scikit-learn's removed ``jaccard_similarity_score``, which on 1-D labels was pixel accuracy, and
+  "AUC" = ROC-AUC of the binarised prediction, i.e. (sensitivity + specificity) / 2;
+* **correct definitions**: ground truth = mask / 255 >= 0.5 (the soft training target rounded), Jaccard =
+  IoU = TP / (TP + FP + FN), ROC-AUC and PR-AUC of the continuous probabilities.
+
+The images are normalised as in training (``dataset_normalized``); ``--raw-input`` predicts on the raw 0..255
+images instead, as the original's script did (it normalised a copy and never used it).
+
+Written to ``--out-dir`` (default ``<work-dir>/results/<model>[_bidirectional]``): ``scores.md``/``.json``
+(the paper's BCDU-Net row and ours), ``paper.md``/``.json`` (the whole published ISIC table),
+``roc_pr.png`` (ROC and precision-recall curves), ``overlay.png`` (image | ground truth | prediction, first
+test images), ``sample_results.png`` (the original's pick: the first 10 test images with fewer than 300
+wrong pixels) and ``pred_test.npy`` (probabilities, float32).
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+import numpy as np
+
+from common import cli
+from common.metrics import segmentation_scores
+from skin_lesion.prepare_isic2018 import DEFAULT_WORK, load_split
+from skin_lesion.train_isic18 import BATCH_SIZE, MODELS, default_run_dir, network_input, run_name
+
+# README / paper table (ISIC 2018): F1, SE, SP, ACC, PC, JS ("JS" is pixel accuracy, see above)
+PAPER = [
+    ("U-Net", 2015, 0.647, 0.708, 0.964, 0.890, 0.779, 0.549),
+    ("Residual U-Net", 2018, 0.679, 0.792, 0.928, 0.880, 0.741, 0.581),
+    ("Attention U-Net", 2018, 0.665, 0.717, 0.967, 0.897, 0.787, 0.566),
+    ("R2U-Net", 2018, 0.691, 0.726, 0.971, 0.904, 0.822, 0.592),
+    ("BCDU-Net", 2019, 0.847, 0.783, 0.980, 0.936, 0.922, 0.936),
+    ("MCGU-Net (arXiv 2003.05056)", 2020, 0.895, 0.848, 0.986, 0.955, 0.947, 0.955),
+]
+COLUMNS = ("F1", "SE", "SP", "ACC", "PC", "JS", "AUC", "PR AUC")
+GOOD_PREDICTION_ERRORS = 300  # the original's sample_results.png shows test images with fewer wrong pixels
+
+
+def paper_rows():
+    return [dict(zip(("method", "year") + COLUMNS[:6], row)) for row in PAPER]
+
+
+def isic_scores(masks, prob):
+    """Both score sets of a test split: ``{"original": {...}, "correct": {...}}`` keyed by ``COLUMNS``.
+
+    Args:
+        masks: resized masks on their 0..255 scale (uint8, any shape).
+        prob: predicted probabilities, same number of values.
+    """
+    masks = np.asarray(masks)
+    prob = np.asarray(prob, dtype=np.float32).reshape(masks.shape)
+    binary = (prob > 0.5).astype(np.float32)  # the original binarises the scores before every metric
+    old = segmentation_scores(masks > 0.5, binary, threshold=0.5, legacy=True, curves=True)
+    new = segmentation_scores(masks >= 128, prob, threshold=0.5, curves=True)
+    keys = ("f1", "sensitivity", "specificity", "accuracy", "precision")
+    return {"original": dict(zip(COLUMNS, [old[k] for k in keys] + [old["js_legacy"], old["auc_legacy"],
+                                                                    old["auc_pr"]])),
+            "correct": dict(zip(COLUMNS, [new[k] for k in keys] + [new["jaccard"], new["auc"], new["auc_pr"]]))}
+
+
+def good_predictions(masks, prob, max_errors=GOOD_PREDICTION_ERRORS, n=10):
+    """The original's sample pick: indices of the first ``n`` images with fewer than ``max_errors`` wrong
+    pixels (mask > 0.5 vs probability > 0.5), padded with image 0 when there are fewer."""
+    wrong = ((np.asarray(masks) > 0.5) != (np.asarray(prob).reshape(np.shape(masks)) > 0.5))
+    errors = wrong.reshape(len(wrong), -1).sum(axis=1)
+    good = list(np.flatnonzero(errors < max_errors)[:n])
+    return good + [0] * (n - len(good))
+
+
+def predict(model, images, batch_size=BATCH_SIZE, raw_input=False, verbose=1):
+    """Probabilities (N, H, W, 1) float32 for uint8 images, normalised chunk by chunk as in training."""
+    from tqdm import tqdm
+
+    out = np.empty(images.shape[:3] + (1,), np.float32)
+    chunk = 8 * batch_size
+    for start in tqdm(range(0, len(images), chunk), desc="predict", unit="chunk", disable=not verbose):
+        x = np.asarray(images[start:start + chunk])
+        x = x.astype(np.float32) if raw_input else network_input(x)
+        out[start:start + len(x)] = model.predict(x, batch_size=batch_size, verbose=0)
+    return out
+
+
+def evaluate(run_dir, work_dir, out_dir, weights="best", raw_input=False, batch_size=BATCH_SIZE, verbose=1):
+    """Predict the test split, write the tables and figures; returns ``isic_scores``' dict."""
+    import keras
+
+    import common.layers  # noqa: F401  (registers the Keras-2 hard sigmoid of the ConvLSTM fusions)
+    from common.data.io import save_npy
+    from common.report import overlay_grid, plot_roc_pr, write_table
+
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    checkpoint = run_dir / f"{weights}.keras"
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"{checkpoint}: not found; run skin_lesion/train_isic18.py first")
+    images, masks = load_split(work_dir, "test")
+    model = keras.models.load_model(checkpoint, compile=False)
+    prob = predict(model, images, batch_size, raw_input, verbose)
+    save_npy(out_dir / "pred_test.npy", prob)
+
+    scores = isic_scores(masks, prob)
+    paper = paper_rows()[4]
+    rows = [dict({"scores": "paper: BCDU-Net (README, original definitions)"},
+                 **{k: paper.get(k, float("nan")) for k in COLUMNS}),
+            dict({"scores": f"{model.name}, original definitions"}, **scores["original"]),
+            dict({"scores": f"{model.name}, correct definitions"}, **scores["correct"])]
+    n = len(masks)
+    table = write_table(rows, out_dir / "scores", digits=4,
+                        title=f"ISIC 2018 test split ({n} images, {weights} checkpoint of {run_dir.name}, "
+                              f"{'raw' if raw_input else 'normalised'} input)")
+    write_table(paper_rows(), out_dir / "paper", title="Paper: ISIC 2018 (README table; JS = pixel accuracy)",
+                digits=3)
+    plot_roc_pr(masks >= 128, prob, out_dir / "roc_pr.png", title=f"{model.name}: test pixels (mask >= 128)")
+    binary = (prob > 0.5).astype(np.float32)
+    overlay_grid(images, masks, binary, out_dir / "overlay.png",
+                 titles=("image", "ground truth", "prediction > 0.5"))
+    pick = good_predictions(masks, prob)
+    overlay_grid(images[pick], masks[pick] > 0.5, binary[pick], out_dir / "sample_results.png", max_rows=10,
+                 titles=("image", "ground truth > 0.5", f"prediction (< {GOOD_PREDICTION_ERRORS} wrong px)"))
+    if verbose:
+        print(table)
+    return scores
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK,
+                        help="folder with the .npy files of prepare_isic2018.py (default: %(default)s)")
+    parser.add_argument("--model", choices=MODELS, default="bcdu_net_d3",
+                        help="network of the run, to find its default run folder (default: %(default)s)")
+    parser.add_argument("--bidirectional", action="store_true", help="the run used --bidirectional")
+    parser.add_argument("--run-dir", type=Path, default=None,
+                        help="training run folder (default: weights/skin_lesion/<model>[_bidirectional])")
+    parser.add_argument("--weights", choices=("best", "last"), default="best",
+                        help="checkpoint to evaluate (default: best on val_loss, as the original)")
+    parser.add_argument("--raw-input", action="store_true",
+                        help="predict on the raw 0..255 images as the original's evaluate.py did, instead of the "
+                             "normalised images the network was trained on")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="default: %(default)s")
+    parser.add_argument("--out-dir", type=Path, default=None,
+                        help="output folder (default: <work-dir>/results/<run folder name>)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar and no table on stdout")
+    args = parser.parse_args(argv)
+    run_dir = args.run_dir or default_run_dir(args.model, args.bidirectional)
+    out_dir = args.out_dir or args.work_dir / "results" / (run_name(args.model, args.bidirectional)
+                                                           if args.run_dir is None else run_dir.name)
+    scores = evaluate(run_dir, args.work_dir, out_dir, args.weights, args.raw_input, args.batch_size,
+                      verbose=0 if args.quiet else 1)
+    print(f"test F1 (Dice) {scores['correct']['F1']:.4f} (original definitions {scores['original']['F1']:.4f}); "
+          f"tables and figures in {out_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))

@@ -1,0 +1,153 @@
+"""Train a BCDU-Net family network on the ISIC 2018 arrays of prepare_isic2018.py (the original's train_isic18.py).
+
+Defaults are the original's: BCDU_net_D3 on 256x256x3, images through ``dataset_normalized`` (each image
+min-max stretched to 0..255, NOT divided by 255), soft targets mask/255, Adam(lr 1e-4), binary
+cross-entropy, metric accuracy, batch 8, 100 epochs, shuffled every epoch, the validation split (259 images)
+as validation data, the best checkpoint on val_loss and ReduceLROnPlateau(val_loss, factor 0.1, patience 7,
+min_delta 1e-4). The arrays are memory-mapped and normalised batch by batch, so the training set is never
+copied to float in memory.
+
+``--model`` picks any of the family (bcdu_net_d3, bcdu_net_d1, sedu_net_d3, bcdu_unet); ``--bidirectional``
+uses a true bidirectional ConvLSTM fusion (forward + backward, summed) instead of the original code's
+single backward ConvLSTM. The run folder (default ``weights/skin_lesion/<model>[_bidirectional]``) gets
+``best.keras`` (the original's ``weight_isic18``), ``last.keras``, ``history.csv`` (the original pickled the
+history to ``hist_isic18``), TensorBoard logs and ``training_curves.png``.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+import numpy as np
+
+from common import cli
+from common.data.preprocess import dataset_normalized
+from skin_lesion.prepare_isic2018 import DEFAULT_WORK, load_split
+
+MODELS = ("bcdu_net_d3", "bcdu_net_d1", "sedu_net_d3", "bcdu_unet")
+EPOCHS, BATCH_SIZE, LR = 100, 8, 1e-4
+REDUCE_LR = {"factor": 0.1, "patience": 7, "min_delta": 1e-4, "verbose": 1}
+
+
+def run_name(model, bidirectional=False):
+    return model + ("_bidirectional" if bidirectional else "")
+
+
+def default_run_dir(model, bidirectional=False):
+    """``weights/skin_lesion/<model>[_bidirectional]``."""
+    return cli.repo_path("weights", "skin_lesion", run_name(model, bidirectional))
+
+
+def network_input(images):
+    """uint8 images (N, H, W, 3) -> the original's network input: ``dataset_normalized`` as float32."""
+    return dataset_normalized(images).astype(np.float32)
+
+
+def normalise_batch(xb, yb):
+    """One batch as the original feeds it: images via :func:`network_input`, masks / 255 (soft targets)."""
+    return network_input(xb), yb / 255.0
+
+
+def build(model_name, input_shape, bidirectional=False, encoder_weights="imagenet", lr=LR):
+    """The registered network compiled as the original: Adam(lr), binary cross-entropy, accuracy.
+
+    ``encoder_weights`` only applies to sedu_net_d3 (``imagenet``, ``none`` or a file path).
+    """
+    import keras
+
+    from common.models import build_model
+
+    options = {"bidirectional": bidirectional} if bidirectional else {}
+    if model_name == "sedu_net_d3":
+        options["encoder_weights"] = None if encoder_weights in (None, "none") else encoder_weights
+    model = build_model(model_name, input_shape, **options)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr), loss="binary_crossentropy",
+                  metrics=["accuracy"])
+    return model
+
+
+def foreground_fraction(masks, chunk=256):
+    """Mean of ``masks / 255`` over a (memory-mapped) uint8 array, read chunk by chunk."""
+    total = sum(float(np.asarray(masks[i:i + chunk], np.float64).sum()) for i in range(0, len(masks), chunk))
+    return total / (255.0 * masks.size)
+
+
+def set_output_prior(model, fraction):
+    """Set the bias of the sigmoid output layer to ``logit(fraction)``: the untrained network then predicts
+    the training set's foreground fraction everywhere instead of 0.5 (Lin et al., "Focal Loss for Dense
+    Object Detection", ICCV 2017, prior initialisation)."""
+    fraction = float(np.clip(fraction, 1e-3, 1 - 1e-3))
+    layer = model.get_layer("head_output")
+    kernel, bias = layer.get_weights()
+    layer.set_weights([kernel, np.full_like(bias, np.log(fraction / (1 - fraction)))])
+
+
+def train(work_dir, run_dir, model_name="bcdu_net_d3", bidirectional=False, encoder_weights="imagenet",
+          epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, seed=None, resume=False, verbose=1, strategy="default",
+          prior_output_bias=False):
+    """Build, compile and fit; returns ``(model, history)`` (``common.training.fit``)."""
+    import keras
+
+    from common.training import array_dataset, fit, get_strategy
+
+    strategy = get_strategy(strategy)  # before any other TensorFlow work
+    (x_tr, m_tr), (x_val, m_val) = load_split(work_dir, "train"), load_split(work_dir, "val")
+    y_tr, y_val = m_tr[..., None], m_val[..., None]  # views of the memory maps, (N, H, W, 1)
+    if seed is not None:
+        keras.utils.set_random_seed(seed)  # before the weights are initialised
+    with strategy.scope():
+        model = build(model_name, x_tr.shape[1:], bidirectional, encoder_weights, lr)
+        if prior_output_bias:
+            set_output_prior(model, foreground_fraction(m_tr))
+    settings = {"model": model_name, "bidirectional": bidirectional, "epochs": epochs, "batch_size": batch_size,
+                "lr": lr, "seed": seed, "train": len(x_tr), "val": len(x_val), "input_shape": list(x_tr.shape[1:]),
+                "prior_output_bias": prior_output_bias}
+    train_ds = array_dataset(x_tr, y_tr, batch_size, shuffle=True, seed=seed, transform=normalise_batch)
+    val_ds = array_dataset(x_val, y_val, batch_size, transform=normalise_batch)
+    return fit(model, train_ds, val_ds, run_dir=run_dir, epochs=epochs, monitor="val_loss", mode="min",
+               resume=resume, seed=seed, reduce_lr=REDUCE_LR, verbose=verbose, settings=settings)
+
+
+def main(argv=None):
+    from common.training import add_strategy_argument
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK,
+                        help="folder with the .npy files of prepare_isic2018.py (default: %(default)s)")
+    parser.add_argument("--model", choices=MODELS, default="bcdu_net_d3", help="network (default: %(default)s)")
+    parser.add_argument("--bidirectional", action="store_true",
+                        help="true bidirectional ConvLSTM fusion (forward + backward summed) instead of the "
+                             "original's single backward ConvLSTM")
+    parser.add_argument("--encoder-weights", default="imagenet",
+                        help="sedu_net_d3 only: 'imagenet' (Keras's VGG16 notop file from the Keras cache, never "
+                             "downloaded), a path to that file, or 'none' (default: %(default)s, as the original)")
+    parser.add_argument("--prior-output-bias", action="store_true",
+                        help="initialise the output bias to the logit of the training masks' mean instead of 0 "
+                             "(keeps the 2-channel ReLU head from dying early in training; see README)")
+    parser.add_argument("--epochs", type=int, default=EPOCHS, help="default: %(default)s")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="default: %(default)s")
+    parser.add_argument("--lr", type=float, default=LR, help="Adam learning rate (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default: none, as the original)")
+    parser.add_argument("--run-dir", type=Path, default=None,
+                        help="checkpoints and logs (default: weights/skin_lesion/<model>[_bidirectional])")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --run-dir")
+    parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress output")
+    add_strategy_argument(parser)
+    args = parser.parse_args(argv)
+    if args.bidirectional and args.model == "bcdu_unet":
+        parser.error("--bidirectional needs a model with ConvLSTM fusions (not bcdu_unet)")
+    run_dir = args.run_dir or default_run_dir(args.model, args.bidirectional)
+    model, history = train(args.work_dir, run_dir, args.model, args.bidirectional, args.encoder_weights,
+                           args.epochs, args.batch_size, args.lr, args.seed, args.resume, args.verbose,
+                           args.strategy, args.prior_output_bias)
+    if history:
+        print(f"{model.name}: best val_loss {min(history['val_loss']):.4f} after {len(history['val_loss'])} "
+              f"epochs; checkpoints in {run_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))

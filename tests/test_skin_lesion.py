@@ -1,0 +1,213 @@
+"""The skin lesion task (specs/bcdu_net.md §3.1, §5, §6): synthetic ISIC layout, prepare, metrics, scripts end to end.
+
+The BCDU-Net family itself (parameter and layer counts, ConvLSTM fusion, bidirectional option, .keras round
+trip) is tested in test_bcdu_net.py.
+"""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from common.cli import REPO_ROOT
+from common.data.io import DataLayoutError, ImageReadError, write_image
+from common.data.synthetic import ISIC_IMAGE_DIR, ISIC_MASK_DIR, write_isic_dataset
+from skin_lesion import evaluate, prepare_isic2018, train_isic18
+
+SMALL = ((45, 60), (77, 102))  # the real 450x600 .. 768x1024 range, scaled down ten times
+SIZE = 32
+
+
+def _dataset(tmp_path, n=7, **kw):
+    return write_isic_dataset(tmp_path / "raw", n, sizes=SMALL, seed=kw.pop("seed", 0), **kw)
+
+
+def _original_dataset_normalized(imgs):
+    """The original's dataset_normalized, verbatim in NumPy (global z-score, then per-image min-max x255)."""
+    imgs = np.asarray(imgs, dtype=np.float64)
+    normalized = (imgs - np.mean(imgs)) / np.std(imgs)
+    for i in range(imgs.shape[0]):
+        normalized[i] = (normalized[i] - normalized[i].min()) / (normalized[i].max() - normalized[i].min()) * 255
+    return normalized
+
+
+def test_synthetic_isic_names_sizes_and_values(tmp_path):
+    written = write_isic_dataset(tmp_path, 3, seed=1, orphan_images=1, orphan_masks=1)
+    assert len(written["pairs"]) == 3 and len(written["orphan_images"]) == 1 and len(written["orphan_masks"]) == 1
+    images = sorted((tmp_path / ISIC_IMAGE_DIR).iterdir())
+    masks = sorted((tmp_path / ISIC_MASK_DIR).iterdir())
+    assert [p.name for p in images] == [f"{i}.jpg" for i in written["pairs"] + written["orphan_images"]]
+    assert [p.name for p in masks] == [f"{i}_segmentation.png" for i in written["pairs"] + written["orphan_masks"]]
+    for name in written["pairs"]:
+        assert len(name) == 12 and name.startswith("ISIC_") and name[5:].isdigit()
+        image, mask = Image.open(tmp_path / ISIC_IMAGE_DIR / f"{name}.jpg"), \
+            Image.open(tmp_path / ISIC_MASK_DIR / f"{name}_segmentation.png")
+        assert image.format == "JPEG" and image.mode == "RGB" and mask.format == "PNG" and mask.mode == "L"
+        assert image.size == mask.size and 590 <= image.size[0] <= 1024 and 430 <= image.size[1] <= 800
+        m, x = np.asarray(mask), np.asarray(image).astype(float)
+        assert set(np.unique(m)) == {0, 255} and 0.02 < (m > 0).mean() < 0.5
+        assert x[m > 0].mean() < 0.8 * x[m == 0].mean()  # the lesion is darker than the skin around it
+
+
+def test_prepare_resizes_splits_in_sorted_order_and_streams_uint8(tmp_path):
+    written = _dataset(tmp_path)
+    work = tmp_path / "work"
+    summary = prepare_isic2018.prepare(tmp_path / "raw", work, SIZE, (("train", 4), ("val", 1), ("test", 2)),
+                                       verbose=False)
+    ids = sorted(written["pairs"])
+    assert summary["splits"] == {"train": ids[:4], "val": ids[4:5], "test": ids[5:]}
+    assert json.loads((work / "split.json").read_text()) == summary
+    for split, n in (("train", 4), ("val", 1), ("test", 2)):
+        images, masks = prepare_isic2018.load_split(work, split)
+        assert images.shape == (n, SIZE, SIZE, 3) and masks.shape == (n, SIZE, SIZE)
+        assert images.dtype == masks.dtype == np.uint8
+    images, masks = prepare_isic2018.load_split(work, "test", mmap=False)
+    raw = tmp_path / "raw"
+    for i, name in enumerate(ids[5:]):  # the original's scipy.misc.imresize(bilinear) == Pillow BILINEAR
+        image = Image.open(raw / ISIC_IMAGE_DIR / f"{name}.jpg").resize((SIZE, SIZE), Image.BILINEAR)
+        mask = Image.open(raw / ISIC_MASK_DIR / f"{name}_segmentation.png").resize((SIZE, SIZE), Image.BILINEAR)
+        np.testing.assert_array_equal(images[i], np.asarray(image))
+        np.testing.assert_array_equal(masks[i], np.asarray(mask))
+    assert ((masks > 0) & (masks < 255)).any()  # lesion borders keep intermediate values (not re-binarised)
+    assert sorted(p.name for p in work.iterdir()) == sorted(
+        [f"{k}_{s}.npy" for k in ("data", "mask") for s in ("train", "val", "test")] + ["split.json"])
+
+
+def test_prepare_default_split_is_the_originals():
+    assert prepare_isic2018.SPLITS == (("train", 1815), ("val", 259), ("test", 520))
+    assert prepare_isic2018.split_sizes(2594, prepare_isic2018.SPLITS) == [
+        ("train", 0, 1815), ("val", 1815, 2074), ("test", 2074, 2594)]
+
+
+def test_prepare_names_unmatched_files_and_bad_counts(tmp_path):
+    written = _dataset(tmp_path, 4, orphan_images=1, orphan_masks=1)
+    work = tmp_path / "work"
+    splits = (("train", 2), ("val", 1), ("test", 1))
+    lonely_image, lonely_mask = written["orphan_images"][0], written["orphan_masks"][0]
+    with pytest.raises(DataLayoutError, match=rf"no mask for .*{lonely_image}\.jpg; "
+                                              rf"no image for .*{lonely_mask}_segmentation\.png"):
+        prepare_isic2018.prepare(tmp_path / "raw", work, SIZE, splits, verbose=False)
+    (tmp_path / "raw" / ISIC_IMAGE_DIR / f"{lonely_image}.jpg").unlink()
+    (tmp_path / "raw" / ISIC_MASK_DIR / f"{lonely_mask}_segmentation.png").unlink()
+    with pytest.raises(DataLayoutError, match=r"found 4 image/mask pairs but the split asks for "
+                                              r"2 train \+ 1 val \+ 2 test = 5"):
+        prepare_isic2018.prepare(tmp_path / "raw", work, SIZE, (("train", 2), ("val", 1), ("test", 2)), False)
+    first = sorted(written["pairs"])[0]
+    mask_path = tmp_path / "raw" / ISIC_MASK_DIR / f"{first}_segmentation.png"
+    write_image(mask_path, np.zeros((10, 12), np.uint8))
+    with pytest.raises(DataLayoutError, match=rf"{first}_segmentation\.png: mask is 12x10 \(WxH\) but its image"):
+        prepare_isic2018.prepare(tmp_path / "raw", work, SIZE, splits, verbose=False)
+    width, height = Image.open(tmp_path / "raw" / ISIC_IMAGE_DIR / f"{first}.jpg").size
+    write_image(mask_path, np.zeros((height, width), np.uint8))
+    last = sorted(written["pairs"])[-1]
+    (tmp_path / "raw" / ISIC_IMAGE_DIR / f"{last}.jpg").write_bytes(b"\xff\xd8 truncated jpeg")
+    with pytest.raises(ImageReadError, match=rf"{last}\.jpg: cannot decode"):
+        prepare_isic2018.prepare(tmp_path / "raw", work, SIZE, splits, verbose=False)
+    assert not work.exists() or not list(work.iterdir())  # nothing half-written, not even the first arrays
+
+
+def test_npy_stream_matches_np_save_and_refuses_incomplete_arrays(tmp_path):
+    items = np.arange(3 * 4 * 5, dtype=np.uint8).reshape(3, 4, 5)
+    path = tmp_path / "a.npy"
+    with prepare_isic2018.npy_streams({path: (items.shape, np.uint8)}) as streams:
+        for item in items:
+            streams[path].append(item)
+    np.testing.assert_array_equal(np.load(path), items)
+    assert path.read_bytes() == _np_save_bytes(tmp_path / "ref.npy", items)
+    with pytest.raises(ValueError, match="2 of 3 items written"):
+        with prepare_isic2018.npy_streams({tmp_path / "b.npy": (items.shape, np.uint8)}) as streams:
+            for item in items[:2]:
+                streams[tmp_path / "b.npy"].append(item)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npy", "ref.npy"]
+
+
+def _np_save_bytes(path, array):
+    np.save(path, array)
+    return path.read_bytes()
+
+
+def test_training_input_is_the_originals_normalisation():
+    rng = np.random.default_rng(0)
+    images = rng.integers(20, 230, (3, 8, 8, 3)).astype(np.uint8)
+    masks = rng.integers(0, 256, (3, 8, 8, 1)).astype(np.uint8)
+    x, y = train_isic18.normalise_batch(images.astype(np.float32), masks.astype(np.float32))
+    assert x.dtype == np.float32 and x.max() == pytest.approx(255) and x.min() == 0  # not divided by 255
+    np.testing.assert_allclose(x, _original_dataset_normalized(images), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(y, masks / 255.0, rtol=1e-6)  # soft targets
+
+
+def test_original_definition_metrics_reproduce_their_quirks():
+    masks = np.array([0, 1, 127, 128, 255, 0], np.uint8)  # resized mask values (0..255)
+    prob = np.array([0.2, 0.6, 0.7, 0.4, 0.9, 0.5], np.float32)
+    s = evaluate.isic_scores(masks, prob)
+    # original: truth = mask > 0.5 -> [0 1 1 1 1 0]; prediction = prob > 0.5 -> [0 1 1 0 1 0]
+    # TP 3, FN 1, FP 0, TN 2
+    old = s["original"]
+    assert old["F1"] == pytest.approx(6 / 7) and old["SE"] == pytest.approx(3 / 4) and old["SP"] == 1
+    assert old["ACC"] == pytest.approx(5 / 6) and old["PC"] == 1
+    assert old["JS"] == old["ACC"] != pytest.approx(3 / 4)  # "Jaccard" is pixel accuracy, not IoU 3/4
+    assert old["AUC"] == pytest.approx((3 / 4 + 1) / 2)  # ROC-AUC of the binarised scores = (SE + SP) / 2
+    # correct: truth = mask >= 128 -> [0 0 0 1 1 0]; prediction = prob >= 0.5 -> [0 1 1 0 1 1]
+    # TP 1, FN 1, FP 3, TN 1
+    new = s["correct"]
+    assert new["F1"] == pytest.approx(1 / 3) and new["SE"] == pytest.approx(1 / 2)
+    assert new["SP"] == pytest.approx(1 / 4) and new["ACC"] == pytest.approx(1 / 3)
+    assert new["PC"] == pytest.approx(1 / 4) and new["JS"] == pytest.approx(1 / 5)  # IoU
+    assert new["AUC"] == pytest.approx(5 / 8)  # continuous scores: 5 of the 8 (pos, neg) pairs ordered right
+
+
+def test_sample_pick_is_the_originals():
+    masks = np.zeros((5, 20, 20), np.uint8)
+    prob = np.zeros((5, 20, 20, 1), np.float32)
+    prob[1, :15, :20] = 0.9  # 300 wrong pixels: not < 300
+    prob[3, :5, :20] = 0.9  # 100 wrong pixels
+    assert evaluate.good_predictions(masks, prob, n=4) == [0, 2, 3, 4]
+    assert evaluate.good_predictions(masks, prob, max_errors=50, n=4) == [0, 2, 4, 0]  # padded with image 0
+
+
+def test_end_to_end_prepare_train_evaluate(tmp_path):
+    _dataset(tmp_path, 9, seed=3)
+    work, run, out = tmp_path / "work", tmp_path / "run", tmp_path / "out"
+    assert prepare_isic2018.main(["--data-dir", str(tmp_path / "raw"), "--work-dir", str(work), "--size",
+                                  str(SIZE), "--n-train", "6", "--n-val", "1", "--n-test", "2", "--quiet"]) == 0
+    train_isic18.main(["--work-dir", str(work), "--run-dir", str(run), "--epochs", "3", "--seed", "0",
+                       "--verbose", "0"])
+    state = json.loads((run / "state.json").read_text())
+    assert state["monitor"] == "val_loss" and state["mode"] == "min" and state["epoch"] == 3
+    assert state["settings"]["model"] == "bcdu_net_d3" and state["settings"]["batch_size"] == 8
+    assert state["settings"]["lr"] == 1e-4
+    history = [line.split(",") for line in (run / "history.csv").read_text().splitlines()]
+    loss = [float(row[history[0].index("loss")]) for row in history[1:]]
+    assert len(loss) == 3 and loss[-1] < loss[0]
+    assert evaluate.main(["--work-dir", str(work), "--run-dir", str(run), "--out-dir", str(out), "--quiet"]) == 0
+    rows = json.loads((out / "scores.json").read_text())
+    assert [r["F1"] for r in rows][0] == 0.847 and len(rows) == 3
+    prob = np.load(out / "pred_test.npy")
+    assert prob.shape == (2, SIZE, SIZE, 1) and prob.dtype == np.float32
+    _, masks = prepare_isic2018.load_split(work, "test")
+    assert rows[2]["F1"] == pytest.approx(evaluate.isic_scores(masks, prob)["correct"]["F1"], nan_ok=True)
+    for name in ("scores.md", "paper.md", "paper.json", "roc_pr.png", "overlay.png", "sample_results.png"):
+        assert (out / name).is_file()
+
+
+def test_train_rejects_bidirectional_unet(tmp_path):
+    with pytest.raises(SystemExit):
+        train_isic18.main(["--work-dir", str(tmp_path), "--model", "bcdu_unet", "--bidirectional"])
+
+
+@pytest.mark.parametrize("script", ["prepare_isic2018.py", "train_isic18.py", "evaluate.py", "demo.py"])
+def test_help_works_from_any_directory(tmp_path, script):
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "skin_lesion" / script), "--help"],
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0 and "usage:" in result.stdout
+
+
+def test_script_reports_errors_in_one_line(tmp_path):
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "skin_lesion" / "prepare_isic2018.py"),
+                             "--data-dir", str(tmp_path), "--work-dir", str(tmp_path / "w")],
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == f"error: {tmp_path / ISIC_IMAGE_DIR}: folder not found"
