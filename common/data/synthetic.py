@@ -413,4 +413,82 @@ def write_isic_dataset(root, n_images=20, sizes=((450, 600), (768, 1024)), seed=
         if kind != "orphan_images":
             write_image(root / ISIC_MASK_DIR / f"{name}_segmentation.png", mask * 255)
         out[kind].append(name)
+
+
+def _vessel_tree(rng, mask, start, angle, length, thickness, depth):
+    """Draw a branching vessel-like curve into ``mask`` (uint8): a random walk with drifting direction that
+    splits into two thinner, shorter branches at its end (down to ``depth`` levels)."""
+    points = [np.asarray(start, np.float64)]
+    step = max(2.0, length / 25)
+    turn = rng.normal(0, 0.03)
+    for _ in range(int(length / step)):
+        turn = 0.85 * turn + rng.normal(0, 0.035)
+        angle += turn
+        points.append(points[-1] + step * np.array([np.cos(angle), np.sin(angle)]))
+    cv2.polylines(mask, [np.round(np.asarray(points)[:, ::-1]).astype(np.int32)], False, 1,
+                  thickness=max(1, int(round(thickness))), lineType=cv2.LINE_8)
+    if depth > 0:
+        for side in (-1, 1):
+            _vessel_tree(rng, mask, points[-1], angle + side * rng.uniform(0.3, 0.8), length * rng.uniform(0.55, 0.8),
+                         thickness * 0.72, depth - 1)
+    # a side branch from the middle of longer vessels
+    if depth > 1 and len(points) > 4:
+        mid = points[len(points) // 2]
+        _vessel_tree(rng, mask, mid, angle + rng.choice([-1, 1]) * rng.uniform(0.8, 1.3), length * 0.45,
+                     thickness * 0.6, depth - 2)
+
+
+def _fundus(rng, shape):
+    """One fundus-like RGB photo (H, W, 3) uint8, its 0/1 vessel annotation and its 0/1 circular FOV."""
+    h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    cy, cx, radius = (h - 1) / 2, (w - 1) / 2, 0.48 * min(h, w)
+    r = np.hypot(yy - cy, xx - cx)
+    fov = (r < radius).astype(np.uint8)
+    side = rng.choice([-1, 1])
+    disc = np.array([cy + rng.uniform(-0.05, 0.05) * h, cx + side * rng.uniform(0.25, 0.32) * w])
+    vessels = np.zeros(shape, np.uint8)
+    scale = min(h, w) / 565.0
+    for base in np.linspace(0, 2 * np.pi, 5, endpoint=False) + rng.uniform(0, 1.2):
+        _vessel_tree(rng, vessels, disc, base, rng.uniform(140, 220) * scale, max(1.0, 7 * scale) + rng.uniform(0, 1.5),
+                     depth=3)
+    vessels &= fov
+    light = 1.0 - 0.45 * (r / radius) ** 2 + 0.06 * smooth_noise(rng, shape, max(h, w) / 8)
+    light += 0.55 * np.exp(-(((yy - disc[0]) ** 2 + (xx - disc[1]) ** 2) / (2 * (0.06 * min(h, w)) ** 2)))
+    base = np.float32([205, 95, 35]) + rng.uniform(-15, 15, 3).astype(np.float32)
+    soft = cv2.GaussianBlur(vessels.astype(np.float32), (0, 0), 0.7)  # anti-aliased vessel edges
+    image = base * light[..., None] * (1 - soft[..., None] * np.float32([0.25, 0.5, 0.4]))
+    image = image + rng.normal(0, 3, image.shape)
+    image = np.where(fov[..., None] == 1, image, rng.uniform(0, 4, image.shape))
+    return np.clip(image, 0, 255).astype(np.uint8), vessels, fov
+
+
+def write_drive_dataset(root, n_train=20, n_test=20, shape=(584, 565), seed=0):
+    """The DRIVE layout under ``root`` (the original's ``./DRIVE``), with the real names and formats::
+
+        training/images/<id>_training.tif      RGB TIFF, ids 21..20+n_train
+        training/1st_manual/<id>_manual1.gif   vessel annotation, 0/255
+        training/mask/<id>_training_mask.gif   field-of-view mask, 0/255
+        test/images/<id>_test.tif              ids 01..n_test
+        test/1st_manual/<id>_manual1.gif
+        test/mask/<id>_test_mask.gif
+
+    Each image is a fundus-like photo: a dark surround, a circular field of view with orange-red retina and
+    vignetting, a bright optic disc on one side, and branching vessel trees growing out of it (darker,
+    mostly in the green channel, thick to thin) that the annotation marks. ``shape`` is (rows, cols).
+    Returns ``{"training": [ids], "test": [ids], "vessel_fraction": mean vessel share inside the FOV}``.
+    """
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    out, fractions = {"training": [], "test": []}, []
+    for split, ids in (("training", range(21, 21 + n_train)), ("test", range(1, 1 + n_test))):
+        for i in ids:
+            key = f"{i:02d}"
+            image, vessels, fov = _fundus(rng, tuple(shape))
+            write_image(root / split / "images" / f"{key}_{split if split == 'test' else 'training'}.tif", image)
+            write_image(root / split / "1st_manual" / f"{key}_manual1.gif", vessels * 255)
+            write_image(root / split / "mask" / f"{key}_{split}_mask.gif", fov * 255)
+            out[split].append(key)
+            fractions.append(vessels[fov == 1].mean())
+    out["vessel_fraction"] = float(np.mean(fractions))
     return out

@@ -1,0 +1,120 @@
+"""Whole-image prediction for every task: sliding window with overlap and averaging, or one padded pass.
+
+* :func:`predict_sliding_window` cuts overlapping ``patch`` windows at ``stride`` (zero padding at the bottom
+  and right, as the BCDU-Net / retina-unet ``paint_border_overlap``), STREAMS them through the model in chunks
+  and accumulates the predictions into per-pixel means (``recompone_overlap``). Only one chunk of patches
+  exists at a time, so memory is the images plus a chunk, whatever the number of patches (DRIVE at stride 5:
+  214,200 patches that would take 3.5 GB as float32 are never materialised).
+* :func:`predict_whole` pads each image to a multiple of ``multiple`` and runs a fully-convolutional model
+  once per image (a copy of the model built for that size when its input shape is fixed).
+
+``predict`` arguments are a ``keras.Model`` or any callable ``(B, h, w, C) float32 -> (B, h, w, C')``.
+"""
+
+import numpy as np
+from tqdm import tqdm
+
+from common.data.patches import OverlapAccumulator, pad_to_stride, sliding_windows
+
+
+def _as_predict(predict, batch_size):
+    """A NumPy-in / NumPy-out function of a Keras model (``predict`` in batches) or a plain callable."""
+    if hasattr(predict, "predict") and hasattr(predict, "layers"):
+        model = predict
+        return lambda x: np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
+    return lambda x: np.asarray(predict(x))
+
+
+def _as_images(images):
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4:
+        raise ValueError(f"expected images (N, H, W[, C]), got shape {images.shape}")
+    return images
+
+
+def predict_sliding_window(predict, images, patch, stride, batch_size=16, chunk_size=2048, verbose=False,
+                           dtype=np.float32):
+    """Average of overlapping patch predictions over whole images.
+
+    Args:
+        predict: ``keras.Model`` or callable on ``(B, ph, pw, C)`` float32 patches.
+        images: ``(N, H, W[, C])``, any size (padded internally, cropped back).
+        patch, stride: int or ``(rows, cols)``.
+        batch_size: model batch size (the original's 16 for DRIVE).
+        chunk_size: patches cut and predicted per step (bounds the memory).
+        verbose: tqdm progress bar over the patches.
+    Returns:
+        ``(N, H, W, C')`` ``dtype``: for each pixel the mean of the predictions of all windows covering it.
+    """
+    images = _as_images(images)
+    n, h, w, _ = images.shape
+    windows = sliding_windows(pad_to_stride(images, patch, stride), patch, stride)  # zero-copy view
+    rows, cols = windows.shape[1:3]
+    total = n * rows * cols
+    run = _as_predict(predict, batch_size)
+    chunk_size = max(int(chunk_size), 1)
+    acc = None
+    with tqdm(total=total, desc="patches", unit="patch", disable=not verbose) as bar:
+        for start in range(0, total, chunk_size):
+            k = np.arange(start, min(start + chunk_size, total))
+            img, rest = np.divmod(k, rows * cols)
+            r, c = np.divmod(rest, cols)
+            pred = run(windows[img, r, c].astype(np.float32))
+            if pred.ndim == 3:
+                pred = pred[..., None]
+            if acc is None:
+                acc = OverlapAccumulator((n, h, w, pred.shape[-1]), patch, stride, dtype)
+            acc.add(pred, start)
+            bar.update(len(k))
+    return acc.result()
+
+
+def padded_shape(height, width, multiple=8):
+    """``(H', W')``: the next multiples of ``multiple``."""
+    return -(-height // multiple) * multiple, -(-width // multiple) * multiple
+
+
+def model_for_shape(model, input_shape, builder=None):
+    """``model`` itself if it accepts ``input_shape`` (H, W, C), else a copy built for it with the same weights.
+
+    ``builder(input_shape) -> keras.Model`` rebuilds the architecture (needed for models with static shapes
+    inside, such as BCDU-Net's ConvLSTM reshapes); without it ``keras.models.clone_model`` on a new input is
+    tried. The weights do not depend on H and W in a fully-convolutional network.
+    """
+    import keras
+
+    expected = tuple(model.input_shape[1:])
+    if all(e is None or e == s for e, s in zip(expected, input_shape)):
+        return model
+    if builder is not None:
+        copy = builder(tuple(input_shape))
+    else:
+        copy = keras.models.clone_model(model, input_tensors=keras.Input(shape=tuple(input_shape)))
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def predict_whole(model, images, multiple=8, builder=None, verbose=False, dtype=np.float32):
+    """Run a fully-convolutional model once on each whole image, zero-padded at the bottom/right to a
+    multiple of ``multiple`` (8 for three 2x2 poolings), and crop the prediction back.
+
+    Args:
+        model: ``keras.Model`` (or, with ``builder=None`` and a callable, anything taking the padded batch).
+        images: ``(N, H, W[, C])``.
+        builder: see :func:`model_for_shape`.
+    Returns:
+        ``(N, H, W, C')`` ``dtype``.
+    """
+    images = _as_images(images)
+    n, h, w, c = images.shape
+    hp, wp = padded_shape(h, w, multiple)
+    padded = np.pad(images, ((0, 0), (0, hp - h), (0, wp - w), (0, 0))).astype(np.float32)
+    if hasattr(model, "layers"):
+        model = model_for_shape(model, (hp, wp, c), builder)
+    run = _as_predict(model, 1)
+    out = [run(padded[i:i + 1])[:, :h, :w] for i in tqdm(range(n), desc="images", disable=not verbose)]
+    out = np.concatenate(out)
+    return (out[..., None] if out.ndim == 3 else out).astype(dtype)
+

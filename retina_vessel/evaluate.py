@@ -1,0 +1,206 @@
+"""Segment the DRIVE test set with a trained BCDU-Net and score it inside the FOV (the original's evaluate.py).
+
+Test-set mode (default). The 20 full test images (584 x 565, no crop) are preprocessed as in training
+(``my_PreProc``) and segmented with ``--inference``:
+
+* ``overlap`` (default, the original): 64 x 64 windows at ``--stride`` 5 over the images zero-padded at the
+  bottom/right (565 -> 569 columns), predicted in batches of ``--batch-size`` 16 and averaged per pixel
+  (10,710 windows per image). The windows are streamed through the network in chunks, never all in memory.
+* ``full``: each image zero-padded to a multiple of 8 goes through the fully-convolutional network once
+  (a copy of the network built for that size, same weights): about 80x less computation at stride 5.
+
+Then ``kill_border`` (probability 0 outside the FOV mask) and the scores on the FOV pixels of all images
+pooled: AUC-ROC of the probabilities, AUC-PR, and at ``--threshold`` 0.5 F1 (Dice), sensitivity,
+specificity, accuracy, precision, IoU (true Jaccard) and the original's "Jaccard" (``js_legacy`` = accuracy)
+plus the confusion matrix, beside the paper's BCDU-Net row.
+
+Written to ``--out-dir`` (default ``<work-dir>/test``): ``performances.md/.json`` (ours beside the paper,
+with the confusion matrix, inference mode, time and peak memory), ``paper.md/.json`` (the published DRIVE
+table), ``roc_pr.png``, ``sample_results.png`` (image | ground truth | probability | binary, per image) and
+``pred_imgs.npy`` (probabilities after kill_border, (N, H, W, 1) float32).
+
+One-image mode: ``--image PATH [--fov PATH]`` segments one fundus photo of any size with the same procedure
+and writes ``<stem>_prob.png`` (probability x 255), ``<stem>_prob.npy`` (float32) and ``<stem>_mask.png``
+(0/255 at ``--threshold``), all of the input's size, into ``--out-dir`` (default: beside the image). With
+``--fov`` the probabilities outside the FOV are set to 0.
+"""
+
+import argparse
+import resource
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+import numpy as np
+
+from common import cli
+from retina_vessel.prepare_datasets_DRIVE import DEFAULT_WORK, load_split
+from retina_vessel.train_retina import DEFAULT_RUN
+
+STRIDE, BATCH_SIZE, THRESHOLD = 5, 16, 0.5
+INFERENCE = ("overlap", "full")
+# spec §6: the README / paper table on DRIVE (F1, sensitivity, specificity, accuracy, AUC-ROC)
+PAPER = [
+    ("Chen et al. hybrid features", 2014, None, 0.7252, 0.9798, 0.9474, 0.9648),
+    ("Azzopardi et al. COSFIRE", 2015, None, 0.7655, 0.9704, 0.9442, 0.9614),
+    ("Roychowdhury et al.", 2016, None, 0.7250, 0.9830, 0.9520, 0.9620),
+    ("Liskowski et al.", 2016, None, 0.7763, 0.9768, 0.9495, 0.9720),
+    ("Qiaoliang et al.", 2016, None, 0.7569, 0.9816, 0.9527, 0.9738),
+    ("U-Net", 2015, 0.8142, 0.7537, 0.9820, 0.9531, 0.9755),
+    ("Residual U-Net (Alom)", 2018, 0.8149, 0.7726, 0.9820, 0.9553, 0.9779),
+    ("Attention U-Net", 2018, 0.8155, 0.7751, 0.9816, 0.9556, 0.9782),
+    ("R2U-Net", 2018, 0.8171, 0.7792, 0.9813, 0.9556, 0.9784),
+    ("BCDU-Net", 2019, 0.8222, 0.8012, 0.9784, 0.9559, 0.9788),
+]
+COLUMNS = ("method", "F1", "SE", "SP", "ACC", "AUC", "AUC-PR", "PC", "IoU", "JS (legacy)")
+
+
+def paper_rows():
+    return [{"method": m, "year": y, "F1": "-" if f1 is None else f1, "SE": se, "SP": sp, "ACC": acc, "AUC": auc}
+            for m, y, f1, se, sp, acc, auc in PAPER]
+
+
+def load_model(run_dir, weights="best"):
+    import keras
+
+    import common.layers  # noqa: F401  (registers the Keras-2 hard sigmoid of the ConvLSTM fusions)
+
+    path = Path(run_dir) / f"{weights}.keras"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found; run retina_vessel/train_retina.py first")
+    return keras.models.load_model(path, compile=False)
+
+
+def segment(model, images, inference="overlap", stride=STRIDE, batch_size=BATCH_SIZE, verbose=False):
+    """Probability maps (N, H, W, 1) float32 of preprocessed images (N, H, W, 1) of any size."""
+    from common.inference import predict_sliding_window, predict_whole
+    from common.models import build_model
+
+    if inference == "overlap":
+        patch = tuple(model.input_shape[1:3])
+        return predict_sliding_window(model, images, patch, stride, batch_size=batch_size, verbose=verbose)
+    if inference == "full":
+        bidirectional = any(layer.name.endswith("_convlstm_fwd") for layer in model.layers)
+        return predict_whole(model, images, multiple=8, verbose=verbose,
+                             builder=lambda shape: build_model(model.name, shape, bidirectional=bidirectional))
+    raise ValueError(f"unknown inference {inference!r} ({', '.join(INFERENCE)})")
+
+
+def kill_border(prob, fov):
+    """The original's ``kill_border``: probability 0 wherever the FOV mask is 0."""
+    return np.where(np.asarray(fov) > 0, prob, 0).astype(prob.dtype)
+
+
+def peak_rss_mb():
+    """Peak resident memory of this process so far, MB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def score_row(method, scores):
+    return {"method": method, "F1": scores["f1"], "SE": scores["sensitivity"], "SP": scores["specificity"],
+            "ACC": scores["accuracy"], "AUC": scores["auc"], "AUC-PR": scores["auc_pr"], "PC": scores["precision"],
+            "IoU": scores["jaccard"], "JS (legacy)": scores["js_legacy"]}
+
+
+def evaluate(work_dir, run_dir, out_dir, weights="best", inference="overlap", stride=STRIDE, batch_size=BATCH_SIZE,
+             threshold=THRESHOLD, verbose=True):
+    """Segment and score the prepared test set; writes the tables and figures, returns the result dict."""
+    from common.data.io import save_npy
+    from common.data.preprocess import my_preproc
+    from common.metrics import segmentation_scores
+    from common.report import overlay_grid, plot_roc_pr, write_table
+
+    out_dir = Path(out_dir)
+    imgs, truth, fov = load_split(work_dir, "test")
+    x = my_preproc(imgs)
+    model = load_model(run_dir, weights)
+    start = time.time()
+    prob = kill_border(segment(model, x, inference, stride, batch_size, verbose), fov)
+    seconds = time.time() - start
+    scores = segmentation_scores(truth, prob, threshold=threshold, fov=fov, legacy=True, curves=True)
+    row = score_row(f"ours ({model.name}, {inference})", scores)
+    paper = dict(zip(("F1", "SE", "SP", "ACC", "AUC"), PAPER[-1][2:]), method="paper BCDU-Net (2019)")
+    (tn, fp), (fn, tp) = scores["confusion"]
+    details = {"inference": inference, "stride": stride if inference == "overlap" else None, "weights": weights,
+               "threshold": threshold, "test images": len(x), "FOV pixels": tn + fp + fn + tp,
+               "confusion [[TN, FP], [FN, TP]]": scores["confusion"], "seconds": round(seconds, 2),
+               "peak RSS MB": round(peak_rss_mb())}
+    write_table([row, paper], out_dir / "performances", columns=COLUMNS,
+                title=f"DRIVE test set, FOV pixels only ({inference} inference)")
+    write_table([details], out_dir / "details", title="Evaluation settings, confusion matrix, time and memory")
+    write_table(paper_rows(), out_dir / "paper", title="Paper: DRIVE (README table)")
+    save_npy(out_dir / "pred_imgs.npy", prob)
+    plot_roc_pr(truth, prob, out_dir / "roc_pr.png", fov=fov, title=f"DRIVE test, FOV pixels ({inference})")
+    overlay_grid(x, truth / 255.0, prob, out_dir / "sample_results.png", max_rows=len(x),
+                 titles=("image", "ground truth", "probability", f"binary (>= {threshold:g})"),
+                 extra=[(prob >= threshold).astype(np.float32)])
+    return {"scores": scores, "row": row, **details}
+
+
+def segment_image(image_path, run_dir, out_dir=None, fov_path=None, weights="best", inference="overlap",
+                  stride=STRIDE, batch_size=BATCH_SIZE, threshold=THRESHOLD, verbose=True):
+    """One new fundus photo (any size) -> probability map (H, W) float32; writes it and the binary mask."""
+    from common.data.io import read_image, save_npy, write_image
+    from common.data.preprocess import my_preproc
+
+    image_path = Path(image_path)
+    rgb = read_image(image_path, "rgb")
+    fov = None if fov_path is None else read_image(fov_path, "gray", size=rgb.shape[:2])
+    model = load_model(run_dir, weights)
+    prob = segment(model, my_preproc(rgb[None]), inference, stride, batch_size, verbose)[0, ..., 0]
+    if fov is not None:
+        prob = kill_border(prob, fov)
+    out_dir = Path(out_dir) if out_dir else image_path.parent
+    stem = image_path.stem
+    save_npy(out_dir / f"{stem}_prob.npy", prob)
+    write_image(out_dir / f"{stem}_prob.png", np.round(prob * 255).astype(np.uint8))
+    write_image(out_dir / f"{stem}_mask.png", ((prob >= threshold) * 255).astype(np.uint8))
+    return prob
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK,
+                        help="prepare_datasets_DRIVE.py's --work-dir (default: %(default)s)")
+    parser.add_argument("--run-dir", type=Path, default=DEFAULT_RUN,
+                        help="train_retina.py's run folder (default: %(default)s)")
+    parser.add_argument("--weights", choices=("best", "last"), default="best",
+                        help="checkpoint (default: best val_loss, the original's weight_lstm.hdf5)")
+    parser.add_argument("--inference", choices=INFERENCE, default="overlap",
+                        help="overlap: averaged sliding windows (the original); full: one pass per whole image "
+                             "padded to a multiple of 8 (default: %(default)s)")
+    parser.add_argument("--stride", type=int, default=STRIDE, help="window stride for overlap (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="prediction batch (default: %(default)s)")
+    parser.add_argument("--threshold", type=float, default=THRESHOLD,
+                        help="probability threshold of the binary maps (default: %(default)s)")
+    parser.add_argument("--image", type=Path, default=None,
+                        help="segment this one fundus image (any size) instead of the test set")
+    parser.add_argument("--fov", type=Path, default=None, help="with --image: its FOV mask (same size)")
+    parser.add_argument("--out-dir", type=Path, default=None,
+                        help="output folder (default: <work-dir>/test, or beside --image)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    if args.fov is not None and args.image is None:
+        parser.error("--fov needs --image")
+    if args.image is not None:
+        prob = segment_image(args.image, args.run_dir, args.out_dir, args.fov, args.weights, args.inference,
+                             args.stride, args.batch_size, args.threshold, not args.quiet)
+        where = args.out_dir or args.image.parent
+        print(f"{args.image}: {prob.shape[0]}x{prob.shape[1]} probability map and mask written to {where} "
+              f"({(prob >= args.threshold).mean():.1%} vessel pixels)")
+        return 0
+    out_dir = args.out_dir or args.work_dir / "test"
+    result = evaluate(args.work_dir, args.run_dir, out_dir, args.weights, args.inference, args.stride,
+                      args.batch_size, args.threshold, not args.quiet)
+    s = result["scores"]
+    print(f"DRIVE test ({args.inference}, {result['seconds']:.1f} s, peak RSS {result['peak RSS MB']} MB): "
+          f"AUC {s['auc']:.4f} (paper 0.9788), F1 {s['f1']:.4f} (0.8222), SE {s['sensitivity']:.4f} (0.8012), "
+          f"SP {s['specificity']:.4f} (0.9784), ACC {s['accuracy']:.4f} (0.9559). Tables and figures in {out_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))
