@@ -177,3 +177,37 @@ def per_class_auc(y_true, y_score):
         raise ValueError(f"y_true and y_score must both be (N, K), got {t.shape} and {s.shape}")
     return [float(roc_auc_score(t[:, k], s[:, k])) if 0 < t[:, k].sum() < len(t) else float("nan")
             for k in range(t.shape[1])]
+
+
+def multiclass_image_scores(y_true, y_pred, num_classes, eps=1e-15):
+    """Per-image, per-class IoU and Dice of class-index maps (TDSNet's ``util/validation.py``).
+
+    For image ``i`` and class ``c`` with ``G`` = truth pixels of ``c`` and ``P`` = predicted pixels of ``c``:
+    ``IoU = (|G∩P| + eps) / (|G∪P| + eps)`` and ``Dice = (2|G∩P| + eps) / (|G| + |P| + eps)`` when ``c`` occurs
+    in the truth; when it does not, both are 1 if ``c`` is also absent from the prediction, else 0.
+
+    Args:
+        y_true, y_pred: integer class maps (N, H, W) (or one image (H, W)).
+        num_classes: number of classes C (background included).
+    Returns:
+        dict of (N, C) arrays: ``iou``, ``dice`` (the original's rule above) and ``present`` (True where ``c``
+        occurs in the truth or the prediction; the classes a "present classes only" mean would average).
+    """
+    t = np.asarray(y_true)
+    p = np.asarray(y_pred)
+    if t.shape != p.shape:
+        raise ValueError(f"y_true has shape {t.shape} but y_pred has {p.shape}")
+    t = t.reshape((-1,) + t.shape[-2:]) if t.ndim >= 2 else t[None, None]
+    p = p.reshape(t.shape)
+    n = t.shape[0]
+    flat_t, flat_p = t.reshape(n, -1).astype(np.int64), p.reshape(n, -1).astype(np.int64)
+    offsets = (np.arange(n) * num_classes)[:, None]
+    count = n * num_classes
+    t_sum = np.bincount((flat_t + offsets).ravel(), minlength=count).reshape(n, num_classes).astype(np.float64)
+    p_sum = np.bincount((flat_p + offsets).ravel(), minlength=count).reshape(n, num_classes).astype(np.float64)
+    same = flat_t == flat_p
+    inter = np.bincount((flat_t + offsets)[same], minlength=count).reshape(n, num_classes).astype(np.float64)
+    absent_score = (p_sum == 0).astype(np.float64)
+    iou = np.where(t_sum > 0, (inter + eps) / (t_sum + p_sum - inter + eps), absent_score)
+    dice = np.where(t_sum > 0, (2 * inter + eps) / (t_sum + p_sum + eps), absent_score)
+    return {"iou": iou, "dice": dice, "present": (t_sum > 0) | (p_sum > 0)}

@@ -492,3 +492,79 @@ def write_drive_dataset(root, n_train=20, n_test=20, shape=(584, 565), seed=0):
             fractions.append(vessels[fov == 1].mean())
     out["vessel_fraction"] = float(np.mean(fractions))
     return out
+
+
+# ROBOT18 (EndoVis 2018) class indices the synthetic scenes use (robotic_scene/prepare.py holds the colour table).
+_ROBOT_SHAFT, _ROBOT_CLASPER = 1, 2
+_ROBOT_ORGAN_BY_SCENE = {0: 4, 1: 5, 2: 10}  # kidney-parenchyma, covered-kidney, intestine
+# appearance of each class in the synthetic photos: mean RGB and texture strength
+_ROBOT_LOOK = {0: ((165, 60, 55), 18), 4: ((95, 25, 70), 10), 5: ((215, 195, 130), 10), 10: ((240, 150, 175), 25),
+               _ROBOT_SHAFT: ((45, 50, 60), 6), _ROBOT_CLASPER: ((205, 210, 220), 6)}
+
+
+def _robot_frame(rng, shape, scene):
+    """One endoscopic-like RGB frame (H, W, 3) uint8 and its class-index mask (H, W) uint8.
+
+    Tissue background (class 0) with a large organ whose kind follows the surgical ``scene`` (kidney,
+    covered kidney or intestine) and, in most frames, a dark instrument shaft entering from an edge with a
+    bright clasper at its tip. Every class has its own colour and texture, so a short training run learns them.
+    """
+    h, w = shape
+    label = np.zeros(shape, np.uint8)
+    organ = ellipse_mask(shape, (rng.uniform(0.3, 0.7) * h, rng.uniform(0.3, 0.7) * w),
+                         (rng.uniform(0.25, 0.4) * h, rng.uniform(0.25, 0.4) * w), rng.uniform(0, 180))
+    label[organ == 1] = _ROBOT_ORGAN_BY_SCENE[scene]
+    if rng.random() < 0.85:
+        tip = np.array([rng.uniform(0.3, 0.7) * h, rng.uniform(0.3, 0.7) * w])
+        side = rng.integers(4)  # the shaft enters through one of the four edges
+        start = [(0, tip[1] + rng.uniform(-0.2, 0.2) * w), (h - 1, tip[1] + rng.uniform(-0.2, 0.2) * w),
+                 (tip[0] + rng.uniform(-0.2, 0.2) * h, 0), (tip[0] + rng.uniform(-0.2, 0.2) * h, w - 1)][side]
+        shaft = np.zeros(shape, np.uint8)
+        thickness = max(2, int(round(rng.uniform(0.12, 0.18) * min(h, w))))
+        cv2.line(shaft, (int(start[1]), int(start[0])), (int(tip[1]), int(tip[0])), 1, thickness)
+        label[shaft == 1] = _ROBOT_SHAFT
+        clasper = ellipse_mask(shape, tip, (0.9 * thickness, 0.9 * thickness))
+        label[clasper == 1] = _ROBOT_CLASPER
+    image = np.zeros(shape + (3,), np.float32)
+    for cls, (colour, texture) in _ROBOT_LOOK.items():
+        inside = label == cls
+        if inside.any():
+            tint = np.float32(colour) + rng.uniform(-10, 10, 3)
+            image[inside] = (tint + texture * smooth_noise(rng, shape, 2.0)[..., None])[inside]
+    light = 1.0 + 0.1 * smooth_noise(rng, shape, max(h, w) / 4)[..., None]  # uneven endoscope lighting
+    image = image * light + rng.normal(0, 3, image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8), label
+
+
+def write_robotic_scene_dataset(root, palette, sequences, frames_per_sequence=8, shape=(64, 96), seed=0):
+    """Synthetic ROBOT18-like sequences in the EndoVis 2018 training layout under ``root``.
+
+    Writes ``seq_<N>/left_frames/frame<k:03d>.png`` (RGB) and ``seq_<N>/labels/frame<k:03d>.png`` (the class
+    colours of ``palette``, RGB PNG) for every sequence. Classes used: background tissue (0), instrument shaft
+    (1) and clasper (2), and one organ per scene: kidney parenchyma (4) in scene 0, covered kidney (5) in
+    scene 1, intestine (10) in scene 2.
+
+    Args:
+        root: output folder (the original's ``train_path``).
+        palette: RGB colour of every class index, e.g. ``robotic_scene.prepare.CLASS_COLOURS`` (the library
+            imports no task folder).
+        sequences: dict ``{sequence number: scene id (0, 1 or 2)}``.
+        frames_per_sequence: frames per sequence (149 in the real data).
+        shape: (rows, cols) of the frames (1024 x 1280 in the real data).
+        seed: random seed.
+
+    Returns:
+        dict ``{"frames": total, "class_pixels": {class index: pixel count}}``.
+    """
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    palette = np.asarray(palette, np.uint8)
+    counts = np.zeros(len(palette), np.int64)
+    for seq, scene in sorted(sequences.items()):
+        for k in range(frames_per_sequence):
+            image, label = _robot_frame(rng, tuple(shape), scene)
+            counts += np.bincount(label.ravel(), minlength=len(palette))
+            write_image(root / f"seq_{seq}" / "left_frames" / f"frame{k:03d}.png", image)
+            write_image(root / f"seq_{seq}" / "labels" / f"frame{k:03d}.png", palette[label])
+    return {"frames": frames_per_sequence * len(sequences),
+            "class_pixels": {c: int(n) for c, n in enumerate(counts) if n}}
