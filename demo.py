@@ -22,8 +22,6 @@ TASKS = {
     "ultrasound_nerve": ("ultrasound_nerve.demo", "dice"),
     "fingernail": ("fingernail.demo", "dice"),
     "retinal_edema": ("retinal_edema.demo", "score"),
-
-
     "skin_lesion": ("skin_lesion.demo", "dice"),
 }
 
