@@ -43,6 +43,97 @@ def _timed(fn, *args, **kwargs):
     return out, time.perf_counter() - t0
 
 
+# ---------------------------------------------------------------------------------------------- DRIVE patches
+def _bench_dir_importable():
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
+
+
+def drive_images(n=20, height=584, width=565, seed=0):
+    """(n, H, W, 1) float32 in [0, 1], the preprocessed DRIVE test set's shape."""
+    return np.random.default_rng(seed).random((n, height, width, 1)).astype(np.float32)
+
+
+def bench_extract(args):
+    _bench_dir_importable()
+    from patches import original_extract_ordered_overlap, original_paint_border_overlap
+
+    from common.data.patches import extract_ordered_overlap
+
+    imgs = drive_images(args.images)
+    k = args.images if args.full else args.loop_images
+    sample = imgs[:k].transpose(0, 3, 1, 2).astype(np.float64)  # the original's channels-first float64
+    t0 = time.perf_counter()
+    ref = original_extract_ordered_overlap(original_paint_border_overlap(sample, 64, 64, 5, 5), 64, 64, 5, 5)
+    t_loop = (time.perf_counter() - t0) * args.images / k
+    view, t_view = _timed(extract_ordered_overlap, imgs, 64, 5, materialize=False)
+    assert np.array_equal(view[: len(ref), ..., 0], ref[:, 0]), "extraction differs"
+    del ref
+    copy, t_copy = _timed(np.ascontiguousarray, view)
+    return {"items": f"{len(view):,} patches", "loop_s": t_loop, "ours_s": t_view,
+            "loop_note": ("measured" if args.full else f"from {k} images") +
+                         f"; ours = zero-copy view, a float32 copy of it takes {t_copy:.2f} s"}
+
+
+def bench_recompose(args):
+    _bench_dir_importable()
+    from patches import original_recompone_overlap
+
+    from common.data.patches import extract_ordered_overlap, grid_shape, recompose_overlap
+
+    imgs = drive_images(args.images)
+    patches = extract_ordered_overlap(imgs, 64, 5)
+    ours, t_ours = _timed(recompose_overlap, patches, imgs.shape, 5)
+    assert np.array_equal(ours, imgs), "recomposition is not exact"
+    k = args.images if args.full else args.loop_images
+    rows, cols = grid_shape(imgs.shape[1:3], 64, 5)
+    sample = patches[: k * rows * cols].transpose(0, 3, 1, 2).astype(np.float64)
+    ref, t_loop = _timed(original_recompone_overlap, sample, rows * 5 + 59, cols * 5 + 59, 5, 5)
+    assert np.allclose(ref[:, 0, :imgs.shape[1], :imgs.shape[2]], imgs[:k, ..., 0])
+    nbytes = patches.nbytes
+    _, t_copy = _timed(np.copy, patches)
+    return {"items": f"{len(patches):,} patches", "loop_s": t_loop * args.images / k, "ours_s": t_ours,
+            "loop_note": ("measured" if args.full else f"from {k} images") +
+                         f"; reads {nbytes / 1e9:.1f} GB of patches, one plain copy of them takes {t_copy:.2f} s"}
+
+
+def bench_sample(args):
+    _bench_dir_importable()
+    from patches import original_extract_random
+
+    from common.data.patches import extract_random
+
+    crops = drive_images(args.images, 565, 565)
+    masks = (crops > 0.5).astype(np.uint8)
+    n = args.random_patches - args.random_patches % args.images
+    (x, y), t_ours = _timed(extract_random, crops, masks, n, 64, seed=0)
+    assert x.shape == (n, 64, 64, 1) and y.shape == (n, 64, 64, 1)
+    del x, y
+    k = n if args.full else max(args.images, args.loop_patches - args.loop_patches % args.images)
+    _, t_loop = _timed(original_extract_random, crops.transpose(0, 3, 1, 2).astype(np.float64),
+                       masks.transpose(0, 3, 1, 2).astype(np.float64), 64, 64, k)
+    return {"items": f"{n:,} patches", "loop_s": t_loop * n / k, "ours_s": t_ours,
+            "loop_note": "measured" if args.full else f"from {k:,} patches"}
+
+
+def bench_drive_eval(args):
+    import keras
+
+    from common.inference import predict_sliding_window
+
+    imgs = drive_images(args.images)
+    inputs = keras.Input((64, 64, 1))
+    hidden = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    model = keras.Model(inputs, keras.layers.Conv2D(1, 1, activation="sigmoid")(hidden))
+    prob, t_ours = _timed(predict_sliding_window, model, imgs, 64, 5, batch_size=16)
+    assert prob.shape == imgs.shape
+    patches = len(imgs) * 105 * 102
+    return {"items": f"{patches:,} patches", "loop_s": None, "ours_s": t_ours,
+            "loop_note": f"stand-in 2-layer network; the original holds {patches * 4096 * 8 * 2 / 1e9:.0f} GB "
+                         "of float64 patches and predictions"}
+
+
 # ---------------------------------------------------------------------------------------------- submission
 def nerve_predictions(n=5508, size=96, seed=0):
     """(n, 96, 96, 1) float32 probabilities: about 40 % with a nerve-sized blob, the rest near zero."""
@@ -105,7 +196,8 @@ def bench_isic(args):
             "loop_note": f"original holds {float64_gb:.1f} GB of float64 arrays"}
 
 
-RUNNERS = {"submission": bench_submission, "isic": bench_isic}
+RUNNERS = {"extract": bench_extract, "recompose": bench_recompose, "sample": bench_sample,
+           "drive_eval": bench_drive_eval, "submission": bench_submission, "isic": bench_isic}
 
 
 def _run_section(name, args):
@@ -119,6 +211,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     parser.add_argument("--full", action="store_true", help="time the loop versions on everything")
+    parser.add_argument("--images", type=int, default=20, help="DRIVE sections: number of images")
+    parser.add_argument("--loop-images", type=int, default=2, help="extract/recompose: images timed with loops")
+    parser.add_argument("--random-patches", type=int, default=200_000, help="sample: patches drawn")
+    parser.add_argument("--loop-patches", type=int, default=20_000, help="sample: patches timed with the loop")
     parser.add_argument("--masks", type=int, default=5508, help="submission: number of masks")
     parser.add_argument("--loop-sample", type=int, default=600, help="submission: masks timed with the loop")
     parser.add_argument("--isic-images", type=int, default=2594, help="isic: number of image/mask pairs")
