@@ -20,8 +20,8 @@ from common import cli
 from common.data.synthetic import write_lung_dataset
 from lung import evaluate_performance, prepare_data, train_lung
 
-DEMO = {"volumes": 8, "slices": 16, "size": 32, "erosion_size": 3, "model": "bcdu_net_d3", "epochs": 6,
-        "lr": 1e-3, "batch_size": 4, "seed": 1}
+DEMO = {"volumes": 8, "slices": 16, "size": 32, "erosion_size": 3, "model": "bcdu_net_d3", "epochs": 12,
+        "lr": 1e-3, "batch_size": 2, "seed": 1}
 PASS_DICE = 0.8
 
 
