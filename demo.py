@@ -23,6 +23,9 @@ TASKS = {
     "fingernail": ("fingernail.demo", "dice"),
     "retinal_edema": ("retinal_edema.demo", "score"),
     "skin_lesion": ("skin_lesion.demo", "dice"),
+
+
+    "lung": ("lung.demo", "dice"),
 }
 
 
