@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from common import cli
 from common.data.io import atomic_path, save_npy
-from retinal_edema.dataset import add_path_arguments, cube_name, load_cube, normalise, read_list, read_stats
+from retinal_edema.dataset import add_path_arguments, cube_name, load_cube, read_list, read_stats
 from retinal_edema.eval import EVAL_BATCH, add_model_arguments, load_models, predict_cube, resolve_checkpoints
 
 
@@ -33,7 +33,7 @@ def write_submission(models, data_dir, images, mean, std, out_dir, batch=EVAL_BA
     written = []
     for image_rel in tqdm(images, desc="test cubes", unit="cube", disable=not verbose):
         x, _ = load_cube(data_dir, image_rel)
-        pred, det = predict_cube(models, normalise(x, mean, std), batch)
+        pred, det = predict_cube(models, x, batch, mean, std)
         name = cube_name(image_rel)
         save_npy(segment / f"{name}_labelMark_volumes.npy", pred)
         written.append(segment / f"{name}_labelMark_volumes.npy")
