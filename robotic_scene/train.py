@@ -346,12 +346,13 @@ def train(data_dir, run_dir, stages=STAGES, val_seqs=VAL_SEQS, batch_size=BATCH_
                   "start_epoch": start, "epochs": max(length, 0), "cumulative_epochs": cumulative,
                   "start_checkpoint": None if checkpoint is None else str(checkpoint)}
         if length <= 0:  # the original's loop range(start, n_epochs + 1) is empty: the checkpoint is unchanged
-            print(f"stage {index} ({name}): the best checkpoint is already at epoch {start} >= {cumulative}; skipped")
+            print(f"stage {index} ({name}): the best checkpoint is already at epoch {start} >= {cumulative}; "
+                  "nothing to train (as the original)")
             records.append(dict(record, best_epoch=start, best_iou=records[-1]["best_iou"] if records else None))
             continue
         state = read_state(stage_dir)
-        done = (resume and state is not None and state["epoch"] >= length and (stage_dir / "best.keras").is_file()
-                and state["settings"].get("start_epoch") == start)
+        same_start = state is not None and state["settings"].get("start_epoch") == start
+        done = resume and same_start and state["epoch"] >= length and (stage_dir / "best.keras").is_file()
         if done:
             print(f"stage {index} ({name}): already finished in {stage_dir}")
         else:
@@ -361,8 +362,9 @@ def train(data_dir, run_dir, stages=STAGES, val_seqs=VAL_SEQS, batch_size=BATCH_
                       f"{'the initial weights' if checkpoint is None else checkpoint}", flush=True)
             with strategy.scope():
                 start_stage(trainer, checkpoint, alpha, beta, gamma, lr)
+            # an interrupted stage continues only if it started from the same checkpoint; otherwise it restarts
             trainer, _ = fit(trainer, train_ds, val_ds, run_dir=stage_dir, epochs=length, monitor="val_iou",
-                             mode="max", resume=resume, seed=seed, verbose=verbose,
+                             mode="max", resume=resume and same_start, seed=seed, verbose=verbose,
                              settings=dict(settings, **record))
         best = best_epoch(stage_dir)
         record.update(best_epoch=start + best + 1, best_iou=read_state(stage_dir)["best"])
