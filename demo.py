@@ -21,6 +21,7 @@ from common.report import write_table
 TASKS = {
     "ultrasound_nerve": ("ultrasound_nerve.demo", "dice"),
     "fingernail": ("fingernail.demo", "dice"),
+    "retina_vessel": ("retina_vessel.demo", "auc"),
 }
 
 
