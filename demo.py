@@ -26,6 +26,9 @@ TASKS = {
 
 
     "lung": ("lung.demo", "dice"),
+
+
+    "retina_vessel": ("retina_vessel.demo", "auc"),
 }
 
 

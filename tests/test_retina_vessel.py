@@ -1,0 +1,208 @@
+"""The retina_vessel task (specs/bcdu_net.md §3.2, §4, §5): DRIVE HDF5 files, patches, FOV scoring, predictors,
+the scripts end to end on tiny synthetic DRIVE data, one-image mode and bad input."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from numpy.lib.stride_tricks import sliding_window_view
+
+from common.cli import REPO_ROOT
+from common.data.io import DataLayoutError, ImageReadError, read_image, write_image
+from common.data.preprocess import my_preproc
+from common.data.synthetic import write_drive_dataset
+from common.metrics import segmentation_scores
+from retina_vessel import evaluate, prepare_datasets_DRIVE as prep, save_patch, train_retina
+
+H, W = 40, 32  # tiny "DRIVE": taller than wide like 584 x 565, so the training crop is rows 4:36
+
+
+def _drive(tmp_path, n_train=3, n_test=2, seed=0):
+    write_drive_dataset(tmp_path / "DRIVE", n_train, n_test, (H, W), seed=seed)
+    return tmp_path / "DRIVE"
+
+
+def _prepare(drive, work, n_train=3, n_test=2):
+    return prep.main(["--drive-dir", str(drive), "--work-dir", str(work), "--n-train", str(n_train),
+                      "--n-test", str(n_test), "--height", str(H), "--width", str(W), "--quiet"])
+
+
+def test_hdf5_files_have_the_original_names_keys_shapes_and_dtypes(tmp_path):
+    import h5py
+
+    drive = _drive(tmp_path)
+    _prepare(drive, tmp_path / "work")
+    folder = tmp_path / "work" / "DRIVE_datasets_training_testing"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        f"DRIVE_dataset_{k}_{s}.hdf5" for k in ("imgs", "groundTruth", "borderMasks") for s in ("train", "test"))
+    for split, n, folder_name, first in (("train", 3, "training", "21_training.tif"), ("test", 2, "test", "01_test.tif")):
+        for kind, channels in (("imgs", 3), ("groundTruth", 1), ("borderMasks", 1)):
+            with h5py.File(folder / f"DRIVE_dataset_{kind}_{split}.hdf5", "r") as f:
+                assert list(f.keys()) == ["image"]
+                array = f["image"][()]
+            assert array.shape == (n, channels, H, W) and array.dtype == np.float64
+            if kind == "imgs":  # channels first, the RGB values of the TIFF, sorted order
+                rgb = read_image(drive / folder_name / "images" / first, "rgb")
+                np.testing.assert_array_equal(array[0], rgb.transpose(2, 0, 1))
+            else:
+                assert set(np.unique(array)) <= {0.0, 255.0} and array.max() == 255
+    imgs, truth, fov = prep.load_split(tmp_path / "work", "test")
+    assert imgs.shape == (2, H, W, 3) and truth.shape == fov.shape == (2, H, W, 1)
+
+
+def test_bad_drive_folders_raise_one_line_errors_naming_the_file(tmp_path):
+    drive = _drive(tmp_path)
+    work = tmp_path / "work"
+    with pytest.raises(DataLayoutError, match=r"training/images: expected 20 images, found 3"):
+        prep.main(["--drive-dir", str(drive), "--work-dir", str(work), "--quiet"])
+    with pytest.raises(ImageReadError, match=r"21_training\.tif: expected 584x565"):
+        prep.main(["--drive-dir", str(drive), "--work-dir", str(work), "--n-train", "3", "--n-test", "2", "--quiet"])
+    gif = drive / "test" / "1st_manual" / "02_manual1.gif"
+    write_image(gif, np.full((H, W), 128, np.uint8))
+    with pytest.raises(ImageReadError, match=r"02_manual1\.gif: expected only the values 0 and 255"):
+        _prepare(drive, work)
+    gif.unlink()
+    with pytest.raises(ImageReadError, match=r"02_manual1\.gif: file not found"):
+        _prepare(drive, work)
+    path = drive / "test" / "images" / "02_test.tif"
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(ImageReadError, match=r"02_test\.tif: cannot decode"):
+        _prepare(drive, work)
+    assert not work.exists() or not any(work.rglob("*.hdf5"))  # nothing written when a test file is bad
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "retina_vessel" / "prepare_datasets_DRIVE.py"),
+                             "--drive-dir", str(tmp_path / "nothing"), "--work-dir", str(work)],
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == f"error: {tmp_path / 'nothing' / 'training' / 'images'}: folder not found"
+
+
+def test_save_patch_crops_samples_seeded_patches_and_writes_the_arrays(tmp_path):
+    drive = _drive(tmp_path)
+    work = tmp_path / "work"
+    _prepare(drive, work)
+    save_patch.main(["--work-dir", str(work), "--patch", "16", "--n-patches", "30", "--seed", "5", "--quiet"])
+    x = np.load(work / "patches_imgs_train.npy")
+    y = np.load(work / "patches_masks_train.npy")
+    assert x.shape == y.shape == (30, 16, 16, 1) and x.dtype == np.float32 and y.dtype == np.uint8
+    assert set(np.unique(y)) <= {0, 1} and 0 <= x.min() and x.max() <= 1
+    imgs, truth, _ = prep.load_split(work, "train")
+    pre, masks = my_preproc(imgs)[:, 4:36], (truth[:, 4:36] / 255).astype(np.uint8)  # the crop 9:574 of DRIVE
+    for k in range(30):  # every patch is a window of its own image (10 per image, in image order)
+        i = k // 10
+        windows = sliding_window_view(pre[i, ..., 0], (16, 16))
+        hit = np.argwhere((windows == x[k, ..., 0]).all(axis=(2, 3)))
+        assert len(hit)
+        np.testing.assert_array_equal(y[k, ..., 0], masks[i, hit[0][0]:hit[0][0] + 16, hit[0][1]:hit[0][1] + 16, 0])
+    first = x.copy()
+    save_patch.main(["--work-dir", str(work), "--patch", "16", "--n-patches", "30", "--seed", "5", "--quiet"])
+    np.testing.assert_array_equal(np.load(work / "patches_imgs_train.npy"), first)
+    with pytest.raises(SystemExit):
+        save_patch.main(["--work-dir", str(work), "--n-patches", "31", "--patch", "16", "--quiet"])
+
+
+def test_scores_count_only_fov_pixels_and_kill_border_zeroes_outside():
+    truth = np.array([[[0, 255, 255], [0, 0, 255]]])
+    prob = np.array([[[0.9, 0.8, 0.2], [0.1, 0.7, 0.6]]], np.float32)
+    fov = np.array([[[0, 255, 255], [255, 255, 255]]])
+    # inside the FOV: truth 1,1,0,0,1 ; prediction 1,0,0,1,1 -> TP 2, FN 1, FP 1, TN 1
+    s = segmentation_scores(truth, prob, fov=fov, legacy=True, curves=True)
+    assert s["confusion"] == [[1, 1], [1, 2]]
+    assert s["sensitivity"] == pytest.approx(2 / 3) and s["specificity"] == pytest.approx(1 / 2)
+    assert s["accuracy"] == pytest.approx(3 / 5) and s["f1"] == pytest.approx(4 / 6)
+    assert s["js_legacy"] == s["accuracy"] and s["jaccard"] == pytest.approx(2 / 4)
+    killed = evaluate.kill_border(prob, fov)
+    assert killed[0, 0, 0] == 0 and killed[0, 1, 2] == np.float32(0.6)
+    assert segmentation_scores(truth, killed, fov=fov)["auc"] == s["auc"]
+
+
+def test_overlap_and_full_predictors_agree_for_a_pointwise_model():
+    import keras
+
+    from common.inference import predict_sliding_window, predict_whole
+
+    inputs = keras.Input((16, 16, 1))
+    model = keras.Model(inputs, keras.layers.Conv2D(1, 1, activation="sigmoid")(inputs))
+    x = np.random.default_rng(0).random((2, 37, 29, 1)).astype(np.float32)
+    overlap = predict_sliding_window(model, x, 16, 5, batch_size=8, chunk_size=50)
+    full = predict_whole(model, x)  # 37 x 29 padded to 40 x 32, then cropped
+    assert overlap.shape == full.shape == x.shape and overlap.dtype == np.float32
+    np.testing.assert_allclose(overlap, full, atol=1e-6)
+    np.testing.assert_allclose(full, 1 / (1 + np.exp(-(x * model.get_weights()[0][0, 0, 0, 0]
+                                                       + model.get_weights()[1][0]))), atol=1e-5)
+
+
+def test_bcdu_net_d3_for_drive_has_the_paper_parameter_count():
+    from common.models import build_model
+
+    assert build_model("bcdu_net_d3", (64, 64, 1)).count_params() == 20_659_717
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """The pipeline run once on tiny synthetic DRIVE data: prepare, 16x16 patches, 2 epochs."""
+    root = tmp_path_factory.mktemp("retina")
+    drive = _drive(root, n_train=4, n_test=2, seed=1)
+    work, run = root / "work", root / "run"
+    _prepare(drive, work, n_train=4, n_test=2)
+    save_patch.main(["--work-dir", str(work), "--patch", "16", "--n-patches", "160", "--quiet"])
+    train_retina.main(["--work-dir", str(work), "--run-dir", str(run), "--epochs", "2", "--lr", "1e-3",
+                       "--seed", "0", "--verbose", "0"])
+    return {"drive": drive, "work": work, "run": run}
+
+
+def test_end_to_end_training_lowers_the_loss_and_evaluation_writes_everything(trained):
+    work, run = trained["work"], trained["run"]
+    history = (run / "history.csv").read_text().splitlines()
+    assert len(history) == 3
+    losses = [float(line.split(",")[history[0].split(",").index("loss")]) for line in history[1:]]
+    assert losses[1] < losses[0]
+    state = json.loads((run / "state.json").read_text())
+    assert state["settings"]["train"] == 128 and state["settings"]["validation"] == 32  # the last 20 %
+    assert (run / "best.keras").is_file()
+    for inference in ("overlap", "full"):
+        out = work / inference
+        evaluate.main(["--work-dir", str(work), "--run-dir", str(run), "--stride", "4", "--inference", inference,
+                       "--out-dir", str(out), "--quiet"])
+        row = json.loads((out / "performances.json").read_text())
+        assert row[1]["method"].startswith("paper") and row[1]["AUC"] == 0.9788
+        assert 0.5 < row[0]["AUC"] <= 1
+        details = json.loads((out / "details.json").read_text())[0]
+        fov = prep.load_split(work, "test")[2]
+        assert details["FOV pixels"] == int((fov > 0).sum()) == sum(map(sum, details["confusion [[TN, FP], [FN, TP]]"]))
+        pred = np.load(out / "pred_imgs.npy")
+        assert pred.shape == (2, H, W, 1) and pred.dtype == np.float32 and np.all(pred[fov == 0] == 0)
+        for name in ("roc_pr.png", "sample_results.png", "paper.md", "performances.md"):
+            assert (out / name).is_file()
+
+
+def test_one_image_mode_returns_maps_of_the_input_size(trained, tmp_path):
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (45, 37, 3), dtype=np.uint8)  # any size, not a multiple of anything
+    fov = np.zeros((45, 37), np.uint8)
+    fov[5:40, 4:30] = 255
+    write_image(tmp_path / "eye.tif", image)
+    write_image(tmp_path / "eye_fov.gif", fov)
+    for inference in ("overlap", "full"):
+        evaluate.main(["--run-dir", str(trained["run"]), "--image", str(tmp_path / "eye.tif"), "--fov",
+                       str(tmp_path / "eye_fov.gif"), "--out-dir", str(tmp_path / inference), "--stride", "3",
+                       "--inference", inference, "--quiet"])
+        prob = np.load(tmp_path / inference / "eye_prob.npy")
+        assert prob.shape == (45, 37) and prob.dtype == np.float32 and np.all(prob[fov == 0] == 0)
+        mask = read_image(tmp_path / inference / "eye_mask.png")
+        assert mask.shape == (45, 37) and set(np.unique(mask)) <= {0, 255}
+        np.testing.assert_array_equal(mask == 255, prob >= 0.5)
+        assert read_image(tmp_path / inference / "eye_prob.png").shape == (45, 37)
+    with pytest.raises(ImageReadError, match=r"small_fov\.gif: expected 45x37"):
+        write_image(tmp_path / "small_fov.gif", fov[:10])
+        evaluate.main(["--run-dir", str(trained["run"]), "--image", str(tmp_path / "eye.tif"), "--fov",
+                       str(tmp_path / "small_fov.gif"), "--quiet"])
+
+
+@pytest.mark.parametrize("script", ["prepare_datasets_DRIVE.py", "save_patch.py", "train_retina.py", "evaluate.py",
+                                    "demo.py"])
+def test_help_works_from_any_directory(tmp_path, script):
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "retina_vessel" / script), "--help"],
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0 and "usage:" in result.stdout
