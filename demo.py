@@ -23,11 +23,7 @@ TASKS = {
     "fingernail": ("fingernail.demo", "dice"),
     "retinal_edema": ("retinal_edema.demo", "score"),
     "skin_lesion": ("skin_lesion.demo", "dice"),
-
-
     "lung": ("lung.demo", "dice"),
-
-
     "retina_vessel": ("retina_vessel.demo", "auc"),
 }
 
