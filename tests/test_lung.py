@@ -112,7 +112,7 @@ def test_target_masks_on_a_hand_example():
     np.testing.assert_array_equal(prepare_data.body_mask(images)[1], eroded)
     np.testing.assert_array_equal(fov[1], eroded | (lung[1] == 255))
     np.testing.assert_array_equal(around[1], eroded)
-    ref_lung, ref_fov, ref_around = _original_targets(images, lung.astype(np.int32), 15, 5)
+    _, ref_fov, ref_around = _original_targets(images, lung.astype(np.int32), 15, 5)
     np.testing.assert_array_equal(fov, ref_fov)
     np.testing.assert_array_equal(around, ref_around)
 
