@@ -25,7 +25,7 @@ from common import cli
 from common.data.synthetic import write_lung_dataset
 from lung import evaluate_performance, prepare_data, train_lung
 
-DEMO = {"volumes": 8, "slices": 16, "size": 32, "erosion_size": 1, "model": "bcdu_net_d3", "epochs": 8,
+DEMO = {"volumes": 8, "slices": 16, "size": 32, "erosion_size": 1, "model": "bcdu_net_d3", "epochs": 4,
         "lr": 1e-3, "batch_size": 2, "seed": 1}
 PASS_DICE = 0.8
 

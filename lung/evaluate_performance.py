@@ -153,7 +153,8 @@ def main(argv=None):
                         help="folder with the arrays of prepare_data.py (default: %(default)s)")
     parser.add_argument("--model", choices=MODELS, default="bcdu_net_d3",
                         help="network of the run, for the default --run-dir (default: %(default)s)")
-    parser.add_argument("--run-dir", type=Path, default=None, help="training run folder (default: weights/lung/<model>)")
+    parser.add_argument("--run-dir", type=Path, default=None,
+                        help="training run folder (default: weights/lung/<model>)")
     parser.add_argument("--weights", choices=("best", "last"), default="best",
                         help="checkpoint to evaluate (default: best, the original's weight_lung)")
     parser.add_argument("--fov", choices=FOVS, default="body",

@@ -112,7 +112,7 @@ def test_target_masks_on_a_hand_example():
     np.testing.assert_array_equal(prepare_data.body_mask(images)[1], eroded)
     np.testing.assert_array_equal(fov[1], eroded | (lung[1] == 255))
     np.testing.assert_array_equal(around[1], eroded)
-    ref_lung, ref_fov, ref_around = _original_targets(images, lung.astype(np.int32), 15, 5)
+    _, ref_fov, ref_around = _original_targets(images, lung.astype(np.int32), 15, 5)
     np.testing.assert_array_equal(fov, ref_fov)
     np.testing.assert_array_equal(around, ref_around)
 
@@ -122,8 +122,8 @@ def test_leak_free_fov_differs_from_the_original_only_where_the_truth_leaks():
     fov_gt, around = prepare_data.lung_targets(images, lung)
     fov_body = evaluate_performance.body_fov(images, 15, 5)
     prob = around.astype(np.float32)  # a perfect around-lung prediction
-    (ours, _), (original, _) = (evaluate_performance.score_lung(lung[i:i + 1], prob[i:i + 1], f[i:i + 1])
-                                for i, f in ((0, fov_body), (0, fov_gt)))
+    ours, _ = evaluate_performance.score_lung(lung[:1], prob[:1], fov_body[:1])
+    original, _ = evaluate_performance.score_lung(lung[:1], prob[:1], fov_gt[:1])
     assert ours["f1"] == original["f1"] == 1.0  # enclosed lung: same FOV, same result
     np.testing.assert_array_equal(fov_body[0], fov_gt[0])
     leak_free, _ = evaluate_performance.score_lung(lung[1:], prob[1:], fov_body[1:])

@@ -276,7 +276,8 @@ def _lung_volume(rng, n_slices, size, n_empty):
     Air outside the body (-1000 HU), an elliptic body of soft tissue (about 40 HU, smooth texture) with a
     bright spine, and two dark lungs (about -850 HU) whose size follows a sine profile along the slice
     axis; the first and last ``n_empty`` slices have no lung. The chest wall is about a fifth of the slice
-    wide, so the original's 15x15 body erosion keeps the lungs enclosed at 512x512 (and a 3x3 one at 32x32).
+    wide, so the original's 15x15 body erosion keeps the lungs enclosed at 512x512 (at 32x32 the wall is only
+    3-5 px: use no erosion there).
     """
     shape = (size, size)
     centre = np.array([0.5 * size + rng.normal(0, 0.01 * size), 0.5 * size])
