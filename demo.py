@@ -21,6 +21,7 @@ from common.report import write_table
 TASKS = {
     "ultrasound_nerve": ("ultrasound_nerve.demo", "dice"),
     "fingernail": ("fingernail.demo", "dice"),
+    "robotic_scene": ("robotic_scene.demo", "iou"),
 }
 
 
