@@ -25,6 +25,7 @@ TASKS = {
     "skin_lesion": ("skin_lesion.demo", "dice"),
     "lung": ("lung.demo", "dice"),
     "retina_vessel": ("retina_vessel.demo", "auc"),
+    "robotic_scene": ("robotic_scene.demo", "iou"),
 }
 
 

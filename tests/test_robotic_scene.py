@@ -4,7 +4,6 @@ The TDSNet network and its losses are tested in test_tdsnet.py.
 """
 
 import json
-import shutil
 import subprocess
 import sys
 
@@ -170,7 +169,7 @@ def test_video_means_and_trivial_rows():
     truth[:, :2] = 4
     rows, _ = rtest.score_rows(truth, np.zeros_like(truth), np.array([1, 2]), "trivial")
     # classes 0 (IoU 0.5) and 4 (0) present, 10 absent classes score 1: (0.5 + 10) / 12
-    assert rows[-1]["mean IoU"] == pytest.approx(10.5 / 12) and rows[-1]["IoU (present classes)"] == 0.25
+    assert rows[-1]["mean IoU"] == pytest.approx(10.5 / 12) and rows[-1]["IoU (present classes)"] == pytest.approx(0.25)
 
 
 def test_small_region_removal_and_sizes():
@@ -201,34 +200,57 @@ def test_best_epoch_is_the_first_maximum(tmp_path):
     assert train.best_epoch(tmp_path) == 1
 
 
+TRAIN_ARGS = ["--epochs", "1", "2", "2", "3", "--lrs", "1e-3", "7e-4", "5e-4", "5e-4", "--val-seqs", "1",
+              "--encoder-weights", "none", "--batch-size", "2", "--verbose", "0"]
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """prepare -> train (4 stages, 1 epoch each where the schedule allows) on tiny synthetic sequences."""
+    """prepare -> stage 1 -> (best checkpoint swapped) resumed stages 2-4, on tiny synthetic sequences."""
     tmp = tmp_path_factory.mktemp("robotic")
     write_robotic_scene_dataset(tmp / "raw", prepare.CLASS_COLOURS, SEQS, 2, SHAPE, seed=0)
     work, run = tmp / "work", tmp / "run"
     prepare.main(["--raw-dir", str(tmp / "raw"), "--work-dir", str(work), "--height", str(SHAPE[0]),
                   "--width", str(SHAPE[1]), "--quiet"])
-    records = train.main(["--work-dir", str(work), "--run-dir", str(run), "--epochs", "1", "2", "3", "4",
-                          "--lrs", "1e-3", "1e-3", "5e-4", "5e-4", "--val-seqs", "1", "--encoder-weights", "none",
-                          "--batch-size", "2", "--verbose", "0"])
-    return tmp, work, run, records
+    first = train.main(["--work-dir", str(work), "--run-dir", str(run), "--last-stage", "1"] + TRAIN_ARGS)
+    # make stage 1's best checkpoint distinguishable from the weights the process ended with
+    stage1 = run / "stage1_segmentation"
+    other = train.build_trainer((*SHAPE, 3))
+    other.save(stage1 / "best.keras")
+    seen = []
+    original = train.start_stage
+
+    def spy(trainer, checkpoint, alpha, beta, gamma, lr):
+        original(trainer, checkpoint, alpha, beta, gamma, lr)
+        seen.append({"checkpoint": checkpoint, "weights": trainer.network.get_weights(),
+                     "optimizer": (int(trainer.optimizer.iterations), float(trainer.optimizer.learning_rate)),
+                     "stage_weights": np.asarray(trainer.stage_weights)})
+
+    train.start_stage = spy
+    try:
+        records = train.main(["--work-dir", str(work), "--run-dir", str(run), "--resume"] + TRAIN_ARGS)
+    finally:
+        train.start_stage = original
+    return {"tmp": tmp, "work": work, "run": run, "first": first, "records": records, "seen": seen,
+            "swapped": other.network.get_weights()}
 
 
 def test_staged_training_chains_best_checkpoints(trained):
-    _, _, run, records = trained
+    run, records = trained["run"], trained["records"]
     assert [r["name"] for r in records] == ["segmentation", "class", "sync", "scene"]
-    start = 0
-    for r, cumulative in zip(records, (1, 2, 3, 4)):
-        assert r["start_epoch"] == start and r["epochs"] == cumulative - start
+    assert trained["first"][0]["epochs"] == 1 and trained["first"][0]["best_epoch"] == 1
+    # stage lengths: cumulative epochs minus the best epoch so far (1 2 2 3: stage 3 has nothing to do)
+    assert [(r["start_epoch"], r["epochs"], r["best_epoch"]) for r in records] == [(0, 1, 1), (1, 1, 2), (2, 0, 2),
+                                                                                  (2, 1, 3)]
+    for r in (records[1], records[3]):
         stage_dir = run / f"stage{r['stage']}_{r['name']}"
-        history = (stage_dir / "history.csv").read_text().strip().splitlines()
-        assert len(history) - 1 == r["epochs"]
+        assert len((stage_dir / "history.csv").read_text().strip().splitlines()) == 2  # header + 1 epoch
         state = json.loads((stage_dir / "state.json").read_text())
         assert state["monitor"] == "val_iou" and state["mode"] == "max"
         assert state["settings"]["alpha"] == r["alpha"] and state["settings"]["lr"] == r["lr"]
-        start = r["best_epoch"]
+    assert not (run / "stage3_sync").exists()
     assert records[1]["start_checkpoint"] == str(run / "stage1_segmentation" / "best.keras")
+    assert records[3]["start_checkpoint"] == str(run / "stage2_class" / "best.keras")
     stages = json.loads((run / "stages.json").read_text())
     assert stages["final_checkpoint"] == str(run / "stage4_scene" / "best.keras")
     assert stages["settings"]["train_seqs"] == [3, 5, 6] and stages["settings"]["normalise"] == "torch"
@@ -237,37 +259,21 @@ def test_staged_training_chains_best_checkpoints(trained):
     assert trainer.network.count_params() == 22_122_331
 
 
-def test_resume_restarts_a_stage_from_the_previous_best_checkpoint(trained, monkeypatch):
-    _, work, run, _ = trained
-    stage1, stage2 = run / "stage1_segmentation", run / "stage2_class"
-    # make stage 1's best checkpoint distinguishable from its last one and drop stage 2
-    shutil.copy(run / "stage4_scene" / "best.keras", stage1 / "best.keras")
-    shutil.rmtree(stage2)
-    seen = {}
-    original = train.start_stage
-
-    def spy(trainer, checkpoint, alpha, beta, gamma, lr):
-        original(trainer, checkpoint, alpha, beta, gamma, lr)
-        seen.setdefault("calls", []).append(checkpoint)
-        seen["weights"] = trainer.network.get_weights()
-        seen["optimizer"] = (int(trainer.optimizer.iterations), float(trainer.optimizer.learning_rate))
-        seen["stage_weights"] = np.asarray(trainer.stage_weights)
-
-    monkeypatch.setattr(train, "start_stage", spy)
-    records = train.main(["--work-dir", str(work), "--run-dir", str(run), "--epochs", "1", "2", "3", "4",
-                          "--lrs", "1e-3", "7e-4", "5e-4", "5e-4", "--val-seqs", "1", "--encoder-weights", "none",
-                          "--batch-size", "2", "--last-stage", "2", "--resume", "--verbose", "0"])
-    assert seen["calls"] == [stage1 / "best.keras"]  # stage 1 was finished: skipped, not retrained
-    expected = train.load_trainer(stage1 / "best.keras").network.get_weights()
-    for got, want in zip(seen["weights"], expected):
+def test_resume_skips_finished_stages_and_starts_from_the_best_checkpoint(trained):
+    seen, run = trained["seen"], trained["run"]
+    # stage 1 was finished: skipped, not retrained; stages 2 and 4 start from the previous best checkpoints
+    assert [s["checkpoint"] for s in seen] == [run / "stage1_segmentation" / "best.keras",
+                                               run / "stage2_class" / "best.keras"]
+    for got, want in zip(seen[0]["weights"], trained["swapped"]):
         np.testing.assert_array_equal(got, want)
-    assert seen["optimizer"] == (0, pytest.approx(7e-4))  # a fresh Adam with the stage's rate
-    np.testing.assert_allclose(seen["stage_weights"], [0.2, 0, 0])
-    assert records[1]["start_epoch"] == 1 and (stage2 / "best.keras").is_file()
+    assert seen[0]["optimizer"] == (0, pytest.approx(7e-4))  # a fresh Adam with the stage's rate
+    assert seen[1]["optimizer"] == (0, pytest.approx(5e-4))
+    np.testing.assert_allclose(seen[0]["stage_weights"], [0.2, 0, 0])
+    np.testing.assert_allclose(seen[1]["stage_weights"], [0.2, 0.6, 0.2])
 
 
 def test_test_script_scores_and_writes_figures(trained):
-    tmp, work, run, _ = trained
+    tmp, work, run = trained["tmp"], trained["work"], trained["run"]
     out = tmp / "test_out"
     result = rtest.main(["--work-dir", str(work), "--run-dir", str(run), "--checkpoint",
                          str(run / "stage4_scene" / "best.keras"), "--seqs", "1", "--out-dir", str(out),

@@ -513,7 +513,7 @@ def _robot_frame(rng, shape, scene):
     h, w = shape
     label = np.zeros(shape, np.uint8)
     organ = ellipse_mask(shape, (rng.uniform(0.3, 0.7) * h, rng.uniform(0.3, 0.7) * w),
-                         (rng.uniform(0.25, 0.4) * h, rng.uniform(0.25, 0.4) * w), rng.uniform(0, 180))
+                         (rng.uniform(0.3, 0.5) * h, rng.uniform(0.3, 0.5) * w), rng.uniform(0, 180))
     label[organ == 1] = _ROBOT_ORGAN_BY_SCENE[scene]
     if rng.random() < 0.85:
         tip = np.array([rng.uniform(0.3, 0.7) * h, rng.uniform(0.3, 0.7) * w])
