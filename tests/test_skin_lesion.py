@@ -211,3 +211,21 @@ def test_script_reports_errors_in_one_line(tmp_path):
                             capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == f"error: {tmp_path / ISIC_IMAGE_DIR}: folder not found"
+
+
+def test_prior_output_bias_is_the_logit_of_the_mean_mask():
+    import keras
+
+    masks = np.zeros((5, 4, 4), np.uint8)
+    masks[:, :2, :] = 255  # half foreground ...
+    masks[0, 2, 0] = 51  # ... plus one soft border pixel (0.2)
+    fraction = train_isic18.foreground_fraction(masks, chunk=2)
+    assert fraction == pytest.approx((5 * 8 + 0.2) / 80)
+    inputs = keras.Input((4, 4, 2))
+    model = keras.Model(inputs, keras.layers.Conv2D(1, 1, activation="sigmoid", name="head_output")(inputs))
+    kernel = model.get_layer("head_output").get_weights()[0]
+    train_isic18.set_output_prior(model, 0.2)
+    new_kernel, bias = model.get_layer("head_output").get_weights()
+    np.testing.assert_array_equal(new_kernel, kernel)
+    assert bias[0] == pytest.approx(np.log(0.2 / 0.8))
+    assert float(model(np.zeros((1, 4, 4, 2), np.float32))[0, 0, 0, 0]) == pytest.approx(0.2, abs=1e-6)
