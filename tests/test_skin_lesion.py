@@ -229,3 +229,24 @@ def test_prior_output_bias_is_the_logit_of_the_mean_mask():
     np.testing.assert_array_equal(new_kernel, kernel)
     assert bias[0] == pytest.approx(np.log(0.2 / 0.8))
     assert float(model(np.zeros((1, 4, 4, 2), np.float32))[0, 0, 0, 0]) == pytest.approx(0.2, abs=1e-6)
+
+
+def test_head_collapsed_when_no_output_raising_channel_is_active():
+    import keras
+
+    inputs = keras.Input((6, 6, 3))
+    x = keras.layers.Conv2D(2, 3, padding="same", activation="relu", name="head_conv")(inputs)
+    model = keras.Model(inputs, keras.layers.Conv2D(1, 1, activation="sigmoid", name="head_output")(x))
+    images = np.random.default_rng(0).random((2, 6, 6, 3), dtype=np.float32)
+    head, output = model.get_layer("head_conv"), model.get_layer("head_output")
+    kernel = np.full((3, 3, 3, 2), 0.1, np.float32)
+    output.set_weights([np.array([1.0, -1.0], np.float32).reshape(1, 1, 2, 1), np.zeros(1, np.float32)])
+    head.set_weights([kernel, np.zeros(2, np.float32)])  # both channels active
+    assert not train_isic18.head_collapsed(model, images)
+    head.set_weights([kernel, np.array([0.0, -10.0], np.float32)])  # the lowering channel died: still fine
+    assert not train_isic18.head_collapsed(model, images)
+    head.set_weights([kernel, np.array([-10.0, 0.0], np.float32)])  # only the lowering channel is left
+    assert train_isic18.head_collapsed(model, images)
+    assert np.max(model.predict(images, verbose=0)) <= 0.5  # it cannot predict foreground any more
+    head.set_weights([kernel, np.array([-10.0, -10.0], np.float32)])  # both dead: a constant output
+    assert train_isic18.head_collapsed(model, images) and np.ptp(model.predict(images, verbose=0)) == 0
