@@ -3,8 +3,9 @@
 Synthetic ISIC-sized photos (about 600x450 to 1024x768 JPGs with an irregular darker lesion, 0/255 PNG
 masks) are written in the official ISIC 2018 layout to ``<work-dir>/raw``; the three scripts run as a user
 would run them, and the score is the pooled test-split F1 (Dice) with the correct definitions of
-evaluate.py, on held-out images. Demo-only settings (a 32x32 input, a small split, lr 1e-3 with the prior
-output bias, a few epochs, so it learns in about a minute or two on 2 CPU cores) are printed with the result.
+evaluate.py, on held-out images. Demo-only settings (a 32x32 input, a small split, lr 1e-3, a few epochs, and
+the two options that keep the 2-channel ReLU head from collapsing: ``--prior-output-bias`` and ``--restarts``,
+see README) are printed with the result.
 """
 
 import argparse
