@@ -163,8 +163,8 @@ def main(argv=None):
                         help="initialise the output bias to the logit of the training masks' mean instead of 0 "
                              "(keeps the 2-channel ReLU head from dying early in training; see README)")
     parser.add_argument("--restarts", type=int, default=0,
-                        help="re-initialise (next seed) a network whose 2-channel ReLU head collapsed in the first epoch, "
-                             "up to this many times (default: %(default)s, as the original; see README)")
+                        help="re-initialise (next seed) a network whose 2-channel ReLU head collapsed in the first "
+                             "epoch, up to this many times (default: %(default)s, as the original; see README)")
     parser.add_argument("--epochs", type=int, default=EPOCHS, help="default: %(default)s")
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="default: %(default)s")
     parser.add_argument("--lr", type=float, default=LR, help="Adam learning rate (default: %(default)s)")
