@@ -123,6 +123,7 @@ def train(work_dir, run_dir, model_name="bcdu_net_d3", bidirectional=False, enco
                 "prior_output_bias": prior_output_bias, "restarts": restarts}
     val_ds = array_dataset(x_val, y_val, batch_size, transform=normalise_batch)
     options = dict(run_dir=run_dir, monitor="val_loss", mode="min", reduce_lr=REDUCE_LR, verbose=verbose)
+    warmed_up = False
     for attempt in range(restarts + 1):
         attempt_seed = None if seed is None else seed + 1000 * attempt
         if attempt_seed is not None:
@@ -136,14 +137,14 @@ def train(work_dir, run_dir, model_name="bcdu_net_d3", bidirectional=False, enco
         if not restarts or resume or epochs < 2:
             break
         model, _ = fit(model, train_ds, val_ds, epochs=1, seed=attempt_seed, settings=settings, **options)
-        resume = True  # continue from this first epoch below
+        warmed_up = True  # the final fit continues from this first epoch
         if not head_collapsed(model, network_input(np.asarray(x_tr[:4 * batch_size]))):
             break
         if attempt < restarts:
             print(f"{model.name}: no head channel that raises the output is active on the training images after "
                   f"the first epoch (collapsed head, see README); re-initialising ({attempt + 1} of {restarts})")
-    return fit(model, train_ds, val_ds, epochs=epochs, resume=resume, seed=attempt_seed, settings=settings,
-               **options)
+    return fit(model, train_ds, val_ds, epochs=epochs, resume=resume or warmed_up, seed=attempt_seed,
+               settings=settings, **options)
 
 
 def main(argv=None):

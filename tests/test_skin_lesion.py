@@ -168,15 +168,24 @@ def test_sample_pick_is_the_originals():
     assert evaluate.good_predictions(masks, prob, max_errors=50, n=4) == [0, 2, 4, 0]  # padded with image 0
 
 
-def test_end_to_end_prepare_train_evaluate(tmp_path):
+def test_end_to_end_prepare_train_evaluate(tmp_path, monkeypatch):
     _dataset(tmp_path, 9, seed=3)
     work, run, out = tmp_path / "work", tmp_path / "run", tmp_path / "out"
     assert prepare_isic2018.main(["--data-dir", str(tmp_path / "raw"), "--work-dir", str(work), "--size",
                                   str(SIZE), "--n-train", "6", "--n-val", "1", "--n-test", "2", "--quiet"]) == 0
+    checks = []
+
+    def collapsed_first_time(model, images):  # --restarts rebuilds the first network, then training resumes
+        checks.append(model)
+        return len(checks) == 1
+
+    monkeypatch.setattr(train_isic18, "head_collapsed", collapsed_first_time)
     train_isic18.main(["--work-dir", str(work), "--run-dir", str(run), "--epochs", "3", "--seed", "0",
-                       "--verbose", "0"])
+                       "--restarts", "2", "--verbose", "0"])
+    assert len(checks) == 2 and checks[0] is not checks[1]
     state = json.loads((run / "state.json").read_text())
     assert state["monitor"] == "val_loss" and state["mode"] == "min" and state["epoch"] == 3
+    assert state["settings"]["attempt_seed"] == 1000  # the second attempt's seed
     assert state["settings"]["model"] == "bcdu_net_d3" and state["settings"]["batch_size"] == 8
     assert state["settings"]["lr"] == 1e-4
     history = [line.split(",") for line in (run / "history.csv").read_text().splitlines()]
