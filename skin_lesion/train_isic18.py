@@ -85,30 +85,66 @@ def set_output_prior(model, fraction):
     layer.set_weights([kernel, np.full_like(bias, np.log(fraction / (1 - fraction)))])
 
 
+def head_collapsed(model, images):
+    """True when no channel of the ReLU head conv (``head_conv``) that raises the output (positive weight in
+    the 1x1 sigmoid layer ``head_output``) is active at any pixel of ``images``.
+
+    The network can then predict no more foreground than its output bias allows, and a ReLU channel that is
+    zero everywhere gets no gradient to come back (both channels dead = a constant output).
+    """
+    import keras
+
+    probe = keras.Model(model.input, model.get_layer("head_conv").output)
+    active = np.max(probe.predict(images, verbose=0), axis=(0, 1, 2)) > 0
+    raising = model.get_layer("head_output").get_weights()[0].reshape(-1) > 0
+    return not bool(np.any(active & raising))
+
+
 def train(work_dir, run_dir, model_name="bcdu_net_d3", bidirectional=False, encoder_weights="imagenet",
           epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, seed=None, resume=False, verbose=1, strategy="default",
-          prior_output_bias=False):
-    """Build, compile and fit; returns ``(model, history)`` (``common.training.fit``)."""
+          prior_output_bias=False, restarts=0):
+    """Build, compile and fit; returns ``(model, history)`` (``common.training.fit``).
+
+    ``restarts`` > 0: after the first epoch, a network whose head collapsed (:func:`head_collapsed` on the
+    first training images) is rebuilt with the next seed (``seed + 1000 k``) and its first epoch trained again, at
+    most ``restarts`` times; then training continues from that epoch's checkpoint.
+    """
     import keras
 
     from common.training import array_dataset, fit, get_strategy
 
     strategy = get_strategy(strategy)  # before any other TensorFlow work
+    if restarts and strategy.__class__.__name__.startswith("MultiWorker"):
+        raise ValueError("--restarts is not supported with --strategy multi_worker")
     (x_tr, m_tr), (x_val, m_val) = load_split(work_dir, "train"), load_split(work_dir, "val")
     y_tr, y_val = m_tr[..., None], m_val[..., None]  # views of the memory maps, (N, H, W, 1)
-    if seed is not None:
-        keras.utils.set_random_seed(seed)  # before the weights are initialised
-    with strategy.scope():
-        model = build(model_name, x_tr.shape[1:], bidirectional, encoder_weights, lr)
-        if prior_output_bias:
-            set_output_prior(model, foreground_fraction(m_tr))
     settings = {"model": model_name, "bidirectional": bidirectional, "epochs": epochs, "batch_size": batch_size,
                 "lr": lr, "seed": seed, "train": len(x_tr), "val": len(x_val), "input_shape": list(x_tr.shape[1:]),
-                "prior_output_bias": prior_output_bias}
-    train_ds = array_dataset(x_tr, y_tr, batch_size, shuffle=True, seed=seed, transform=normalise_batch)
+                "prior_output_bias": prior_output_bias, "restarts": restarts}
     val_ds = array_dataset(x_val, y_val, batch_size, transform=normalise_batch)
-    return fit(model, train_ds, val_ds, run_dir=run_dir, epochs=epochs, monitor="val_loss", mode="min",
-               resume=resume, seed=seed, reduce_lr=REDUCE_LR, verbose=verbose, settings=settings)
+    options = dict(run_dir=run_dir, monitor="val_loss", mode="min", reduce_lr=REDUCE_LR, verbose=verbose)
+    warmed_up = False
+    for attempt in range(restarts + 1):
+        attempt_seed = None if seed is None else seed + 1000 * attempt
+        if attempt_seed is not None:
+            keras.utils.set_random_seed(attempt_seed)  # before the weights are initialised
+        with strategy.scope():
+            model = build(model_name, x_tr.shape[1:], bidirectional, encoder_weights, lr)
+            if prior_output_bias:
+                set_output_prior(model, foreground_fraction(m_tr))
+        train_ds = array_dataset(x_tr, y_tr, batch_size, shuffle=True, seed=attempt_seed, transform=normalise_batch)
+        settings["attempt_seed"] = attempt_seed
+        if not restarts or resume or epochs < 2:
+            break
+        model, _ = fit(model, train_ds, val_ds, epochs=1, seed=attempt_seed, settings=settings, **options)
+        warmed_up = True  # the final fit continues from this first epoch
+        if not head_collapsed(model, network_input(np.asarray(x_tr[:4 * batch_size]))):
+            break
+        if attempt < restarts:
+            print(f"{model.name}: no head channel that raises the output is active on the training images after "
+                  f"the first epoch (collapsed head, see README); re-initialising ({attempt + 1} of {restarts})")
+    return fit(model, train_ds, val_ds, epochs=epochs, resume=resume or warmed_up, seed=attempt_seed,
+               settings=settings, **options)
 
 
 def main(argv=None):
@@ -127,6 +163,9 @@ def main(argv=None):
     parser.add_argument("--prior-output-bias", action="store_true",
                         help="initialise the output bias to the logit of the training masks' mean instead of 0 "
                              "(keeps the 2-channel ReLU head from dying early in training; see README)")
+    parser.add_argument("--restarts", type=int, default=0,
+                        help="re-initialise (next seed) a network whose 2-channel ReLU head collapsed in the first "
+                             "epoch, up to this many times (default: %(default)s, as the original; see README)")
     parser.add_argument("--epochs", type=int, default=EPOCHS, help="default: %(default)s")
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="default: %(default)s")
     parser.add_argument("--lr", type=float, default=LR, help="Adam learning rate (default: %(default)s)")
@@ -142,7 +181,7 @@ def main(argv=None):
     run_dir = args.run_dir or default_run_dir(args.model, args.bidirectional)
     model, history = train(args.work_dir, run_dir, args.model, args.bidirectional, args.encoder_weights,
                            args.epochs, args.batch_size, args.lr, args.seed, args.resume, args.verbose,
-                           args.strategy, args.prior_output_bias)
+                           args.strategy, args.prior_output_bias, args.restarts)
     if history:
         print(f"{model.name}: best val_loss {min(history['val_loss']):.4f} after {len(history['val_loss'])} "
               f"epochs; checkpoints in {run_dir}")

@@ -168,15 +168,24 @@ def test_sample_pick_is_the_originals():
     assert evaluate.good_predictions(masks, prob, max_errors=50, n=4) == [0, 2, 4, 0]  # padded with image 0
 
 
-def test_end_to_end_prepare_train_evaluate(tmp_path):
+def test_end_to_end_prepare_train_evaluate(tmp_path, monkeypatch):
     _dataset(tmp_path, 9, seed=3)
     work, run, out = tmp_path / "work", tmp_path / "run", tmp_path / "out"
     assert prepare_isic2018.main(["--data-dir", str(tmp_path / "raw"), "--work-dir", str(work), "--size",
                                   str(SIZE), "--n-train", "6", "--n-val", "1", "--n-test", "2", "--quiet"]) == 0
+    checks = []
+
+    def collapsed_first_time(model, images):  # --restarts rebuilds the first network, then training resumes
+        checks.append(model)
+        return len(checks) == 1
+
+    monkeypatch.setattr(train_isic18, "head_collapsed", collapsed_first_time)
     train_isic18.main(["--work-dir", str(work), "--run-dir", str(run), "--epochs", "3", "--seed", "0",
-                       "--verbose", "0"])
+                       "--restarts", "2", "--verbose", "0"])
+    assert len(checks) == 2 and checks[0] is not checks[1]
     state = json.loads((run / "state.json").read_text())
     assert state["monitor"] == "val_loss" and state["mode"] == "min" and state["epoch"] == 3
+    assert state["settings"]["attempt_seed"] == 1000  # the second attempt's seed
     assert state["settings"]["model"] == "bcdu_net_d3" and state["settings"]["batch_size"] == 8
     assert state["settings"]["lr"] == 1e-4
     history = [line.split(",") for line in (run / "history.csv").read_text().splitlines()]
@@ -211,3 +220,42 @@ def test_script_reports_errors_in_one_line(tmp_path):
                             capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == f"error: {tmp_path / ISIC_IMAGE_DIR}: folder not found"
+
+
+def test_prior_output_bias_is_the_logit_of_the_mean_mask():
+    import keras
+
+    masks = np.zeros((5, 4, 4), np.uint8)
+    masks[:, :2, :] = 255  # half foreground ...
+    masks[0, 2, 0] = 51  # ... plus one soft border pixel (0.2)
+    fraction = train_isic18.foreground_fraction(masks, chunk=2)
+    assert fraction == pytest.approx((5 * 8 + 0.2) / 80)
+    inputs = keras.Input((4, 4, 2))
+    model = keras.Model(inputs, keras.layers.Conv2D(1, 1, activation="sigmoid", name="head_output")(inputs))
+    kernel = model.get_layer("head_output").get_weights()[0]
+    train_isic18.set_output_prior(model, 0.2)
+    new_kernel, bias = model.get_layer("head_output").get_weights()
+    np.testing.assert_array_equal(new_kernel, kernel)
+    assert bias[0] == pytest.approx(np.log(0.2 / 0.8))
+    assert float(model(np.zeros((1, 4, 4, 2), np.float32))[0, 0, 0, 0]) == pytest.approx(0.2, abs=1e-6)
+
+
+def test_head_collapsed_when_no_output_raising_channel_is_active():
+    import keras
+
+    inputs = keras.Input((6, 6, 3))
+    x = keras.layers.Conv2D(2, 3, padding="same", activation="relu", name="head_conv")(inputs)
+    model = keras.Model(inputs, keras.layers.Conv2D(1, 1, activation="sigmoid", name="head_output")(x))
+    images = np.random.default_rng(0).random((2, 6, 6, 3), dtype=np.float32)
+    head, output = model.get_layer("head_conv"), model.get_layer("head_output")
+    kernel = np.full((3, 3, 3, 2), 0.1, np.float32)
+    output.set_weights([np.array([1.0, -1.0], np.float32).reshape(1, 1, 2, 1), np.zeros(1, np.float32)])
+    head.set_weights([kernel, np.zeros(2, np.float32)])  # both channels active
+    assert not train_isic18.head_collapsed(model, images)
+    head.set_weights([kernel, np.array([0.0, -10.0], np.float32)])  # the lowering channel died: still fine
+    assert not train_isic18.head_collapsed(model, images)
+    head.set_weights([kernel, np.array([-10.0, 0.0], np.float32)])  # only the lowering channel is left
+    assert train_isic18.head_collapsed(model, images)
+    assert np.max(model.predict(images, verbose=0)) <= 0.5  # it cannot predict foreground any more
+    head.set_weights([kernel, np.array([-10.0, -10.0], np.float32)])  # both dead: a constant output
+    assert train_isic18.head_collapsed(model, images) and np.ptp(model.predict(images, verbose=0)) == 0

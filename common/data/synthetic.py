@@ -365,7 +365,7 @@ def _dermoscopy(rng, shape):
     """One skin-like dermoscopy photo (H, W, 3) uint8 with a darker irregular lesion, and its 0/1 mask."""
     h, w = shape
     mask = lesion_mask(rng, shape, (rng.uniform(0.35, 0.65) * h, rng.uniform(0.35, 0.65) * w),
-                       rng.uniform(0.15, 0.3) * min(h, w))
+                       rng.uniform(0.2, 0.38) * min(h, w))
     skin = (np.float32([225, 170, 150]) + rng.uniform(-20, 20, 3)).astype(np.float32)  # pinkish skin tone
     lesion = skin * np.float32(rng.uniform(0.35, 0.6) * np.array([1.0, 0.85, 0.8]))  # brown, darker
     soft = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), min(h, w) / 150)  # blurred border
