@@ -148,7 +148,7 @@ def trained(tmp_path_factory):
     _prepare(drive, work, n_train=4, n_test=2)
     save_patch.main(["--work-dir", str(work), "--patch", "16", "--n-patches", "160", "--quiet"])
     train_retina.main(["--work-dir", str(work), "--run-dir", str(run), "--epochs", "2", "--lr", "1e-3",
-                       "--seed", "0", "--verbose", "0"])
+                       "--seed", "0", "--prior-bias", "--verbose", "0"])
     return {"drive": drive, "work": work, "run": run}
 
 
@@ -160,6 +160,8 @@ def test_end_to_end_training_lowers_the_loss_and_evaluation_writes_everything(tr
     assert losses[1] < losses[0]
     state = json.loads((run / "state.json").read_text())
     assert state["settings"]["train"] == 128 and state["settings"]["validation"] == 32  # the last 20 %
+    y = np.load(work / "patches_masks_train.npy")
+    assert state["settings"]["prior_bias"] == pytest.approx(y[:128].mean())  # --prior-bias: training part only
     assert (run / "best.keras").is_file()
     for inference in ("overlap", "full"):
         out = work / inference
