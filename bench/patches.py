@@ -2,7 +2,7 @@
 
 The ``original_*`` functions restate the algorithms of the BCDU-Net / retina-unet ``extract_patches.py`` as
 straightforward loops (channels first, float64, Python ``random``), importable for comparisons. The bench
-times each against the vectorised version on 20 random images of 584 x 565 (64 x 64 patches, stride 5:
+times each (CPU seconds of the process) against the vectorised version on 20 random images of 584 x 565 (64 x 64 patches, stride 5:
 214,200 overlapping patches; random sampling from the 565 x 565 crops), checks that both give the same
 arrays, and prints the times and ratios (goal >= 50x).
 
@@ -10,7 +10,9 @@ arrays, and prints the times and ratios (goal >= 50x).
     python bench/patches.py --random-patches 200000 # the original's full count (needs ~17 GB)
 
 The original's overlapping patches alone take 7 GB (float64); the run needs about 11 GB of memory at its
-peak. Times depend on the machine's load; run it on an idle machine.
+peak (``--images 10`` halves it; times scale linearly with the images). Times are CPU seconds of the process
+(user + system), so other jobs on the machine inflate them less than wall time, but memory-bound steps still
+slow down when the memory bus is shared.
 """
 
 import argparse
@@ -92,9 +94,11 @@ def original_extract_random(imgs, masks, patch_h, patch_w, n_patches, seed=0):
 
 
 def _timed(fn, *args, **kw):
-    start = time.perf_counter()
+    """``(result, seconds)``: CPU seconds of this process (user + system; NumPy here is single-threaded, so
+    this equals the wall time on an idle machine and is not inflated by other jobs sharing the cores)."""
+    start = time.process_time()
     out = fn(*args, **kw)
-    return out, time.perf_counter() - start
+    return out, time.process_time() - start
 
 
 def main(argv=None):

@@ -111,11 +111,13 @@ def plot_roc_pr(y_true, y_score, path, fov=None, title=None):
 
 
 def overlay_grid(images, truths, predictions, path, titles=("image", "ground truth", "prediction"),
-                 max_rows=8, extra=None):
+                 max_rows=8, extra=None, value_range=None):
     """One row per sample: image | ground truth | prediction (| extra columns), saved as PNG.
 
     ``images`` are (N, H, W) or (N, H, W, 3); masks and predictions (N, H, W[, 1]) in [0, 1] or 0/255.
     ``extra`` is an optional list of further (N, H, W) arrays, titled by the remaining ``titles``.
+    ``value_range`` (low, high) fixes the grey scale of the single-channel columns after the image (e.g.
+    (0, 1) for probabilities); by default each panel is stretched to its own extremes.
     """
     columns = [images, truths, predictions] + list(extra or [])
     n = min(len(images), max_rows)
@@ -126,7 +128,8 @@ def overlay_grid(images, truths, predictions, path, titles=("image", "ground tru
             if img.ndim == 3 and img.shape[-1] == 1:
                 img = img[..., 0]
             ax = axes[i, j]
-            ax.imshow(img, cmap=None if img.ndim == 3 else "gray")
+            scale = value_range if (value_range is not None and j > 0 and img.ndim == 2) else (None, None)
+            ax.imshow(img, cmap=None if img.ndim == 3 else "gray", vmin=scale[0], vmax=scale[1])
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0 and j < len(titles):

@@ -42,14 +42,14 @@ def run(work_dir, epochs=None, verbose=0, seed=None):
     run_dir = ["--run-dir", str(work_dir / "run")]
     train_retina.main(work + run_dir + ["--epochs", str(cfg["epochs"]), "--batch-size", str(cfg["batch_size"]),
                                         "--lr", str(cfg["lr"]), "--seed", str(cfg["seed"]),
-                                        "--verbose", str(2 if verbose else 0)])
+                                        "--prior-bias", "--verbose", str(2 if verbose else 0)])
     evaluate.main(work + run_dir + ["--stride", str(cfg["stride"]), "--out-dir", str(work_dir / "test")] + quiet)
     row = json.loads((work_dir / "test" / "performances.json").read_text())[0]
     return {"task": "retina_vessel", "model": "bcdu_net_d3", "metric": "AUC-ROC in FOV (held-out, overlap)",
             "auc": row["AUC"], "f1": row["F1"], "pass": PASS_AUC, "seconds": time.time() - start,
             "settings": f"{cfg['n_train']} train / {cfg['n_test']} test synthetic {cfg['height']}x{cfg['width']} "
                         f"fundus images, {cfg['n_patches']} patches {cfg['patch']}x{cfg['patch']}, "
-                        f"{cfg['epochs']} epochs, lr {cfg['lr']}, batch {cfg['batch_size']}, stride "
+                        f"{cfg['epochs']} epochs, lr {cfg['lr']}, --prior-bias, batch {cfg['batch_size']}, stride "
                         f"{cfg['stride']}, seed {cfg['seed']}"}
 
 

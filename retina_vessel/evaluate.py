@@ -136,7 +136,7 @@ def evaluate(work_dir, run_dir, out_dir, weights="best", inference="overlap", st
     plot_roc_pr(truth, prob, out_dir / "roc_pr.png", fov=fov, title=f"DRIVE test, FOV pixels ({inference})")
     overlay_grid(x, truth / 255.0, prob, out_dir / "sample_results.png", max_rows=len(x),
                  titles=("image", "ground truth", "probability", f"binary (>= {threshold:g})"),
-                 extra=[(prob >= threshold).astype(np.float32)])
+                 extra=[(prob >= threshold).astype(np.float32)], value_range=(0, 1))
     return {"scores": scores, "row": row, **details}
 
 

@@ -55,8 +55,23 @@ def compile_model(model, lr=LR):
     return model
 
 
+def set_prior_bias(model, y, layer="head_output", chunk=4096):
+    """Set the sigmoid output's bias to ``log(p / (1 - p))``, ``p`` = the foreground share of ``y`` (streamed).
+
+    The untrained network then predicts the class prior instead of 0.5. With the original's head
+    (Conv2D(2, ReLU) -> Conv2D(1, sigmoid)) and 10-15 % vessel pixels, the first updates otherwise push both
+    ReLU channels below zero whenever both output weights are positive (about one initialisation in four);
+    the head is then dead and the output a constant. Returns ``p``.
+    """
+    total = sum(float(np.asarray(y[i:i + chunk], np.float64).sum()) for i in range(0, len(y), chunk))
+    p = min(max(total / float(np.prod(y.shape)), 1e-4), 1 - 1e-4)
+    bias = model.get_layer(layer).bias
+    bias.assign(np.full(bias.shape, np.log(p / (1 - p)), dtype="float32"))
+    return p
+
+
 def train(work_dir, run_dir, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, val_split=VAL_SPLIT, seed=None,
-          bidirectional=False, resume=False, verbose=1, strategy="default"):
+          bidirectional=False, prior_bias=False, resume=False, verbose=1, strategy="default"):
     """Build, compile and fit; returns ``(model, history)`` (the trained model, last epoch's weights)."""
     import keras
 
@@ -70,7 +85,8 @@ def train(work_dir, run_dir, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, val_sp
         keras.utils.set_random_seed(seed)  # before the weights are initialised
     with strategy.scope():
         model = compile_model(build_model(MODEL, x.shape[1:], bidirectional=bidirectional), lr)
-    settings = {"model": MODEL, "input": list(x.shape[1:]), "epochs": epochs, "batch_size": batch_size, "lr": lr,
+        prior = set_prior_bias(model, y_tr) if prior_bias else None
+    settings = {"prior_bias": prior, "model": MODEL, "input": list(x.shape[1:]), "epochs": epochs, "batch_size": batch_size, "lr": lr,
                 "val_split": val_split, "seed": seed, "bidirectional": bidirectional, "train": len(x_tr),
                 "validation": len(x_val)}
     return fit(model, (x_tr, y_tr), (x_val, y_val), run_dir=run_dir, epochs=epochs, batch_size=batch_size,
@@ -93,12 +109,16 @@ def main(argv=None):
     parser.add_argument("--bidirectional", action="store_true",
                         help="forward + backward ConvLSTM fusion (the paper's description; the original code "
                              "has only the backward layer)")
+    parser.add_argument("--prior-bias", action="store_true",
+                        help="start the sigmoid output at the training vessel share instead of 0.5 (keeps the "
+                             "original's 2-channel ReLU head from dying early; default: off, as the original)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --run-dir")
     parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress output")
     add_strategy_argument(parser)
     args = parser.parse_args(argv)
     model, history = train(args.work_dir, args.run_dir, args.epochs, args.batch_size, args.lr, args.val_split,
-                           args.seed, args.bidirectional, args.resume, args.verbose, args.strategy)
+                           args.seed, args.bidirectional, args.prior_bias, args.resume, args.verbose,
+                           args.strategy)
     if history:
         print(f"{model.name}: best val_loss {min(history['val_loss']):.4f}; checkpoints in {args.run_dir}")
     return 0

@@ -148,7 +148,7 @@ def trained(tmp_path_factory):
     _prepare(drive, work, n_train=4, n_test=2)
     save_patch.main(["--work-dir", str(work), "--patch", "16", "--n-patches", "160", "--quiet"])
     train_retina.main(["--work-dir", str(work), "--run-dir", str(run), "--epochs", "2", "--lr", "1e-3",
-                       "--seed", "0", "--verbose", "0"])
+                       "--seed", "0", "--prior-bias", "--verbose", "0"])
     return {"drive": drive, "work": work, "run": run}
 
 
@@ -160,6 +160,8 @@ def test_end_to_end_training_lowers_the_loss_and_evaluation_writes_everything(tr
     assert losses[1] < losses[0]
     state = json.loads((run / "state.json").read_text())
     assert state["settings"]["train"] == 128 and state["settings"]["validation"] == 32  # the last 20 %
+    y = np.load(work / "patches_masks_train.npy")
+    assert state["settings"]["prior_bias"] == pytest.approx(y[:128].mean())  # --prior-bias: training part only
     assert (run / "best.keras").is_file()
     for inference in ("overlap", "full"):
         out = work / inference
@@ -200,9 +202,16 @@ def test_one_image_mode_returns_maps_of_the_input_size(trained, tmp_path):
                        str(tmp_path / "small_fov.gif"), "--quiet"])
 
 
-@pytest.mark.parametrize("script", ["prepare_datasets_DRIVE.py", "save_patch.py", "train_retina.py", "evaluate.py",
-                                    "demo.py"])
-def test_help_works_from_any_directory(tmp_path, script):
-    result = subprocess.run([sys.executable, str(REPO_ROOT / "retina_vessel" / script), "--help"],
+def test_help_works_from_any_directory(tmp_path):
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "retina_vessel" / "prepare_datasets_DRIVE.py"), "--help"],
                             capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0 and "usage:" in result.stdout
+
+
+@pytest.mark.parametrize("module", [save_patch, train_retina, evaluate, "demo"])
+def test_every_script_has_help(module, capsys):
+    if module == "demo":
+        from retina_vessel import demo as module
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(["--help"])
+    assert exit_info.value.code == 0 and "usage:" in capsys.readouterr().out
