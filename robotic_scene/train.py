@@ -149,8 +149,8 @@ def make_dataset(frames, size, batch_size=BATCH_SIZE, augment=False, shuffle=Fal
         image, mask = tf.ensure_shape(image, (*size, 3)), tf.ensure_shape(mask, (*size, 1))
         if augment:  # albumentations VerticalFlip(p=0.5), HorizontalFlip(p=0.5) on image and mask together
             both = tf.concat([image, mask], axis=-1)
-            both = tf.image.random_flip_up_down(both, seed=seed)
-            both = tf.image.random_flip_left_right(both, seed=seed)
+            both = tf.image.random_flip_up_down(both, seed=seed)  # independent flips: different op seeds
+            both = tf.image.random_flip_left_right(both, seed=None if seed is None else seed + 1)
             image, mask = both[..., :3], both[..., 3:]
         return normalise_images(image, normalise), {"seg": mask[..., 0], "scene": scene}
 

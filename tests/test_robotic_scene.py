@@ -184,6 +184,36 @@ def test_small_region_removal_and_sizes():
         rtest.parse_size("100x96")
 
 
+def test_training_data_are_read_normalised_and_flipped_together(tmp_path):
+    _raw(tmp_path, frames=2)
+    work = tmp_path / "work"
+    prepare.main(["--raw-dir", str(tmp_path / "raw"), "--work-dir", str(work), "--height", "32", "--width", "64",
+                  "--quiet"])
+    data_dir = work / "cropted_train"
+    assert train.split_sequences(data_dir, [1]) == ([3, 5, 6], [1])
+    with pytest.raises(DataLayoutError, match="no validation sequence"):
+        train.split_sequences(data_dir, [2])
+    frames = train.sequence_frames(data_dir, [3, 6])
+    assert train.frame_size(frames) == SHAPE and [f[2] for f in frames] == [3, 3, 6, 6]
+    x, y = next(iter(train.make_dataset(frames, SHAPE, batch_size=4)))
+    assert x.shape == (4, *SHAPE, 3) and x.dtype.name == "float32" and y["seg"].dtype.name == "uint8"
+    assert list(y["scene"].numpy()) == [1, 1, 2, 2]
+    image = np.asarray(Image.open(frames[0][0]), np.float32)
+    np.testing.assert_allclose(x[0], (image / 255 - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225], atol=1e-5)
+    np.testing.assert_array_equal(y["seg"][0], np.asarray(Image.open(frames[0][1])))
+    caffe = train.normalise_images(image[None], "caffe")[0]
+    np.testing.assert_allclose(caffe[..., 0], image[..., 2] - 103.939, atol=1e-4)  # BGR minus Caffe means
+    seen = set()
+    for _ in range(6):  # the flips move image and mask together, vertically and horizontally independently
+        xa, ya = next(iter(train.make_dataset(frames[:1], SHAPE, batch_size=1, augment=True)))
+        mask = np.asarray(Image.open(frames[0][1]))
+        for name, op in (("none", lambda a: a), ("ud", np.flipud), ("lr", np.fliplr),
+                         ("both", lambda a: np.flipud(np.fliplr(a)))):
+            if np.array_equal(ya["seg"][0], op(mask)) and np.allclose(xa[0], op(x[0].numpy()), atol=1e-5):
+                seen.add(name)
+    assert len(seen) >= 2
+
+
 # --------------------------------------------------------------------------------------- staged schedule
 
 
