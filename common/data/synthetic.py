@@ -268,6 +268,7 @@ def write_retinal_edema_dataset(root, n_train=6, n_val=2, n_test=2, n_slices=16,
                                 grey[labels[k]])
             out[folder].append(cube)
     out["slices_with"] = [int(n) for n in slices_with]
+    return out
 
 
 def _lung_volume(rng, n_slices, size, n_empty):
@@ -332,6 +333,7 @@ def write_lung_dataset(root, n_volumes=4, n_slices=16, size=512, n_empty=2, seed
                 tmp.write_bytes(gzip.compress(nib.Nifti1Image(array, np.eye(4)).to_bytes(), mtime=0))
         out["ids"].append(vol_id)
         out["lung_slices"][vol_id] = [int(z) for z in np.flatnonzero(mask.reshape(n_slices, -1).any(axis=1))]
+    return out
 
 
 ISIC_IMAGE_DIR = "ISIC2018_Task1-2_Training_Input"
@@ -414,6 +416,7 @@ def write_isic_dataset(root, n_images=20, sizes=((450, 600), (768, 1024)), seed=
         if kind != "orphan_images":
             write_image(root / ISIC_MASK_DIR / f"{name}_segmentation.png", mask * 255)
         out[kind].append(name)
+    return out
 
 
 def _vessel_tree(rng, mask, start, angle, length, thickness, depth):
