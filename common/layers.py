@@ -467,12 +467,13 @@ def resolve_vgg16_notop_weights(encoder_weights):
     return path
 
 
-def load_vgg16_notop_weights(model, weights_file):
+def load_vgg16_notop_weights(model, weights_file, skip_missing=False):
     """Copy the weights of a Keras VGG16 notop file into the ``block*_conv*`` layers of ``model``.
 
     The file is read by ``keras.applications.VGG16(weights=None, include_top=False)``, so both the legacy
     ``.h5`` file of ``keras.applications`` and Keras 3 ``.weights.h5`` files work. Every conv layer of the
-    reference VGG16 must exist in ``model`` with the same name and shapes.
+    reference VGG16 must exist in ``model`` with the same name and shapes, unless ``skip_missing`` (for
+    encoders that use only the first blocks of VGG16, such as SEDU-Net's).
 
     Returns:
         The list of layer names that were set.
@@ -489,6 +490,8 @@ def load_vgg16_notop_weights(model, weights_file):
         try:
             target = model.get_layer(layer.name)
         except ValueError:
+            if skip_missing:
+                continue
             raise ValueError(f"model {model.name!r} has no VGG16 layer {layer.name!r}") from None
         target.set_weights(layer.get_weights())
         names.append(layer.name)

@@ -10,7 +10,7 @@ from keras import layers
 
 from common.layers import conv_lstm_fusion, dense_conv_block, keras2_hard_sigmoid, squeeze_excite
 from common.models import build_model
-from common.models.bcdu_net import VGG16_NOTOP_FILE
+from common.layers import VGG16_NOTOP_FILE
 
 BCDU_D3_TYPES = dict(Conv2D=20, Conv2DTranspose=3, BatchNormalization=3, Activation=3, ConvLSTM2D=3, Reshape=6,
                      Concatenate=4, Dropout=4, MaxPooling2D=3, InputLayer=1)
@@ -196,7 +196,7 @@ def test_sedu_loads_vgg16_weights_from_path_and_keras_cache(vgg16_notop, monkeyp
 def test_sedu_imagenet_without_local_file_raises_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     monkeypatch.setenv("HOME", str(tmp_path))
-    with pytest.raises(FileNotFoundError, match=r"not downloaded.*encoder_weights=<path"):
+    with pytest.raises(FileNotFoundError, match=r"never downloaded.*encoder_weights=./path"):
         build_model("sedu_net_d3", (32, 32, 3), encoder_weights="imagenet")
     with pytest.raises(FileNotFoundError, match="missing.h5"):
         build_model("sedu_net_d3", (32, 32, 3), encoder_weights=str(tmp_path / "missing.h5"))

@@ -14,15 +14,13 @@ paper's bidirectional fusion, an option). Models are returned uncompiled; the or
 Adam(1e-4) and binary cross-entropy.
 """
 
-import os
-
 import keras
 from keras import layers
 
-from common.layers import conv_block, conv_lstm_fusion, dense_conv_block, squeeze_excite
+from common.layers import (conv_block, conv_lstm_fusion, dense_conv_block,
+                           load_vgg16_notop_weights, resolve_vgg16_notop_weights, squeeze_excite)
 from common.models import register
 
-VGG16_NOTOP_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
 _DECODER_STAGES = (6, 7, 8)
 _DECODER_FILTERS = (256, 128, 64)
 
@@ -156,7 +154,7 @@ def sedu_net_d3(input_shape=(256, 256, 1), bidirectional=False, encoder_weights=
     Returns:
         Uncompiled ``keras.Model``; 27,891,901 parameters for C = 3.
     """
-    weights_file = _vgg16_notop_file(encoder_weights)
+    weights_file = resolve_vgg16_notop_weights(encoder_weights)
     if weights_file and input_shape[-1] != 3:
         raise ValueError(f"ImageNet VGG16 weights need a 3-channel input; got input_shape={input_shape}")
     inputs = _input(input_shape)
@@ -166,38 +164,5 @@ def sedu_net_d3(input_shape=(256, 256, 1), bidirectional=False, encoder_weights=
     x = _bcdu_decoder(x, skips, (256, 128, 64), bidirectional, se_ratio=16)
     model = keras.Model(inputs, _head(x), name="sedu_net_d3")
     if weights_file:
-        _load_vgg16_encoder(model, weights_file)
+        load_vgg16_notop_weights(model, weights_file, skip_missing=True)
     return model
-
-
-def _vgg16_notop_file(encoder_weights):
-    """Resolve ``encoder_weights`` to a local file path (or None); never downloads."""
-    if encoder_weights is None:
-        return None
-    if encoder_weights == "imagenet":
-        homes = [os.environ.get("KERAS_HOME"), os.path.join(os.path.expanduser("~"), ".keras")]
-        candidates = [os.path.join(home, "models", VGG16_NOTOP_FILE) for home in homes if home]
-        for candidate in candidates:
-            if os.path.isfile(candidate):
-                return candidate
-        raise FileNotFoundError(
-            f"encoder_weights='imagenet' needs Keras's ImageNet VGG16 file {VGG16_NOTOP_FILE} "
-            f"(not downloaded by this code); looked in {', '.join(candidates)}. Download it from "
-            "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/" + VGG16_NOTOP_FILE
-            + " and pass encoder_weights=<path to the file>, or put it in one of those folders.")
-    if not os.path.isfile(encoder_weights):
-        raise FileNotFoundError(f"{encoder_weights}: VGG16 notop weights file not found "
-                                f"(expected Keras's {VGG16_NOTOP_FILE})")
-    return os.fspath(encoder_weights)
-
-
-def _load_vgg16_encoder(model, weights_file):
-    """Copy the VGG16 notop weights of ``weights_file`` into the ``block*_conv*`` layers of ``model``."""
-    vgg = keras.applications.VGG16(weights=None, include_top=False, input_shape=(None, None, 3))
-    try:
-        vgg.load_weights(weights_file)
-    except Exception as error:  # h5py / Keras raise many types for a wrong or broken file
-        raise ValueError(f"{weights_file}: not a Keras VGG16 notop weights file ({error})") from error
-    for layer in model.layers:
-        if layer.name.startswith("block") and "_conv" in layer.name:
-            layer.set_weights(vgg.get_layer(layer.name).get_weights())
