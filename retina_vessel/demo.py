@@ -4,7 +4,7 @@ A small synthetic DRIVE (``write_drive_dataset``: RGB TIFF fundus photos with br
 annotations and FOV masks, the real folder layout and names) is written to ``<work-dir>/DRIVE``; the four
 scripts run as a user would run them, and the score is the AUC-ROC inside the FOV on the held-out synthetic
 test images, with the original's overlapped-window inference. Demo-only settings (small images and patches,
-few patches and epochs, a higher learning rate, stride 8) make it finish in about a minute on 2 CPU cores.
+few patches and epochs, --prior-bias, stride 8) make it finish in about two minutes on 2 CPU cores.
 """
 
 import argparse
