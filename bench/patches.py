@@ -2,9 +2,9 @@
 
 The ``original_*`` functions restate the algorithms of the BCDU-Net / retina-unet ``extract_patches.py`` as
 straightforward loops (channels first, float64, Python ``random``), importable for comparisons. The bench
-times each (CPU seconds of the process) against the vectorised version on 20 random images of 584 x 565 (64 x 64 patches, stride 5:
-214,200 overlapping patches; random sampling from the 565 x 565 crops), checks that both give the same
-arrays, and prints the times and ratios (goal >= 50x).
+times each (CPU seconds of the process) against the vectorised version on 20 random images of 584 x 565
+(64 x 64 patches, stride 5: 214,200 overlapping patches; random sampling from the 565 x 565 crops), checks that
+both give the same arrays, and prints the times and ratios (goal >= 50x).
 
     python bench/patches.py                         # 20 images, 40,000 random patches
     python bench/patches.py --random-patches 200000 # the original's full count (needs ~17 GB)
@@ -69,8 +69,10 @@ def original_recompone_overlap(preds, img_h, img_w, stride_h, stride_w):
     for i in range(n):
         for r in range(rows):
             for col in range(cols):
-                full_prob[i, :, r * stride_h:r * stride_h + patch_h, col * stride_w:col * stride_w + patch_w] += preds[k]
-                full_sum[i, :, r * stride_h:r * stride_h + patch_h, col * stride_w:col * stride_w + patch_w] += 1
+                rows_ = slice(r * stride_h, r * stride_h + patch_h)
+                cols_ = slice(col * stride_w, col * stride_w + patch_w)
+                full_prob[i, :, rows_, cols_] += preds[k]
+                full_sum[i, :, rows_, cols_] += 1
                 k += 1
     return full_prob / full_sum
 

