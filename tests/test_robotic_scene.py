@@ -204,9 +204,9 @@ def test_training_data_are_read_normalised_and_flipped_together(tmp_path):
     caffe = train.normalise_images(image[None], "caffe")[0]
     np.testing.assert_allclose(caffe[..., 0], image[..., 2] - 103.939, atol=1e-4)  # BGR minus Caffe means
     seen = set()
-    for _ in range(6):  # the flips move image and mask together, vertically and horizontally independently
-        xa, ya = next(iter(train.make_dataset(frames[:1], SHAPE, batch_size=1, augment=True)))
-        mask = np.asarray(Image.open(frames[0][1]))
+    mask = np.asarray(Image.open(frames[0][1]))
+    # the flips move image and mask together, vertically and horizontally independently, element by element
+    for xa, ya in train.make_dataset(frames[:1] * 16, SHAPE, batch_size=1, augment=True):
         for name, op in (("none", lambda a: a), ("ud", np.flipud), ("lr", np.fliplr),
                          ("both", lambda a: np.flipud(np.fliplr(a)))):
             if np.array_equal(ya["seg"][0], op(mask)) and np.allclose(xa[0], op(x[0].numpy()), atol=1e-5):
