@@ -86,6 +86,26 @@ def array_dataset(x, y, batch_size, shuffle=False, seed=None, transform=None):
 STRATEGIES = ("default", "mirrored", "multi_worker")
 
 
+def foreground_fraction(masks, scale=1.0, chunk=4096):
+    """Mean of ``masks / scale`` over a (possibly memory-mapped) array, read ``chunk`` items at a time."""
+    total = sum(float(np.asarray(masks[i:i + chunk], np.float64).sum()) for i in range(0, len(masks), chunk))
+    return total / (scale * float(np.prod(masks.shape)))
+
+
+def set_output_prior(model, fraction, layer="head_output"):
+    """Set the bias of the sigmoid output ``layer`` to ``logit(fraction)``; returns the fraction used.
+
+    The untrained network then predicts the training set's foreground share everywhere instead of 0.5 (the
+    prior initialisation of Lin et al., "Focal Loss for Dense Object Detection", ICCV 2017). An option of the
+    BCDU-Net scripts: the originals' head, Conv2D(2, ReLU) -> Conv2D(1, sigmoid), otherwise dies in some
+    initialisations on imbalanced masks (both ReLU channels pushed below zero by the first updates).
+    """
+    fraction = float(np.clip(fraction, 1e-4, 1 - 1e-4))
+    bias = model.get_layer(layer).bias
+    bias.assign(np.full(bias.shape, np.log(fraction / (1 - fraction)), dtype=bias.dtype))
+    return fraction
+
+
 def get_strategy(name="default"):
     """A ``tf.distribute`` strategy by name: ``default`` (no distribution), ``mirrored`` (all local devices,
     ``MirroredStrategy``) or ``multi_worker`` (``MultiWorkerMirroredStrategy`` over the cluster in ``TF_CONFIG``).

@@ -55,28 +55,13 @@ def compile_model(model, lr=LR):
     return model
 
 
-def set_prior_bias(model, y, layer="head_output", chunk=4096):
-    """Set the sigmoid output's bias to ``log(p / (1 - p))``, ``p`` = the foreground share of ``y`` (streamed).
-
-    The untrained network then predicts the class prior instead of 0.5. With the original's head
-    (Conv2D(2, ReLU) -> Conv2D(1, sigmoid)) and 10-15 % vessel pixels, the first updates otherwise push both
-    ReLU channels below zero whenever both output weights are positive (about one initialisation in four);
-    the head is then dead and the output a constant. Returns ``p``.
-    """
-    total = sum(float(np.asarray(y[i:i + chunk], np.float64).sum()) for i in range(0, len(y), chunk))
-    p = min(max(total / float(np.prod(y.shape)), 1e-4), 1 - 1e-4)
-    bias = model.get_layer(layer).bias
-    bias.assign(np.full(bias.shape, np.log(p / (1 - p)), dtype="float32"))
-    return p
-
-
 def train(work_dir, run_dir, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, val_split=VAL_SPLIT, seed=None,
           bidirectional=False, prior_bias=False, resume=False, verbose=1, strategy="default"):
     """Build, compile and fit; returns ``(model, history)`` (the trained model, last epoch's weights)."""
     import keras
 
     from common.models import build_model
-    from common.training import fit, get_strategy, split_last
+    from common.training import fit, foreground_fraction, get_strategy, set_output_prior, split_last
 
     strategy = get_strategy(strategy)  # before any other TensorFlow work
     x, y = load_patches(work_dir)
@@ -85,7 +70,7 @@ def train(work_dir, run_dir, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, val_sp
         keras.utils.set_random_seed(seed)  # before the weights are initialised
     with strategy.scope():
         model = compile_model(build_model(MODEL, x.shape[1:], bidirectional=bidirectional), lr)
-        prior = set_prior_bias(model, y_tr) if prior_bias else None
+        prior = set_output_prior(model, foreground_fraction(y_tr)) if prior_bias else None
     settings = {"prior_bias": prior, "model": MODEL, "input": list(x.shape[1:]), "epochs": epochs,
                 "batch_size": batch_size, "lr": lr,
                 "val_split": val_split, "seed": seed, "bidirectional": bidirectional, "train": len(x_tr),

@@ -69,22 +69,6 @@ def build(model_name, input_shape, bidirectional=False, encoder_weights="imagene
     return model
 
 
-def foreground_fraction(masks, chunk=256):
-    """Mean of ``masks / 255`` over a (memory-mapped) uint8 array, read chunk by chunk."""
-    total = sum(float(np.asarray(masks[i:i + chunk], np.float64).sum()) for i in range(0, len(masks), chunk))
-    return total / (255.0 * masks.size)
-
-
-def set_output_prior(model, fraction):
-    """Set the bias of the sigmoid output layer to ``logit(fraction)``: the untrained network then predicts
-    the training set's foreground fraction everywhere instead of 0.5 (Lin et al., "Focal Loss for Dense
-    Object Detection", ICCV 2017, prior initialisation)."""
-    fraction = float(np.clip(fraction, 1e-3, 1 - 1e-3))
-    layer = model.get_layer("head_output")
-    kernel, bias = layer.get_weights()
-    layer.set_weights([kernel, np.full_like(bias, np.log(fraction / (1 - fraction)))])
-
-
 def head_collapsed(model, images):
     """True when no channel of the ReLU head conv (``head_conv``) that raises the output (positive weight in
     the 1x1 sigmoid layer ``head_output``) is active at any pixel of ``images``.
@@ -111,7 +95,7 @@ def train(work_dir, run_dir, model_name="bcdu_net_d3", bidirectional=False, enco
     """
     import keras
 
-    from common.training import array_dataset, fit, get_strategy
+    from common.training import array_dataset, fit, foreground_fraction, get_strategy, set_output_prior
 
     strategy = get_strategy(strategy)  # before any other TensorFlow work
     if restarts and strategy.__class__.__name__.startswith("MultiWorker"):
@@ -131,7 +115,7 @@ def train(work_dir, run_dir, model_name="bcdu_net_d3", bidirectional=False, enco
         with strategy.scope():
             model = build(model_name, x_tr.shape[1:], bidirectional, encoder_weights, lr)
             if prior_output_bias:
-                set_output_prior(model, foreground_fraction(m_tr))
+                set_output_prior(model, foreground_fraction(m_tr, scale=255.0))
         train_ds = array_dataset(x_tr, y_tr, batch_size, shuffle=True, seed=attempt_seed, transform=normalise_batch)
         settings["attempt_seed"] = attempt_seed
         if not restarts or resume or epochs < 2:

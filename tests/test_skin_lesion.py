@@ -225,15 +225,17 @@ def test_script_reports_errors_in_one_line(tmp_path):
 def test_prior_output_bias_is_the_logit_of_the_mean_mask():
     import keras
 
+    from common.training import foreground_fraction, set_output_prior
+
     masks = np.zeros((5, 4, 4), np.uint8)
     masks[:, :2, :] = 255  # half foreground ...
     masks[0, 2, 0] = 51  # ... plus one soft border pixel (0.2)
-    fraction = train_isic18.foreground_fraction(masks, chunk=2)
+    fraction = foreground_fraction(masks, scale=255.0, chunk=2)
     assert fraction == pytest.approx((5 * 8 + 0.2) / 80)
     inputs = keras.Input((4, 4, 2))
     model = keras.Model(inputs, keras.layers.Conv2D(1, 1, activation="sigmoid", name="head_output")(inputs))
     kernel = model.get_layer("head_output").get_weights()[0]
-    train_isic18.set_output_prior(model, 0.2)
+    set_output_prior(model, 0.2)
     new_kernel, bias = model.get_layer("head_output").get_weights()
     np.testing.assert_array_equal(new_kernel, kernel)
     assert bias[0] == pytest.approx(np.log(0.2 / 0.8))
