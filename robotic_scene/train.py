@@ -348,8 +348,8 @@ def train(data_dir, run_dir, stages=STAGES, val_seqs=VAL_SEQS, batch_size=BATCH_
     normalise = resolve_normalise(normalise, encoder_weights)
     weights = None if encoder_weights in (None, "none") else encoder_weights
     global_batch = batch_size * strategy.num_replicas_in_sync
-    train_ds = make_dataset(train_frames, (rows, cols), global_batch, augment=True, shuffle=True, seed=seed, normalise=normalise,
-                            scenes=scenes)
+    train_ds = make_dataset(train_frames, (rows, cols), global_batch, augment=True, shuffle=True, seed=seed,
+                            normalise=normalise, scenes=scenes)
     val_ds = make_dataset(val_frames, (rows, cols), global_batch, normalise=normalise, scenes=scenes)
     settings = {"data_dir": str(data_dir), "train_seqs": train_seqs, "val_seqs": val_seqs,
                 "train_frames": len(train_frames), "val_frames": len(val_frames), "input": [rows, cols, 3],
