@@ -77,8 +77,9 @@ def predict_cube(models, x, batch=EVAL_BATCH, mean=None, std=None):
 
     ``x`` is normalised already, or uint8 with ``mean``/``std`` given (then each chunk is normalised on the
     fly, which keeps a real 128 x 1024 x 512 cube at 200 MB instead of 800 MB of float32). Returns
-    ``(prediction, detection)``: (n, H, W) uint8 classes and (n, 3) float32 probabilities (or None for a model without detection head). Several models: mean softmax (exp of the log-probabilities) and mean
-    detection, equal weights.
+    ``(prediction, detection)``: (n, H, W) uint8 classes and (n, 3) float32 probabilities (or None for a model
+    without detection head). Several models: mean softmax (exp of the log-probabilities) and mean detection,
+    equal weights.
     """
     seg_out, det_out = [], []
     for start in range(0, len(x), batch):
