@@ -42,12 +42,11 @@ def main(argv=None):
         module_name, key = TASKS[task]
         print(f"=== {task} ===", flush=True)
         result = importlib.import_module(module_name).run(args.work_dir / task)
-        ok = result[key] > result["pass"]
+        ok, line = cli.demo_line(task, result, key)
         rows.append({"task": task, "model": result["model"], "metric": result["metric"],
                      "score": result[key], "pass mark": f"> {result['pass']}", "ok": "yes" if ok else "NO",
                      "seconds": round(result["seconds"]), "settings": result["settings"]})
-        print(f"{task}: {result['metric']} = {result[key]:.3f} ({'ok' if ok else 'BELOW'} pass mark "
-              f"{result['pass']}) in {result['seconds']:.0f} s", flush=True)
+        print(line, flush=True)
     table = write_table(rows, args.work_dir / "results", title="Demo results (synthetic data)", digits=3)
     print("\n" + table + f"\n\nTotal {time.time() - start:.0f} s; results in {args.work_dir / 'results.md'}")
     return 0 if all(r["ok"] == "yes" for r in rows) else 1

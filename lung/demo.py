@@ -13,7 +13,6 @@ to learn which dark region encloses which, and that takes far longer than a demo
 around-lung target is every body pixel, which the network learns in a few epochs.
 """
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -55,16 +54,8 @@ def run(work_dir, epochs=None, verbose=0, seed=None):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work-dir", type=Path, default=cli.repo_path("work", "demo", "lung"),
-                        help="where the synthetic data and the run go (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=None, help=f"default: {DEMO['epochs']}")
-    parser.add_argument("--seed", type=int, default=None, help=f"data and training seed (default: {DEMO['seed']})")
-    args = parser.parse_args(argv)
-    result = run(args.work_dir, args.epochs, verbose=1, seed=args.seed)
-    print(f"lung: test Dice {result['dice']:.3f} (pass > {PASS_DICE}) in {result['seconds']:.0f} s")
-    return result
+    return cli.demo_main(argv, __doc__, "lung", run, "dice", DEMO)
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    sys.exit(cli.run(main))

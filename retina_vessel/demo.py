@@ -7,7 +7,6 @@ test images, with the original's overlapped-window inference. Demo-only settings
 few patches and epochs, --prior-bias, stride 8) make it finish in about two minutes on 2 CPU cores.
 """
 
-import argparse
 import json
 import sys
 import time
@@ -54,16 +53,7 @@ def run(work_dir, epochs=None, verbose=0, seed=None):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work-dir", type=Path, default=cli.repo_path("work", "demo", "retina_vessel"),
-                        help="where the synthetic data and the run go (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=None, help=f"default: {DEMO['epochs']}")
-    parser.add_argument("--seed", type=int, default=None, help=f"data and training seed (default: {DEMO['seed']})")
-    args = parser.parse_args(argv)
-    result = run(args.work_dir, args.epochs, verbose=1, seed=args.seed)
-    print(f"retina_vessel: FOV AUC {result['auc']:.3f} (pass > {PASS_AUC}), F1 {result['f1']:.3f} in "
-          f"{result['seconds']:.0f} s")
-    return 0 if result["auc"] > PASS_AUC else 1
+    return cli.demo_main(argv, __doc__, "retina_vessel", run, "auc", DEMO)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ detection ROC-AUC. The pass mark needs both: Dice > 0.5 and AUC > 0.8; the demo'
 shorter cubes, batch 8, a few epochs, so it learns in about a minute on 2 CPU cores) are printed with the result.
 """
 
-import argparse
 import json
 import sys
 import time
@@ -59,18 +58,8 @@ def run(work_dir, epochs=None, verbose=0, seed=None):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work-dir", type=Path, default=cli.repo_path("work", "demo", "retinal_edema"),
-                        help="where the synthetic data and the run go (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=None, help=f"default: {DEMO['epochs']}")
-    parser.add_argument("--seed", type=int, default=None, help=f"data and training seed (default: {DEMO['seed']})")
-    args = parser.parse_args(argv)
-    result = run(args.work_dir, args.epochs, verbose=1, seed=args.seed)
-    ok = result["dice"] > PASS_DICE and result["auc"] > PASS_AUC
-    print(f"retinal_edema: held-out Dice {result['dice']:.3f} (pass > {PASS_DICE}), detection AUC "
-          f"{result['auc']:.3f} (pass > {PASS_AUC}): {'ok' if ok else 'BELOW'} in {result['seconds']:.0f} s")
-    return result
+    return cli.demo_main(argv, __doc__, "retinal_edema", run, "score", DEMO)
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    sys.exit(cli.run(main))

@@ -11,7 +11,6 @@ random encoder weights, He initialisation of the other layers (``--init he``); t
 original's (a higher one, 3e-4, made the randomly initialised network stall at the class priors).
 """
 
-import argparse
 import json
 import sys
 import time
@@ -66,17 +65,8 @@ def run(work_dir, seed=None, verbose=0):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work-dir", type=Path, default=cli.repo_path("work", "demo", "robotic_scene"),
-                        help="where the synthetic data and the run go (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=None, help=f"data and training seed (default: {DEMO['seed']})")
-    args = parser.parse_args(argv)
-    result = run(args.work_dir, args.seed, verbose=1)
-    print(f"robotic_scene: held-out IoU over present classes {result['iou']:.3f} vs trivial predictor "
-          f"{result['trivial']:.3f} (pass > {result['pass']}); original mean IoU {result['iou_original']:.3f} vs "
-          f"{result['trivial_original']:.3f}; {result['seconds']:.0f} s")
-    return result
+    return cli.demo_main(argv, __doc__, "robotic_scene", run, "iou", DEMO, options=("seed",))
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    sys.exit(cli.run(main))

@@ -8,7 +8,6 @@ the two options that keep the 2-channel ReLU head from collapsing: ``--prior-out
 see README) are printed with the result.
 """
 
-import argparse
 import json
 import sys
 import time
@@ -56,15 +55,7 @@ def run(work_dir, epochs=None, verbose=0, seed=None):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work-dir", type=Path, default=cli.repo_path("work", "demo", "skin_lesion"),
-                        help="where the synthetic data and the run go (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=None, help=f"default: {DEMO['epochs']}")
-    parser.add_argument("--seed", type=int, default=None, help=f"data and training seed (default: {DEMO['seed']})")
-    args = parser.parse_args(argv)
-    result = run(args.work_dir, args.epochs, verbose=1, seed=args.seed)
-    print(f"skin_lesion: test Dice {result['dice']:.3f} (pass > {PASS_DICE}) in {result['seconds']:.0f} s")
-    return 0 if result["dice"] > PASS_DICE else 1
+    return cli.demo_main(argv, __doc__, "skin_lesion", run, "dice", DEMO)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ metric (mean per-image Dice, empty on empty = 1). Demo-only settings (a higher l
 epochs, so it learns in about a minute on 2 CPU cores) are printed with the result.
 """
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -53,14 +52,8 @@ def run(work_dir, epochs=None, verbose=0):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work-dir", type=Path, default=cli.repo_path("work", "demo", "ultrasound_nerve"))
-    parser.add_argument("--epochs", type=int, default=None)
-    args = parser.parse_args(argv)
-    result = run(args.work_dir, args.epochs, verbose=1)
-    print(f"ultrasound_nerve: Kaggle Dice {result['dice']:.3f} (pass > {PASS_DICE}) in {result['seconds']:.0f} s")
-    return result
+    return cli.demo_main(argv, __doc__, "ultrasound_nerve", run, "dice", DEMO, options=("epochs",))
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    sys.exit(cli.run(main))
