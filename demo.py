@@ -25,9 +25,8 @@ TASKS = {
     "skin_lesion": ("skin_lesion.demo", "dice"),
     "lung": ("lung.demo", "dice"),
     "retina_vessel": ("retina_vessel.demo", "auc"),
+    "robotic_scene": ("robotic_scene.demo", "iou"),
 }
-# robotic_scene has its own demo (python robotic_scene/demo.py) but is not in the main job yet: TDSNet trained from
-# random VGG16 weights passes its mark with some seeds only within a few minutes (robotic_scene/README.md).
 
 
 def main(argv=None):

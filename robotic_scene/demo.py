@@ -25,7 +25,7 @@ from robotic_scene import prepare, test, train
 
 TRAIN_SEQS = (2, 4, 10, 11, 9, 13)  # two sequences of each scene (spec section 3.3)
 VAL_SEQS = (1, 3, 6)  # one of each scene
-DEMO = {"rows": 64, "cols": 96, "frames": 12, "epochs": (5, 6, 7, 8), "lrs": (1e-4, 1e-4, 5e-5, 5e-5),
+DEMO = {"rows": 64, "cols": 96, "frames": 12, "epochs": (8, 9, 10, 11), "lrs": (1e-4, 1e-4, 5e-5, 5e-5),
         "batch_size": 2, "init": "he", "seed": 1}
 MARGIN = 0.15
 
