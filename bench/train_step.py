@@ -1,7 +1,7 @@
 """Benchmark: training throughput of every registered model, the originals' path vs the project's.
 
-For each model at its paper input size and batch, in one run (each model in its own subprocess, so peak
-memory is per model):
+For each model at its paper input size and batch, in one run (each model and each path in a fresh
+subprocess, so peak memory is per model and neither path inherits the other's allocator state):
 
 * this machine's fp32 matmul rate (4096x4096 ``tf.matmul``);
 * the FLOPs of one training step, counted from the layers (convolutions, transposed convolutions, dense,
@@ -111,8 +111,11 @@ class _EpochTimer:
         self.callback.times = []
 
 
-def run_one(case, steps):
-    """Measure one case in this process; returns a dict (printed as JSON by --one)."""
+def run_one(case, steps, path):
+    """Measure one path of one case in this process; returns a dict (printed as JSON by --one).
+
+    Each path runs in a fresh process: in one process the second path measured ran about 5 % slower on the
+    large models whichever it was (allocator state), which would bias the ratio."""
     import keras
 
     from common.models import build_model
@@ -123,28 +126,25 @@ def run_one(case, steps):
     n = batch * steps
     x = rng.random((n,) + shape)  # float64, as the originals' arrays
     results = {"case": case, "model": name, "input": "x".join(map(str, shape)), "batch": batch}
-    for path in ("naive", "ours"):
-        keras.utils.set_random_seed(0)
-        model = build_model(name, shape)
-        y = _targets(model, n, rng)
-        model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=_loss_for(model))
-        timer = _EpochTimer()
-        if path == "naive":
-            model.fit(x, y, batch_size=batch, epochs=2, verbose=0, callbacks=[timer.callback])
-        else:
-            if isinstance(y, dict):
-                import tensorflow as tf
+    keras.utils.set_random_seed(0)
+    model = build_model(name, shape)
+    y = _targets(model, n, rng)
+    model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=_loss_for(model))
+    timer = _EpochTimer()
+    if path == "naive":
+        model.fit(x, y, batch_size=batch, epochs=2, verbose=0, callbacks=[timer.callback])
+    else:
+        if isinstance(y, dict):
+            import tensorflow as tf
 
-                data = tf.data.Dataset.from_tensor_slices((x.astype(np.float32),
-                                                           {k: v.astype(np.float32) for k, v in y.items()}))
-                data = data.batch(batch).prefetch(tf.data.AUTOTUNE)
-            else:
-                data = array_dataset(x.astype(np.float32), y.astype(np.float32), batch_size=batch)
-            model.fit(data, epochs=2, verbose=0, callbacks=[timer.callback], shuffle=False)
-        results[f"{path}_img_s"] = n / timer.callback.times[-1]  # second epoch: compiled, warm
-        if path == "naive":
-            results["gflop_step"] = 3 * forward_flops(model) * batch / 1e9
-        del model
+            data = tf.data.Dataset.from_tensor_slices((x.astype(np.float32),
+                                                       {k: v.astype(np.float32) for k, v in y.items()}))
+            data = data.batch(batch).prefetch(tf.data.AUTOTUNE)
+        else:
+            data = array_dataset(x.astype(np.float32), y.astype(np.float32), batch_size=batch)
+        model.fit(data, epochs=2, verbose=0, callbacks=[timer.callback], shuffle=False)
+    results[f"{path}_img_s"] = n / timer.callback.times[-1]  # second epoch: compiled, warm
+    results["gflop_step"] = 3 * forward_flops(model) * batch / 1e9
     results["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
     return results
 
@@ -154,9 +154,10 @@ def main(argv=None):
     parser.add_argument("--models", nargs="+", choices=sorted(CASES), default=list(CASES))
     parser.add_argument("--steps", type=int, default=4, help="training steps timed per path (one epoch)")
     parser.add_argument("--one", choices=sorted(CASES), help=argparse.SUPPRESS)
+    parser.add_argument("--path", choices=("naive", "ours"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
-        print("RESULT " + json.dumps(run_one(args.one, args.steps)))
+        print("RESULT " + json.dumps(run_one(args.one, args.steps, args.path)))
         return
     rate = matmul_gflops()
     print(f"fp32 matmul rate: {rate:.0f} GFLOP/s\n")
@@ -164,17 +165,26 @@ def main(argv=None):
               "| % of matmul | peak RSS GB |")
     print(header + "\n|" + "---|" * 10, flush=True)
     for case in args.models:
-        proc = subprocess.run([sys.executable, __file__, "--one", case, "--steps", str(args.steps)],
-                              capture_output=True, text=True)
-        line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-        if proc.returncode or not line:
-            print(f"| {case} | failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr else '?'} |")
-            continue
-        r = json.loads(line[0][len("RESULT "):])
-        gflops = r["gflop_step"] / r["batch"] * r["ours_img_s"]
-        print(f"| {case} | {r['input']} | {r['batch']} | {r['gflop_step']:.1f} | {r['naive_img_s']:.2f} | "
-              f"{r['ours_img_s']:.2f} | {r['ours_img_s'] / r['naive_img_s']:.2f} | {gflops:.0f} | "
-              f"{100 * gflops / rate:.0f} % | {r['peak_rss_gb']:.1f} |", flush=True)
+        r = {}
+        for path in ("naive", "ours"):
+            proc = subprocess.run([sys.executable, __file__, "--one", case, "--path", path, "--steps",
+                                   str(args.steps)], capture_output=True, text=True)
+            line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+            if proc.returncode or not line:
+                print(f"| {case} | {path} failed: "
+                      f"{proc.stderr.strip().splitlines()[-1] if proc.stderr else '?'} |", flush=True)
+                break
+            part = json.loads(line[0][len("RESULT "):])
+            r.update(part, peak_rss_gb=max(part["peak_rss_gb"], r.get("peak_rss_gb", 0.0)))
+        else:
+            _print_row(r, rate)
+
+
+def _print_row(r, rate):
+    gflops = r["gflop_step"] / r["batch"] * r["ours_img_s"]
+    print(f"| {r['case']} | {r['input']} | {r['batch']} | {r['gflop_step']:.1f} | {r['naive_img_s']:.2f} | "
+          f"{r['ours_img_s']:.2f} | {r['ours_img_s'] / r['naive_img_s']:.2f} | {gflops:.0f} | "
+          f"{100 * gflops / rate:.0f} % | {r['peak_rss_gb']:.1f} |", flush=True)
 
 
 if __name__ == "__main__":
