@@ -27,7 +27,7 @@ TRAIN_SEQS = (2, 4, 10, 11, 9, 13)  # two sequences of each scene (spec section 
 VAL_SEQS = (1, 3, 6)  # one of each scene
 DEMO = {"rows": 64, "cols": 96, "frames": 12, "epochs": (8, 9, 10, 11), "lrs": (1e-4, 1e-4, 5e-5, 5e-5),
         "batch_size": 2, "init": "he", "seed": 1}
-MARGIN = 0.15
+MARGIN = 0.10  # trivial + 0.10 is about 1.65x the trivial score; see robotic_scene/README.md for the runs
 
 
 def run(work_dir, seed=None, verbose=0):
