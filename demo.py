@@ -1,15 +1,16 @@
 """End-to-end demo: every implemented task on built-in synthetic data (no download).
 
-Each task writes a small synthetic dataset in its real on-disk layout, then runs its own prepare / train /
-evaluate scripts as a user would, and reports a held-out score against a pass mark. The summary table is
-printed and written to ``<work-dir>/results.md`` and ``results.json``.
+Each task, in its own Python process, writes a small synthetic dataset in its real on-disk layout, then runs
+its own prepare / train / evaluate scripts as a user would, and reports a held-out score against a pass mark.
+The summary table is printed and written to ``<work-dir>/results.md`` and ``results.json``.
 
     python demo.py                       # all tasks
     python demo.py --tasks ultrasound_nerve
 """
 
 import argparse
-import importlib
+import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,6 +30,30 @@ TASKS = {
 }
 
 
+_CHILD = """
+import importlib, json, sys
+sys.path.insert(0, sys.argv[1])
+result = importlib.import_module(sys.argv[2]).run(sys.argv[3])
+with open(sys.argv[4], "w") as f:
+    json.dump(result, f, default=lambda o: o.item() if hasattr(o, "item") else str(o))
+"""
+
+
+def run_task(module_name, work_dir, result_file):
+    """Run ``module_name.run(work_dir)`` in a fresh Python process and return its result dict.
+
+    Each task then runs as it does alone (``python <task>/demo.py``): it inherits neither TensorFlow's state
+    nor the memory of the tasks before it."""
+    result_file = Path(result_file)
+    result_file.parent.mkdir(parents=True, exist_ok=True)
+    result_file.unlink(missing_ok=True)
+    proc = subprocess.run([sys.executable, "-c", _CHILD, str(Path(__file__).resolve().parent), module_name,
+                           str(work_dir), str(result_file)])
+    if proc.returncode or not result_file.exists():
+        raise RuntimeError(f"{module_name}.run failed (exit code {proc.returncode}); its output is above")
+    return json.loads(result_file.read_text())
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", choices=sorted(TASKS), default=list(TASKS),
@@ -40,7 +65,7 @@ def main(argv=None):
     for task in args.tasks:
         module_name, key = TASKS[task]
         print(f"=== {task} ===", flush=True)
-        result = importlib.import_module(module_name).run(args.work_dir / task)
+        result = run_task(module_name, args.work_dir / task, args.work_dir / f"{task}_result.json")
         ok, line = cli.demo_line(task, result, key)
         rows.append({"task": task, "model": result["model"], "metric": result["metric"],
                      "score": result[key], "pass mark": f"> {result['pass']}", "ok": "yes" if ok else "NO",
