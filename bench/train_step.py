@@ -8,7 +8,10 @@ subprocess, so peak memory is per model and neither path inherits the other's al
   ConvLSTM, spatial RNN; a training step = 3x the forward pass, the usual forward + backward estimate);
 * img/s and GFLOP/s of (a) the naive path — ``compile`` + ``fit`` on float64 NumPy arrays, as the originals —
   and (b) the project's path — ``common.training.array_dataset`` (float32 batches gathered by index,
-  prefetched) into ``fit``; the ratio b/a and b as % of the matmul rate; peak RSS of the subprocess.
+  prefetched, tf.data autotuning off) into ``fit``; the ratio b/a and b as % of the matmul rate; peak RSS of
+  the subprocess. img/s is over whole epochs after the first (which compiles), as a user of ``fit`` sees it;
+  the median time of one step of each path is printed beside it (the compiled step alone, without the
+  per-epoch costs).
 
     python bench/train_step.py                     # all models (large ones take minutes per step on a CPU)
     python bench/train_step.py --models nerve_unet bcdu_net_d3@64
@@ -104,14 +107,27 @@ class _EpochTimer:
             def on_epoch_begin(cb, epoch, logs=None):
                 cb.start = time.perf_counter()
 
+            def on_train_batch_begin(cb, batch, logs=None):
+                cb.step_start = time.perf_counter()
+
+            def on_train_batch_end(cb, batch, logs=None):
+                cb.steps[-1].append(time.perf_counter() - cb.step_start)
+
             def on_epoch_end(cb, epoch, logs=None):
                 cb.times.append(time.perf_counter() - cb.start)
+                cb.steps.append([])
 
         self.callback = Timer()
         self.callback.times = []
+        self.callback.steps = [[]]
+
+    def warm(self):
+        """(seconds of the epochs after the first, median seconds of one of their steps)."""
+        cb = self.callback
+        return sum(cb.times[1:]), float(np.median([t for epoch in cb.steps[1:] for t in epoch]))
 
 
-def run_one(case, steps, path):
+def run_one(case, steps, path, epochs=3):
     """Measure one path of one case in this process; returns a dict (printed as JSON by --one).
 
     Each path runs in a fresh process: in one process the second path measured ran about 5 % slower on the
@@ -119,7 +135,7 @@ def run_one(case, steps, path):
     import keras
 
     from common.models import build_model
-    from common.training import array_dataset
+    from common.training import array_dataset, without_autotune
 
     name, shape, batch, _ = CASES[case]
     rng = np.random.default_rng(0)
@@ -132,18 +148,20 @@ def run_one(case, steps, path):
     model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=_loss_for(model))
     timer = _EpochTimer()
     if path == "naive":
-        model.fit(x, y, batch_size=batch, epochs=2, verbose=0, callbacks=[timer.callback])
+        model.fit(x, y, batch_size=batch, epochs=epochs, verbose=0, callbacks=[timer.callback])
     else:
         if isinstance(y, dict):
             import tensorflow as tf
 
             data = tf.data.Dataset.from_tensor_slices((x.astype(np.float32),
                                                        {k: v.astype(np.float32) for k, v in y.items()}))
-            data = data.batch(batch).prefetch(tf.data.AUTOTUNE)
+            data = without_autotune(data.batch(batch))
         else:
             data = array_dataset(x.astype(np.float32), y.astype(np.float32), batch_size=batch)
-        model.fit(data, epochs=2, verbose=0, callbacks=[timer.callback], shuffle=False)
-    results[f"{path}_img_s"] = n / timer.callback.times[-1]  # second epoch: compiled, warm
+        model.fit(data, epochs=epochs, verbose=0, callbacks=[timer.callback], shuffle=False)
+    seconds, step = timer.warm()
+    results[f"{path}_img_s"] = n * (epochs - 1) / seconds
+    results[f"{path}_step_s"] = step
     results["gflop_step"] = 3 * forward_flops(model) * batch / 1e9
     results["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
     return results
@@ -152,23 +170,24 @@ def run_one(case, steps, path):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", choices=sorted(CASES), default=list(CASES))
-    parser.add_argument("--steps", type=int, default=4, help="training steps timed per path (one epoch)")
+    parser.add_argument("--steps", type=int, default=4, help="training steps per epoch")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per path; all but the first are timed")
     parser.add_argument("--one", choices=sorted(CASES), help=argparse.SUPPRESS)
     parser.add_argument("--path", choices=("naive", "ours"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
-        print("RESULT " + json.dumps(run_one(args.one, args.steps, args.path)))
+        print("RESULT " + json.dumps(run_one(args.one, args.steps, args.path, args.epochs)))
         return
     rate = matmul_gflops()
     print(f"fp32 matmul rate: {rate:.0f} GFLOP/s\n")
     header = ("| model | input | batch | GFLOP/step | naive img/s | ours img/s | ours/naive | ours GFLOP/s "
-              "| % of matmul | peak RSS GB |")
-    print(header + "\n|" + "---|" * 10, flush=True)
+              "| % of matmul | median step s naive / ours | peak RSS GB |")
+    print(header + "\n|" + "---|" * 11, flush=True)
     for case in args.models:
         r = {}
         for path in ("naive", "ours"):
             proc = subprocess.run([sys.executable, __file__, "--one", case, "--path", path, "--steps",
-                                   str(args.steps)], capture_output=True, text=True)
+                                   str(args.steps), "--epochs", str(args.epochs)], capture_output=True, text=True)
             line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
             if proc.returncode or not line:
                 print(f"| {case} | {path} failed: "
@@ -184,7 +203,8 @@ def _print_row(r, rate):
     gflops = r["gflop_step"] / r["batch"] * r["ours_img_s"]
     print(f"| {r['case']} | {r['input']} | {r['batch']} | {r['gflop_step']:.1f} | {r['naive_img_s']:.2f} | "
           f"{r['ours_img_s']:.2f} | {r['ours_img_s'] / r['naive_img_s']:.2f} | {gflops:.0f} | "
-          f"{100 * gflops / rate:.0f} % | {r['peak_rss_gb']:.1f} |", flush=True)
+          f"{100 * gflops / rate:.0f} % | {r['naive_step_s']:.2f} / {r['ours_step_s']:.2f} | "
+          f"{r['peak_rss_gb']:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -53,6 +53,19 @@ def split_last(fraction, *arrays):
     return tuple(a[:split_at] for a in arrays), tuple(a[split_at:] for a in arrays)
 
 
+def without_autotune(ds, prefetch=2):
+    """``ds`` prefetching ``prefetch`` batches, with tf.data's autotuning switched off.
+
+    With autotuning on, each new iterator starts a background "model" thread, and destroying the iterator
+    (every epoch of ``fit``: train and validation) waits for it: a stall of about 3.5 s per epoch measured
+    on 2 busy cores (nerve_unet 96x96 b32: 4-step epochs of 10 s instead of 6.6 s). The pipelines here run
+    one fixed map each, so there is nothing for autotuning to tune.
+    """
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.prefetch(prefetch).with_options(options)
+
+
 def array_dataset(x, y, batch_size, shuffle=False, seed=None, transform=None):
     """A ``tf.data.Dataset`` of float32 batches gathered from NumPy arrays (or memory maps) without copying.
 
@@ -80,7 +93,7 @@ def array_dataset(x, y, batch_size, shuffle=False, seed=None, transform=None):
     ds = tf.data.Dataset.range(n)
     if shuffle:
         ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).map(load, num_parallel_calls=1).prefetch(tf.data.AUTOTUNE)
+    return without_autotune(ds.batch(batch_size).map(load, num_parallel_calls=1))
 
 
 STRATEGIES = ("default", "mirrored", "multi_worker")

@@ -156,6 +156,7 @@ def training_dataset(data_dir, images, labels, batch_size, mean, std, flip=True,
     ``x`` float32 (B, H, W, 3), ``seg`` int32 (B, H, W), ``det`` float32 (B, 3). Files are read per batch.
     """
     import tensorflow as tf
+    from common.training import without_autotune
 
     rng = np.random.default_rng(seed)
 
@@ -179,7 +180,7 @@ def training_dataset(data_dir, images, labels, batch_size, mean, std, flip=True,
     ds = tf.data.Dataset.range(len(images))
     if shuffle:
         ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size, drop_remainder=True).map(load).prefetch(tf.data.AUTOTUNE)
+    return without_autotune(ds.batch(batch_size, drop_remainder=True).map(load))
 
 
 def add_path_arguments(parser, lists="lists and info.json of gen_image.py"):

@@ -38,7 +38,7 @@ import numpy as np
 
 from common import cli
 from common.data.io import DataLayoutError, atomic_path, list_images, pair_files
-from common.training import add_strategy_argument
+from common.training import add_strategy_argument, without_autotune
 from robotic_scene.prepare import DEFAULT_WORK, IMAGES, MASKS, NUM_CLASSES, PREPARED, sequence_number
 
 #: (name, alpha, beta, gamma, Adam lr, cumulative epochs) of train.sh (README "Training" steps 2-5).
@@ -157,7 +157,7 @@ def make_dataset(frames, size, batch_size=BATCH_SIZE, augment=False, shuffle=Fal
     ds = tf.data.Dataset.from_tensor_slices((images, masks, scene_ids))
     if shuffle:
         ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-    return ds.map(load, num_parallel_calls=2).batch(batch_size).prefetch(2)
+    return without_autotune(ds.map(load, num_parallel_calls=2).batch(batch_size))
 
 
 # ----------------------------------------------------------------------------------------- model and scores
