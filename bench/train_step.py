@@ -127,7 +127,7 @@ class _EpochTimer:
         return sum(cb.times[1:]), float(np.median([t for epoch in cb.steps[1:] for t in epoch]))
 
 
-def run_one(case, steps, path, epochs=3):
+def run_one(case, steps, path, epochs=4):
     """Measure one path of one case in this process; returns a dict (printed as JSON by --one).
 
     Each path runs in a fresh process: in one process the second path measured ran about 5 % slower on the
@@ -171,7 +171,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", choices=sorted(CASES), default=list(CASES))
     parser.add_argument("--steps", type=int, default=4, help="training steps per epoch")
-    parser.add_argument("--epochs", type=int, default=3, help="epochs per path; all but the first are timed")
+    parser.add_argument("--epochs", type=int, default=4, help="epochs per path; all but the first are timed")
     parser.add_argument("--one", choices=sorted(CASES), help=argparse.SUPPRESS)
     parser.add_argument("--path", choices=("naive", "ours"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
