@@ -186,8 +186,9 @@ def main(argv=None):
     for case in args.models:
         r = {}
         for path in ("naive", "ours"):
-            proc = subprocess.run([sys.executable, __file__, "--one", case, "--path", path, "--steps",
-                                   str(args.steps), "--epochs", str(args.epochs)], capture_output=True, text=True)
+            command = [sys.executable, __file__, "--one", case, "--path", path, "--steps", str(args.steps),
+                       "--epochs", str(args.epochs)]
+            proc = subprocess.run(command, capture_output=True, text=True)
             line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
             if proc.returncode or not line:
                 print(f"| {case} | {path} failed: "

@@ -28,8 +28,8 @@ def _as_predict(predict, batch_size):
         model = predict
 
         def run(x):
-            parts = [np.asarray(model.predict_on_batch(x[i:i + batch_size])) for i in range(0, len(x), batch_size)]
-            return np.concatenate(parts)
+            batches = range(0, len(x), batch_size)
+            return np.concatenate([np.asarray(model.predict_on_batch(x[i:i + batch_size])) for i in batches])
 
         return run
     return lambda x: np.asarray(predict(x))
