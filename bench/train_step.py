@@ -1,7 +1,7 @@
 """Benchmark: training throughput of every registered model, the originals' path vs the project's.
 
 For each model at its paper input size and batch, in one run (each model and each path in a fresh
-subprocess, so peak memory is per model and neither path inherits the other's allocator state):
+subprocess, so peak memory is per model and neither path inherits the other's memory):
 
 * this machine's fp32 matmul rate (4096x4096 ``tf.matmul``);
 * the FLOPs of one training step, counted from the layers (convolutions, transposed convolutions, dense,
@@ -130,8 +130,8 @@ class _EpochTimer:
 def run_one(case, steps, path, epochs=4):
     """Measure one path of one case in this process; returns a dict (printed as JSON by --one).
 
-    Each path runs in a fresh process: in one process the second path measured ran about 5 % slower on the
-    large models whichever it was (allocator state), which would bias the ratio."""
+    Each path runs in a fresh process: in one process the second path measured ran up to 2x faster or about
+    5 % slower, depending on the model, than in a process of its own, which would bias the ratio."""
     import keras
 
     from common.models import build_model
