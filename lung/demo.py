@@ -37,14 +37,15 @@ def run(work_dir, epochs=None, verbose=0, seed=None):
     write_lung_dataset(work_dir / "raw", cfg["volumes"], cfg["slices"], cfg["size"], seed=cfg["seed"])
     quiet = [] if verbose else ["--quiet"]
     summary = prepare_data.main(["--data-dir", str(work_dir / "raw"), "--work-dir", str(work_dir),
-                                 "--slice-size", str(cfg["size"]), "--erosion-size", str(cfg["erosion_size"])]
-                                + quiet)
+                                 "--slice-size", str(cfg["size"]), "--erosion-size", str(cfg["erosion_size"]),
+                                 "--overwrite"] + quiet)  # the demo's own folder: a new demo replaces it
     run_dir = work_dir / "run"
-    train_lung.main(["--work-dir", str(work_dir), "--model", cfg["model"], "--run-dir", str(run_dir),
+    train_lung.main(["--overwrite", "--work-dir", str(work_dir), "--model", cfg["model"], "--run-dir", str(run_dir),
                      "--epochs", str(cfg["epochs"]), "--lr", str(cfg["lr"]), "--batch-size", str(cfg["batch_size"]),
                      "--seed", str(cfg["seed"]), "--verbose", str(verbose)])
-    row = evaluate_performance.main(["--work-dir", str(work_dir), "--run-dir", str(run_dir),
-                                     "--out-dir", str(work_dir / "results")] + quiet)
+    rows = evaluate_performance.main(["--work-dir", str(work_dir), "--run-dir", str(run_dir),
+                                      "--out-dir", str(work_dir / "results"), "--overwrite"] + quiet)
+    row = rows["body"]
     return {"task": "lung", "model": cfg["model"], "metric": "test lung Dice (F1, pooled, leak-free FOV)",
             "dice": row["F1"], "pass": PASS_DICE, "seconds": time.time() - start,
             "settings": f"{summary['n_train']} train (20 % of them validation) / {summary['n_test']} test slices "
