@@ -314,25 +314,31 @@ def test_run_names_hold_every_option_that_changes_the_run():
 
 
 def test_two_variants_with_default_folders_stay_intact(trained, tmp_path, monkeypatch):
+    import keras
+
     import common.cli
 
+    def tiny(model_name, size, bidirectional=False):  # a one-layer stand-in: the folders are under test here
+        inputs = keras.Input((size, size, 1))
+        return keras.Model(inputs, keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid")(inputs),
+                           name=model_name)
+
+    monkeypatch.setattr(train_lung, "build", tiny)
     monkeypatch.setattr(common.cli, "REPO_ROOT", tmp_path)  # default folders under a repo-like tmp root
     work = trained["work"]
-    base = ["--work-dir", str(work), "--model", "bcdu_net_d1", "--epochs", "1", "--seed", "0", "--verbose", "0"]
+    base = ["--work-dir", str(work), "--epochs", "1", "--verbose", "0"]
     runs = [train_lung.main(base), train_lung.main(base + ["--bidirectional"])]
     assert [r.relative_to(tmp_path).as_posix() for r in runs] == [
-        "weights/lung/bcdu_net_d1_epochs1", "weights/lung/bcdu_net_d1_bidirectional_epochs1"]
+        "weights/lung/bcdu_net_d3_epochs1", "weights/lung/bcdu_net_d3_bidirectional_epochs1"]
     for run, bidirectional in zip(runs, (False, True)):
         assert json.loads((run / "state.json").read_text())["settings"]["bidirectional"] is bidirectional
-    outs = []
-    for run in runs:
-        evaluate_performance.main(["--work-dir", str(work), "--run-dir", str(run), "--quiet", "--fov", "body"])
-        outs.append(work / "results" / run.name)
-    for out in outs:
-        assert (out / "performances.json").is_file()
     try:
-        tables = [json.loads((out / "performances.json").read_text())[-1]["method"] for out in outs]
-        assert all(t.startswith("bcdu_net_d1") for t in tables)
+        for run in runs:
+            evaluate_performance.main(["--work-dir", str(work), "--run-dir", str(run), "--quiet", "--fov", "body"])
+        stamps = [(work / "results" / run.name / "pred_test.npy").read_bytes() for run in runs]
+        assert stamps[0] != stamps[1]  # two results, one per run, none replaced
+        for run in runs:
+            assert (run / "best.keras").is_file() and (run / "history.csv").is_file()
     finally:
         import shutil
 
