@@ -5,8 +5,9 @@
 
 The SavedModel is Keras 3's ``model.export(OUT_DIR, format="tf_saved_model")``: endpoint ``serve`` (also the
 signature ``serving_default``) taking one float32 batch ``(N, H, W, C)`` at the model's input size and
-returning the network's raw output (e.g. sigmoid probabilities (N, H, W, 1); a multi-output model gives a
-list in the model's output order, the signature a dict ``output_0``, ``output_1``, ...). The batch must be
+returning the network's raw output in the Keras model's structure (e.g. sigmoid probabilities (N, H, W, 1);
+a dict ``{"seg": ..., "det": ...}`` for the multi-task edema networks; the signature names list outputs
+``output_0``, ``output_1``, ...). The batch must be
 **preprocessed** exactly as the task's ``predict.py`` / ``evaluate.py`` prepares it before calling the
 network (resizing, normalisation, patches: see the task README); the export contains the network only,
 no pre- or post-processing (thresholds, resizing back, flips). ``OUT_DIR/run.json`` records the source
@@ -61,15 +62,22 @@ def _spec(tensor):
     return {"shape": [None if d is None else int(d) for d in tensor.shape], "dtype": str(tensor.dtype)}
 
 
+def _describe(structure):
+    """``float32 (None, 16, 16, 1)`` for one tensor spec, ``{seg: ..., det: ...}`` / ``[...]`` for several."""
+    if isinstance(structure, dict) and set(structure) == {"shape", "dtype"}:
+        return f"{structure['dtype']} {tuple(structure['shape'])}"
+    if isinstance(structure, dict):
+        return "{" + ", ".join(f"{key}: {_describe(value)}" for key, value in structure.items()) + "}"
+    return "[" + ", ".join(_describe(value) for value in structure) + "]"
+
+
 def serving_signature(model):
     """The input and output shapes/dtypes of the exported ``serve`` endpoint (for run.json)."""
     import keras
 
-    def specs(tensors):
-        return [_spec(t) for t in keras.tree.flatten(tensors)]
-
     return {"endpoint": "serve", "signature": "serving_default",
-            "inputs": specs(model.inputs), "outputs": specs(model.outputs),
+            "inputs": keras.tree.map_structure(_spec, model.input),
+            "outputs": keras.tree.map_structure(_spec, model.output),
             "preprocessed_inputs": True}
 
 
@@ -103,10 +111,8 @@ def main(argv=None):
     model, checkpoint = load_model(args)
     record = export_saved_model(model, args.out_dir, overwrite=args.overwrite, weights=[checkpoint],
                                 options={"weights": args.weights if args.model is None else None})
-    signature = record["serving"]
-    shapes = ", ".join(str(tuple(s["shape"])) for s in signature["inputs"])
-    print(f"wrote {args.out_dir}: SavedModel of '{model.name}' from {checkpoint}; "
-          f"serve(float32 {shapes}, preprocessed) -> {', '.join(str(tuple(s['shape'])) for s in signature['outputs'])}")
+    print(f"wrote {args.out_dir}: SavedModel of '{model.name}' from {checkpoint}; serve("
+          f"{_describe(record['serving']['inputs'])}, preprocessed) -> {_describe(record['serving']['outputs'])}")
     return 0
 
 

@@ -58,8 +58,8 @@ def test_export_run_dir_and_reload(tmp_path, capsys):
     reload_and_compare(out, model, (16, 16, 1))
     record = json.loads((out / "run.json").read_text())
     assert record["weights"][0]["path"].endswith("best.keras") and len(record["weights"][0]["sha256"]) == 64
-    assert record["serving"]["inputs"] == [{"shape": [None, 16, 16, 1], "dtype": "float32"}]
-    assert "wrote" in capsys.readouterr().out
+    assert record["serving"]["inputs"] == {"shape": [None, 16, 16, 1], "dtype": "float32"}
+    assert "serve(float32 (None, 16, 16, 1), preprocessed) -> float32 (None, 16, 16, 1)" in capsys.readouterr().out
     assert [p.name for p in out.parent.iterdir()] == ["tiny"]  # no temporary folder left
 
 
@@ -72,6 +72,27 @@ def test_export_custom_layers_with_model_option(tmp_path):
     out = tmp_path / "custom_export"
     assert export.main(["--model", str(path), str(out)]) == 0
     reload_and_compare(out, model, (16, 16, 2))
+
+
+def test_export_dict_outputs(tmp_path, capsys):
+    """A multi-task model (dict outputs, as the edema networks) serves the same dict."""
+    import tensorflow as tf
+
+    inputs = keras.Input((8, 8, 3), name="image")
+    x = layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
+    det = layers.Dense(3, activation="sigmoid")(layers.GlobalMaxPooling2D()(x))
+    model = keras.Model(inputs, {"seg": layers.Conv2D(4, 1)(x), "det": det}, name="multi")
+    out = tmp_path / "multi"
+    export.export_saved_model(model, out)
+    x = np.random.default_rng(0).random((2, 8, 8, 3), dtype=np.float32)
+    expected = model(x, training=False)
+    loaded = tf.saved_model.load(str(out))  # keep a reference: its variables die with it
+    served = loaded.serve(x)
+    assert set(served) == {"seg", "det"}
+    for key in served:
+        np.testing.assert_allclose(served[key].numpy(), np.asarray(expected[key]), atol=1e-5)
+    record = json.loads((out / "run.json").read_text())
+    assert record["serving"]["outputs"]["det"] == {"shape": [None, 3], "dtype": "float32"}
 
 
 def test_existing_out_dir_is_refused_unless_overwrite(tmp_path):
