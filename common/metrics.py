@@ -308,7 +308,8 @@ def surface_scores(y_true, y_pred, spacing=None):
     Args:
         y_true, y_pred: (N, ...) batches of the same shape (e.g. (N, H, W), (N, H, W, 1) or (N, D, H, W));
             nonzero = foreground; a trailing channel axis of length 1 is dropped.
-        spacing: as for :func:`surface_distances`, the same for every item.
+        spacing: as for :func:`surface_distances` (the same for every item), or one row per item, shape
+            (N, n_axes), e.g. each CT slice with the pixel spacing of its own volume.
     Returns:
         dict with
         ``hd95``, ``assd``: float64 arrays (N,), NaN where both masks of an item are empty and inf where
@@ -324,7 +325,10 @@ def surface_scores(y_true, y_pred, spacing=None):
         raise ValueError(f"y_true has shape {t.shape} but y_pred has {p.shape}")
     if t.ndim < 2:
         raise ValueError(f"expected a batch (N, ...) of images or volumes, got shape {t.shape}")
-    rows = [surface_distances(t[i], p[i], spacing) for i in range(t.shape[0])]
+    per_item = spacing is not None and np.ndim(spacing) == 2
+    if per_item and len(spacing) != t.shape[0]:
+        raise ValueError(f"spacing has {len(spacing)} rows but the batch has {t.shape[0]} items")
+    rows = [surface_distances(t[i], p[i], spacing[i] if per_item else spacing) for i in range(t.shape[0])]
     out = {key: np.array([r[key] for r in rows], dtype=np.float64) for key in ("hd95", "assd")}
     finite = np.isfinite(out["hd95"])
     for key in ("hd95", "assd"):

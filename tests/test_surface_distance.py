@@ -114,6 +114,12 @@ def test_surface_scores_batch_and_means():
     np.testing.assert_allclose(got["hd95_mean"], ref[:, 0].mean(), rtol=1e-12)
     np.testing.assert_allclose(got["assd_mean"], ref[:, 1].mean(), rtol=1e-12)
     assert (got["n_finite"], got["n_one_empty"], got["n_both_empty"]) == (4, 1, 1)
+    per_item = [(0.5, 1.5), (2.0, 1.0), (1.0, 1.0), (0.3, 0.3), (1.0, 1.0), (1.0, 1.0)]
+    got = surface_scores(t, p, spacing=per_item)
+    ref = np.array([brute_force(t[i], p[i], per_item[i]) for i in range(4)])
+    np.testing.assert_allclose(got["hd95"][:4], ref[:, 0], rtol=1e-12)
+    with pytest.raises(ValueError, match="rows"):
+        surface_scores(t, p, spacing=per_item[:2])
     none = surface_scores(np.zeros((2, 5, 5)), np.zeros((2, 5, 5)))
     assert np.isnan(none["hd95_mean"]) and none["n_finite"] == 0
 
