@@ -2,9 +2,10 @@
 
 The BCDU-Net authors distribute ``weight_isic18``, ``weight_lung`` and ``weight_lstm.hdf5`` (full models
 saved by Keras 2's ``ModelCheckpoint``), and the ultrasound-nerve tutorial saves ``weights.h5`` the same
-way. Keras 3 cannot read them under those names (no ``.h5`` extension, or a ``.keras`` name expected), and
-their layer names (``conv2d_1``, ``batch_normalization_3``, ``conv_lst_m2d_1``: Keras 2's auto-generated
-names) are not the project's. :func:`load_legacy_weights` reads the legacy layout itself:
+way. Keras 3's ``load_weights`` reads that legacy layout only from names ending in ``.h5`` / ``.hdf5``
+(``weight_isic18`` and ``weight_lung`` have no extension: "File format not supported"), and the layer names
+in the files (``conv2d_1``, ``batch_normalization_3``, ``conv_lst_m2d_1``: Keras 2's auto-generated names)
+are not the project's, so name matching is no option. :func:`load_legacy_weights` reads the layout itself:
 
 * ``model.save_weights('x.h5')``: the file's root carries the attributes ``layer_names`` (all layers, in
   ``model.layers`` order), ``backend`` and ``keras_version``; ``model.save('x.h5')`` puts the same
