@@ -97,11 +97,18 @@ def test_nerve_unet_round_trip(tmp_path, full_model, file_name):
     assert pairs[-1][0] == "conv2d_19" and len(pairs) == 23  # 19 Conv2D + 4 Conv2DTranspose
 
 
-def test_bcdu_net_round_trip_full_model_no_extension(tmp_path):
+@pytest.fixture(scope="module")
+def bcdu_source():
+    """One BCDU_net_D3 (64x64x3) with non-trivial BatchNorm moving statistics, shared (20M parameters)."""
+    model = build_model("bcdu_net_d3", (64, 64, 3))
+    randomise_batch_norm_statistics(model)
+    return model
+
+
+def test_bcdu_net_round_trip_full_model_no_extension(tmp_path, bcdu_source):
     """ConvLSTM2D and BatchNormalization (with non-trivial moving statistics) in a full-model file named
     like the authors' ``weight_isic18`` (no extension), its layer_names split into chunks."""
-    source = build_model("bcdu_net_d3", (64, 64, 3))
-    randomise_batch_norm_statistics(source)
+    source = bcdu_source
     path = tmp_path / "weight_isic18"
     names = write_keras2_file(path, source, full_model=True, chunked=True)
     assert {"conv_lst_m2d_3", "batch_normalization_3", "conv2d_transpose_3"} <= set(names)
@@ -112,7 +119,7 @@ def test_bcdu_net_round_trip_full_model_no_extension(tmp_path):
     np.testing.assert_array_equal(predict(target, x), predict(source, x))
 
 
-def test_bcdu_net_weighted_layer_order_matches_the_original():
+def test_bcdu_net_weighted_layer_order_matches_the_original(bcdu_source):
     """Matching by order works for the authors' files only if the project's layers with weights come in
     the original's order: the spec's per-layer parameter counts of BCDU_net_D3 (3 input channels)."""
     original = [1792, 36928, 73856, 147584, 295168, 590080,
@@ -121,8 +128,7 @@ def test_bcdu_net_weighted_layer_order_matches_the_original():
                 131200, 512, 442624, 73856, 147584,
                 32832, 256, 110720, 18496, 36928,
                 1154, 3]
-    model = build_model("bcdu_net_d3", (64, 64, 3))
-    counts = [layer.count_params() for layer in model.layers if layer.weights]
+    counts = [layer.count_params() for layer in bcdu_source.layers if layer.weights]
     assert counts == original
 
 
