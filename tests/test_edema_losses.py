@@ -126,8 +126,9 @@ def test_absent_class_conventions():
 
 
 def test_logits_accepted_like_log_probs():
-    for loss in (L.weighted_nll, L.multiclass_dice_loss, L.exp_log_dice_loss):
-        assert f(loss(LABELS, LOGITS)) == pytest.approx(f(loss(LABELS, LOGP.astype("float32"))), rel=1e-5)
+    references = {L.weighted_nll: ref_wce, L.multiclass_dice_loss: ref_dice_loss, L.exp_log_dice_loss: ref_el_dice}
+    for loss, reference in references.items():  # raw logits in, the NumPy reference on their log_softmax
+        assert f(loss(LABELS, LOGITS)) == pytest.approx(reference(LABELS, LOGP), rel=1e-5)
 
 
 @pytest.mark.parametrize("labels", [LABELS, EMPTY], ids=["absent_class", "all_background"])
@@ -176,10 +177,12 @@ def test_mixes(labels):
 
 
 def test_loss_serialization():
-    loss = L.EdemaSegmentationLoss("el_dice", gamma=0.5)
+    loss = L.EdemaSegmentationLoss("el_dice", gamma=0.3)  # not the default gamma: it must survive the trip
     clone = keras.losses.deserialize(keras.losses.serialize(loss))
     assert isinstance(clone, L.EdemaSegmentationLoss) and clone.dice == "el_dice"
-    assert f(clone(LABELS, LOGP.astype("float32"))) == pytest.approx(f(loss(LABELS, LOGP.astype("float32"))))
+    expected = ref_wce(LABELS, LOGP) + ref_el_dice(LABELS, LOGP, gamma=0.3)
+    assert f(loss(LABELS, LOGP.astype("float32"))) == pytest.approx(expected, rel=1e-5)
+    assert f(clone(LABELS, LOGP.astype("float32"))) == pytest.approx(expected, rel=1e-5)
     assert keras.saving.get_registered_object("common>mix_33") is L.mix_33
     with pytest.raises(ValueError):
         L.edema_losses("mix_2")
@@ -229,7 +232,9 @@ def test_compiled_training_step():
     labels[1] = 0
     # Evaluation (dropout off) reports the original's mix_33 total.
     out = model.predict(x, verbose=0)
-    expected = f(L.mix_33(labels, out["seg"], out["det"]))
+    seg = out["seg"].astype("float64")
+    expected = (ref_wce(labels, seg) + ref_el_dice(labels, seg)
+                + ref_bce(ref_targets(labels), out["det"].astype("float64")))
     assert model.evaluate(x, {"seg": labels, "det": labels}, verbose=0, return_dict=True)["loss"] == \
         pytest.approx(expected, rel=1e-4)
     history = model.fit(x, {"seg": labels, "det": labels}, epochs=1, verbose=0)
