@@ -111,6 +111,15 @@ def test_config_round_trip():
     assert clone.get_config() == config
     restored = keras.layers.deserialize(keras.layers.serialize(layer))
     assert isinstance(restored, SpatialRNN2D) and restored.get_config() == config
+    # The restored layer computes what the spec's formula says for these (non-default) settings: L = 7 steps,
+    # a 1x1 output convolution to 4 maps (a config that lost any of them would equal itself above).
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(1, 8, 9, 2)).astype(np.float32)
+    restored.build(x.shape)
+    weights = random_weights(restored, rng)
+    assert [w.shape for w in weights][-1] == (1, 1, 8, 4)
+    got = keras.ops.convert_to_numpy(restored(x))
+    np.testing.assert_allclose(got, reference(x, weights[:4], 7, weights[4]), rtol=1e-5, atol=1e-5)
 
 
 def test_keras_file_round_trip(tmp_path):
