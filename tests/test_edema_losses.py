@@ -215,9 +215,12 @@ def test_adam_l2_zero_gradient_and_config():
     AdamL2(l2=0.1).apply_gradients([(keras.ops.zeros((2, 3)), var)])
     np.testing.assert_allclose(keras.ops.convert_to_numpy(var),
                                ref_torch_adam(theta0, [np.zeros((2, 3))], weight_decay=0.1), rtol=1e-6)
-    clone = AdamL2.from_config(AdamL2().get_config())
-    assert (clone.l2, clone.beta_2, clone.epsilon) == (1e-4, 0.99, 1e-8)
-    assert keras.optimizers.deserialize(keras.optimizers.serialize(clone)).l2 == 1e-4
+    default = AdamL2()  # the original's torch.optim.Adam: betas (0.9, 0.99), eps 1e-8, weight_decay 1e-4 (spec)
+    assert (default.l2, default.beta_2, default.epsilon) == (1e-4, 0.99, 1e-8)
+    # non-default values: a get_config that dropped one would come back as the default
+    clone = AdamL2.from_config(AdamL2(l2=0.3, beta_2=0.95, epsilon=1e-6).get_config())
+    assert (clone.l2, clone.beta_2, clone.epsilon) == (0.3, 0.95, 1e-6)
+    assert keras.optimizers.deserialize(keras.optimizers.serialize(clone)).l2 == 0.3
 
 
 def test_compiled_training_step():
@@ -245,9 +248,11 @@ def test_compiled_model_reloads(tmp_path):
     from common.models import build_model
 
     model = build_model("edema_unet", (32, 32, 3), feature_scale=16)
-    model.compile(optimizer=AdamL2(), loss=L.edema_losses("mix_3"))
+    # non-default l2, gamma and Dice variant, so that none can come back as a default by accident
+    model.compile(optimizer=AdamL2(l2=0.3), loss=L.edema_losses("mix_33", gamma=0.3))
     model.optimizer.build(model.trainable_variables)
     model.save(tmp_path / "compiled.keras")
     reloaded = keras.saving.load_model(tmp_path / "compiled.keras")
-    assert isinstance(reloaded.optimizer, AdamL2) and reloaded.optimizer.l2 == 1e-4
-    assert isinstance(reloaded.loss["seg"], L.EdemaSegmentationLoss) and reloaded.loss["seg"].dice == "dice"
+    assert isinstance(reloaded.optimizer, AdamL2) and reloaded.optimizer.l2 == pytest.approx(0.3)
+    seg = reloaded.loss["seg"]
+    assert isinstance(seg, L.EdemaSegmentationLoss) and (seg.dice, seg.gamma) == ("el_dice", pytest.approx(0.3))
