@@ -147,8 +147,18 @@ def test_masked_taps_get_zero_gradient():
     with tf.GradientTape() as tape:
         loss = tf.reduce_sum(layer(x))
     grads = tape.gradient(loss, layer.trainable_variables)
-    for grad, (tr, tc) in zip(grads, ACTIVE_TAPS):
+    weights = [np.full(w.shape, 0.7, np.float32) for w in layer.get_weights()]
+    x_np = x.numpy()
+    for d, (grad, (tr, tc)) in enumerate(zip(grads, ACTIVE_TAPS)):
         grad = grad.numpy()
+        # the active tap's gradient is the central difference of the NumPy reference's sum
+        for c in range(2):
+            up, down = [w.copy() for w in weights], [w.copy() for w in weights]
+            up[d][tr, tc, c, 0] += 1e-2
+            down[d][tr, tc, c, 0] -= 1e-2
+            numeric = (reference(x_np, up, 2).sum() - reference(x_np, down, 2).sum()) / 2e-2
+            assert grad[tr, tc, c, 0] == pytest.approx(numeric, rel=1e-2, abs=1e-3)
+        assert grad[tr, tc].all()  # the active taps learn (an all-zero gradient would pass the check below)
         masked = grad.copy()
         masked[tr, tc] = 0
         assert not masked.any()
