@@ -3,6 +3,7 @@ import pytest
 
 from common.rle import rle_decode, rle_encode
 
+
 def _original_run_length_enc(mask, min_pixels=0):
     """The Kaggle nerve tutorial's run_length_enc (specs/ultrasound_nerve.md section 3): the indices > 0 of the
     flattened transpose, split into maximal consecutive runs, ``start+1 length`` pairs."""
