@@ -17,8 +17,9 @@ Scores (``common.metrics.segmentation_scores``, threshold 0.5 on the lung score 
 binarisation is exactly the original's estimated lung), the original's columns first: F1 (= Dice),
 sensitivity, specificity, accuracy, AUC of the binarised estimate (= (SE + SP) / 2, the original's) and "JS"
 (= accuracy, the removed scikit-learn ``jaccard_similarity_score``); then the true IoU, precision, the
-ROC-AUC of the continuous lung score, and HD95 / ASSD (mm, per test slice with the NIfTI in-plane voxel
-spacing, mean over the slices where both masks are non-empty).
+ROC-AUC of the continuous lung score, and HD95 / ASSD (``common.metrics.surface_scores``, MONAI's
+definitions: mm, per test slice with its volume's NIfTI in-plane voxel spacing from split.json, mean over
+the slices where both the ground truth and the estimate are non-empty; the counts are in the JSON).
 
 Written to ``--out-dir`` (default ``<work-dir>/results/<run folder name>[_last][_tta-flip][_<precision>]``;
 an existing folder is refused without ``--overwrite``; all files appear together or none):
@@ -27,7 +28,8 @@ report, original FOV) and ``performances_body.txt`` (leak-free), ``roc_pr.png`` 
 and precision-recall curves of the lung score), ``sample_results.png`` (image | ground truth | estimated
 lung with each FOV | predicted around-lung | FOVs for the original's test indices 1, 100, 200, 253, 193, or
 five spread ones on a smaller test set), ``pred_test.npy`` (around-lung probabilities, float32) and
-``estimated_lung.npy`` / ``estimated_lung_body.npy`` (uint8 0/1).
+``estimated_lung.npy`` / ``estimated_lung_body.npy`` (uint8 0/1) and ``run.json`` (git commit, weights file
+and SHA-256, options, inputs).
 
 Examples::
 
@@ -49,6 +51,7 @@ import numpy as np
 from common import cli
 from common.devices import add_precision_arguments
 from common.inference import add_tta_argument
+from common.legacy_weights import add_init_weights_argument
 from lung.prepare_data import DEFAULT_WORK, load_arrays, read_summary
 from lung.segment import body_fov, estimated_lung, load_network, lung_score, predict_around_lung
 from lung.train_lung import BATCH_SIZE, MODELS, default_run_dir
@@ -56,7 +59,8 @@ from lung.train_lung import BATCH_SIZE, MODELS, default_run_dir
 FOVS = ("lung-gt", "body")  # reporting order: the original's protocol first
 FOV_CHOICES = ("both",) + FOVS
 SAMPLE_INDICES = (1, 100, 200, 253, 193)  # the original's sample_results.png rows
-COLUMNS = ("method", "year", "F1", "SE", "SP", "ACC", "AUC", "JS", "IoU", "PC", "AUC (scores)", "FOV")
+COLUMNS = ("method", "year", "F1", "SE", "SP", "ACC", "AUC", "JS", "IoU", "PC", "AUC (scores)", "HD95", "ASSD",
+           "FOV")
 # README / paper table (Kaggle lung): F1, SE, SP, ACC, AUC (of binarised predictions), JS (= accuracy)
 PAPER = [
     ("U-Net", 2015, 0.9658, 0.9696, 0.9872, 0.9872, 0.9784, 0.9858),
@@ -83,11 +87,35 @@ def paper_rows():
     return [dict(zip(COLUMNS, row)) for row in PAPER]
 
 
-def result_row(name, scores, fov):
-    return {"method": name, "year": "this run", "F1": scores["f1"], "SE": scores["sensitivity"],
-            "SP": scores["specificity"], "ACC": scores["accuracy"], "AUC": scores["auc_legacy"],
-            "JS": scores["js_legacy"], "IoU": scores["jaccard"], "PC": scores["precision"],
-            "AUC (scores)": scores["auc"], "FOV": FOV_LABELS[fov]}
+def slice_spacing(settings, n):
+    """In-plane voxel size (rows, cols) of each of the ``n`` test slices, from split.json's ``spacing`` of
+    its volume (NIfTI zooms; axis 0 is the slice axis); ``(n, 2)`` ones when split.json has none."""
+    spacing, names = settings.get("spacing"), settings.get("test")
+    if not spacing or not names or len(names) != n:
+        return np.ones((n, 2))
+    return np.array([spacing[name.rsplit(":", 1)[0]][1:3] for name in names], np.float64)
+
+
+def surface_columns(lung_true, estimate, spacing):
+    """HD95 and ASSD of the estimated lung, per test slice with its voxel spacing
+    (``common.metrics.surface_scores``, MONAI's definitions), averaged over the slices where both the
+    ground truth and the estimate are non-empty (MONAI skips NaN; an empty side gives inf, counted apart)."""
+    from common.metrics import surface_scores
+
+    scores = surface_scores(np.asarray(lung_true) != 0, estimate, spacing=spacing)
+    return {"HD95": scores["hd95_mean"], "ASSD": scores["assd_mean"],
+            "surface_slices": {"scored": scores["n_finite"], "one_mask_empty": scores["n_one_empty"],
+                               "both_empty": scores["n_both_empty"]}}
+
+
+def result_row(name, scores, fov, surface=None):
+    row = {"method": name, "year": "this run", "F1": scores["f1"], "SE": scores["sensitivity"],
+           "SP": scores["specificity"], "ACC": scores["accuracy"], "AUC": scores["auc_legacy"],
+           "JS": scores["js_legacy"], "IoU": scores["jaccard"], "PC": scores["precision"],
+           "AUC (scores)": scores["auc"]}
+    row.update(surface or {})
+    row["FOV"] = FOV_LABELS[fov]
+    return row
 
 
 def performances_text(scores):
@@ -134,6 +162,7 @@ def evaluate(run_dir, work_dir, out_dir, fov="both", weights="best", batch_size=
     refused unless ``overwrite``. Returns ``{fov: row}`` in reporting order.
     """
     from common.data.io import atomic_dir, save_npy
+    from common.provenance import write_run_json
     from common.report import overlay_grid, plot_roc_pr, write_table
 
     if fov not in FOV_CHOICES:
@@ -158,15 +187,23 @@ def evaluate(run_dir, work_dir, out_dir, fov="both", weights="best", batch_size=
             scores, score = score_lung(test["lung"], prob, fov_masks[name])
             estimates[name] = estimated_lung(prob, fov_masks[name])
             np.testing.assert_array_equal(estimates[name], score >= 0.5)  # one definition of the estimate
+            surface = surface_columns(test["lung"], estimates[name], slice_spacing(settings, len(prob)))
             rows[name] = result_row(f"{model.name} ({source}{', tta ' + tta if tta != 'none' else ''})", scores,
-                                    name)
+                                    name, surface)
             save_npy(tmp / f"estimated_lung{SUFFIX[name]}.npy", estimates[name].astype(np.uint8))
             (tmp / f"performances{SUFFIX[name]}.txt").write_text(performances_text(scores))
             plot_roc_pr(test["lung"], score, tmp / f"roc_pr{SUFFIX[name]}.png",
                         title=f"lung score FOV*(1-p), FOV {FOV_LABELS[name].split(':')[0]}")
         write_table(paper_rows() + list(rows.values()), tmp / "performances", columns=COLUMNS,
-                    title=f"Lung segmentation, {len(prob)} test slices (pooled pixels); paper rows from the "
-                          "README; the original FOV uses the ground truth, the leak-free one does not")
+                    title=f"Lung segmentation, {len(prob)} test slices (pooled pixels; HD95/ASSD in mm, mean over "
+                          "slices); paper rows from the README; the original FOV uses the ground truth, the "
+                          "leak-free one does not")
+        write_run_json(tmp, model_name=model.name, weights=[checkpoint or init_weights],
+                       options={"fov": fov, "weights": weights, "batch_size": batch_size, "tta": tta,
+                                "mixed_precision": mixed_precision, "init_weights": init_weights,
+                                "work_dir": str(work_dir), "run_dir": None if init_weights else str(run_dir)},
+                       inputs=[Path(work_dir) / name for name in ("data_test.npy", "mask_test.npy", "FOV_te.npy",
+                                                                   "split.json")])
         idx = sample_indices(len(prob))
         first = fovs[0]
         extra = [estimates[name][idx] for name in fovs[1:]] + [prob[idx] > 0.5] + [fov_masks[n][idx] for n in fovs]
@@ -193,9 +230,7 @@ def build_parser():
                              "train_lung.py makes with the original's recipe)")
     parser.add_argument("--weights", choices=("best", "last"), default="best",
                         help="checkpoint to evaluate (default: best, the original's weight_lung)")
-    parser.add_argument("--init-weights", type=Path, default=None, metavar="FILE",
-                        help="evaluate the authors' Keras-2 HDF5 checkpoint (weight_lung, any name) instead of "
-                             "a run: loaded into --model by layer order, shape-checked")
+    add_init_weights_argument(parser)
     parser.add_argument("--fov", choices=FOV_CHOICES, default="both",
                         help="FOV that turns the around-lung prediction into a lung: both (default: the "
                              "original's lung-gt row, built with the ground truth as in the paper, then the "

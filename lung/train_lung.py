@@ -31,6 +31,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 from common import cli
 from common.devices import add_precision_arguments
+from common.legacy_weights import add_init_weights_argument
 from common.training import add_overwrite_argument, add_strategy_argument
 from lung.prepare_data import DEFAULT_WORK, load_arrays
 
@@ -166,9 +167,7 @@ def build_parser():
                              "recipe option that differs from the original, e.g. epochs4_lr0.001>])")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --run-dir")
     add_overwrite_argument(parser)
-    parser.add_argument("--init-weights", type=Path, default=None, metavar="FILE",
-                        help="start from the authors' Keras-2 HDF5 checkpoint (weight_lung), any name or "
-                             "extension; matched by layer order and checked shape by shape")
+    add_init_weights_argument(parser)
     parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress output")
     add_strategy_argument(parser)
     add_precision_arguments(parser, jit_compile=True)

@@ -256,6 +256,23 @@ def test_end_to_end_prepare_train_evaluate(trained, tmp_path):
     leak_free = body & ~(prob > 0.5)
     np.testing.assert_array_equal(np.load(out / "estimated_lung_body.npy"), leak_free)
     assert rows["body"]["F1"] == pytest.approx(segmentation_scores(test["lung"], leak_free)["f1"])
+    # HD95 / ASSD beside the original columns: brute-force surface distances per slice (spacing 1: identity
+    # affines), mean over the slices where both masks are non-empty
+    assert list(table[4])[:8] == ["method", "year", "F1", "SE", "SP", "ACC", "AUC", "JS"]
+    hd95, assd = [], []
+    for truth, pred in zip(test["lung"] != 0, leak_free):
+        if truth.any() and pred.any():
+            a = np.argwhere(truth & ~binary_erosion(truth))
+            b = np.argwhere(pred & ~binary_erosion(pred))
+            d = np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1))
+            to_b, to_a = d.min(1), d.min(0)
+            hd95.append(max(np.percentile(to_b, 95), np.percentile(to_a, 95)))
+            assd.append(np.concatenate([to_b, to_a]).mean())
+    if hd95:
+        assert table[5]["HD95"] == pytest.approx(np.mean(hd95)) and table[5]["ASSD"] == pytest.approx(np.mean(assd))
+    assert table[5]["surface_slices"]["scored"] == len(hd95)
+    run_json = json.loads((out / "run.json").read_text())
+    assert run_json["model"] == "bcdu_net_d3" and run_json["weights"][0]["path"] == str((run / "best.keras").resolve())
     # the original's performances.txt numbers are those of the GT-built FOV
     text = (out / "performances.txt").read_text()
     assert f"F1 score (F-measure): {rows['lung-gt']['F1']}" in text

@@ -60,7 +60,7 @@ def test_evaluate_defaults_are_the_originals_and_include_its_protocol():
 
 
 def test_predict_defaults_follow_evaluate():
-    args = vars(predict.build_parser().parse_args(["x.nii.gz"]))
+    args = vars(predict.build_parser().parse_args(["x.nii.gz", "--out-dir", "o"]))
     assert (args["batch_size"], args["tta"], args["weights"]) == (2, "none", "best")
     assert (args["erosion_size"], args["fill_size"]) == (ORIGINAL_PREPARE["erosion_size"],
                                                          ORIGINAL_PREPARE["fill_size"])
@@ -186,10 +186,10 @@ def test_evaluate_errors_are_one_line(tmp_path, capsys):
 
 
 def test_predict_errors_are_one_line(tmp_path, capsys):
-    line = _error_line(predict.main, [str(tmp_path), "--keep-largest", "-1"], capsys)
+    line = _error_line(predict.main, [str(tmp_path), "--out-dir", "o", "--keep-largest", "-1"], capsys)
     assert line == "error: --keep-largest: -1 must be 0 (off) or positive"
-    line = _error_line(predict.main, [str(tmp_path / "nope.nii.gz")], capsys)
-    assert line == f"error: {tmp_path / 'nope.nii.gz'}: not found (give NIfTI files, folders or glob patterns)"
+    line = _error_line(predict.main, [str(tmp_path / "nope.nii.gz"), "--out-dir", "o"], capsys)
+    assert line == f"error: {tmp_path / 'nope.nii.gz'}: no such file or folder"
     (tmp_path / "scan.nii.gz").write_bytes(b"garbage")
     model = tmp_path / "net.keras"
     train_lung.build("bcdu_net_d1", SIZE).save(model)

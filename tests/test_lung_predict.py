@@ -6,6 +6,9 @@ body filled, lung = FOV and not p > 0.5), not with the code under test.
 """
 
 import gzip
+import hashlib
+import json
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -68,7 +71,10 @@ def test_predict_writes_dataset_masks_with_the_inputs_affine_and_header(network,
                          "--save-probabilities", "--overlay", "--quiet"]) == 0
     assert sorted(p.name for p in out.iterdir()) == [
         "MASK_0001.nii.gz", "MASK_0001_overlay.png", "MASK_0002.nii.gz", "MASK_0002_overlay.png",
-        "PROB_0001.nii.gz", "PROB_0002.nii.gz"]  # the MASK_ ground truth in the folder is not an input
+        "PROB_0001.nii.gz", "PROB_0002.nii.gz", "run.json"]  # the MASK_ ground truth in the folder is no input
+    run = json.loads((out / "run.json").read_text())
+    assert run["weights"][0]["sha256"] == hashlib.sha256(network.read_bytes()).hexdigest()
+    assert [Path(p).name for p in run["inputs"]] == ["IMG_0001.nii.gz", "IMG_0002.nii.gz"]
     for vol_id in ("0001", "0002"):
         src = nib.load(volumes / f"IMG_{vol_id}.nii.gz")
         mask = nib.load(out / f"MASK_{vol_id}.nii.gz")
@@ -85,7 +91,7 @@ def test_predict_writes_dataset_masks_with_the_inputs_affine_and_header(network,
         np.testing.assert_allclose(prob, score, atol=1e-5)
     # existing outputs are refused, nothing rewritten; --overwrite replaces them
     stamp = (out / "MASK_0001.nii.gz").stat().st_mtime_ns
-    with pytest.raises(UserError, match=r"MASK_0001\.nii\.gz: already exists \(6 outputs in all\)"):
+    with pytest.raises(UserError, match=r"MASK_0001\.nii\.gz: already exists \(and 6 more\); pass --overwrite"):
         predict.main([str(volumes), "--model", str(network), "--out-dir", str(out), "--erosion-size", "3",
                       "--save-probabilities", "--overlay", "--quiet"])
     assert (out / "MASK_0001.nii.gz").stat().st_mtime_ns == stamp
@@ -124,7 +130,7 @@ def test_predict_other_layouts_and_post_processing(network, volumes, tmp_path):
 
 def test_predict_refuses_an_empty_folder_and_a_corrupt_file(network, volumes, tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(UserError, match=r"empty: no NIfTI volumes"):
+    with pytest.raises(UserError, match=r"empty: no input files \(\.nii\.gz, \.nii\) in this folder"):
         predict.main([str(tmp_path / "empty"), "--model", str(network), "--out-dir", str(tmp_path / "o")])
     bad = volumes / "IMG_0003.nii.gz"
     bad.write_bytes(gzip.compress(gzip.decompress((volumes / "IMG_0001.nii.gz").read_bytes())[:600]))  # truncated
@@ -142,4 +148,28 @@ def test_predict_refuses_an_empty_folder_and_a_corrupt_file(network, volumes, tm
     # --skip-bad: the good volumes are written, the bad one listed, exit status 1
     assert predict.main([str(volumes), "--model", str(network), "--out-dir", str(out), "--skip-bad",
                          "--quiet"]) == 1
-    assert sorted(p.name for p in out.iterdir()) == ["MASK_0001.nii.gz", "MASK_0002.nii.gz"]
+    assert sorted(p.name for p in out.iterdir()) == ["MASK_0001.nii.gz", "MASK_0002.nii.gz", "run.json"]
+    skipped = json.loads((out / "run.json").read_text())["skipped"]
+    assert [Path(s["input"]).name for s in skipped] == ["IMG_0003.nii.gz"]
+
+
+def test_predict_with_the_authors_keras2_weights(network, volumes, tmp_path):
+    """--init-weights: a Keras-2 HDF5 file (the authors' ``weight_lung`` layout, no extension) gives the same
+    masks as the network it was written from."""
+    import keras
+
+    from test_legacy_weights import write_keras2_file
+
+    import common.layers  # noqa: F401
+
+    model = keras.models.load_model(network, compile=False)
+    legacy = tmp_path / "weight_lung"
+    write_keras2_file(legacy, model, full_model=True)
+    args = [str(volumes / "IMG_0001.nii.gz"), "--erosion-size", "3", "--quiet"]
+    assert predict.main(args + ["--model", str(network), "--out-dir", str(tmp_path / "a")]) == 0
+    assert predict.main(args + ["--init-weights", str(legacy), "--network", "bcdu_net_d1", "--out-dir",
+                                str(tmp_path / "b")]) == 0
+    a, b = (np.asanyarray(nib.load(tmp_path / d / "MASK_0001.nii.gz").dataobj) for d in "ab")
+    np.testing.assert_array_equal(a, b)
+    with pytest.raises(UserError, match=r"weight_lung: holds weights for \d+ layers but model 'bcdu_net_d3'"):
+        predict.main(args + ["--init-weights", str(legacy), "--out-dir", str(tmp_path / "c")])  # wrong network
