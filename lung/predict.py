@@ -46,8 +46,8 @@ from common.legacy_weights import add_init_weights_argument
 from common.postprocess import add_postprocess_arguments, postprocess_mask
 from common.predict import add_predict_arguments, collect_inputs, load_model, overlay_image, run_inputs
 from lung.prepare_data import EROSION_SIZE, FILL_SIZE, LUNG_VALUE, _load, hu_to_grayscale
-from lung.segment import (body_fov, estimated_lung, load_network, lung_score, network_for, network_side,
-                          predict_around_lung)
+from lung.segment import (body_fov, check_lung_network, estimated_lung, load_network, lung_score, network_for,
+                          network_side, predict_around_lung)
 from lung.train_lung import BATCH_SIZE, MODELS, default_run_dir
 
 EXTENSIONS = (".nii.gz", ".nii")
@@ -193,7 +193,8 @@ def main(argv=None):
         weights = [args.init_weights]
     else:
         network, checkpoint = load_model(args, default_run_dir=default_run_dir(args.network, args.bidirectional))
-        network = network_for(network, network.input_shape[1], args.mixed_precision)  # checks it is a lung net
+        check_lung_network(network, checkpoint)
+        network = network_for(network, network.input_shape[1], args.mixed_precision)
         weights = [checkpoint]
     networks = {network.input_shape[1]: network}
 

@@ -101,10 +101,16 @@ def load_network(*, checkpoint=None, init_weights=None, model_name="bcdu_net_d3"
     except Exception as exc:  # Keras raises ValueError, OSError, zipfile errors... for a bad file
         raise UserError(f"{checkpoint}: cannot load the network ({exc.__class__.__name__}: "
                         f"{' '.join(str(exc).split())[:200]})") from None
-    if len(model.inputs) != 1 or model.input_shape[-1] != 1:
-        raise UserError(f"{checkpoint}: expects inputs {model.input_shape}, not one-channel CT slices; "
-                        "give a lung network")
+    check_lung_network(model, checkpoint)
     return network_for(model, size or model.input_shape[1], mixed_precision)
+
+
+def check_lung_network(model, source):
+    """``UserError`` naming ``source`` unless ``model`` takes one-channel square slices and gives one channel."""
+    shape = tuple(model.input_shape) if len(model.inputs) == 1 else None
+    if shape is None or len(shape) != 4 or shape[-1] != 1 or shape[1] != shape[2] or model.output_shape[-1] != 1:
+        raise UserError(f"{source}: a network with inputs {model.input_shape} and outputs {model.output_shape} is "
+                        "not a lung network (one-channel square slices in, one around-lung channel out)")
 
 
 def network_input(images):

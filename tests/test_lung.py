@@ -362,7 +362,8 @@ def test_two_variants_with_default_folders_stay_intact(trained, tmp_path, monkey
         shutil.rmtree(work / "results", ignore_errors=True)  # the shared work folder stays as it was
 
 
-@pytest.mark.parametrize("script", ["prepare_data.py", "train_lung.py", "evaluate_performance.py", "demo.py"])
+@pytest.mark.parametrize("script", ["prepare_data.py", "train_lung.py", "evaluate_performance.py", "predict.py",
+                                    "demo.py"])
 def test_help_works_from_any_directory(tmp_path, script):
     result = subprocess.run([sys.executable, str(REPO_ROOT / "lung" / script), "--help"],
                             capture_output=True, text=True, cwd=tmp_path)

@@ -173,3 +173,26 @@ def test_predict_with_the_authors_keras2_weights(network, volumes, tmp_path):
     np.testing.assert_array_equal(a, b)
     with pytest.raises(UserError, match=r"weight_lung: holds weights for \d+ layers but model 'bcdu_net_d3'"):
         predict.main(args + ["--init-weights", str(legacy), "--out-dir", str(tmp_path / "c")])  # wrong network
+
+
+def test_mixed_precision_rebuilds_the_network_under_the_policy(network):
+    import keras
+
+    import common.layers  # noqa: F401
+    from common.devices import set_precision
+    from lung.segment import network_for
+
+    model = keras.models.load_model(network, compile=False)
+    x = np.random.default_rng(0).random((2, SIZE, SIZE, 1)).astype(np.float32)
+    try:
+        mixed = network_for(model, SIZE, "bfloat16")
+        assert mixed is not model and mixed.get_layer("head_conv").compute_dtype == "bfloat16"
+        assert mixed.get_layer("head_conv").kernel.dtype == "float32"  # float32 weights
+        for a, b in zip(mixed.get_weights(), model.get_weights()):
+            np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(np.asarray(mixed(x), np.float32), np.asarray(model(x)), atol=0.05)
+        assert network_for(model, SIZE, "off") is model  # float32 and the right size: used as is
+    finally:
+        set_precision("off")
+    compiled = train_lung.compile_model(train_lung.build("bcdu_net_d1", SIZE), jit_compile=True)
+    assert compiled.jit_compile is True
