@@ -290,7 +290,15 @@ def load_arrays(work_dir, part, keys=("image", "lung", "target", "fov")):
         path = Path(work_dir) / f"{OUTPUTS[key][index]}.npy"
         if not path.is_file():
             raise FileNotFoundError(f"{path}: not found; run lung/prepare_data.py first")
-        arrays[key] = np.load(path, mmap_mode="r")
+        try:
+            arrays[key] = np.load(path, mmap_mode="r")
+        except (ValueError, OSError, EOFError) as exc:
+            raise DataLayoutError(f"{path}: cannot read the prepared array ({exc.__class__.__name__}: {exc}); "
+                                  "run lung/prepare_data.py --overwrite again") from None
+    sizes = {key: array.shape[0] for key, array in arrays.items()}
+    if len(set(sizes.values())) > 1:
+        raise DataLayoutError(f"{Path(work_dir)}: the {part} arrays hold different numbers of slices {sizes}; "
+                              "run lung/prepare_data.py --overwrite again")
     return arrays
 
 
