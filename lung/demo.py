@@ -3,8 +3,8 @@
 Synthetic chest-CT volumes in the Kaggle 3-D layout (``3d_images/IMG_<id>.nii.gz`` in HU with
 ``MASK_<id>.nii.gz``, a few slices without lung at each end) are written to ``<work-dir>/raw``; the three
 scripts run as a user would run them, and the score is the pooled Dice (F1) of the estimated lung on the
-held-out test slices (the last 30 %, i.e. other volumes than the training ones), with the default leak-free
-FOV. Demo-only settings (32x32 slices instead of 512x512, no body erosion instead of 15x15, a higher learning
+held-out test slices (the last 30 %, i.e. other volumes than the training ones), with the leak-free FOV
+(the body FOV row of evaluate_performance.py's table; the demo folder is replaced on every run). Demo-only settings (32x32 slices instead of 512x512, no body erosion instead of 15x15, a higher learning
 rate, a few epochs, so it learns in a few minutes on 2 CPU cores) are printed with the result.
 
 Why no erosion: after the HU clipping, air and lung are both 0, so the eroded band inside the body outline
