@@ -368,3 +368,21 @@ def test_help_works_from_any_directory(tmp_path, script):
     result = subprocess.run([sys.executable, str(REPO_ROOT / "lung" / script), "--help"],
                             capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0 and "usage:" in result.stdout
+
+
+def test_evaluate_the_authors_keras2_weights(trained, tmp_path):
+    """--init-weights (the authors' weight_lung layout) evaluates exactly as the run it was written from."""
+    import keras
+
+    from test_legacy_weights import write_keras2_file
+
+    model = keras.models.load_model(trained["run"] / "best.keras", compile=False)
+    legacy = tmp_path / "weight_lung"
+    write_keras2_file(legacy, model, full_model=True)
+    common = ["--work-dir", str(trained["work"]), "--fov", "body", "--quiet"]
+    ours = evaluate_performance.main(common + ["--run-dir", str(trained["run"]), "--out-dir", str(tmp_path / "a")])
+    theirs = evaluate_performance.main(common + ["--init-weights", str(legacy), "--out-dir", str(tmp_path / "b")])
+    np.testing.assert_array_equal(np.load(tmp_path / "a" / "pred_test.npy"), np.load(tmp_path / "b" / "pred_test.npy"))
+    assert theirs["body"]["F1"] == ours["body"]["F1"] and "init weights weight_lung" in theirs["body"]["method"]
+    record = json.loads((tmp_path / "b" / "run.json").read_text())
+    assert record["weights"][0]["path"] == str(legacy.resolve())
