@@ -5,7 +5,11 @@ with the final-epoch weights; ``--weights best`` uses the best ``val_dice_metric
 computes the original's ``dice_coefficient``: prediction > threshold, then 2·Σ(y·ŷ) / (Σy + Σŷ) over the
 whole test set at once. Threshold 0.3 is the one the original used (its README says 0.5); 0.5 is reported too.
 
-Written to ``--out-dir`` (default ``work/fingernail/results/<run id>``): ``dice.md``/``dice.json`` (ours
+The run's model, study, loss and Dice variant are read from its ``state.json`` (train.py's settings). The
+paper's value is put beside ours only when the run used the original's loss (``bce``, or ``bce_dice`` with
+the original's per-pixel Dice); a run with ``--dice image`` gets no paper value (the column says why).
+
+Written to ``--out-dir`` (default ``work/fingernail/results/<run folder name>``): ``dice.md``/``dice.json`` (ours
 beside the paper's value for the same model, data and loss), ``paper.md``/``paper.json`` (the whole
 published table), ``pred_test.npy`` (probabilities, float32), ``overlay.png`` (image | ground truth |
 prediction) and ``training_curves.png`` (Dice and loss per epoch, train and test, like the original's plot).
@@ -22,7 +26,7 @@ import numpy as np
 
 from common import cli
 from fingernail.prepare_data import DEFAULT_WORK, load_split, prepared_size
-from fingernail.train import BATCH_SIZE, EPOCHS, LOSSES, MODELS, default_run_dir, run_id
+from fingernail.train import BATCH_SIZE, DICE_VARIANTS, EPOCHS, LOSSES, MODELS, default_run_dir, loss_label
 
 THRESHOLDS = (0.3, 0.5)
 # Paper (notebook value, test split, final-epoch weights, threshold 0.3, 160x192): spec §5.
@@ -93,9 +97,47 @@ def paper_rows():
             for (m, s, loss), (nb, rd) in PAPER.items()]
 
 
-def evaluate(run_dir, work_dir, out_dir, study="dataset1", model_name=None, loss=None, weights="last",
-             thresholds=THRESHOLDS, verbose=1):
-    """Predict the test split and write the tables and figures; returns the result row (a dict)."""
+def run_settings(run_dir, study=None, model_name=None, loss=None, dice=None):
+    """The recipe of a run: train.py's settings from its ``state.json``, else the given values.
+
+    Returns ``{"study", "model", "loss", "dice"}``; ``dice`` is ``"pixel"`` (the original's per-pixel Dice),
+    ``"image"`` or None (``bce``). Runs written before the ``dice`` setting existed stored
+    ``per_pixel_dice`` (False = image-level).
+    """
+    from common.training import read_state
+
+    state = read_state(run_dir) or {}
+    settings = state.get("settings") or {}
+    loss = settings.get("loss", loss)
+    if "dice" in settings:
+        dice = settings["dice"]
+    elif "per_pixel_dice" in settings:
+        dice = "pixel" if settings["per_pixel_dice"] else "image"
+    if loss == "bce_dice" and dice is None:
+        dice = "pixel"
+    return {"study": settings.get("study", study), "model": settings.get("model", model_name), "loss": loss,
+            "dice": dice if loss == "bce_dice" else None}
+
+
+def paper_value(model_name, study, loss, dice):
+    """``(notebook, README, note)`` of the paper's cell for this recipe; NaN values with a reason when the
+    run is not comparable (the image-level Dice loss, or a cell the paper does not have)."""
+    nan = float("nan")
+    if loss == "bce_dice" and dice != "pixel":
+        return nan, nan, "not comparable: image-level Dice loss (the paper used the per-pixel Dice)"
+    if (model_name, study, loss) not in PAPER:
+        return nan, nan, "no such cell in the paper's table"
+    nb, readme = PAPER[(model_name, study, loss)]
+    return nb, readme, "same model, data and loss"
+
+
+def evaluate(run_dir, work_dir, out_dir, study=None, model_name=None, loss=None, weights="last",
+             thresholds=THRESHOLDS, verbose=1, dice=None):
+    """Predict the test split and write the tables and figures; returns the result row (a dict).
+
+    ``study`` is the prepared study whose test split is predicted (default: the run's, else dataset1);
+    ``model_name``, ``loss`` and ``dice`` are used only for a run without train.py's settings.
+    """
     import keras
 
     import common.layers  # noqa: F401  (registers SpatialRNN2D for loading)
@@ -106,18 +148,23 @@ def evaluate(run_dir, work_dir, out_dir, study="dataset1", model_name=None, loss
     checkpoint = run_dir / f"{weights}.keras"
     if not checkpoint.is_file():
         raise FileNotFoundError(f"{checkpoint}: not found; run fingernail/train.py first")
+    recipe = run_settings(run_dir, study, model_name, loss, dice)
+    study = study or recipe["study"] or "dataset1"
     _, (x_te, y_te) = load_split(work_dir, study)
     model = keras.models.load_model(checkpoint, compile=False)
     prob = model.predict(x_te.astype(np.float32) / 255.0, batch_size=BATCH_SIZE, verbose=verbose)
     prob = prob.astype(np.float32)
     save_npy(out_dir / "pred_test.npy", prob)
 
-    nb, readme = PAPER.get((model_name, study, loss), (float("nan"), float("nan")))
-    row = {"model": model.name, "data": study, "loss": loss or "?", "weights": weights, "test images": len(x_te)}
+    nb, readme, note = paper_value(recipe["model"], study, recipe["loss"], recipe["dice"])
+    row = {"model": model.name, "data": study, "loss": recipe["loss"] or "?",
+           "dice": recipe["dice"], "loss variant": loss_label(recipe["loss"], recipe["dice"]) if recipe["loss"]
+           else "?", "weights": weights, "test images": len(x_te)}
     for t in thresholds:
         row[f"Dice@{t:g}"] = dice_coefficient(y_te, prob, t)
     row["paper (nb, @0.3)"] = nb
     row["paper (README)"] = readme
+    row["paper comparison"] = note
     write_table([row], out_dir / "dice", title=f"Test-split Dice of {run_dir.name}")
     write_table(paper_rows(), out_dir / "paper", title="Paper: test-split Dice (final epoch, threshold 0.3)")
     overlay_grid(x_te, y_te, (prob > thresholds[0]).astype(np.float32), out_dir / "overlay.png",
@@ -132,11 +179,14 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK,
                         help="root of prepare_data.py's output (default: %(default)s)")
-    parser.add_argument("--study", default="dataset1", help="prepared study folder (default: %(default)s)")
+    parser.add_argument("--study", default=None,
+                        help="prepared study whose test split is predicted (default: the run's, else dataset1)")
     parser.add_argument("--model", choices=sorted(MODELS), default="unet2d_8_128",
                         help="network of the run (default: %(default)s)")
     parser.add_argument("--loss", choices=LOSSES, default="bce_dice", help="loss of the run (default: %(default)s)")
-    parser.add_argument("--per-pixel-dice", action="store_true", help="the run used --per-pixel-dice")
+    parser.add_argument("--dice", choices=DICE_VARIANTS, default=None,
+                        help="Dice variant of the run's bce_dice loss, to find its default folder (default: pixel, "
+                             "the original's); the run's state.json decides what is reported")
     parser.add_argument("--epochs", type=int, default=EPOCHS, help="epochs of the run (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE,
                         help="batch size of the run (default: %(default)s)")
@@ -151,16 +201,19 @@ def main(argv=None):
                         help="output folder (default: <work-dir>/results/<run id>)")
     parser.add_argument("--quiet", action="store_true", help="no prediction progress bar")
     args = parser.parse_args(argv)
-    rows, cols = prepared_size(args.work_dir, args.study)
-    rid = run_id(args.study, args.model, args.loss, args.epochs, args.batch_size, rows, cols, args.per_pixel_dice)
-    run_dir = args.run_dir or default_run_dir(args.model, args.study, args.loss, args.epochs, args.batch_size,
-                                              rows, cols, args.per_pixel_dice)
-    out_dir = args.out_dir or args.work_dir / "results" / (rid if args.run_dir is None else run_dir.name)
+    if args.dice is not None and args.loss != "bce_dice":
+        parser.error("--dice needs --loss bce_dice")
+    study = args.study or "dataset1"
+    run_dir = args.run_dir or default_run_dir(args.model, study, args.loss, args.epochs, args.batch_size,
+                                              *prepared_size(args.work_dir, study), dice=args.dice or "pixel")
+    out_dir = args.out_dir or args.work_dir / "results" / run_dir.name
     row = evaluate(run_dir, args.work_dir, out_dir, args.study, args.model, args.loss, args.weights,
-                   args.thresholds, verbose=0 if args.quiet else 1)
+                   args.thresholds, verbose=0 if args.quiet else 1, dice=args.dice)
     scores = ", ".join(f"Dice@{t:g} = {row[f'Dice@{t:g}']:.4f}" for t in args.thresholds)
-    print(f"{row['model']} ({args.weights} weights, {row['test images']} test images): {scores}; paper "
-          f"{row['paper (nb, @0.3)']:.4f}. Tables and figures in {out_dir}")
+    paper = (f"paper {row['paper (nb, @0.3)']:.4f}" if row["paper (nb, @0.3)"] == row["paper (nb, @0.3)"]
+             else f"paper: {row['paper comparison']}")
+    print(f"{row['model']} ({args.weights} weights, {row['test images']} test images, {row['loss variant']}): "
+          f"{scores}; {paper}. Tables and figures in {out_dir}")
     return row
 
 

@@ -18,13 +18,24 @@ scikit-learn, ``random_state=--seed``); with several datasets the parts are conc
 Written to ``<work-dir>/<study>/`` (``study`` = the datasets joined by ``+``, e.g. ``dataset1``):
 ``x_train.npy``/``x_test.npy`` (N,160,192,3) uint8 (the original divides by 255 at load time; train.py
 does), ``y_train.npy``/``y_test.npy`` (N,160,192,1) uint8 0/1, ``x_unlabeled.npy`` (M,160,192,3) uint8 and
-``split.json`` (file names of each part, dropped pairs, skipped masks, settings).
+``split.json`` (file names of each part, dropped pairs, skipped masks, settings). All or nothing: every
+input is read and checked first, the arrays are written into a temporary folder renamed into place at the
+end, and a folder that already holds a prepared study is replaced only with ``--overwrite``.
+
+Examples::
+
+    python fingernail/prepare_data.py                                     # dataset1 (the paper's first study)
+    python fingernail/prepare_data.py --datasets dataset1 dataset2        # the "dataset 1 + 2" study
+    python fingernail/prepare_data.py --raw-dir /data/nails --rows 320 --cols 384
 """
 
 import argparse
 import json
 import math
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
@@ -148,11 +159,49 @@ def split_indices(n, test_ratio=TEST_RATIO, seed=SEED):
     return train_test_split(np.arange(n), test_size=test_ratio, random_state=seed)
 
 
+def _check_free(out, overwrite):
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise DataLayoutError(f"{out}: holds a prepared study; pass --overwrite to replace it, or another "
+                              f"--work-dir")
+
+
+def _replace_folder(out, write):
+    """All or nothing: ``write(tmp)`` fills a temporary folder beside ``out``, which then replaces ``out``."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 -> an ordinary folder's mode
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+            os.replace(out, old / out.name)
+            os.replace(tmp, out)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def prepare(raw_dir, work_dir, datasets=("dataset1",), rows=ROWS, cols=COLS, test_ratio=TEST_RATIO, seed=SEED,
-            verbose=True):
-    """Load, split and save the datasets; returns the summary written to ``split.json``."""
+            verbose=True, overwrite=False):
+    """Load, split and save the datasets; returns the summary written to ``split.json``.
+
+    All or nothing: every file is read and checked before anything is written, and the arrays are written
+    into a temporary folder that replaces ``<work_dir>/<study>`` at the end. A folder that already holds a
+    prepared study is replaced only with ``overwrite=True``.
+    """
     if rows % 16 or cols % 16:
         raise ValueError(f"rows and cols must be divisible by 16, got {rows}x{cols}")
+    out = Path(work_dir) / study_name(datasets)
+    _check_free(out, overwrite)
     parts = {"x_train": [], "y_train": [], "x_test": [], "y_test": [], "x_unlabeled": []}
     summary = {"datasets": list(datasets), "rows": rows, "cols": cols, "test_ratio": test_ratio, "seed": seed,
                "train": [], "test": [], "unlabeled": [], "dropped": [], "orphan_masks": []}
@@ -168,12 +217,16 @@ def prepare(raw_dir, work_dir, datasets=("dataset1",), rows=ROWS, cols=COLS, tes
             parts["x_unlabeled"].append(data["x_unlabeled"])
             for key in ("unlabeled", "dropped", "orphan_masks"):
                 summary[key] += [f"{name}/{n}" for n in data[key]]
-    out = Path(work_dir) / study_name(datasets)
-    for key, arrays in parts.items():
-        empty = np.zeros((0, rows, cols, 3), np.uint8)
-        save_npy(out / f"{key}.npy", np.concatenate(arrays) if arrays else empty)
-    with atomic_path(out / "split.json") as tmp:
-        tmp.write_text(json.dumps(summary, indent=1))
+
+    def write(folder):
+        for key, arrays in parts.items():
+            empty = np.zeros((0, rows, cols, 3), np.uint8)
+            save_npy(folder / f"{key}.npy", np.concatenate(arrays) if arrays else empty)
+        with atomic_path(folder / "split.json") as tmp:
+            tmp.write_text(json.dumps(summary, indent=1))
+
+    _check_free(out, overwrite)  # again: another process may have written it meanwhile
+    _replace_folder(out, write)
     return summary
 
 
@@ -213,6 +266,8 @@ def main(argv=None):
                         help="test fraction of each dataset, rounded up (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=SEED,
                         help="random_state of the split (default: %(default)s, the original's seed)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a study already prepared in <work-dir>/<study>")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     if args.rows % 16 or args.cols % 16:
@@ -220,7 +275,7 @@ def main(argv=None):
     if len(set(args.datasets)) != len(args.datasets):
         parser.error("--datasets: a dataset is listed twice")
     s = prepare(args.raw_dir, args.work_dir, args.datasets, args.rows, args.cols, args.test_ratio, args.seed,
-                not args.quiet)
+                not args.quiet, overwrite=args.overwrite)
     print(f"Saved {len(s['train'])} train / {len(s['test'])} test / {len(s['unlabeled'])} unlabeled images to "
           f"{args.work_dir / study_name(args.datasets)} ({len(s['dropped'])} pairs without foreground dropped, "
           f"{len(s['orphan_masks'])} masks without image skipped)")

@@ -171,19 +171,28 @@ def test_optimizer_and_loss_follow_the_original():
     import keras
 
     model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Conv2D(1, 1, activation="sigmoid")])
-    train.compile_model(model, "bce_dice", per_pixel_dice=True)
+    train.compile_model(model, "bce_dice")
     opt = model.optimizer
     assert opt.epsilon == 1e-8 and opt.beta_1 == 0.9 and opt.beta_2 == 0.999
     schedule = opt._learning_rate
     for step in (0, 1000, 18_900):  # legacy Keras decay: lr / (1 + decay * iterations)
         assert float(schedule(step)) == pytest.approx(1e-5 / (1 + 1.99e-7 * step), rel=1e-6)
-    assert model.loss.per_pixel_dice is True
-    assert train.make_loss("bce_dice").per_pixel_dice is False
+    assert model.loss.per_pixel_dice is True  # the default bce_dice is the original's per-pixel Dice
+    assert train.make_loss("bce_dice", "image").per_pixel_dice is False
     assert isinstance(train.make_loss("bce"), keras.losses.BinaryCrossentropy)
+
+
+def test_run_ids_are_the_originals_and_tag_every_changed_recipe_option():
     assert train.run_id("dataset1", "unet2d_res_srnn_32_512", "bce", 220, 2, 160, 192) == \
         "Fingernail_dataset1_Unet_Res_SRNN_32x512_BCE_EP220_BS2_160x192"
     assert train.run_id("dataset1", "unet2d_8_128", "bce_dice", 220, 2, 160, 192) == \
         "Fingernail_dataset1_Unet_8x128_DICE_EP220_BS2_160x192"
+    base = ("dataset1", "unet2d_8_128", "bce_dice", 220, 2, 160, 192)
+    variants = [{}, {"dice": "image"}, {"lr": 1e-3}, {"lr_decay": 0.0}, {"seed": 1}, {"shuffle": True}]
+    ids = [train.run_id(*base, **v) for v in variants]
+    assert len(set(ids)) == len(ids)  # no two recipes share a default run folder
+    assert ids[1] == "Fingernail_dataset1_Unet_8x128_DICE_IMG_EP220_BS2_160x192"
+    assert ids[5].endswith("_SHUFFLE") and ids[4].endswith("_SEED1")
 
 
 def test_end_to_end_prepare_train_evaluate(tmp_path):
@@ -192,14 +201,15 @@ def test_end_to_end_prepare_train_evaluate(tmp_path):
     prepare_data.main(["--raw-dir", str(tmp_path / "raw"), "--work-dir", str(work), "--rows", str(ROWS),
                        "--cols", str(COLS), "--quiet"])
     train.main(["--work-dir", str(work), "--model", "unet2d_8_128", "--loss", "bce_dice",
-                "--per-pixel-dice", "--epochs", "1", "--run-dir", str(run), "--verbose", "0"])
+                "--epochs", "1", "--run-dir", str(run), "--verbose", "0"])
     for name in ("best.keras", "last.keras", "history.csv", "state.json"):
         assert (run / name).is_file()
     state = json.loads((run / "state.json").read_text())
     assert state["monitor"] == "val_dice_metric" and state["mode"] == "max"
     assert state["settings"]["batch_size"] == 2 and state["settings"]["shuffle"] is False
+    assert state["settings"]["dice"] == "pixel"  # the original's loss, recorded
     # a killed run continues: the custom metric, loss and lr schedule reload from last.keras
-    train.main(["--work-dir", str(work), "--loss", "bce_dice", "--per-pixel-dice", "--epochs", "2",
+    train.main(["--work-dir", str(work), "--loss", "bce_dice", "--epochs", "2",
                 "--run-dir", str(run), "--resume", "--verbose", "0"])
     assert json.loads((run / "state.json").read_text())["epoch"] == 2
     assert len((run / "history.csv").read_text().splitlines()) == 3
@@ -207,7 +217,8 @@ def test_end_to_end_prepare_train_evaluate(tmp_path):
     row = evaluate.main(["--work-dir", str(work), "--model", "unet2d_8_128", "--run-dir", str(run),
                          "--out-dir", str(out), "--quiet"])
     assert row["model"] == "Unet_8x128" and row["test images"] == 1
-    assert row["paper (nb, @0.3)"] == 0.820733
+    assert row["paper (nb, @0.3)"] == 0.820733 and row["dice"] == "pixel"
+    assert json.loads((out / "dice.json").read_text())[0]["dice"] == "pixel"
     pred = np.load(out / "pred_test.npy")
     assert pred.shape == (1, ROWS, COLS, 1) and pred.dtype == np.float32
     _, (_, y_te) = prepare_data.load_split(work)
@@ -215,6 +226,120 @@ def test_end_to_end_prepare_train_evaluate(tmp_path):
     for name in ("dice.md", "dice.json", "paper.md", "overlay.png", "training_curves.png"):
         assert (out / name).is_file()
     assert len(json.loads((out / "paper.json").read_text())) == 16
+
+
+# ---- the BCE-Dice loss: spec §3's definition, written out in NumPy ----------------------------------------
+
+def _spec_bce_dice(y, p, image_level=False, eps=1e-7):
+    """Spec §3 in float64: Keras BCE (p clipped to [eps, 1 - eps], mean over the last axis) minus
+    log(dice + eps), dice = 2·Σ(y·p) / (Σ(y + p) + eps) with Σ over the channel axis only (the original) or
+    over H, W, C of each image (the image-level option); Keras then takes the mean of what is left."""
+    y, p = y.astype(np.float64), p.astype(np.float64)
+    q = np.clip(p, eps, 1 - eps)
+    bce = -(y * np.log(q) + (1 - y) * np.log(1 - q)).mean(axis=-1)  # (B, H, W)
+    if image_level:
+        dice = 2 * (y * p).sum(axis=(1, 2, 3)) / ((y + p).sum(axis=(1, 2, 3)) + eps)
+        return float((bce.mean(axis=(1, 2)) - np.log(dice + eps)).mean())
+    dice = 2 * (y * p).sum(axis=-1) / ((y + p).sum(axis=-1) + eps)
+    return float((bce - np.log(dice + eps)).mean())
+
+
+def test_default_bce_dice_is_the_originals_per_pixel_loss():
+    rng = np.random.default_rng(3)
+    y = (rng.random((3, 7, 5, 1)) < 0.3).astype(np.float32)
+    p = rng.uniform(0.01, 0.99, (3, 7, 5, 1)).astype(np.float32)
+    default = float(train.make_loss("bce_dice")(y, p))
+    assert default == pytest.approx(_spec_bce_dice(y, p), rel=1e-5)
+    image = float(train.make_loss("bce_dice", "image")(y, p))
+    assert image == pytest.approx(_spec_bce_dice(y, p, image_level=True), rel=1e-5)
+    assert abs(default - image) > 1.0  # the two are really different losses
+    # the spec's verified values: y = 0, p = 0.5 -> 16.8112 per pixel; y = 1, p = 0.5 -> 1.0986
+    half = np.full((1, 1, 1, 1), 0.5, np.float32)
+    assert float(train.make_loss("bce_dice")(0 * half, half)) == pytest.approx(16.8112, abs=1e-4)
+    assert float(train.make_loss("bce_dice")(0 * half + 1, half)) == pytest.approx(1.0986, abs=1e-4)
+
+
+def test_image_level_run_is_recorded_and_not_compared_with_the_paper(tmp_path):
+    _dataset1(tmp_path, n_labeled=8)
+    work, run, out = tmp_path / "work", tmp_path / "run", tmp_path / "out"
+    prepare_data.main(["--raw-dir", str(tmp_path / "raw"), "--work-dir", str(work), "--rows", str(ROWS),
+                       "--cols", str(COLS), "--quiet"])
+    train.main(["--work-dir", str(work), "--dice", "image", "--epochs", "1", "--run-dir", str(run), "--verbose", "0"])
+    settings = json.loads((run / "state.json").read_text())["settings"]
+    assert settings["dice"] == "image" and "image-level" in settings["loss_label"]
+    row = evaluate.main(["--work-dir", str(work), "--run-dir", str(run), "--out-dir", str(out), "--quiet"])
+    assert row["dice"] == "image" and math.isnan(row["paper (nb, @0.3)"])
+    assert "not comparable" in row["paper comparison"]
+    saved = json.loads((out / "dice.json").read_text())[0]
+    assert saved["dice"] == "image" and "image-level" in saved["loss variant"]
+    # a run written before the setting existed (per_pixel_dice False = the image-level Dice) reads the same
+    state = json.loads((run / "state.json").read_text())
+    state["settings"] = {k: v for k, v in settings.items() if k not in ("dice", "loss_label")}
+    state["settings"]["per_pixel_dice"] = False
+    (run / "state.json").write_text(json.dumps(state))
+    assert evaluate.run_settings(run)["dice"] == "image"
+    state["settings"]["per_pixel_dice"] = True
+    (run / "state.json").write_text(json.dumps(state))
+    assert evaluate.run_settings(run)["dice"] == "pixel"
+
+
+def test_prepare_is_all_or_nothing_and_never_replaces_a_study_silently(tmp_path):
+    written = _dataset1(tmp_path)
+    _dataset2(tmp_path)
+    work = tmp_path / "work"
+    args = ["--raw-dir", str(tmp_path / "raw"), "--work-dir", str(work), "--rows", str(ROWS), "--cols", str(COLS),
+            "--quiet"]
+    prepare_data.main(args)
+    before = {p.name: p.read_bytes() for p in (work / "dataset1").iterdir()}
+    with pytest.raises(DataLayoutError, match=r"dataset1: holds a prepared study; pass --overwrite"):
+        prepare_data.main(args)
+    # a corrupt file in the SECOND dataset: nothing of the first is written either
+    (tmp_path / "raw" / "dataset2" / "mask" / "nail_001.jpg").write_bytes(b"\xff\xd8 truncated")
+    with pytest.raises(ImageReadError, match=r"nail_001\.jpg"):
+        prepare_data.main(args + ["--datasets", "dataset1", "dataset2"])
+    assert not (work / "dataset1+dataset2").exists()
+    assert sorted(p.name for p in work.iterdir()) == ["dataset1"]  # no temporary folder left behind
+    # --overwrite replaces the study in one step; a failing --overwrite leaves the old one intact
+    (tmp_path / "raw" / "dataset1" / "image" / written["labeled"][0]).write_bytes(b"not a png")
+    with pytest.raises(ImageReadError):
+        prepare_data.main(args + ["--overwrite"])
+    assert {p.name: p.read_bytes() for p in (work / "dataset1").iterdir()} == before
+    assert sorted(p.name for p in work.iterdir()) == ["dataset1"]
+
+
+def test_repro_bench_runs_cells_reports_absent_data_and_keeps_results(tmp_path):
+    import bench.fingernail_repro as repro
+
+    raw, out = tmp_path / "raw", tmp_path / "bench"
+    _dataset1(tmp_path, n_labeled=10, sizes=((150, 191),))
+    args = ["--raw-dir", str(raw), "--out-dir", str(out), "--epochs", "1", "--losses", "bce_dice",
+            "--time-steps", "0", "--verbose", "0"]
+    repro.main(args)
+    table = json.loads((out / "table.json").read_text())
+    assert len(table) == 8  # 4 models x 2 studies, the paper's layout
+    unet_ds1 = table[0]
+    assert unet_ds1["Model"] == "U-Net2D (8-128)" and unet_ds1["Data"] == "DS1"
+    assert unet_ds1["BCE-Dice paper (nb / README)"] == "0.820733 / 0.82"
+    assert "reduced budget" in unet_ds1["BCE-Dice ours"] and unet_ds1["BCE ours"] == "not run"
+    assert all(row["BCE-Dice ours"] == "data absent" for row in table[4:])  # no dataset2 here
+    cell_json = out / "results" / "Fingernail_dataset1_Unet_8x128_DICE_EP1_BS2_160x192" / "cell.json"
+    cell = json.loads(cell_json.read_text())
+    assert cell["dice"] == "pixel" and cell["paper (nb)"] == 0.820733 and (cell["train"], cell["test"]) == (10 - math.ceil(0.1 * 10), math.ceil(0.1 * 10))
+    pred = np.load(cell_json.parent / "pred_test.npy")
+    _, (_, y_te) = prepare_data.load_split(out)
+    assert cell["Dice@0.3"] == evaluate.dice_coefficient(y_te, pred, 0.3)
+    assert (out / "table.png").is_file() and (out / "table.md").is_file()
+    stamp = cell_json.read_bytes()
+    repro.main(args)  # a second run keeps the earlier result
+    assert cell_json.read_bytes() == stamp
+
+
+def test_repro_bench_times_a_training_step():
+    import bench.fingernail_repro as repro
+
+    t = repro.time_model("unet2d_8_128", "dataset1", steps=1, warmup=1)
+    assert t["parameters"] == 485_817 and t["steps/epoch"] == 86
+    assert t["wall s/epoch"] == pytest.approx(86 * t["wall s/step"], rel=0.01, abs=0.1) and t["wall s/step"] > 0
 
 
 @pytest.mark.parametrize("script", ["fingernail/prepare_data.py", "fingernail/train.py", "fingernail/evaluate.py",
