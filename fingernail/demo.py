@@ -34,7 +34,7 @@ def run(work_dir, epochs=None, verbose=0, seed=None):
     quiet = [] if verbose else ["--quiet"]
     prepare_data.main(["--raw-dir", str(work_dir / "raw"), "--work-dir", str(work_dir), "--rows", str(cfg["rows"]),
                        "--cols", str(cfg["cols"]), "--test-ratio", str(cfg["test_ratio"]),
-                       "--seed", str(cfg["seed"])] + quiet)
+                       "--seed", str(cfg["seed"]), "--overwrite"] + quiet)  # the demo's own synthetic data
     common = ["--work-dir", str(work_dir), "--model", cfg["model"], "--loss", cfg["loss"],
               "--run-dir", str(work_dir / "run")]
     train.main(common + ["--epochs", str(cfg["epochs"]), "--lr", str(cfg["lr"]), "--batch-size",
