@@ -29,7 +29,6 @@ shown (``--overwrite`` re-runs it); a killed cell continues with ``--resume``.
 import argparse
 import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -40,7 +39,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import numpy as np
 
 from common import cli
-from common.data.io import DataLayoutError, atomic_path
+from common.data.io import DataLayoutError, atomic_path, write_json
 from fingernail import evaluate, prepare_data, train
 
 DEFAULT_RAW = cli.REPO_ROOT.parent / "shared" / "data" / "fingernail"
@@ -70,7 +69,7 @@ def prepared(raw_dir, out_dir, study, overwrite=False):
         if not overwrite:
             raise DataLayoutError(f"{split.parent}: holds another preparation ({ {k: old.get(k) for k in wanted} }); "
                                   f"pass --overwrite or another --out-dir")
-    return prepare_data.prepare(raw_dir, out_dir, STUDIES[study], overwrite=True, verbose=False)
+    return prepare_data.prepare(raw_dir, out_dir, STUDIES[study], overwrite=overwrite, verbose=False)
 
 
 def cell_id(model, loss, study, epochs, dice):
@@ -91,8 +90,6 @@ def run_cell(out_dir, model, loss, study, epochs, dice, resume=False, overwrite=
     if state and not (complete or resume or overwrite):
         raise DataLayoutError(f"{run_dir}: holds an unfinished run of {state['epoch']} epochs; pass --resume to "
                               f"continue it, --overwrite to replace it, or another --out-dir")
-    if overwrite and not resume:
-        shutil.rmtree(run_dir, ignore_errors=True)
     load = os.getloadavg()[0]
     wall = cpu = None
     trained = 0
@@ -100,9 +97,10 @@ def run_cell(out_dir, model, loss, study, epochs, dice, resume=False, overwrite=
         wall, cpu = time.perf_counter(), time.process_time()
         trained = epochs - (state["epoch"] if state and resume else 0)
         train.train(out_dir, run_dir, study=study, model_name=model, loss=loss, dice=dice, epochs=epochs,
-                    resume=resume, verbose=verbose)
+                    resume=resume, overwrite=overwrite and not resume, verbose=verbose)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    row = evaluate.evaluate(run_dir, out_dir, res_dir, study, verbose=0)
+    # the evaluation outputs of a cell without cell.json are an unfinished cell's: evaluated again
+    row = evaluate.evaluate(run_dir, out_dir, res_dir, study, verbose=0, overwrite=True)
     per_epoch = (lambda s: round(s / trained, 2) if trained else None)
     result = {"model": model, "model name": train.MODELS[model], "study": study, "loss": loss,
               "dice": row["dice"], "loss variant": row["loss variant"], "epochs": epochs,
@@ -115,8 +113,7 @@ def run_cell(out_dir, model, loss, study, epochs, dice, resume=False, overwrite=
               "wall s/epoch": per_epoch(wall or 0), "CPU s/epoch": per_epoch(cpu or 0),
               "load average at start": round(load, 2), "cores": os.cpu_count(),
               "finished": time.strftime("%Y-%m-%d %H:%M")}
-    with atomic_path(res_dir / "cell.json") as tmp:
-        tmp.write_text(json.dumps(result, indent=2))
+    write_json(res_dir / "cell.json", result)
     return result
 
 
@@ -206,7 +203,8 @@ def plot_table(cells, path):
         return
     labels = [f"{train.MODELS[m]}\n{'DS1' if s == 'dataset1' else 'DS1+2'} {l}" for (m, l, s), _ in done]
     ours = [c["Dice@0.3"] for _, c in done]
-    paper = [c["paper (nb)"] if c["paper (nb)"] == c["paper (nb)"] else 0.0 for _, c in done]
+    paper = [c["paper (nb)"] if isinstance(c["paper (nb)"], float) and c["paper (nb)"] == c["paper (nb)"] else 0.0
+             for _, c in done]
     xs = np.arange(len(done))
     fig, ax = plt.subplots(figsize=(max(4, 2.2 * len(done)), 3.6))
     ax.bar(xs - 0.2, paper, 0.4, label="paper (notebook)")
@@ -253,7 +251,9 @@ def main(argv=None):
                         help="Keras progress output (default: %(default)s, one line per epoch)")
     args = parser.parse_args(argv)
     if args.epochs < 1 or args.time_steps < 0:
-        parser.error("--epochs must be >= 1 and --time-steps >= 0")
+        raise cli.option_error("--epochs/--time-steps", "--epochs must be at least 1 and --time-steps at least 0")
+    if args.resume and args.overwrite:
+        raise cli.option_error("--resume/--overwrite", "choose one (continue a killed cell, or replace cells)")
 
     out = args.out_dir
     for study in args.studies:
@@ -285,8 +285,7 @@ def main(argv=None):
                 continue
             print(f"timing {model} ({args.time_steps} steps)...")
             timing[model] = time_model(model, "dataset1", args.time_steps)
-            with atomic_path(timing_path) as tmp:
-                tmp.write_text(json.dumps(timing, indent=2))
+            write_json(timing_path, timing)
 
     from common.report import write_table
 

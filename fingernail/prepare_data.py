@@ -32,10 +32,7 @@ Examples::
 import argparse
 import json
 import math
-import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
@@ -46,7 +43,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from common import cli
-from common.data.io import DataLayoutError, atomic_path, list_images, pair_files, read_image, save_npy
+from common.data.io import (DataLayoutError, atomic_dir, list_images, pair_files, read_image, save_npy,
+                            write_json)
 
 ROWS, COLS = 160, 192
 TEST_RATIO = 0.1
@@ -160,34 +158,10 @@ def split_indices(n, test_ratio=TEST_RATIO, seed=SEED):
 
 
 def _check_free(out, overwrite):
-    if out.exists() and any(out.iterdir()) and not overwrite:
+    """Refuse, before any file is read, to replace a prepared study without ``overwrite``."""
+    if out.exists() and not overwrite:
         raise DataLayoutError(f"{out}: holds a prepared study; pass --overwrite to replace it, or another "
                               f"--work-dir")
-
-
-def _replace_folder(out, write):
-    """All or nothing: ``write(tmp)`` fills a temporary folder beside ``out``, which then replaces ``out``."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 -> an ordinary folder's mode
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-            os.replace(out, old / out.name)
-            os.replace(tmp, out)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def prepare(raw_dir, work_dir, datasets=("dataset1",), rows=ROWS, cols=COLS, test_ratio=TEST_RATIO, seed=SEED,
@@ -218,15 +192,12 @@ def prepare(raw_dir, work_dir, datasets=("dataset1",), rows=ROWS, cols=COLS, tes
             for key in ("unlabeled", "dropped", "orphan_masks"):
                 summary[key] += [f"{name}/{n}" for n in data[key]]
 
-    def write(folder):
+    _check_free(out, overwrite)  # again: another process may have written it meanwhile
+    with atomic_dir(out, overwrite=overwrite) as folder:  # all files appear at once, or none
         for key, arrays in parts.items():
             empty = np.zeros((0, rows, cols, 3), np.uint8)
             save_npy(folder / f"{key}.npy", np.concatenate(arrays) if arrays else empty)
-        with atomic_path(folder / "split.json") as tmp:
-            tmp.write_text(json.dumps(summary, indent=1))
-
-    _check_free(out, overwrite)  # again: another process may have written it meanwhile
-    _replace_folder(out, write)
+        write_json(folder / "split.json", summary)
     return summary
 
 

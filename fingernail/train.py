@@ -33,7 +33,8 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from common import cli
-from common.training import add_strategy_argument
+from common.devices import add_precision_arguments
+from common.training import add_overwrite_argument, add_strategy_argument
 from fingernail.prepare_data import DEFAULT_WORK, SEED, load_split, prepared_size
 
 MODELS = {  # registry name -> the original's Model name
@@ -69,7 +70,7 @@ def loss_label(loss, dice="pixel"):
 
 
 def run_id(study, model, loss, epochs, batch_size, rows, cols, *, dice="pixel", lr=LR, lr_decay=LR_DECAY,
-           seed=SEED, shuffle=False):
+           seed=SEED, shuffle=False, mixed_precision="off"):
     """The original's run id ``Fingernail_<study>_<Model>_<DICE|BCE>_EP<e>_BS<b>_<rows>x<cols>``, plus a tag
     for each recipe option that differs from the original's (so two recipes never share a run folder)."""
     tag = "BCE" if loss == "bce" else ("DICE" if dice == "pixel" else "DICE_IMG")
@@ -82,6 +83,8 @@ def run_id(study, model, loss, epochs, batch_size, rows, cols, *, dice="pixel", 
         rid += f"_SEED{seed}"
     if shuffle:
         rid += "_SHUFFLE"
+    if mixed_precision != "off":
+        rid += f"_{mixed_precision.upper()}"
     return rid
 
 
@@ -124,35 +127,41 @@ def scale_images(xb, yb):
 
 def train(work_dir, run_dir, *, study="dataset1", model_name="unet2d_8_128", loss="bce_dice", dice="pixel",
           epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, lr_decay=LR_DECAY, seed=SEED, shuffle=False, resume=False,
-          verbose=1, strategy="default"):
+          overwrite=False, mixed_precision="off", jit_compile=False, verbose=1, strategy="default"):
     """Build, compile and fit; returns ``(model, history)`` with the last epoch's weights.
 
     ``dice`` (``"pixel"``, the original's, or ``"image"``) is used with ``loss="bce_dice"`` only; the run's
-    ``state.json`` records it (``settings["dice"]``, None for ``bce``) with every other recipe option.
+    ``state.json`` records it (``settings["dice"]``, None for ``bce``) with every other recipe option. A
+    ``run_dir`` that holds a run is refused before the data is loaded unless ``resume`` or ``overwrite``.
     """
     import keras
 
+    from common.devices import set_precision
     from common.models import build_model
-    from common.training import array_dataset, fit, get_strategy
+    from common.training import array_dataset, check_run_dir, fit, get_strategy
 
+    check_run_dir(run_dir, resume=resume, overwrite=overwrite)
     dice = dice if loss == "bce_dice" else None
     strategy = get_strategy(strategy)  # before any other TensorFlow work
     (x_tr, y_tr), (x_te, y_te) = load_split(work_dir, study)
+    set_precision(mixed_precision)  # before the model is built
     if seed is not None:
         keras.utils.set_random_seed(seed)  # before the weights are initialised (fit() seeds again)
     with strategy.scope():
-        model = compile_model(build_model(model_name, x_tr.shape[1:]), loss, dice, lr, lr_decay)
+        model = compile_model(build_model(model_name, x_tr.shape[1:]), loss, dice, lr, lr_decay,
+                              jit_compile=jit_compile)
     settings = {"study": study, "model": model_name, "loss": loss, "dice": dice,
                 "loss_label": loss_label(loss, dice), "epochs": epochs, "batch_size": batch_size, "lr": lr,
-                "lr_decay": lr_decay, "seed": seed, "shuffle": shuffle, "rows": int(x_tr.shape[1]),
-                "cols": int(x_tr.shape[2]), "train": len(x_tr), "test": len(x_te)}
+                "lr_decay": lr_decay, "seed": seed, "shuffle": shuffle, "mixed_precision": mixed_precision,
+                "jit_compile": jit_compile, "rows": int(x_tr.shape[1]), "cols": int(x_tr.shape[2]),
+                "train": len(x_tr), "test": len(x_te)}
     train_ds = array_dataset(x_tr, y_tr, batch_size, shuffle=shuffle, seed=seed, transform=scale_images)
     val_ds = array_dataset(x_te, y_te, batch_size, transform=scale_images)
     return fit(model, train_ds, val_ds, run_dir=run_dir, epochs=epochs, monitor="val_dice_metric", mode="max",
-               resume=resume, seed=seed, verbose=verbose, settings=settings)
+               resume=resume, overwrite=overwrite, seed=seed, verbose=verbose, settings=settings)
 
 
-def main(argv=None):
+def build_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK,
                         help="root of prepare_data.py's output (default: %(default)s)")
@@ -176,20 +185,38 @@ def main(argv=None):
     parser.add_argument("--run-dir", type=Path, default=None,
                         help="checkpoints and logs (default: weights/fingernail/<model>/<run id>)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --run-dir")
+    add_overwrite_argument(parser)
     parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress output")
+    add_precision_arguments(parser, jit_compile=True)
     add_strategy_argument(parser)
-    args = parser.parse_args(argv)
-    if args.dice is not None and args.loss != "bce_dice":
-        parser.error("--dice needs --loss bce_dice")
+    return parser
+
+
+def check_options(args):
+    """Option values argparse cannot check; raises ``OptionError``."""
+    if getattr(args, "dice", None) is not None and args.loss != "bce_dice":
+        raise cli.option_error("--dice", f"applies to --loss bce_dice only, not {args.loss}; drop it")
+    for name in ("epochs", "batch_size"):
+        if getattr(args, name, 1) < 1:
+            raise cli.option_error(f"--{name.replace('_', '-')}", f"must be at least 1, got {getattr(args, name)}")
+    if getattr(args, "lr", 1.0) <= 0 or getattr(args, "lr_decay", 0.0) < 0:
+        raise cli.option_error("--lr/--lr-decay", "the learning rate must be > 0 and the decay >= 0")
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    check_options(args)
     dice = args.dice or "pixel"
     rows, cols = prepared_size(args.work_dir, args.study)
     run_dir = args.run_dir or default_run_dir(args.model, args.study, args.loss, args.epochs, args.batch_size,
                                               rows, cols, dice=dice, lr=args.lr, lr_decay=args.lr_decay,
-                                              seed=args.seed, shuffle=args.shuffle)
+                                              seed=args.seed, shuffle=args.shuffle,
+                                              mixed_precision=args.mixed_precision)
     model, history = train(args.work_dir, run_dir, study=args.study, model_name=args.model, loss=args.loss,
                            dice=dice, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                            lr_decay=args.lr_decay, seed=args.seed, shuffle=args.shuffle, resume=args.resume,
-                           verbose=args.verbose, strategy=args.strategy)
+                           overwrite=args.overwrite, mixed_precision=args.mixed_precision,
+                           jit_compile=args.jit_compile, verbose=args.verbose, strategy=args.strategy)
     if history:
         print(f"{model.name}: last val_dice_metric {history['val_dice_metric'][-1]:.4f}, best "
               f"{max(history['val_dice_metric']):.4f}; checkpoints in {run_dir}")
