@@ -67,6 +67,17 @@ def _resize(array, rows, cols, resample=Image.BICUBIC):
     return np.asarray(Image.fromarray(array).resize((cols, rows), resample))
 
 
+def network_input(image, rows=ROWS, cols=COLS, rotate_portrait=True):
+    """A photo (H, W, 3) uint8 -> the network's uint8 input (rows, cols, 3), as the loaders prepare images:
+    a portrait photo (width < height) is rotated by +90 degrees (counter-clockwise, dataset2's loader; no
+    dataset1 photo is portrait), then resized bicubic. Returns ``(input, rotated)``."""
+    pil = Image.fromarray(np.asarray(image))
+    rotated = rotate_portrait and pil.size[0] < pil.size[1]
+    if rotated:
+        pil = pil.rotate(90, expand=True)
+    return np.asarray(pil.resize((cols, rows), Image.BICUBIC)), rotated
+
+
 def _folders(folder, dataset):
     folder = Path(folder)
     image_dir, mask_dir = folder / "image", folder / "mask"

@@ -7,6 +7,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -343,7 +344,7 @@ def test_repro_bench_times_a_training_step():
 
 
 @pytest.mark.parametrize("script", ["fingernail/prepare_data.py", "fingernail/train.py", "fingernail/evaluate.py",
-                                    "fingernail/demo.py", "bench/fingernail_repro.py"])
+                                    "fingernail/demo.py", "fingernail/predict.py", "bench/fingernail_repro.py"])
 def test_help_works_from_any_directory(tmp_path, script):
     result = subprocess.run([sys.executable, str(REPO_ROOT / script), "--help"],
                             capture_output=True, text=True, cwd=tmp_path)
@@ -377,3 +378,99 @@ def test_real_dataset1_few_epochs_beat_all_background(fingernail_dataset1, tmp_p
     background_accuracy = float((y_te == 0).mean())
     assert float(((prob > 0.5) == (y_te == 1)).mean()) > background_accuracy
     assert row["Dice@0.3"] > 0.5  # all-background scores 0
+
+
+# ---- predict.py: the user's own photos -> masks at each photo's size -----------------------------------------
+
+def _tiny_model(path):
+    """An untrained U-Net2D at 32x48 saved as .keras (random weights, not flip- or rotation-invariant)."""
+    import keras
+
+    from common.models import build_model
+
+    keras.utils.set_random_seed(5)
+    model = build_model("unet2d_8_128", (ROWS, COLS, 3))
+    model.save(path)
+    return model
+
+
+def _reference_mask(model, image, threshold=0.3):
+    """The spec's pipeline written out: (portrait: PIL rotate +90) -> bicubic resize -> /255 -> network ->
+    bilinear resize back -> (rotate -90) -> > threshold."""
+    pil = Image.fromarray(image)
+    portrait = pil.size[0] < pil.size[1]
+    if portrait:
+        pil = pil.rotate(90, expand=True)
+    x = np.asarray(pil.resize((COLS, ROWS), Image.BICUBIC), np.float32)[None] / 255.0
+    prob = Image.fromarray(model.predict(x, verbose=0)[0, ..., 0].astype(np.float32)).resize(pil.size, Image.BILINEAR)
+    if portrait:
+        prob = prob.rotate(-90, expand=True)
+    return np.where(np.asarray(prob) > threshold, 255, 0).astype(np.uint8)
+
+
+def test_predict_writes_masks_at_each_photos_size(tmp_path):
+    from fingernail import predict
+
+    model = _tiny_model(tmp_path / "m.keras")
+    rng = np.random.default_rng(0)
+    photos = tmp_path / "photos"
+    shapes = {"wide.png": (30, 38), "big.jpg": (49, 65), "portrait.jpg": (60, 40)}  # (rows, cols)
+    for name, (h, w) in shapes.items():
+        write_image(photos / name, rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+    (photos / "notes.txt").write_text("not a photo")  # ignored: not a photo extension
+    out = tmp_path / "out"
+    status = predict.main([str(photos), "--out-dir", str(out), "--model", str(tmp_path / "m.keras"), "--overlay",
+                           "--save-probabilities", "--quiet"])
+    assert status == 0
+    expected = {f"{Path(n).stem}{s}.png" for n in shapes for s in ("", "_overlay", "_prob")} | {"run.json"}
+    assert {p.name for p in out.iterdir()} == expected
+    for name, (h, w) in shapes.items():
+        stem = Path(name).stem
+        mask = Image.open(out / f"{stem}.png")
+        assert mask.mode == "L" and mask.size == (w, h)
+        values = np.asarray(mask)
+        assert set(np.unique(values)) <= {0, 255}
+        np.testing.assert_array_equal(values, _reference_mask(model, np.asarray(Image.open(photos / name).convert("RGB"))))
+        assert Image.open(out / f"{stem}_overlay.png").size == (2 * w, h)
+        assert Image.open(out / f"{stem}_prob.png").size == (w, h)
+    record = json.loads((out / "run.json").read_text())
+    assert record["model"] == "Unet_8x128" and len(record["inputs"]) == 3 and record["weights"][0]["sha256"]
+    # a second run refuses to overwrite
+    from common.errors import UserError
+
+    with pytest.raises(UserError, match="already exists"):
+        predict.main([str(photos), "--out-dir", str(out), "--model", str(tmp_path / "m.keras"), "--quiet"])
+
+
+def test_predict_refuses_an_empty_folder_and_a_corrupt_photo(tmp_path):
+    from common.errors import UserError
+    from fingernail import predict
+
+    _tiny_model(tmp_path / "m.keras")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "out"
+    with pytest.raises(UserError, match=r"empty: no input files"):
+        predict.main([str(empty), "--out-dir", str(out), "--model", str(tmp_path / "m.keras"), "--quiet"])
+    photos = tmp_path / "photos"
+    write_image(photos / "a_good.png", np.full((30, 38, 3), 120, np.uint8))
+    (photos / "b_bad.png").write_bytes(b"\x89PNG truncated")
+    with pytest.raises(ImageReadError, match=r"b_bad\.png"):
+        predict.main([str(photos), "--out-dir", str(out), "--model", str(tmp_path / "m.keras"), "--quiet"])
+    assert not (out / "b_bad.png").exists()
+    status = predict.main([str(photos), "--out-dir", str(tmp_path / "out2"), "--model", str(tmp_path / "m.keras"),
+                           "--skip-bad", "--quiet"])
+    assert status == 1 and (tmp_path / "out2" / "a_good.png").is_file()
+    assert not (tmp_path / "out2" / "b_bad.png").exists()
+
+
+def test_flip_tta_averages_the_flipped_predictions(tmp_path):
+    model = _tiny_model(tmp_path / "m.keras")
+    x = np.random.default_rng(2).integers(0, 256, (2, ROWS, COLS, 3), dtype=np.uint8)
+    f = x.astype(np.float32) / 255.0
+    plain = model.predict(f, verbose=0)
+    h = model.predict(f[:, :, ::-1].copy(), verbose=0)[:, :, ::-1]
+    v = model.predict(f[:, ::-1].copy(), verbose=0)[:, ::-1]
+    np.testing.assert_allclose(evaluate.predict_probabilities(model, x), plain, atol=1e-6)
+    np.testing.assert_allclose(evaluate.predict_probabilities(model, x, tta="flip"), (plain + h + v) / 3, atol=1e-6)
+    assert np.abs(plain - h).max() > 1e-4  # the model is not flip-invariant, so the test can fail
