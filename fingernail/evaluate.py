@@ -255,9 +255,9 @@ def build_parser():
     parser.add_argument("--model", choices=sorted(MODELS), default="unet2d_8_128",
                         help="network of the run (default: %(default)s)")
     parser.add_argument("--loss", choices=LOSSES, default="bce_dice", help="loss of the run (default: %(default)s)")
-    parser.add_argument("--dice", choices=DICE_VARIANTS, default=None,
-                        help="Dice variant of the run's bce_dice loss, to find its default folder (default: pixel, "
-                             "the original's); the run's state.json decides what is reported")
+    parser.add_argument("--dice", choices=DICE_VARIANTS, default="pixel",
+                        help="Dice variant of the run's bce_dice loss, to find its default folder (default: "
+                             "%(default)s, the original's); the run's state.json decides what is reported")
     parser.add_argument("--epochs", type=int, default=EPOCHS, help="epochs of the run (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE,
                         help="batch size of the run (default: %(default)s)")
@@ -294,13 +294,13 @@ def default_out_dir(work_dir, run_dir, weights="last", tta="none", mixed_precisi
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    if args.dice is not None and args.loss != "bce_dice":
+    if args.dice != "pixel" and args.loss != "bce_dice":
         raise cli.option_error("--dice", f"applies to --loss bce_dice only, not {args.loss}; drop it")
     if any(not 0 <= t < 1 for t in args.thresholds):
         raise cli.option_error("--thresholds", f"each must lie in [0, 1), got {args.thresholds}")
     study = args.study or "dataset1"
     run_dir = args.run_dir or default_run_dir(args.model, study, args.loss, args.epochs, args.batch_size,
-                                              *prepared_size(args.work_dir, study), dice=args.dice or "pixel")
+                                              *prepared_size(args.work_dir, study), dice=args.dice)
     out_dir = args.out_dir or default_out_dir(args.work_dir, run_dir, args.weights, args.tta, args.mixed_precision)
     row = evaluate(run_dir, args.work_dir, out_dir, args.study, args.model, args.loss, args.weights,
                    args.thresholds, verbose=0 if args.quiet else 1, dice=args.dice, tta=args.tta,

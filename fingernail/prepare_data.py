@@ -164,7 +164,8 @@ def split_indices(n, test_ratio=TEST_RATIO, seed=SEED):
     from sklearn.model_selection import train_test_split
 
     if not 0 < math.ceil(test_ratio * n) < n:
-        raise DataLayoutError(f"test ratio {test_ratio} of {n} labelled images leaves an empty part")
+        raise DataLayoutError(f"--test-ratio: {test_ratio} of {n} labelled images leaves an empty train or test "
+                              f"part; choose another ratio or add images")
     return train_test_split(np.arange(n), test_size=test_ratio, random_state=seed)
 
 
@@ -213,14 +214,19 @@ def prepare(raw_dir, work_dir, datasets=("dataset1",), rows=ROWS, cols=COLS, tes
 
 
 def load_split(work_dir=DEFAULT_WORK, study="dataset1"):
-    """The arrays of ``prepare``: ``(x_train, y_train), (x_test, y_test)`` uint8."""
+    """The arrays of ``prepare``: ``(x_train, y_train), (x_test, y_test)`` uint8 (``UserError`` for a missing
+    or unreadable file)."""
     folder = Path(work_dir) / study
     arrays = []
     for key in ("x_train", "y_train", "x_test", "y_test"):
         path = folder / f"{key}.npy"
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: not found; run fingernail/prepare_data.py first")
-        arrays.append(np.load(path))
+            raise DataLayoutError(f"{path}: not found; run fingernail/prepare_data.py first")
+        try:
+            arrays.append(np.load(path))
+        except (OSError, ValueError, EOFError) as exc:
+            raise DataLayoutError(f"{path}: not a readable .npy array ({exc.__class__.__name__}); run "
+                                  f"fingernail/prepare_data.py --overwrite again") from None
     return tuple(arrays[:2]), tuple(arrays[2:])
 
 
@@ -228,12 +234,16 @@ def prepared_size(work_dir=DEFAULT_WORK, study="dataset1"):
     """(rows, cols) of a prepared study, read from its ``split.json``."""
     path = Path(work_dir) / study / "split.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found; run fingernail/prepare_data.py first")
-    summary = json.loads(path.read_text())
-    return summary["rows"], summary["cols"]
+        raise DataLayoutError(f"{path}: not found; run fingernail/prepare_data.py first")
+    try:
+        summary = json.loads(path.read_text())
+        return int(summary["rows"]), int(summary["cols"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DataLayoutError(f"{path}: not prepare_data.py's split.json ({exc.__class__.__name__}); run "
+                              f"fingernail/prepare_data.py --overwrite again") from None
 
 
-def main(argv=None):
+def build_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--raw-dir", type=Path, default=DEFAULT_RAW,
                         help="folder holding dataset1/ and/or dataset2/ (default: %(default)s)")
@@ -251,11 +261,18 @@ def main(argv=None):
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a study already prepared in <work-dir>/<study>")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    args = parser.parse_args(argv)
-    if args.rows % 16 or args.cols % 16:
-        parser.error("--rows and --cols must be divisible by 16")
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.rows < 16 or args.cols < 16 or args.rows % 16 or args.cols % 16:
+        raise cli.option_error("--rows/--cols", f"must be positive multiples of 16 (four 2x2 poolings), got "
+                                                f"{args.rows}x{args.cols}")
     if len(set(args.datasets)) != len(args.datasets):
-        parser.error("--datasets: a dataset is listed twice")
+        raise cli.option_error("--datasets", f"a dataset is listed twice ({' '.join(args.datasets)})")
+    if not 0 < args.test_ratio < 1:
+        raise cli.option_error("--test-ratio", f"must lie strictly between 0 and 1, got {args.test_ratio}")
     s = prepare(args.raw_dir, args.work_dir, args.datasets, args.rows, args.cols, args.test_ratio, args.seed,
                 not args.quiet, overwrite=args.overwrite)
     print(f"Saved {len(s['train'])} train / {len(s['test'])} test / {len(s['unlabeled'])} unlabeled images to "

@@ -172,9 +172,9 @@ def build_parser():
                         help="network (default: %(default)s)")
     parser.add_argument("--loss", choices=LOSSES, default="bce_dice",
                         help="bce_dice (BCE - log Dice) or bce (default: %(default)s)")
-    parser.add_argument("--dice", choices=DICE_VARIANTS, default=None,
+    parser.add_argument("--dice", choices=DICE_VARIANTS, default="pixel",
                         help="Dice of bce_dice: pixel = the original's (sums over the channel axis only, a "
-                             "per-pixel Dice), image = the standard image-level Dice (default: pixel)")
+                             "per-pixel Dice), image = the standard image-level Dice (default: %(default)s)")
     parser.add_argument("--epochs", type=int, default=EPOCHS, help="default: %(default)s")
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="default: %(default)s")
     parser.add_argument("--lr", type=float, default=LR, help="Adam learning rate (default: %(default)s)")
@@ -194,7 +194,7 @@ def build_parser():
 
 def check_options(args):
     """Option values argparse cannot check; raises ``OptionError``."""
-    if getattr(args, "dice", None) is not None and args.loss != "bce_dice":
+    if getattr(args, "dice", "pixel") != "pixel" and args.loss != "bce_dice":
         raise cli.option_error("--dice", f"applies to --loss bce_dice only, not {args.loss}; drop it")
     for name in ("epochs", "batch_size"):
         if getattr(args, name, 1) < 1:
@@ -206,7 +206,7 @@ def check_options(args):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     check_options(args)
-    dice = args.dice or "pixel"
+    dice = args.dice
     rows, cols = prepared_size(args.work_dir, args.study)
     run_dir = args.run_dir or default_run_dir(args.model, args.study, args.loss, args.epochs, args.batch_size,
                                               rows, cols, dice=dice, lr=args.lr, lr_decay=args.lr_decay,

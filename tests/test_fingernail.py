@@ -474,3 +474,110 @@ def test_flip_tta_averages_the_flipped_predictions(tmp_path):
     np.testing.assert_allclose(evaluate.predict_probabilities(model, x), plain, atol=1e-6)
     np.testing.assert_allclose(evaluate.predict_probabilities(model, x, tta="flip"), (plain + h + v) / 3, atol=1e-6)
     assert np.abs(plain - h).max() > 1e-4  # the model is not flip-invariant, so the test can fail
+
+
+# ---- the original's defaults, pinned (spec §3, §4, §5) -----------------------------------------------------
+
+ORIGINAL_DEFAULTS = {  # written from specs/fingernail.md, not from the code
+    "prepare_data": {"rows": 160, "cols": 192, "test_ratio": 0.1, "seed": 144, "datasets": ["dataset1"]},
+    "train": {"model": "unet2d_8_128", "study": "dataset1", "loss": "bce_dice", "dice": "pixel", "epochs": 220,
+              "batch_size": 2, "lr": 1e-5, "lr_decay": 1.99e-7, "seed": 144, "shuffle": False,
+              "mixed_precision": "off", "jit_compile": False, "resume": False, "overwrite": False},
+    "evaluate": {"loss": "bce_dice", "dice": "pixel", "epochs": 220, "batch_size": 2, "weights": "last",
+                 "thresholds": [0.3, 0.5], "tta": "none", "mixed_precision": "off"},
+    "predict": {"weights": "last", "threshold": 0.3, "tta": "none", "mixed_precision": "off"},
+    "bench": {"epochs": 220, "dice": "pixel", "losses": ["bce_dice", "bce"],
+              "studies": ["dataset1", "dataset1+dataset2"]},
+}
+
+
+def _parser(script):
+    import bench.fingernail_repro as repro
+    from fingernail import predict
+
+    return {"prepare_data": prepare_data, "train": train, "evaluate": evaluate, "predict": predict,
+            "bench": repro}[script].build_parser()
+
+
+@pytest.mark.parametrize("script", sorted(ORIGINAL_DEFAULTS))
+def test_defaults_are_the_originals(script):
+    argv = ["x.png", "--out-dir", "o"] if script == "predict" else []
+    defaults = vars(_parser(script).parse_args(argv))
+    for name, value in ORIGINAL_DEFAULTS[script].items():
+        assert defaults[name] == value, f"{script} --{name.replace('_', '-')}"
+
+
+def test_default_recipe_builds_the_originals_optimizer_and_loss():
+    import keras
+
+    args = train.build_parser().parse_args([])
+    model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Conv2D(1, 1, activation="sigmoid")])
+    train.compile_model(model, args.loss, args.dice, args.lr, args.lr_decay)
+    assert model.optimizer.epsilon == 1e-8 and model.loss.per_pixel_dice is True
+    assert float(model.optimizer._learning_rate(0)) == pytest.approx(1e-5)
+
+
+# ---- one line, exit status 2, for a bad option and a bad file in every script ------------------------------
+
+def _error_line(capsys, main, argv):
+    from common import cli
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(main, argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and "Traceback" not in "\n".join(err)
+    return err[-1]
+
+
+def test_every_script_reports_a_bad_option_and_a_bad_file_in_one_line(tmp_path, capsys):
+    import bench.fingernail_repro as repro
+    from fingernail import predict
+
+    _dataset1(tmp_path, n_labeled=6)
+    raw, work = tmp_path / "raw", tmp_path / "work"
+    prepare = ["--raw-dir", str(raw), "--work-dir", str(work), "--quiet"]
+    assert _error_line(capsys, prepare_data.main, prepare + ["--rows", "100"]).startswith(
+        "error: --rows/--cols: must be positive multiples of 16")
+    mask = sorted((raw / "dataset1" / "mask").iterdir())[0]
+    good_mask = mask.read_bytes()
+    mask.write_bytes(b"\x89PNG\r\n broken")
+    assert _error_line(capsys, prepare_data.main, prepare).startswith(f"error: {mask}: ")
+    assert not work.exists()
+    mask.write_bytes(good_mask)
+    prepare_data.main(prepare + ["--rows", str(ROWS), "--cols", str(COLS)])
+
+    assert _error_line(capsys, train.main, ["--work-dir", str(work), "--loss", "bce", "--dice", "image"]) == \
+        "error: --dice: applies to --loss bce_dice only, not bce; drop it"
+    assert _error_line(capsys, train.main, ["--work-dir", str(work), "--epochs", "0"]) == \
+        "error: --epochs: must be at least 1, got 0"
+    split = work / "dataset1" / "split.json"
+    good_split = split.read_text()
+    split.write_text("{ not json")
+    assert _error_line(capsys, train.main, ["--work-dir", str(work)]).startswith(
+        f"error: {split}: not prepare_data.py's split.json")
+    split.write_text(good_split)
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "last.keras").write_bytes(b"not a keras file")
+    evaluate_args = ["--work-dir", str(work), "--run-dir", str(run), "--out-dir", str(tmp_path / "res"), "--quiet"]
+    assert _error_line(capsys, evaluate.main, evaluate_args + ["--thresholds", "1.5"]).startswith(
+        "error: --thresholds: each must lie in [0, 1)")
+    assert _error_line(capsys, evaluate.main, evaluate_args).startswith(f"error: {run / 'last.keras'}: cannot load")
+    assert not (tmp_path / "res").exists()
+
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(b"\xff\xd8\xff broken jpeg")
+    _tiny_model(tmp_path / "m.keras")
+    predict_args = [str(photo), "--out-dir", str(tmp_path / "pred"), "--model", str(tmp_path / "m.keras"), "--quiet"]
+    assert _error_line(capsys, predict.main, predict_args + ["--threshold", "2"]).startswith(
+        "error: --threshold: must lie in [0, 1)")
+    assert _error_line(capsys, predict.main, predict_args).startswith(f"error: {photo}: ")
+    assert not (tmp_path / "pred" / "photo.png").exists()
+
+    bench_args = ["--raw-dir", str(raw), "--out-dir", str(tmp_path / "b"), "--losses", "bce", "--studies", "dataset1",
+                  "--time-steps", "0", "--verbose", "0"]
+    assert _error_line(capsys, repro.main, bench_args + ["--epochs", "0"]).startswith("error: --epochs/--time-steps:")
+    mask.write_bytes(b"\x89PNG\r\n broken")
+    assert _error_line(capsys, repro.main, bench_args).startswith(f"error: {mask}: ")
