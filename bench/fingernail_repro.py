@@ -142,7 +142,10 @@ def time_model(model_name, study, steps=10, warmup=2):
         model.train_on_batch(x, y)
     wall, cpu = (time.perf_counter() - wall) / steps, (time.process_time() - cpu) / steps
     n = STEPS_PER_EPOCH[study]
-    return {"model": model_name, "parameters": int(model.count_params()), "steps timed": steps,
+    from bench.train_step import forward_flops  # the FLOP count of bench/train_step.py (3x the forward pass)
+
+    return {"model": model_name, "parameters": int(model.count_params()),
+            "GFLOP/step": round(3 * forward_flops(model) * train.BATCH_SIZE / 1e9, 1), "steps timed": steps,
             "wall s/step": round(wall, 3), "CPU s/step": round(cpu, 3), "study": study, "steps/epoch": n,
             "wall s/epoch": round(wall * n, 1), "CPU s/epoch": round(cpu * n, 1),
             "wall h for 220 epochs": round(wall * n * train.EPOCHS / 3600, 2),
@@ -308,6 +311,7 @@ def main(argv=None):
             t = timing[model]
             trained = [c for (m, _, s), c in cells.items() if m == model and s == "dataset1" and isinstance(c, dict)]
             trows.append({"model": evaluate.PAPER_NAMES[model], "parameters": t["parameters"],
+                          "GFLOP/step": t.get("GFLOP/step"),
                           "wall s/step": t["wall s/step"], "CPU s/step": t["CPU s/step"],
                           "s/epoch DS1 (86 steps)": t["wall s/epoch"],
                           "s/epoch DS1+2 (109 steps)": round(t["wall s/step"] * STEPS_PER_EPOCH["dataset1+dataset2"], 1),
