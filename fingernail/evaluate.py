@@ -128,7 +128,17 @@ def run_settings(run_dir, study=None, model_name=None, loss=None, dice=None):
     if loss == "bce_dice" and dice is None:
         dice = "pixel"
     return {"study": settings.get("study", study), "model": settings.get("model", model_name), "loss": loss,
-            "dice": dice if loss == "bce_dice" else None}
+            "dice": dice if loss == "bce_dice" else None, "settings": settings}
+
+
+def recipe_differences(settings):
+    """The recipe settings of a run (train.py's ``state.json``) that differ from the paper's, as text."""
+    from fingernail.prepare_data import COLS, ROWS, SEED
+    from fingernail.train import LR, LR_DECAY
+
+    paper = {"epochs": EPOCHS, "batch_size": BATCH_SIZE, "lr": LR, "lr_decay": LR_DECAY, "seed": SEED,
+             "shuffle": False, "mixed_precision": "off", "rows": ROWS, "cols": COLS}
+    return [f"{k} {settings[k]}" for k, v in paper.items() if k in settings and settings[k] != v]
 
 
 def paper_value(model_name, study, loss, dice):
@@ -141,6 +151,12 @@ def paper_value(model_name, study, loss, dice):
         return nan, nan, "no such cell in the paper's table"
     nb, readme = PAPER[(model_name, study, loss)]
     return nb, readme, "same model, data and loss"
+
+
+def comparison_note(note, settings):
+    """``note`` plus the run's recipe differences from the paper's (a reduced budget, another lr, ...)."""
+    differences = recipe_differences(settings)
+    return f"{note}; but the recipe differs: {', '.join(differences)}" if differences else note
 
 
 def predict_probabilities(model, images, tta="none", batch_size=BATCH_SIZE, verbose=0):
@@ -203,6 +219,8 @@ def evaluate(run_dir, work_dir, out_dir, study=None, model_name=None, loss=None,
     prob = predict_probabilities(model, x_te, tta=tta, verbose=verbose)
 
     nb, readme, note = paper_value(recipe["model"], study, recipe["loss"], recipe["dice"])
+    if nb == nb:
+        note = comparison_note(note, recipe["settings"])
     if tta != "none" or mixed_precision != "off":
         nb, readme = float("nan"), float("nan")
         note = f"not comparable: --tta {tta} / --mixed-precision {mixed_precision} (the original: none / off)"

@@ -15,8 +15,11 @@ run id gets the tag ``DICE_IMG`` and its scores are not compared with the paper.
 Models: unet2d_8_128 (U-Net2D), unet2d_res_32_512 (U-Net2D-Res), unet2d_res_srnn_32_512 (CR-UNet HW),
 unet2d_res_srnn_8_128 (CR-UNet LW). The run id is the original's
 ``Fingernail_<study>_<model name>_<DICE|BCE>_EP<epochs>_BS<batch>_<rows>x<cols>``, followed by a tag for
-every recipe option that differs from the original's (``_IMG`` image-level Dice, ``_LR<lr>``,
-``_DECAY<decay>``, ``_SEED<seed>``, ``_SHUFFLE``), so runs of different recipes never share a folder.
+every recipe option that differs from the original's (``DICE_IMG`` instead of ``DICE`` for the image-level
+Dice, ``_LR<lr>``, ``_DECAY<decay>``, ``_SEED<seed>``, ``_SHUFFLE``, ``_FLOAT16``/``_BFLOAT16``), so runs of
+different recipes never share a folder. A folder that holds a run is refused (one-line error) unless
+``--resume`` continues it or ``--overwrite`` replaces it. ``--mixed-precision`` and ``--jit-compile`` (XLA)
+are options the original did not have (off by default).
 
 Examples::
 
@@ -108,8 +111,9 @@ def make_loss(loss, dice="pixel"):
     raise ValueError(f"unknown loss {loss!r} ({', '.join(LOSSES)})")
 
 
-def compile_model(model, loss="bce_dice", dice="pixel", lr=LR, lr_decay=LR_DECAY, jit_compile="auto"):
-    """Adam with the legacy Keras ``decay`` as an inverse-time schedule (eps 1e-8 as Keras 2)."""
+def compile_model(model, loss="bce_dice", dice="pixel", lr=LR, lr_decay=LR_DECAY, jit_compile=False):
+    """Adam with the legacy Keras ``decay`` as an inverse-time schedule (eps 1e-8 as Keras 2); no XLA unless
+    ``jit_compile`` (the original ran TF 2.3 graph mode without it)."""
     import keras
 
     keras.saving.register_keras_serializable(package="fingernail")(dice_metric)

@@ -581,3 +581,10 @@ def test_every_script_reports_a_bad_option_and_a_bad_file_in_one_line(tmp_path, 
     assert _error_line(capsys, repro.main, bench_args + ["--epochs", "0"]).startswith("error: --epochs/--time-steps:")
     mask.write_bytes(b"\x89PNG\r\n broken")
     assert _error_line(capsys, repro.main, bench_args).startswith(f"error: {mask}: ")
+
+
+def test_paper_comparison_names_every_recipe_difference():
+    assert evaluate.recipe_differences({"epochs": 220, "batch_size": 2, "lr": 1e-5, "shuffle": False}) == []
+    note = evaluate.comparison_note("same model, data and loss", {"epochs": 12, "lr": 1e-3, "shuffle": True,
+                                                                 "rows": 160})
+    assert note == "same model, data and loss; but the recipe differs: epochs 12, lr 0.001, shuffle True"
