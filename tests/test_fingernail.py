@@ -219,6 +219,9 @@ def test_end_to_end_prepare_train_evaluate(tmp_path):
                          "--out-dir", str(out), "--quiet"])
     assert row["model"] == "Unet_8x128" and row["test images"] == 1
     assert row["paper (nb, @0.3)"] == 0.820733 and row["dice"] == "pixel"
+    keys = list(row)  # the original's columns first, unchanged; the surface distances after them
+    assert keys.index("Dice@0.3") < keys.index("Dice@0.5") < keys.index("HD95@0.3 (px)") < keys.index("ASSD@0.3 (px)")
+    assert json.loads((out / "run.json").read_text())["weights"][0]["path"].endswith("last.keras")
     assert json.loads((out / "dice.json").read_text())[0]["dice"] == "pixel"
     pred = np.load(out / "pred_test.npy")
     assert pred.shape == (1, ROWS, COLS, 1) and pred.dtype == np.float32
@@ -588,3 +591,29 @@ def test_paper_comparison_names_every_recipe_difference():
     note = evaluate.comparison_note("same model, data and loss", {"epochs": 12, "lr": 1e-3, "shuffle": True,
                                                                  "rows": 160})
     assert note == "same model, data and loss; but the recipe differs: epochs 12, lr 0.001, shuffle True"
+
+
+def _brute_hd95_assd(a, b):
+    """Brute force: surfaces = mask minus its face-connected erosion, all pairwise Euclidean distances."""
+    from scipy.ndimage import binary_erosion
+    from scipy.spatial.distance import cdist
+
+    sa = np.argwhere(a & ~binary_erosion(a, border_value=0))
+    sb = np.argwhere(b & ~binary_erosion(b, border_value=0))
+    d = cdist(sa, sb)
+    ab, ba = d.min(axis=1), d.min(axis=0)
+    return max(np.percentile(ab, 95), np.percentile(ba, 95)), np.concatenate([ab, ba]).mean()
+
+
+def test_evaluate_adds_hd95_and_assd_after_the_originals_columns():
+    rng = np.random.default_rng(4)
+    y = np.zeros((3, 16, 20, 1), np.uint8)
+    prob = np.zeros((3, 16, 20, 1), np.float32)
+    y[0, 3:9, 4:12], y[1, 5:10, 5:9], y[2, 2:6, 2:6] = 1, 1, 1
+    prob[0, 4:10, 6:13] = 0.9
+    prob[2] = rng.random((16, 20, 1)) * 0.6  # noisy: some pixels above 0.3
+    columns = evaluate.surface_columns(y, prob, 0.3)  # image 1 has an empty prediction: left out, counted
+    refs = [_brute_hd95_assd(y[i, ..., 0] == 1, prob[i, ..., 0] > 0.3) for i in (0, 2)]
+    assert columns["HD95@0.3 (px)"] == pytest.approx(np.mean([r[0] for r in refs]), rel=1e-9)
+    assert columns["ASSD@0.3 (px)"] == pytest.approx(np.mean([r[1] for r in refs]), rel=1e-9)
+    assert columns["images without HD95 (an empty mask)"] == 1
