@@ -252,10 +252,8 @@ def evaluate(run_dir, work_dir, out_dir, study=None, model_name=None, loss=None,
 def surface_columns(y_true, prob, threshold):
     """Extra columns beside the original's: mean HD95 and ASSD (pixels of the network's input) of the
     images whose truth and prediction (> ``threshold``) both have foreground, and how many were left out."""
-    try:
-        from common.metrics import surface_scores
-    except ImportError:  # common.metrics without surface distances
-        return {}
+    from common.metrics import surface_scores
+
     scores = surface_scores(np.asarray(y_true)[..., 0] != 0, np.asarray(prob)[..., 0] > threshold)
     return {f"HD95@{threshold:g} (px)": scores["hd95_mean"], f"ASSD@{threshold:g} (px)": scores["assd_mean"],
             "images without HD95 (an empty mask)": scores["n_one_empty"] + scores["n_both_empty"]}
