@@ -283,8 +283,9 @@ def main(argv=None):
                     print(f"\n=== {model}, {loss}{f' ({dice} Dice)' if dice else ''}, {study}, {args.epochs} epochs")
                     c = run_cell(out, model, loss, study, args.epochs, dice, args.resume, args.overwrite,
                                  args.verbose)
-                    print(f"Dice@0.3 {c['Dice@0.3']:.4f} (paper {c['paper (nb)']:.4f}), "
-                          f"{c['wall s/epoch'] or float('nan'):.1f} s/epoch")
+                    took = (f"{c['wall s/epoch']:.1f} s/epoch" if c["wall s/epoch"] is not None
+                            else "trained earlier (time not known here)")
+                    print(f"Dice@0.3 {c['Dice@0.3']:.4f} (paper {c['paper (nb)']:.4f}), {took}")
     cells = collect_cells(out, args.raw_dir, args.dice)
 
     timing_path = out / "timing.json"
