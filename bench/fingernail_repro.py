@@ -314,14 +314,16 @@ def main(argv=None):
             trows.append({"model": evaluate.PAPER_NAMES[model], "parameters": t["parameters"],
                           "GFLOP/step": t.get("GFLOP/step"),
                           "wall s/step": t["wall s/step"], "CPU s/step": t["CPU s/step"],
-                          "s/epoch DS1 (86 steps)": t["wall s/epoch"],
+                          "s/epoch DS1 (86 steps)": t["wall s/epoch"], "CPU s/epoch DS1": t["CPU s/epoch"],
                           "s/epoch DS1+2 (109 steps)": round(t["wall s/step"] * STEPS_PER_EPOCH["dataset1+dataset2"], 1),
                           "h for 220 epochs DS1": t["wall h for 220 epochs"],
-                          "measured s/epoch (trained cells)": ", ".join(f"{c['wall s/epoch']:.1f}" for c in trained)
-                          or "-", "load average": t["load average"]})
+                          "measured s/epoch (trained cells)": ", ".join(
+                              f"{c['wall s/epoch']:.1f}" for c in trained if c["wall s/epoch"] is not None) or "-",
+                          "load average": t["load average"]})
         print("\n" + write_table(trows, out / "timing_table",
-                                 title=f"Time per epoch on this CPU ({os.cpu_count()} cores; from {args.time_steps} "
-                                       "timed steps, batch 2, 160x192)"))
+                                 title=f"Time per epoch on this CPU ({os.cpu_count()} cores; from "
+                                       f"{max(timing[m]['steps timed'] for m in timing)} timed steps per model, "
+                                       "batch 2, 160x192; wall time depends on the machine's load)"))
     plot_table(cells, out / "table.png")
     print(f"\ntables and figures in {out}")
     return cells

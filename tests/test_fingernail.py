@@ -336,6 +336,15 @@ def test_repro_bench_runs_cells_reports_absent_data_and_keeps_results(tmp_path):
     stamp = cell_json.read_bytes()
     repro.main(args)  # a second run keeps the earlier result
     assert cell_json.read_bytes() == stamp
+    # a finished run whose cell result is missing is evaluated again, not trained again
+    cell_json.unlink()
+    last = (out / "runs" / cell_json.parent.name / "last.keras").stat().st_mtime_ns
+    repro.main(args[:-4] + ["--time-steps", "1", "--time-models", "unet2d_8_128", "--verbose", "0"])
+    again = json.loads(cell_json.read_text())
+    assert again["Dice@0.3"] == cell["Dice@0.3"] and again["train wall s"] is None
+    assert (out / "runs" / cell_json.parent.name / "last.keras").stat().st_mtime_ns == last
+    timing = json.loads((out / "timing_table.json").read_text())
+    assert [t["model"] for t in timing] == ["U-Net2D (8-128)"] and timing[0]["parameters"] == 485_817
 
 
 def test_repro_bench_times_a_training_step():
