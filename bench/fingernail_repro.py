@@ -315,7 +315,8 @@ def main(argv=None):
                           "GFLOP/step": t.get("GFLOP/step"),
                           "wall s/step": t["wall s/step"], "CPU s/step": t["CPU s/step"],
                           "s/epoch DS1 (86 steps)": t["wall s/epoch"], "CPU s/epoch DS1": t["CPU s/epoch"],
-                          "s/epoch DS1+2 (109 steps)": round(t["wall s/step"] * STEPS_PER_EPOCH["dataset1+dataset2"], 1),
+                          "s/epoch DS1+2 (109 steps)":
+                              round(t["wall s/step"] * STEPS_PER_EPOCH["dataset1+dataset2"], 1),
                           "h for 220 epochs DS1": t["wall h for 220 epochs"],
                           "measured s/epoch (trained cells)": ", ".join(
                               f"{c['wall s/epoch']:.1f}" for c in trained if c["wall s/epoch"] is not None) or "-",
