@@ -629,3 +629,45 @@ def test_evaluate_adds_hd95_and_assd_after_the_originals_columns():
     assert columns["HD95@0.3 (px)"] == pytest.approx(np.mean([r[0] for r in refs]), rel=1e-9)
     assert columns["ASSD@0.3 (px)"] == pytest.approx(np.mean([r[1] for r in refs]), rel=1e-9)
     assert columns["images without HD95 (an empty mask)"] == 1
+
+
+def test_two_recipes_with_default_run_folders_keep_both_runs(tmp_path, monkeypatch):
+    from common import cli
+
+    monkeypatch.setattr(cli, "REPO_ROOT", tmp_path / "repo")  # default folders under a temporary "repository"
+    _dataset1(tmp_path, n_labeled=8)
+    work = tmp_path / "work"
+    prepare_data.main(["--raw-dir", str(tmp_path / "raw"), "--work-dir", str(work), "--rows", str(ROWS),
+                       "--cols", str(COLS), "--quiet"])
+    common = ["--work-dir", str(work), "--epochs", "1", "--verbose", "0"]
+    pixel = train.main(common)
+    image = train.main(common + ["--dice", "image"])
+    assert pixel != image and pixel.parent == image.parent == tmp_path / "repo" / "weights" / "fingernail" / "unet2d_8_128"
+    assert json.loads((pixel / "state.json").read_text())["settings"]["dice"] == "pixel"
+    assert json.loads((image / "state.json").read_text())["settings"]["dice"] == "image"
+    from common.errors import UserError
+
+    with pytest.raises(UserError, match="holds a run of 1 epochs"):  # the same recipe again: refused, kept
+        train.main(common)
+    assert json.loads((pixel / "state.json").read_text())["epoch"] == 1
+
+
+def test_mixed_precision_run_is_tagged_and_not_compared_with_the_paper(tmp_path):
+    from common.devices import set_precision
+
+    _dataset1(tmp_path, n_labeled=8)
+    work, out = tmp_path / "work", tmp_path / "out"
+    prepare_data.main(["--raw-dir", str(tmp_path / "raw"), "--work-dir", str(work), "--rows", str(ROWS),
+                       "--cols", str(COLS), "--quiet"])
+    try:
+        run = train.main(["--work-dir", str(work), "--epochs", "1", "--verbose", "0", "--mixed-precision", "bfloat16",
+                          "--run-dir", str(tmp_path / "run")])
+        assert json.loads((run / "state.json").read_text())["settings"]["mixed_precision"] == "bfloat16"
+        row = evaluate.main(["--work-dir", str(work), "--run-dir", str(run), "--out-dir", str(out), "--quiet",
+                             "--mixed-precision", "bfloat16"])
+    finally:
+        set_precision("off")  # the global policy must not leak into other tests
+    assert math.isnan(row["paper (nb, @0.3)"]) and "mixed-precision bfloat16" in row["paper comparison"]
+    assert np.load(out / "pred_test.npy").dtype == np.float32
+    assert train.run_id("dataset1", "unet2d_8_128", "bce_dice", 220, 2, 160, 192, mixed_precision="bfloat16") \
+        .endswith("_BFLOAT16")
