@@ -642,7 +642,8 @@ def test_two_recipes_with_default_run_folders_keep_both_runs(tmp_path, monkeypat
     common = ["--work-dir", str(work), "--epochs", "1", "--verbose", "0"]
     pixel = train.main(common)
     image = train.main(common + ["--dice", "image"])
-    assert pixel != image and pixel.parent == image.parent == tmp_path / "repo" / "weights" / "fingernail" / "unet2d_8_128"
+    assert pixel != image
+    assert pixel.parent == image.parent == tmp_path / "repo" / "weights" / "fingernail" / "unet2d_8_128"
     assert json.loads((pixel / "state.json").read_text())["settings"]["dice"] == "pixel"
     assert json.loads((image / "state.json").read_text())["settings"]["dice"] == "image"
     from common.errors import UserError
