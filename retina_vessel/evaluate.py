@@ -14,7 +14,7 @@ pooled: AUC-ROC of the probabilities, AUC-PR, and at ``--threshold`` 0.5 F1 (Dic
 specificity, accuracy, precision, IoU (true Jaccard) and the original's "Jaccard" (``js_legacy`` = accuracy)
 plus the confusion matrix, beside the paper's BCDU-Net row.
 
-Written to ``--out-dir`` (default ``<work-dir>/test``): ``performances.md/.json`` (ours beside the paper,
+Written to ``--out-dir`` (default ``<work-dir>/test/<run folder name>``, so two runs never share one): ``performances.md/.json`` (ours beside the paper,
 with the confusion matrix, inference mode, time and peak memory), ``paper.md/.json`` (the published DRIVE
 table), ``roc_pr.png``, ``sample_results.png`` (image | ground truth | probability | binary, per image) and
 ``pred_imgs.npy`` (probabilities after kill_border, (N, H, W, 1) float32).
@@ -38,7 +38,7 @@ import numpy as np
 
 from common import cli
 from retina_vessel.prepare_datasets_DRIVE import DEFAULT_WORK, load_split
-from retina_vessel.train_retina import DEFAULT_RUN
+from retina_vessel.train_retina import add_variant_arguments, default_run_dir
 
 STRIDE, BATCH_SIZE, THRESHOLD = 5, 16, 0.5
 INFERENCE = ("overlap", "full")
@@ -161,12 +161,14 @@ def segment_image(image_path, run_dir, out_dir=None, fov_path=None, weights="bes
     return prob
 
 
-def main(argv=None):
+def build_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK,
                         help="prepare_datasets_DRIVE.py's --work-dir (default: %(default)s)")
-    parser.add_argument("--run-dir", type=Path, default=DEFAULT_RUN,
-                        help="train_retina.py's run folder (default: %(default)s)")
+    parser.add_argument("--run-dir", type=Path, default=None,
+                        help="train_retina.py's run folder (default: weights/retina_vessel/bcdu_net_d3"
+                             "[_bidirectional][_prior_bias], chosen by the two options below)")
+    add_variant_arguments(parser, trained=True)
     parser.add_argument("--weights", choices=("best", "last"), default="best",
                         help="checkpoint (default: best val_loss, the original's weight_lstm.hdf5)")
     parser.add_argument("--inference", choices=INFERENCE, default="overlap",
@@ -180,9 +182,16 @@ def main(argv=None):
                         help="segment this one fundus image (any size) instead of the test set")
     parser.add_argument("--fov", type=Path, default=None, help="with --image: its FOV mask (same size)")
     parser.add_argument("--out-dir", type=Path, default=None,
-                        help="output folder (default: <work-dir>/test, or beside --image)")
+                        help="output folder (default: <work-dir>/test/<run folder name>, or beside --image)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
+    if args.run_dir is None:
+        args.run_dir = default_run_dir(args.bidirectional, args.prior_bias)
     if args.fov is not None and args.image is None:
         parser.error("--fov needs --image")
     if args.image is not None:
@@ -192,7 +201,7 @@ def main(argv=None):
         print(f"{args.image}: {prob.shape[0]}x{prob.shape[1]} probability map and mask written to {where} "
               f"({(prob >= args.threshold).mean():.1%} vessel pixels)")
         return 0
-    out_dir = args.out_dir or args.work_dir / "test"
+    out_dir = args.out_dir or args.work_dir / "test" / args.run_dir.name  # keyed by the run
     result = evaluate(args.work_dir, args.run_dir, out_dir, args.weights, args.inference, args.stride,
                       args.batch_size, args.threshold, not args.quiet)
     s = result["scores"]

@@ -79,7 +79,7 @@ def save_patches(work_dir, patch=PATCH, n_patches=N_PATCHES, seed=SEED, inside_f
     return work_dir / IMGS_FILE, work_dir / MASKS_FILE
 
 
-def main(argv=None):
+def build_parser():
     from retina_vessel.prepare_datasets_DRIVE import DEFAULT_WORK
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -94,6 +94,11 @@ def main(argv=None):
                              "which its own call never applies; default: off)")
     parser.add_argument("--seed", type=int, default=SEED, help="random seed (default: %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         paths = save_patches(args.work_dir, args.patch, args.n_patches, args.seed, args.inside_fov, not args.quiet)

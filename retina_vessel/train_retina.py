@@ -28,7 +28,18 @@ from retina_vessel.save_patch import IMGS_FILE, MASKS_FILE
 MODEL = "bcdu_net_d3"
 EPOCHS, BATCH_SIZE, LR, VAL_SPLIT = 50, 8, 1e-4, 0.2
 REDUCE_LR = {"factor": 0.1, "patience": 7, "min_delta": 1e-4, "cooldown": 0, "min_lr": 0.0}
-DEFAULT_RUN = cli.repo_path("weights", "retina_vessel", MODEL)
+DEFAULT_RUN = cli.repo_path("weights", "retina_vessel", MODEL)  # the faithful run's folder
+
+
+def run_name(bidirectional=False, prior_bias=False):
+    """``bcdu_net_d3[_bidirectional][_prior_bias]``: every option that changes the network or its
+    initialisation has its own default run folder."""
+    return MODEL + ("_bidirectional" if bidirectional else "") + ("_prior_bias" if prior_bias else "")
+
+
+def default_run_dir(bidirectional=False, prior_bias=False):
+    """``weights/retina_vessel/<run_name>``."""
+    return cli.repo_path("weights", "retina_vessel", run_name(bidirectional, prior_bias))
 
 
 def load_patches(work_dir):
@@ -80,33 +91,46 @@ def train(work_dir, run_dir, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, val_sp
                settings=settings)
 
 
-def main(argv=None):
+def add_variant_arguments(parser, trained=False):
+    """``--bidirectional`` and ``--prior-output-bias``: the options that name the default run folder (shared with
+    evaluate.py, where they select that folder)."""
+    did = "the run used " if trained else ""
+    parser.add_argument("--bidirectional", action="store_true",
+                        help=did + "forward + backward ConvLSTM fusion (the paper's description; the original code "
+                                   "has only the backward layer)")
+    parser.add_argument("--prior-output-bias", "--prior-bias", dest="prior_bias", action="store_true",
+                        help=did + "start the sigmoid output at the training vessel share instead of 0.5 (keeps the "
+                                   "original's 2-channel ReLU head from dying early; default: off, as the original)")
+
+
+def build_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK,
                         help="folder with save_patch.py's patch files (default: %(default)s)")
-    parser.add_argument("--run-dir", type=Path, default=DEFAULT_RUN,
-                        help="checkpoints and logs (default: %(default)s)")
+    parser.add_argument("--run-dir", type=Path, default=None,
+                        help="checkpoints and logs (default: weights/retina_vessel/bcdu_net_d3"
+                             "[_bidirectional][_prior_bias])")
     parser.add_argument("--epochs", type=int, default=EPOCHS, help="default: %(default)s")
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="default: %(default)s")
     parser.add_argument("--lr", type=float, default=LR, help="Adam learning rate (default: %(default)s)")
     parser.add_argument("--val-split", type=float, default=VAL_SPLIT,
                         help="last fraction of the patches used for validation (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: none, as the original)")
-    parser.add_argument("--bidirectional", action="store_true",
-                        help="forward + backward ConvLSTM fusion (the paper's description; the original code "
-                             "has only the backward layer)")
-    parser.add_argument("--prior-bias", action="store_true",
-                        help="start the sigmoid output at the training vessel share instead of 0.5 (keeps the "
-                             "original's 2-channel ReLU head from dying early; default: off, as the original)")
+    add_variant_arguments(parser)
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --run-dir")
     parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress output")
     add_strategy_argument(parser)
-    args = parser.parse_args(argv)
-    model, history = train(args.work_dir, args.run_dir, args.epochs, args.batch_size, args.lr, args.val_split,
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    run_dir = args.run_dir or default_run_dir(args.bidirectional, args.prior_bias)
+    model, history = train(args.work_dir, run_dir, args.epochs, args.batch_size, args.lr, args.val_split,
                            args.seed, args.bidirectional, args.prior_bias, args.resume, args.verbose,
                            args.strategy)
     if history:
-        print(f"{model.name}: best val_loss {min(history['val_loss']):.4f}; checkpoints in {args.run_dir}")
+        print(f"{model.name}: best val_loss {min(history['val_loss']):.4f}; checkpoints in {run_dir}")
     return 0
 
 

@@ -217,3 +217,49 @@ def test_every_script_has_help(module, capsys):
     with pytest.raises(SystemExit) as exit_info:
         module.main(["--help"])
     assert exit_info.value.code == 0 and "usage:" in capsys.readouterr().out
+
+
+# The original's settings, written from ../shared/specs/bcdu_net.md (§3.2 DRIVE preparation and patches, §4
+# test-time inference, §5.1 training), NOT from the code: a silent change of a default fails here.
+SPEC_DEFAULTS = {
+    prep: {"n_train": 20, "n_test": 20, "height": 584, "width": 565},            # §3.2: 20 + 20, 584 x 565
+    save_patch: {"patch": 64, "n_patches": 200_000, "inside_fov": False},        # §3.2: the FOV rule never applies
+    train_retina: {"epochs": 50, "batch_size": 8, "lr": 1e-4, "val_split": 0.2,   # §5.1
+                   "seed": None, "bidirectional": False, "prior_bias": False, "resume": False},
+    evaluate: {"stride": 5, "batch_size": 16, "threshold": 0.5, "inference": "overlap", "weights": "best",
+               "bidirectional": False, "prior_bias": False},                     # §4, §5.2 (score >= 0.5)
+}
+
+
+@pytest.mark.parametrize("module", list(SPEC_DEFAULTS), ids=lambda m: m.__name__.split(".")[-1])
+def test_argparse_defaults_are_the_originals(module):
+    defaults = vars(module.build_parser().parse_args([]))
+    assert {k: defaults[k] for k in SPEC_DEFAULTS[module]} == SPEC_DEFAULTS[module]
+
+
+def test_training_recipe_constants_are_the_originals():
+    import keras
+
+    from common.models import build_model
+
+    # §5.1: ReduceLROnPlateau(val_loss, factor 0.1, patience 7, epsilon (= min_delta) 1e-4, cooldown 0, min_lr 0)
+    assert train_retina.REDUCE_LR == {"factor": 0.1, "patience": 7, "min_delta": 1e-4, "cooldown": 0, "min_lr": 0.0}
+    # Adam(lr=1e-4) of Keras 2: beta_1 0.9, beta_2 0.999, epsilon K.epsilon() = 1e-7; binary cross-entropy
+    inputs = keras.Input((8, 8, 1))
+    model = train_retina.compile_model(keras.Model(inputs, keras.layers.Conv2D(1, 1)(inputs)))
+    opt = model.optimizer
+    assert isinstance(opt, keras.optimizers.Adam) and float(opt.learning_rate) == pytest.approx(1e-4)
+    assert (opt.beta_1, opt.beta_2, opt.epsilon, opt.amsgrad) == (0.9, 0.999, 1e-7, False)
+    assert model.loss == "binary_crossentropy"
+    assert train_retina.MODEL == "bcdu_net_d3" and build_model  # §5.1 model BCDU_net_D3 (64, 64, 1)
+
+
+def test_every_variant_has_its_own_default_run_and_result_folders():
+    names = {train_retina.run_name(b, p) for b in (False, True) for p in (False, True)}
+    assert names == {"bcdu_net_d3", "bcdu_net_d3_bidirectional", "bcdu_net_d3_prior_bias",
+                     "bcdu_net_d3_bidirectional_prior_bias"}
+    assert train_retina.default_run_dir() == train_retina.DEFAULT_RUN  # the faithful run keeps its folder
+    for flags, name in (([], "bcdu_net_d3"), (["--bidirectional"], "bcdu_net_d3_bidirectional"),
+                        (["--prior-output-bias"], "bcdu_net_d3_prior_bias")):
+        args = train_retina.build_parser().parse_args(flags)
+        assert train_retina.default_run_dir(args.bidirectional, args.prior_bias).name == name
