@@ -39,6 +39,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
@@ -57,6 +59,23 @@ TARGET = {"AUC": 0.96, "F1": 0.76}
 
 class UsageError(DataLayoutError):
     """A bad option or an existing result (one line, exit 2 through ``cli.run``)."""
+
+
+class EpochTimer:
+    """Keras callback (built lazily) adding ``epoch_seconds`` to the epoch logs, so history.csv records it."""
+
+    def __new__(cls):
+        import keras
+
+        class _Timer(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                self.t0 = time.time()
+
+            def on_epoch_end(self, epoch, logs=None):
+                if logs is not None:
+                    logs["epoch_seconds"] = time.time() - self.t0
+
+        return _Timer()
 
 
 def link_split(drive_dir, layout_dir, held_out):
@@ -113,7 +132,8 @@ def write_results(out_dir, result):
              f"(the original: 200,000 x 50); batch {s['batch_size']}, Adam {s['lr']:g}, last "
              f"{s['val_split']:.0%} of the patches for validation, seed {s['seed']}"
              + (", --prior-bias" if s["prior_bias"] else "") + (", --bidirectional" if s["bidirectional"] else ""),
-             f"- training: {result['train_seconds']:.0f} s, {result['seconds_per_epoch']:.0f} s per epoch; "
+             f"- training: {result['train_seconds']:.0f} s in this process, "
+             f"{result['seconds_per_epoch'] or 'not recorded'} s per epoch; "
              f"best val_loss {result['best_val_loss']:.4f} (epoch {result['best_epoch']})",
              f"- machine: {s['machine']}; load average at start {s['load_start']}, at the end "
              f"{result.get('load_end')}",
@@ -134,6 +154,9 @@ def main(argv=None):
                         help="folder holding training/{images,1st_manual,mask} (default: %(default)s)")
     parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT, help="work folder (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out-dir")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted run in --out-dir (same options): reuse its prepared files "
+                             "and patches, train only the missing epochs, then evaluate")
     parser.add_argument("--held-out", nargs="+", default=list(HELD_OUT),
                         help="ids of the held-out images (default: %(default)s)")
     parser.add_argument("--patches", type=int, default=None,
@@ -160,10 +183,12 @@ def main(argv=None):
     patches = save_patch.N_PATCHES if args.paper else (args.patches or PATCHES)
     epochs = train_retina.EPOCHS if args.paper else (args.epochs or EPOCHS)
     out_dir = args.out_dir
-    if out_dir.exists() and any(out_dir.iterdir()):
+    if args.resume and args.overwrite:
+        raise UsageError("--resume/--overwrite: choose one")
+    if out_dir.exists() and any(out_dir.iterdir()) and not args.resume:
         if not args.overwrite:
-            raise UsageError(f"{out_dir}: holds a previous result; pass --overwrite to replace it, or another "
-                             f"--out-dir")
+            raise UsageError(f"{out_dir}: holds a previous result; pass --overwrite to replace it, --resume to "
+                             f"continue it, or another --out-dir")
         shutil.rmtree(out_dir)
     n_train = 20 - len(set(args.held_out))
     if patches % n_train:
@@ -175,20 +200,33 @@ def main(argv=None):
                 "bidirectional": args.bidirectional, "threshold": evaluate.THRESHOLD, "stride": args.stride,
                 "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores",
                 "load_start": load_average()}
-    train_ids, held_out = link_split(args.drive_dir, out_dir / "DRIVE", set(args.held_out))
+    reuse = args.resume and (out_dir / save_patch.MASKS_FILE).is_file()
+    if reuse:  # the split and the patches of the interrupted run
+        ids = {split: sorted(p.name[:2] for p in (out_dir / "DRIVE" / split / "images").glob("*.tif"))
+               for split in ("training", "test")}
+        n_found = len(np.load(out_dir / save_patch.MASKS_FILE, mmap_mode="r"))
+        if ids["test"] != sorted(set(args.held_out)) or n_found != patches:
+            raise UsageError(f"--resume: {out_dir} holds held-out images {' '.join(ids['test'])} and {n_found} "
+                             f"patches; give the same --held-out and --patches, or another --out-dir")
+        train_ids, held_out = ids["training"], ids["test"]
+    else:
+        train_ids, held_out = link_split(args.drive_dir, out_dir / "DRIVE", set(args.held_out))
     settings.update(train_ids=train_ids, held_out=held_out)
     print(f"DRIVE split: train {' '.join(train_ids)}; held out {' '.join(held_out)}", flush=True)
-    prepare_datasets_DRIVE.prepare(out_dir / "DRIVE", out_dir, n_train=len(train_ids), n_test=len(held_out),
-                                   verbose=bool(args.verbose))
-    save_patch.save_patches(out_dir, save_patch.PATCH, patches, args.seed, verbose=bool(args.verbose))
+    if not reuse:
+        prepare_datasets_DRIVE.prepare(out_dir / "DRIVE", out_dir, n_train=len(train_ids), n_test=len(held_out),
+                                       verbose=bool(args.verbose))
+        save_patch.save_patches(out_dir, save_patch.PATCH, patches, args.seed, verbose=bool(args.verbose))
     t0 = time.time()
     _, history = train_retina.train(out_dir, out_dir / "run", epochs, train_retina.BATCH_SIZE, args.lr,
                                     train_retina.VAL_SPLIT, args.seed, args.bidirectional, args.prior_bias,
-                                    verbose=args.verbose)
+                                    resume=args.resume, verbose=args.verbose, callbacks=[EpochTimer()])
     train_seconds = time.time() - t0
     val = history["val_loss"]
+    timed = [t for t in history.get("epoch_seconds", []) if t == t]  # NaN: an epoch run without the timer
+    per_epoch = sum(timed) / len(timed) if timed else None
     result = {"settings": settings, "rows": [], "train_seconds": round(train_seconds, 1),
-              "seconds_per_epoch": round(train_seconds / epochs, 1), "best_val_loss": min(val),
+              "seconds_per_epoch": per_epoch and round(per_epoch, 1), "best_val_loss": min(val),
               "best_epoch": val.index(min(val)) + 1, "history": history}
     for mode in args.inference:
         t1 = time.time()

@@ -14,15 +14,24 @@ pooled: AUC-ROC of the probabilities, AUC-PR, and at ``--threshold`` 0.5 F1 (Dic
 specificity, accuracy, precision, IoU (true Jaccard) and the original's "Jaccard" (``js_legacy`` = accuracy)
 plus the confusion matrix, beside the paper's BCDU-Net row.
 
-Written to ``--out-dir`` (default ``<work-dir>/test/<run folder name>``, so two runs never share one): ``performances.md/.json`` (ours beside the paper,
-with the confusion matrix, inference mode, time and peak memory), ``paper.md/.json`` (the published DRIVE
-table), ``roc_pr.png``, ``sample_results.png`` (image | ground truth | probability | binary, per image) and
-``pred_imgs.npy`` (probabilities after kill_border, (N, H, W, 1) float32).
+Written to ``--out-dir`` (default ``<work-dir>/test/<run folder name>``, so two runs never share one):
+``performances.md/.json`` (ours beside the paper; after the original columns HD95 and ASSD, the mean per-image
+surface distances in pixels inside the FOV, once ``common.metrics.surface_scores`` exists), ``details.md/.json``
+(confusion matrix, inference mode, time and peak memory), ``paper.md/.json`` (the published DRIVE table),
+``roc_pr.png``, ``sample_results.png`` (image | ground truth | probability | binary, per image),
+``pred_imgs.npy`` (probabilities after kill_border, (N, H, W, 1) float32) and ``run.json`` (git commit, model,
+weights file and SHA-256, options, inputs). ``--tta flip`` averages each prediction over the input and its two
+flips (an option; the original has none); ``--mixed-precision`` is a GPU option.
 
-One-image mode: ``--image PATH [--fov PATH]`` segments one fundus photo of any size with the same procedure
-and writes ``<stem>_prob.png`` (probability x 255), ``<stem>_prob.npy`` (float32) and ``<stem>_mask.png``
-(0/255 at ``--threshold``), all of the input's size, into ``--out-dir`` (default: beside the image). With
-``--fov`` the probabilities outside the FOV are set to 0.
+One-image mode: ``--image PATH [--fov PATH]`` is predict.py's single-file case (same code): it writes
+``<stem>_prob.png`` (probability x 255), ``<stem>_prob.npy`` (float32), ``<stem>_mask.png`` (0/255 at
+``--threshold``), all of the input's size, and ``run.json`` into ``--out-dir`` (default: beside the image).
+With ``--fov`` the probabilities outside the FOV are set to 0.
+
+    python retina_vessel/evaluate.py                                   # the original: stride-5 windows
+    python retina_vessel/evaluate.py --inference full                  # one pass per image, ~100x faster
+    python retina_vessel/evaluate.py --prior-output-bias               # the run trained with that option
+    python retina_vessel/evaluate.py --image eye.tif --fov eye_fov.gif --out-dir out
 """
 
 import argparse
@@ -37,6 +46,8 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import numpy as np
 
 from common import cli
+from common.devices import add_precision_arguments
+from common.inference import add_tta_argument
 from retina_vessel.prepare_datasets_DRIVE import DEFAULT_WORK, load_split
 from retina_vessel.train_retina import add_variant_arguments, default_run_dir
 
@@ -63,28 +74,26 @@ def paper_rows():
             for m, y, f1, se, sp, acc, auc in PAPER]
 
 
-def load_model(run_dir, weights="best"):
-    import keras
+def load_model(run_dir, weights="best", mixed_precision="off"):
+    """``(model, checkpoint path)`` of a train_retina.py run (``common.predict.load_model``)."""
+    from common.predict import load_model as load
 
-    import common.layers  # noqa: F401  (registers the Keras-2 hard sigmoid of the ConvLSTM fusions)
-
-    path = Path(run_dir) / f"{weights}.keras"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found; run retina_vessel/train_retina.py first")
-    return keras.models.load_model(path, compile=False)
+    return load(argparse.Namespace(model=None, run_dir=Path(run_dir), weights=weights,
+                                   mixed_precision=mixed_precision))
 
 
-def segment(model, images, inference="overlap", stride=STRIDE, batch_size=BATCH_SIZE, verbose=False):
-    """Probability maps (N, H, W, 1) float32 of preprocessed images (N, H, W, 1) of any size."""
+def segment(model, images, inference="overlap", stride=STRIDE, batch_size=BATCH_SIZE, verbose=False, tta="none"):
+    """Probability maps (N, H, W, 1) float32 of preprocessed images (N, H, W, 1) of any size (``tta="flip"``:
+    the mean over the image and its two flips)."""
     from common.inference import predict_sliding_window, predict_whole
     from common.models import build_model
 
     if inference == "overlap":
         patch = tuple(model.input_shape[1:3])
-        return predict_sliding_window(model, images, patch, stride, batch_size=batch_size, verbose=verbose)
+        return predict_sliding_window(model, images, patch, stride, batch_size=batch_size, verbose=verbose, tta=tta)
     if inference == "full":
         bidirectional = any(layer.name.endswith("_convlstm_fwd") for layer in model.layers)
-        return predict_whole(model, images, multiple=8, verbose=verbose,
+        return predict_whole(model, images, multiple=8, verbose=verbose, tta=tta,
                              builder=lambda shape: build_model(model.name, shape, bidirectional=bidirectional))
     raise ValueError(f"unknown inference {inference!r} ({', '.join(INFERENCE)})")
 
@@ -106,29 +115,38 @@ def score_row(method, scores):
 
 
 def evaluate(work_dir, run_dir, out_dir, weights="best", inference="overlap", stride=STRIDE, batch_size=BATCH_SIZE,
-             threshold=THRESHOLD, verbose=True):
-    """Segment and score the prepared test set; writes the tables and figures, returns the result dict."""
+             threshold=THRESHOLD, verbose=True, tta="none", mixed_precision="off", options=None):
+    """Segment and score the prepared test set; writes the tables, figures and run.json, returns the result
+    dict. HD95 and ASSD per image (inside the FOV, in pixels) follow the original columns when
+    ``common.metrics.surface_scores`` is available."""
     from common.data.io import save_npy
     from common.data.preprocess import my_preproc
     from common.metrics import segmentation_scores
+    from common.provenance import write_run_json
     from common.report import overlay_grid, plot_roc_pr, write_table
 
     out_dir = Path(out_dir)
     imgs, truth, fov = load_split(work_dir, "test")
     x = my_preproc(imgs)
-    model = load_model(run_dir, weights)
+    model, checkpoint = load_model(run_dir, weights, mixed_precision)
     start = time.time()
-    prob = kill_border(segment(model, x, inference, stride, batch_size, verbose), fov)
+    prob = kill_border(segment(model, x, inference, stride, batch_size, verbose, tta), fov)
     seconds = time.time() - start
     scores = segmentation_scores(truth, prob, threshold=threshold, fov=fov, legacy=True, curves=True)
-    row = score_row(f"ours ({model.name}, {inference})", scores)
+    row = score_row(f"ours ({model.name}, {inference}" + (", flip TTA)" if tta == "flip" else ")"), scores)
+    columns = COLUMNS
+    surface = surface_columns(truth, prob >= threshold, fov)
+    if surface:
+        row.update(surface)
+        columns = COLUMNS + tuple(surface)
     paper = dict(zip(("F1", "SE", "SP", "ACC", "AUC"), PAPER[-1][2:]), method="paper BCDU-Net (2019)")
     (tn, fp), (fn, tp) = scores["confusion"]
     details = {"inference": inference, "stride": stride if inference == "overlap" else None, "weights": weights,
+               "tta": tta, "mixed_precision": mixed_precision,
                "threshold": threshold, "test images": len(x), "FOV pixels": tn + fp + fn + tp,
                "confusion [[TN, FP], [FN, TP]]": scores["confusion"], "seconds": round(seconds, 2),
                "peak RSS MB": round(peak_rss_mb())}
-    write_table([row, paper], out_dir / "performances", columns=COLUMNS,
+    write_table([row, paper], out_dir / "performances", columns=columns,
                 title=f"DRIVE test set, FOV pixels only ({inference} inference)")
     write_table([details], out_dir / "details", title="Evaluation settings, confusion matrix, time and memory")
     write_table(paper_rows(), out_dir / "paper", title="Paper: DRIVE (README table)")
@@ -137,28 +155,32 @@ def evaluate(work_dir, run_dir, out_dir, weights="best", inference="overlap", st
     overlay_grid(x, truth / 255.0, prob, out_dir / "sample_results.png", max_rows=len(x),
                  titles=("image", "ground truth", "probability", f"binary (>= {threshold:g})"),
                  extra=[(prob >= threshold).astype(np.float32)], value_range=(0, 1))
+    test_files = [str(p) for p in load_split_names(work_dir)]
+    write_run_json(out_dir, model_name=model.name, weights=[checkpoint],
+                   options=dict(options or {}, inference=inference, stride=stride, weights=weights,
+                                threshold=threshold, tta=tta, mixed_precision=mixed_precision),
+                   inputs=test_files)
     return {"scores": scores, "row": row, **details}
 
 
-def segment_image(image_path, run_dir, out_dir=None, fov_path=None, weights="best", inference="overlap",
-                  stride=STRIDE, batch_size=BATCH_SIZE, threshold=THRESHOLD, verbose=True):
-    """One new fundus photo (any size) -> probability map (H, W) float32; writes it and the binary mask."""
-    from common.data.io import read_image, save_npy, write_image
-    from common.data.preprocess import my_preproc
+def load_split_names(work_dir):
+    """The test HDF5 files evaluated (the inputs named in run.json)."""
+    from retina_vessel.prepare_datasets_DRIVE import KINDS, hdf5_path
 
-    image_path = Path(image_path)
-    rgb = read_image(image_path, "rgb")
-    fov = None if fov_path is None else read_image(fov_path, "gray", size=rgb.shape[:2])
-    model = load_model(run_dir, weights)
-    prob = segment(model, my_preproc(rgb[None]), inference, stride, batch_size, verbose)[0, ..., 0]
-    if fov is not None:
-        prob = kill_border(prob, fov)
-    out_dir = Path(out_dir) if out_dir else image_path.parent
-    stem = image_path.stem
-    save_npy(out_dir / f"{stem}_prob.npy", prob)
-    write_image(out_dir / f"{stem}_prob.png", np.round(prob * 255).astype(np.uint8))
-    write_image(out_dir / f"{stem}_mask.png", ((prob >= threshold) * 255).astype(np.uint8))
-    return prob
+    return [hdf5_path(work_dir, kind, "test") for kind in KINDS]
+
+
+def surface_columns(truth, pred, fov):
+    """``{"HD95": mean, "ASSD": mean}`` over the test images (pixels, inside the FOV), or ``{}`` while
+    ``common.metrics.surface_scores`` is not available."""
+    try:
+        from common.metrics import surface_scores
+    except ImportError:
+        return {}
+    inside = np.asarray(fov) > 0
+    result = surface_scores((np.asarray(truth) > 0) & inside, np.asarray(pred) & inside)
+    means = result["mean"] if "mean" in result else result
+    return {"HD95": means["hd95"], "ASSD": means["assd"]}
 
 
 def build_parser():
@@ -183,27 +205,39 @@ def build_parser():
     parser.add_argument("--fov", type=Path, default=None, help="with --image: its FOV mask (same size)")
     parser.add_argument("--out-dir", type=Path, default=None,
                         help="output folder (default: <work-dir>/test/<run folder name>, or beside --image)")
+    add_tta_argument(parser)
+    add_precision_arguments(parser, jit_compile=False)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
 def main(argv=None):
+    from common.errors import OptionError
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.fov is not None and args.image is None:
+        raise OptionError("--fov: needs --image (the FOV mask of that one image)")
+    if args.stride < 1:
+        raise OptionError(f"--stride: {args.stride} must be at least 1")
+    if not 0 <= args.threshold <= 1:
+        raise OptionError(f"--threshold: {args.threshold} must lie in [0, 1]")
     if args.run_dir is None:
         args.run_dir = default_run_dir(args.bidirectional, args.prior_bias)
-    if args.fov is not None and args.image is None:
-        parser.error("--fov needs --image")
-    if args.image is not None:
-        prob = segment_image(args.image, args.run_dir, args.out_dir, args.fov, args.weights, args.inference,
-                             args.stride, args.batch_size, args.threshold, not args.quiet)
-        where = args.out_dir or args.image.parent
-        print(f"{args.image}: {prob.shape[0]}x{prob.shape[1]} probability map and mask written to {where} "
-              f"({(prob >= args.threshold).mean():.1%} vessel pixels)")
-        return 0
+    if args.image is not None:  # predict.py's single-file case (one implementation)
+        from retina_vessel import predict
+
+        out_dir = args.out_dir or args.image.parent
+        forwarded = [str(args.image), "--out-dir", str(out_dir), "--run-dir", str(args.run_dir),
+                     "--weights", args.weights, "--inference", args.inference, "--stride", str(args.stride),
+                     "--batch-size", str(args.batch_size), "--threshold", str(args.threshold), "--tta", args.tta,
+                     "--mixed-precision", args.mixed_precision, "--save-probabilities"]
+        forwarded += (["--fov", str(args.fov)] if args.fov else []) + (["--quiet"] if args.quiet else [])
+        return predict.main(forwarded)
     out_dir = args.out_dir or args.work_dir / "test" / args.run_dir.name  # keyed by the run
     result = evaluate(args.work_dir, args.run_dir, out_dir, args.weights, args.inference, args.stride,
-                      args.batch_size, args.threshold, not args.quiet)
+                      args.batch_size, args.threshold, not args.quiet, args.tta, args.mixed_precision,
+                      options={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()})
     s = result["scores"]
     print(f"DRIVE test ({args.inference}, {result['seconds']:.1f} s, peak RSS {result['peak RSS MB']} MB): "
           f"AUC {s['auc']:.4f} (paper 0.9788), F1 {s['f1']:.4f} (0.8222), SE {s['sensitivity']:.4f} (0.8012), "

@@ -139,6 +139,10 @@ def build_parser():
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    for option, value in (("--n-train", args.n_train), ("--n-test", args.n_test), ("--height", args.height),
+                          ("--width", args.width)):
+        if value < 1:
+            raise cli.option_error(option, f"{value} must be at least 1")
     written = prepare(args.drive_dir, args.work_dir, args.n_train, args.n_test, args.height, args.width, not args.quiet)
     for path, shape in written.items():
         print(f"{path}: {shape} float64")
