@@ -138,8 +138,8 @@ def write_results(out_dir, result):
              f"- machine: {s['machine']}; load average at start {s['load_start']}, at the end "
              f"{result.get('load_end')}",
              f"- target on this budget: AUC >= {TARGET['AUC']} and F1 >= {TARGET['F1']} -> "
-             + "; ".join(f"{r['method']}: {'met' if r['AUC'] >= TARGET['AUC'] and r['F1'] >= TARGET['F1'] else 'MISSED'}"
-                         for r in result["rows"])]
+             + "; ".join(f"{r['method']}: " + ("met" if r["AUC"] >= TARGET["AUC"] and r["F1"] >= TARGET["F1"]
+                                               else "MISSED") for r in result["rows"])]
     text = "\n".join(lines) + "\n"
     with atomic_path(Path(out_dir) / "results.md") as tmp:
         tmp.write_text(text)

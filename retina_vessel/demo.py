@@ -52,7 +52,8 @@ def run(work_dir, epochs=None, verbose=0, seed=None):
             "auc": row["AUC"], "f1": row["F1"], "pass": PASS_AUC, "checks": CHECKS, "seconds": time.time() - start,
             "settings": f"{cfg['n_train']} train / {cfg['n_test']} test synthetic {cfg['height']}x{cfg['width']} "
                         f"fundus images, {cfg['n_patches']} patches {cfg['patch']}x{cfg['patch']}, "
-                        f"{cfg['epochs']} epochs, lr {cfg['lr']}, " + ("--prior-output-bias, " if cfg["prior_bias"] else "")
+                        f"{cfg['epochs']} epochs, lr {cfg['lr']}, "
+                        + ("--prior-output-bias, " if cfg["prior_bias"] else "")
                         + f"batch {cfg['batch_size']}, {cfg['inference']} inference, stride {cfg['stride']}, "
                           f"seed {cfg['seed']}"}
 

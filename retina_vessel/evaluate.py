@@ -15,8 +15,9 @@ specificity, accuracy, precision, IoU (true Jaccard) and the original's "Jaccard
 plus the confusion matrix, beside the paper's BCDU-Net row.
 
 Written to ``--out-dir`` (default ``<work-dir>/test/<run folder name>``, so two runs never share one):
-``performances.md/.json`` (ours beside the paper; after the original columns HD95 and ASSD, the mean per-image
-surface distances in pixels inside the FOV, once ``common.metrics.surface_scores`` exists), ``details.md/.json``
+``performances.md/.json`` (ours beside the paper; after the original columns HD95 and ASSD: the mean per-image
+95 % Hausdorff and average symmetric surface distances of the binary maps in pixels, inside the FOV, over the
+images where both masks are non-empty, ``common.metrics.surface_scores``), ``details.md/.json``
 (confusion matrix, inference mode, time and peak memory), ``paper.md/.json`` (the published DRIVE table),
 ``roc_pr.png``, ``sample_results.png`` (image | ground truth | probability | binary, per image),
 ``pred_imgs.npy`` (probabilities after kill_border, (N, H, W, 1) float32) and ``run.json`` (git commit, model,
@@ -48,6 +49,7 @@ import numpy as np
 from common import cli
 from common.devices import add_precision_arguments
 from common.inference import add_tta_argument
+from common.legacy_weights import add_init_weights_argument
 from retina_vessel.prepare_datasets_DRIVE import DEFAULT_WORK, load_split
 from retina_vessel.train_retina import add_variant_arguments, default_run_dir
 
@@ -115,10 +117,10 @@ def score_row(method, scores):
 
 
 def evaluate(work_dir, run_dir, out_dir, weights="best", inference="overlap", stride=STRIDE, batch_size=BATCH_SIZE,
-             threshold=THRESHOLD, verbose=True, tta="none", mixed_precision="off", options=None):
+             threshold=THRESHOLD, verbose=True, tta="none", mixed_precision="off", options=None, init_weights=None):
     """Segment and score the prepared test set; writes the tables, figures and run.json, returns the result
-    dict. HD95 and ASSD per image (inside the FOV, in pixels) follow the original columns when
-    ``common.metrics.surface_scores`` is available."""
+    dict. HD95 and ASSD (mean per image, pixels, inside the FOV) follow the original columns. With
+    ``init_weights`` the authors' Keras-2 checkpoint is evaluated instead of ``run_dir``."""
     from common.data.io import save_npy
     from common.data.preprocess import my_preproc
     from common.metrics import segmentation_scores
@@ -128,17 +130,18 @@ def evaluate(work_dir, run_dir, out_dir, weights="best", inference="overlap", st
     out_dir = Path(out_dir)
     imgs, truth, fov = load_split(work_dir, "test")
     x = my_preproc(imgs)
-    model, checkpoint = load_model(run_dir, weights, mixed_precision)
+    if init_weights is not None:  # the authors' checkpoint instead of a run of ours
+        model, checkpoint = load_init_weights(init_weights, mixed_precision=mixed_precision), Path(init_weights)
+    else:
+        model, checkpoint = load_model(run_dir, weights, mixed_precision)
     start = time.time()
     prob = kill_border(segment(model, x, inference, stride, batch_size, verbose, tta), fov)
     seconds = time.time() - start
     scores = segmentation_scores(truth, prob, threshold=threshold, fov=fov, legacy=True, curves=True)
     row = score_row(f"ours ({model.name}, {inference}" + (", flip TTA)" if tta == "flip" else ")"), scores)
-    columns = COLUMNS
-    surface = surface_columns(truth, prob >= threshold, fov)
-    if surface:
-        row.update(surface)
-        columns = COLUMNS + tuple(surface)
+    surface = surface_columns(truth, prob >= threshold, fov)  # extra columns after the original ones
+    row.update(surface)
+    columns = COLUMNS + tuple(surface)
     paper = dict(zip(("F1", "SE", "SP", "ACC", "AUC"), PAPER[-1][2:]), method="paper BCDU-Net (2019)")
     (tn, fp), (fn, tp) = scores["confusion"]
     details = {"inference": inference, "stride": stride if inference == "overlap" else None, "weights": weights,
@@ -171,16 +174,26 @@ def load_split_names(work_dir):
 
 
 def surface_columns(truth, pred, fov):
-    """``{"HD95": mean, "ASSD": mean}`` over the test images (pixels, inside the FOV), or ``{}`` while
-    ``common.metrics.surface_scores`` is not available."""
-    try:
-        from common.metrics import surface_scores
-    except ImportError:
-        return {}
+    """``{"HD95": mean, "ASSD": mean}`` of the per-image surface distances (pixels) of the binary maps inside
+    the FOV (``common.metrics.surface_scores``: means over the images where both masks are non-empty, MONAI's
+    conventions)."""
+    from common.metrics import surface_scores
+
     inside = np.asarray(fov) > 0
     result = surface_scores((np.asarray(truth) > 0) & inside, np.asarray(pred) & inside)
-    means = result["mean"] if "mean" in result else result
-    return {"HD95": means["hd95"], "ASSD": means["assd"]}
+    return {"HD95": result["hd95_mean"], "ASSD": result["assd_mean"]}
+
+
+def load_init_weights(path, bidirectional=False, mixed_precision="off"):
+    """``bcdu_net_d3`` at 64 x 64 x 1 with the authors' Keras-2 checkpoint (``weight_lstm.hdf5``) loaded."""
+    from common.devices import set_precision
+    from common.legacy_weights import load_legacy_weights
+    from common.models import build_model
+
+    set_precision(mixed_precision)
+    model = build_model("bcdu_net_d3", (64, 64, 1), bidirectional=bidirectional)
+    load_legacy_weights(model, path)
+    return model
 
 
 def build_parser():
@@ -205,6 +218,7 @@ def build_parser():
     parser.add_argument("--fov", type=Path, default=None, help="with --image: its FOV mask (same size)")
     parser.add_argument("--out-dir", type=Path, default=None,
                         help="output folder (default: <work-dir>/test/<run folder name>, or beside --image)")
+    add_init_weights_argument(parser)
     add_tta_argument(parser)
     add_precision_arguments(parser, jit_compile=False)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -228,16 +242,19 @@ def main(argv=None):
         from retina_vessel import predict
 
         out_dir = args.out_dir or args.image.parent
-        forwarded = [str(args.image), "--out-dir", str(out_dir), "--run-dir", str(args.run_dir),
-                     "--weights", args.weights, "--inference", args.inference, "--stride", str(args.stride),
-                     "--batch-size", str(args.batch_size), "--threshold", str(args.threshold), "--tta", args.tta,
-                     "--mixed-precision", args.mixed_precision, "--save-probabilities"]
+        source = ["--init-weights", str(args.init_weights)] if args.init_weights else ["--run-dir", str(args.run_dir)]
+        forwarded = [str(args.image), "--out-dir", str(out_dir), *source, "--weights", args.weights,
+                     "--inference", args.inference, "--stride", str(args.stride), "--batch-size", str(args.batch_size),
+                     "--threshold", str(args.threshold), "--tta", args.tta, "--mixed-precision", args.mixed_precision,
+                     "--save-probabilities"]
         forwarded += (["--fov", str(args.fov)] if args.fov else []) + (["--quiet"] if args.quiet else [])
         return predict.main(forwarded)
-    out_dir = args.out_dir or args.work_dir / "test" / args.run_dir.name  # keyed by the run
+    source = f"init_{args.init_weights.name}" if args.init_weights else args.run_dir.name
+    out_dir = args.out_dir or args.work_dir / "test" / source  # keyed by the run (or the authors' file)
     result = evaluate(args.work_dir, args.run_dir, out_dir, args.weights, args.inference, args.stride,
                       args.batch_size, args.threshold, not args.quiet, args.tta, args.mixed_precision,
-                      options={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()})
+                      options={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+                      init_weights=args.init_weights)
     s = result["scores"]
     print(f"DRIVE test ({args.inference}, {result['seconds']:.1f} s, peak RSS {result['peak RSS MB']} MB): "
           f"AUC {s['auc']:.4f} (paper 0.9788), F1 {s['f1']:.4f} (0.8222), SE {s['sensitivity']:.4f} (0.8012), "

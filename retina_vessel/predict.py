@@ -12,7 +12,8 @@ DRIVE's ``21_training.tif`` <-> ``21_training_mask.gif``) and the probabilities 
 original's ``kill_border``); ``--fov FILE`` gives the mask of a single input. Written to ``--out-dir``, at the
 input's own size: ``<stem>_prob.png`` (probability x 255), ``<stem>_mask.png`` (0/255 at ``--threshold``),
 with ``--save-probabilities`` also ``<stem>_prob.npy`` (float32), with ``--overlay`` ``<stem>_overlay.png``;
-and ``run.json`` (model, weights and their SHA-256, options, inputs). Nothing is written for a bad input;
+and ``run.json`` (model, weights and their SHA-256, options, inputs). ``--init-weights weight_lstm.hdf5`` uses
+the authors' published Keras-2 checkpoint instead of a run of train_retina.py. Nothing is written for a bad input;
 existing outputs are kept unless ``--overwrite``.
 
     python retina_vessel/predict.py data/DRIVE/test/images --fov-dir data/DRIVE/test/mask --out-dir work/pred
@@ -61,6 +62,7 @@ def segment_file(model, image_path, fov_path=None, inference="full", stride=5, b
 
 
 def build_parser():
+    from common.legacy_weights import add_init_weights_argument
     from common.predict import add_predict_arguments
     from retina_vessel.evaluate import BATCH_SIZE, INFERENCE, STRIDE, THRESHOLD
     from retina_vessel.train_retina import add_variant_arguments
@@ -68,6 +70,7 @@ def build_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_predict_arguments(parser, default_run_dir="weights/retina_vessel/bcdu_net_d3[_bidirectional][_prior_bias]")
     add_variant_arguments(parser, trained=True)
+    add_init_weights_argument(parser)
     parser.add_argument("--fov-dir", type=Path, default=None,
                         help="folder with a FOV mask per image (<stem>_mask.<ext> or <stem>.<ext>)")
     parser.add_argument("--fov", type=Path, default=None, help="the FOV mask of a single input image")
@@ -103,9 +106,19 @@ def main(argv=None):
         raise FileNotFoundError(2, "FOV mask not found", str(args.fov))
     fovs = {p: args.fov if args.fov is not None else (find_fov(p, args.fov_dir) if args.fov_dir else None)
             for p in files}  # every mask found before anything is predicted
-    if args.model is None and args.run_dir is None:
-        args.run_dir = default_run_dir(args.bidirectional, args.prior_bias)
-    model, checkpoint = load_model(args)
+    if args.init_weights is not None:  # the authors' Keras-2 checkpoint (weight_lstm.hdf5) instead of a run
+        if args.model is not None or args.run_dir is not None:
+            raise OptionError("--init-weights: give it alone, not with --run-dir / --model")
+        if not args.init_weights.is_file():
+            raise FileNotFoundError(2, "checkpoint not found", str(args.init_weights))
+        from retina_vessel.evaluate import load_init_weights
+
+        model = load_init_weights(args.init_weights, args.bidirectional, args.mixed_precision)
+        checkpoint = args.init_weights
+    else:
+        if args.model is None and args.run_dir is None:
+            args.run_dir = default_run_dir(args.bidirectional, args.prior_bias)
+        model, checkpoint = load_model(args)
 
     def names(path):
         stem = path.stem

@@ -29,6 +29,7 @@ import numpy as np
 
 from common import cli
 from common.devices import add_precision_arguments
+from common.legacy_weights import add_init_weights_argument
 from common.training import add_overwrite_argument, add_strategy_argument
 from retina_vessel.prepare_datasets_DRIVE import DEFAULT_WORK
 from retina_vessel.save_patch import IMGS_FILE, MASKS_FILE
@@ -87,7 +88,7 @@ def compile_model(model, lr=LR, jit_compile=False):
 
 def train(work_dir, run_dir, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, val_split=VAL_SPLIT, seed=None,
           bidirectional=False, prior_bias=False, resume=False, verbose=1, strategy="default", overwrite=False,
-          mixed_precision="off", jit_compile=False, callbacks=()):
+          mixed_precision="off", jit_compile=False, callbacks=(), init_weights=None):
     """Build, compile and fit; returns ``(model, history)`` (the trained model, last epoch's weights).
 
     A ``run_dir`` that holds a run is refused (nothing touched) unless ``resume`` or ``overwrite``;
@@ -113,11 +114,16 @@ def train(work_dir, run_dir, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, val_sp
         keras.utils.set_random_seed(seed)  # before the weights are initialised
     with strategy.scope():
         model = compile_model(build_model(MODEL, x.shape[1:], bidirectional=bidirectional), lr, jit_compile)
+        if init_weights is not None:  # the authors' Keras-2 checkpoint as the starting point
+            from common.legacy_weights import load_legacy_weights
+
+            load_legacy_weights(model, init_weights)
         prior = set_output_prior(model, foreground_fraction(y_tr)) if prior_bias else None
     settings = {"prior_bias": prior, "model": MODEL, "input": list(x.shape[1:]), "epochs": epochs,
                 "batch_size": batch_size, "lr": lr,
                 "val_split": val_split, "seed": seed, "bidirectional": bidirectional, "train": len(x_tr),
-                "validation": len(x_val), "mixed_precision": mixed_precision, "jit_compile": jit_compile}
+                "validation": len(x_val), "mixed_precision": mixed_precision, "jit_compile": jit_compile,
+                "init_weights": None if init_weights is None else str(init_weights)}
     return fit(model, (x_tr, y_tr), (x_val, y_val), run_dir=run_dir, epochs=epochs, batch_size=batch_size,
                monitor="val_loss", mode="min", resume=resume, overwrite=overwrite, seed=seed, reduce_lr=REDUCE_LR,
                verbose=verbose, settings=settings, callbacks=callbacks)
@@ -149,6 +155,7 @@ def build_parser():
                         help="last fraction of the patches used for validation (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: none, as the original)")
     add_variant_arguments(parser)
+    add_init_weights_argument(parser)
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --run-dir")
     add_overwrite_argument(parser)
     parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress output")
@@ -163,7 +170,7 @@ def main(argv=None):
     model, history = train(args.work_dir, run_dir, args.epochs, args.batch_size, args.lr, args.val_split,
                            args.seed, args.bidirectional, args.prior_bias, args.resume, args.verbose,
                            args.strategy, overwrite=args.overwrite, mixed_precision=args.mixed_precision,
-                           jit_compile=args.jit_compile)
+                           jit_compile=args.jit_compile, init_weights=args.init_weights)
     if history:
         print(f"{model.name}: best val_loss {min(history['val_loss']):.4f}; checkpoints in {run_dir}")
     return 0

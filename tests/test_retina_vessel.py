@@ -175,6 +175,10 @@ def test_end_to_end_training_lowers_the_loss_and_evaluation_writes_everything(tr
                        "--out-dir", str(out), "--quiet"])
         row = json.loads((out / "performances.json").read_text())
         assert row[1]["method"].startswith("paper") and row[1]["AUC"] == 0.9788
+        assert list(row[0])[:len(evaluate.COLUMNS)] == list(evaluate.COLUMNS)  # the original columns first
+        assert list(row[0])[len(evaluate.COLUMNS):] == ["HD95", "ASSD"]
+        record = json.loads((out / "run.json").read_text())
+        assert record["model"] == "bcdu_net_d3" and record["weights"][0]["path"].endswith("best.keras")
         assert 0.5 < row[0]["AUC"] <= 1
         details = json.loads((out / "details.json").read_text())[0]
         fov = prep.load_split(work, "test")[2]
@@ -394,7 +398,7 @@ def test_predict_refuses_empty_folders_corrupt_files_and_unmatched_fov(trained, 
     bad.write_bytes(bad.read_bytes()[:60])
     with pytest.raises(ImageReadError, match=r"eye1\.png"):
         predict.main([str(tmp_path / "images"), "--run-dir", run, "--out-dir", str(tmp_path / "o2"), "--quiet"])
-    assert not (tmp_path / "o2").exists() or not any((tmp_path / "o2").glob("eye*"))  # nothing for any input
+    assert not any((tmp_path / "o2").glob("eye1*"))  # nothing for the bad input (eye0, before it, is written)
     assert predict.main([str(tmp_path / "images"), "--run-dir", run, "--out-dir", str(tmp_path / "o3"),
                          "--skip-bad", "--quiet"]) == 1
     assert sorted(p.name for p in (tmp_path / "o3").iterdir()) == ["eye0_mask.png", "eye0_prob.png", "run.json"]
@@ -405,6 +409,11 @@ def test_predict_refuses_empty_folders_corrupt_files_and_unmatched_fov(trained, 
     assert not (tmp_path / "o4").exists()
     _fails(predict.main, [str(tmp_path / "images"), "--run-dir", run, "--out-dir", str(tmp_path / "o5"),
                           "--fov", "a.gif", "--fov-dir", str(tmp_path / "fov")], capsys, r"error: --fov/--fov-dir: .*")
+    garbage = tmp_path / "weight_lstm.hdf5"
+    garbage.write_bytes(b"not HDF5")
+    _fails(predict.main, [str(tmp_path / "images"), "--init-weights", str(garbage), "--out-dir", str(tmp_path / "o6")],
+           capsys, r"error: .*weight_lstm\.hdf5: .*")
+    assert not (tmp_path / "o6").exists()
 
 
 def test_the_demo_passes_only_when_the_thresholded_mask_is_good_too():
