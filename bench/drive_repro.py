@@ -13,8 +13,9 @@ save_patch.py ``save_patches``, train_retina.py ``train``, evaluate.py ``evaluat
   the last 20 % of the patches as validation, best ``val_loss`` checkpoint, ReduceLROnPlateau; evaluation of
   the best checkpoint at threshold 0.5 inside the FOV, with the original's overlapping windows (stride 5,
   batch 16) and with the whole-image pass;
-* except the budget: ``--patches`` and ``--epochs`` (defaults 3,200 patches x 3 epochs, sized for about 30
-  minutes of training on 2 idle CPU cores; ``--paper`` = the original's 200,000 patches and 50 epochs).
+* except the budget: ``--patches`` and ``--epochs`` (defaults 3,200 patches x 3 epochs = 960 training steps,
+  sized for about 30 minutes on 2 idle CPU cores from the 1.36 s idle step of bench/train_step.py; ``--paper`` =
+  the original's 200,000 patches and 50 epochs).
   The stride-5 overlap pass over the 4 held-out images (42,840 windows) costs about as much again on a CPU;
   it runs last, after the whole-image result is written (``--inference full`` skips it).
 
@@ -25,9 +26,10 @@ modes beside the paper's BCDU-Net row, the split, the budget, seconds per epoch,
 ``run/`` (checkpoints, ``history.csv``, ``training_curves.png``).
 
     python bench/drive_repro.py                          # the CPU budget (about 30 min of training)
-    python bench/drive_repro.py --prior-bias             # the option that keeps the 2-channel head alive
+    python bench/drive_repro.py --prior-output-bias      # the option that keeps the 2-channel head alive
     python bench/drive_repro.py --paper                  # the original's full budget (a GPU job)
     python bench/drive_repro.py --patches 160 --epochs 1 --inference full --out-dir /tmp/drive_smoke
+    python bench/drive_repro.py --resume                 # continue an interrupted run, then evaluate
 """
 
 import argparse
@@ -46,6 +48,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 from common import cli
 from common.data.io import DataLayoutError, atomic_path
+from common.errors import OptionError
 from retina_vessel import evaluate, prepare_datasets_DRIVE, save_patch, train_retina
 
 DEFAULT_DRIVE = cli.REPO_ROOT.parent / "shared" / "data" / "drive"
@@ -57,7 +60,7 @@ COLUMNS = ("method", "AUC", "AUC-PR", "F1", "SE", "SP", "ACC", "seconds")
 TARGET = {"AUC": 0.96, "F1": 0.76}
 
 
-class UsageError(DataLayoutError):
+class UsageError(OptionError):
     """A bad option or an existing result (one line, exit 2 through ``cli.run``)."""
 
 
@@ -167,8 +170,8 @@ def main(argv=None):
     parser.add_argument("--paper", action="store_true",
                         help=f"the original's budget: {save_patch.N_PATCHES:,} patches, {train_retina.EPOCHS} epochs")
     parser.add_argument("--lr", type=float, default=train_retina.LR, help="Adam learning rate (default: %(default)s)")
-    parser.add_argument("--prior-bias", action="store_true",
-                        help="start the sigmoid output at the vessel share (train_retina.py --prior-bias)")
+    parser.add_argument("--prior-output-bias", "--prior-bias", dest="prior_bias", action="store_true",
+                        help="start the sigmoid output at the vessel share (train_retina.py --prior-output-bias)")
     parser.add_argument("--bidirectional", action="store_true", help="train_retina.py --bidirectional")
     parser.add_argument("--inference", nargs="+", choices=evaluate.INFERENCE, default=["full", "overlap"],
                         help="inference modes, in this order (default: full overlap)")
@@ -189,6 +192,9 @@ def main(argv=None):
         if not args.overwrite:
             raise UsageError(f"{out_dir}: holds a previous result; pass --overwrite to replace it, --resume to "
                              f"continue it, or another --out-dir")
+        if not (out_dir / "DRIVE").is_dir():  # --overwrite only ever removes a folder this bench made
+            raise UsageError(f"{out_dir}: not a drive_repro.py folder (no DRIVE/ inside); --overwrite refuses to "
+                             f"delete it, give another --out-dir")
         shutil.rmtree(out_dir)
     n_train = 20 - len(set(args.held_out))
     if patches % n_train:

@@ -173,3 +173,46 @@ def test_whole_image_and_overlap_inference_agree_on_a_real_image(prepared):
         else:  # 3x3: the same map except where a window's zero border enters a pixel's 5x5 receptive field
             assert np.abs(full - overlap)[fov].mean() < 0.01
             assert np.corrcoef(full[fov], overlap[fov])[0, 1] > 0.95
+
+
+def _bench():
+    import importlib.util
+
+    from common.cli import REPO_ROOT
+
+    spec = importlib.util.spec_from_file_location("drive_repro", REPO_ROOT / "bench" / "drive_repro.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_drive_repro_refuses_bad_options_and_never_replaces_a_result_silently(tmp_path, capsys):
+    from common import cli
+
+    bench = _bench()
+    previous = tmp_path / "previous"
+    previous.mkdir()
+    (previous / "results.md").write_text("an earlier result")
+    for argv, pattern in (
+            (["--paper", "--epochs", "3"], "error: --paper: sets --patches and --epochs itself.*"),
+            (["--out-dir", str(previous)], rf"error: {previous}: holds a previous result; pass --overwrite .*"),
+            (["--out-dir", str(previous), "--overwrite"], rf"error: {previous}: not a drive_repro.py folder.*"),
+            (["--out-dir", str(tmp_path / "new"), "--patches", "100"],
+             r"error: --patches: 100 is not a multiple of the 16 training images")):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_info:
+            cli.run(bench.main, argv)
+        line = capsys.readouterr().err.strip().splitlines()[-1]
+        assert exit_info.value.code == 2 and __import__("re").fullmatch(pattern, line), line
+    assert (previous / "results.md").read_text() == "an earlier result"
+
+
+def test_drive_repro_lays_out_the_fixed_split_as_a_drive_folder(drive_training, tmp_path):
+    bench = _bench()
+    train, held_out = bench.link_split(drive_training.parent, tmp_path / "DRIVE", set(bench.HELD_OUT))
+    assert held_out == ["37", "38", "39", "40"] and train == [str(k) for k in range(21, 37)]
+    assert sorted(p.name for p in (tmp_path / "DRIVE" / "test" / "mask").iterdir()) == [
+        f"{k}_test_mask.gif" for k in held_out]  # the names the prepare script reads for a test split
+    assert (tmp_path / "DRIVE" / "test" / "mask" / "37_test_mask.gif").resolve() == \
+        (drive_training / "mask" / "37_training_mask.gif").resolve()
+    assert len(list((tmp_path / "DRIVE" / "training" / "images").iterdir())) == 16
