@@ -55,7 +55,7 @@ DEFAULT_DRIVE = cli.REPO_ROOT.parent / "shared" / "data" / "drive"
 DEFAULT_OUT = cli.repo_path("work", "bench", "drive_repro")
 HELD_OUT = ("37", "38", "39", "40")
 PATCHES, EPOCHS = 3_200, 3  # the CPU budget; the original: save_patch.N_PATCHES, train_retina.EPOCHS
-PAPER_ROW = dict(zip(("F1", "SE", "SP", "ACC", "AUC"), evaluate.PAPER[-1][2:]), **{"AUC-PR": None})
+PAPER_ROW = dict(zip(("F1", "SE", "SP", "ACC", "AUC"), evaluate.PAPER[-1][2:]), **{"AUC-PR": "-", "seconds": "-"})
 COLUMNS = ("method", "AUC", "AUC-PR", "F1", "SE", "SP", "ACC", "seconds")
 TARGET = {"AUC": 0.96, "F1": 0.76}
 
@@ -118,7 +118,7 @@ def load_average():
 def result_row(method, scores, seconds):
     return {"method": method, "AUC": scores["auc"], "AUC-PR": scores["auc_pr"], "F1": scores["f1"],
             "SE": scores["sensitivity"], "SP": scores["specificity"], "ACC": scores["accuracy"],
-            "seconds": round(seconds, 1)}
+            "seconds": int(round(seconds))}
 
 
 def write_results(out_dir, result):
