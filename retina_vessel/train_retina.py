@@ -9,9 +9,10 @@ The patch files are opened as memory maps (the originals' 2 x 6.5 GB arrays were
 gathered from them on the fly. The run folder (``--run-dir``, default ``weights/retina_vessel/bcdu_net_d3``)
 gets ``best.keras`` (the original's ``weight_lstm.hdf5``), ``last.keras``, ``history.csv`` and curves;
 ``--resume`` continues an interrupted run; a folder that holds a run is never replaced without ``--overwrite``.
-``--bidirectional`` and ``--prior-output-bias`` change the network / its initialisation and therefore the
-default folder (``bcdu_net_d3[_bidirectional][_prior_bias]``). ``--strategy mirrored|multi_worker`` distributes
-the training; ``--mixed-precision`` and ``--jit-compile`` (XLA) are GPU options, off by default.
+Every option that changes the network or the recipe names the default folder (``bcdu_net_d3`` for the
+original's settings, e.g. ``bcdu_net_d3_prior_bias_e10_lr0.001`` otherwise), so variants never collide.
+``--strategy mirrored|multi_worker`` distributes the training; ``--mixed-precision`` and ``--jit-compile`` (XLA)
+are GPU options, off by default.
 
     python retina_vessel/train_retina.py                        # the original's 50 epochs
     python retina_vessel/train_retina.py --prior-output-bias    # -> weights/retina_vessel/bcdu_net_d3_prior_bias
@@ -40,15 +41,26 @@ REDUCE_LR = {"factor": 0.1, "patience": 7, "min_delta": 1e-4, "cooldown": 0, "mi
 DEFAULT_RUN = cli.repo_path("weights", "retina_vessel", MODEL)  # the faithful run's folder
 
 
-def run_name(bidirectional=False, prior_bias=False):
-    """``bcdu_net_d3[_bidirectional][_prior_bias]``: every option that changes the network or its
-    initialisation has its own default run folder."""
-    return MODEL + ("_bidirectional" if bidirectional else "") + ("_prior_bias" if prior_bias else "")
+def run_name(bidirectional=False, prior_bias=False, *, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR,
+             val_split=VAL_SPLIT, seed=None, init_weights=None, mixed_precision="off"):
+    """``bcdu_net_d3[_bidirectional][_prior_bias]`` plus a tag for every other recipe option that differs from
+    the original's (``_e10``, ``_b16``, ``_lr0.001``, ``_val0.1``, ``_seed3``, ``_init-<file stem>``,
+    ``_mp-float16``): a variant never lands in another's default run folder; the faithful run is ``bcdu_net_d3``."""
+    tags = [MODEL] + (["bidirectional"] if bidirectional else []) + (["prior_bias"] if prior_bias else [])
+    for tag, value, default in (("e", epochs, EPOCHS), ("b", batch_size, BATCH_SIZE), ("lr", lr, LR),
+                                ("val", val_split, VAL_SPLIT), ("seed", seed, None)):
+        if value != default:
+            tags.append(f"{tag}{value:g}" if isinstance(value, float) else f"{tag}{value}")
+    if init_weights is not None:
+        tags.append(f"init-{Path(init_weights).stem}")
+    if mixed_precision != "off":
+        tags.append(f"mp-{mixed_precision}")
+    return "_".join(tags)
 
 
-def default_run_dir(bidirectional=False, prior_bias=False):
+def default_run_dir(bidirectional=False, prior_bias=False, **recipe):
     """``weights/retina_vessel/<run_name>``."""
-    return cli.repo_path("weights", "retina_vessel", run_name(bidirectional, prior_bias))
+    return cli.repo_path("weights", "retina_vessel", run_name(bidirectional, prior_bias, **recipe))
 
 
 def load_patches(work_dir):
@@ -146,8 +158,8 @@ def build_parser():
     parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK,
                         help="folder with save_patch.py's patch files (default: %(default)s)")
     parser.add_argument("--run-dir", type=Path, default=None,
-                        help="checkpoints and logs (default: weights/retina_vessel/bcdu_net_d3"
-                             "[_bidirectional][_prior_bias])")
+                        help="checkpoints and logs (default: weights/retina_vessel/bcdu_net_d3 plus a tag per "
+                             "non-default option, e.g. bcdu_net_d3_prior_bias_e10_lr0.001)")
     parser.add_argument("--epochs", type=int, default=EPOCHS, help="default: %(default)s")
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="default: %(default)s")
     parser.add_argument("--lr", type=float, default=LR, help="Adam learning rate (default: %(default)s)")
@@ -166,7 +178,10 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    run_dir = args.run_dir or default_run_dir(args.bidirectional, args.prior_bias)
+    run_dir = args.run_dir or default_run_dir(
+        args.bidirectional, args.prior_bias, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        val_split=args.val_split, seed=args.seed, init_weights=args.init_weights,
+        mixed_precision=args.mixed_precision)
     model, history = train(args.work_dir, run_dir, args.epochs, args.batch_size, args.lr, args.val_split,
                            args.seed, args.bidirectional, args.prior_bias, args.resume, args.verbose,
                            args.strategy, overwrite=args.overwrite, mixed_precision=args.mixed_precision,

@@ -270,9 +270,17 @@ def test_every_variant_has_its_own_default_run_and_result_folders():
                      "bcdu_net_d3_bidirectional_prior_bias"}
     assert train_retina.default_run_dir() == train_retina.DEFAULT_RUN  # the faithful run keeps its folder
     for flags, name in (([], "bcdu_net_d3"), (["--bidirectional"], "bcdu_net_d3_bidirectional"),
-                        (["--prior-output-bias"], "bcdu_net_d3_prior_bias")):
+                        (["--prior-output-bias"], "bcdu_net_d3_prior_bias"),
+                        (["--epochs", "50", "--lr", "1e-4", "--batch-size", "8"], "bcdu_net_d3"),  # the defaults
+                        (["--epochs", "10", "--lr", "1e-3", "--seed", "3"], "bcdu_net_d3_e10_lr0.001_seed3"),
+                        (["--batch-size", "16", "--val-split", "0.1", "--mixed-precision", "float16",
+                          "--init-weights", "x/weight_lstm.hdf5"],
+                         "bcdu_net_d3_b16_val0.1_init-weight_lstm_mp-float16")):
         args = train_retina.build_parser().parse_args(flags)
-        assert train_retina.default_run_dir(args.bidirectional, args.prior_bias).name == name
+        assert train_retina.default_run_dir(
+            args.bidirectional, args.prior_bias, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+            val_split=args.val_split, seed=args.seed, init_weights=args.init_weights,
+            mixed_precision=args.mixed_precision).name == name
 
 
 def _fails(main, argv, capsys, pattern):
