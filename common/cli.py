@@ -62,11 +62,23 @@ def option_error(option, message):
     return OptionError(f"{option}: {message}")
 
 
+def demo_checks(result, key):
+    """The ``(score key, pass mark)`` pairs a demo result must beat: ``result["checks"]`` when the demo gives
+    several (e.g. a ranking score and the thresholded mask's F1), else ``[(key, result["pass"])]``."""
+    return [tuple(check) for check in result.get("checks", [(key, result["pass"])])]
+
+
 def demo_line(task, result, key):
-    """``(passed, one-line summary)`` of a demo result dict (``metric``, ``key``, ``pass``, ``seconds``)."""
-    passed = result[key] > result["pass"]
-    return passed, (f"{task}: {result['metric']} = {result[key]:.3f} ({'ok' if passed else 'BELOW'} pass mark "
-                    f"{result['pass']}) in {result['seconds']:.0f} s")
+    """``(passed, one-line summary)`` of a demo result dict (``metric``, ``key``, ``pass``, ``seconds``; with
+    ``checks``, every listed score must beat its mark)."""
+    checks = demo_checks(result, key)
+    passed = all(result[k] > mark for k, mark in checks)
+    if "checks" not in result:
+        return passed, (f"{task}: {result['metric']} = {result[key]:.3f} ({'ok' if passed else 'BELOW'} pass mark "
+                        f"{result['pass']}) in {result['seconds']:.0f} s")
+    scores = ", ".join(f"{k} = {result[k]:.3f} ({'ok' if result[k] > mark else 'BELOW'} pass mark {mark})"
+                       for k, mark in checks)
+    return passed, f"{task}: {result['metric']}: {scores} in {result['seconds']:.0f} s"
 
 
 def demo_main(argv, description, task, run, key, defaults, options=("epochs", "seed")):

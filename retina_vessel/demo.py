@@ -2,9 +2,11 @@
 
 A small synthetic DRIVE (``write_drive_dataset``: RGB TIFF fundus photos with branching vessels, GIF
 annotations and FOV masks, the real folder layout and names) is written to ``<work-dir>/DRIVE``; the four
-scripts run as a user would run them, and the score is the AUC-ROC inside the FOV on the held-out synthetic
-test images, with the original's overlapped-window inference. Demo-only settings (small images and patches,
-few patches and epochs, --prior-bias, stride 8) make it finish in about two minutes on 2 CPU cores.
+scripts run as a user would run them, and the scores are the AUC-ROC and the F1 of the binary maps at 0.5 inside
+the FOV on the held-out synthetic test images; the demo passes when both beat their marks (``CHECKS``).
+Demo-only settings: small images and 32x32 patches, 300 patches, 7 epochs at the original's lr 1e-4 and
+without the prior bias, the whole-image inference (predict.py's default; the averaged windows of the original
+lower the probabilities of thin vessels after so short a training, see the README).
 """
 
 import json
@@ -19,9 +21,10 @@ from common import cli
 from common.data.synthetic import write_drive_dataset
 from retina_vessel import evaluate, prepare_datasets_DRIVE, save_patch, train_retina
 
-DEMO = {"n_train": 6, "n_test": 2, "height": 104, "width": 96, "patch": 32, "n_patches": 300, "epochs": 3,
-        "batch_size": 8, "lr": 1e-4, "stride": 8, "seed": 0}
-PASS_AUC = 0.85
+DEMO = {"n_train": 6, "n_test": 2, "height": 104, "width": 96, "patch": 32, "n_patches": 300, "epochs": 7,
+        "batch_size": 8, "lr": 1e-4, "stride": 8, "seed": 0, "prior_bias": False, "inference": "full"}
+PASS_AUC, PASS_F1 = 0.85, 0.6
+CHECKS = [("auc", PASS_AUC), ("f1", PASS_F1)]  # the ranking AND the thresholded mask a user looks at
 
 
 def run(work_dir, epochs=None, verbose=0, seed=None):
@@ -41,15 +44,20 @@ def run(work_dir, epochs=None, verbose=0, seed=None):
     run_dir = ["--run-dir", str(work_dir / "run")]
     train_retina.main(work + run_dir + ["--epochs", str(cfg["epochs"]), "--batch-size", str(cfg["batch_size"]),
                                         "--lr", str(cfg["lr"]), "--seed", str(cfg["seed"]),
-                                        "--prior-bias", "--verbose", str(2 if verbose else 0)])
-    evaluate.main(work + run_dir + ["--stride", str(cfg["stride"]), "--out-dir", str(work_dir / "test")] + quiet)
+                                        "--overwrite", "--verbose", str(2 if verbose else 0)]
+                      + (["--prior-output-bias"] if cfg["prior_bias"] else []))
+    evaluate.main(work + run_dir + ["--stride", str(cfg["stride"]), "--inference", cfg["inference"],
+                                    "--out-dir", str(work_dir / "test")] + quiet)
     row = json.loads((work_dir / "test" / "performances.json").read_text())[0]
-    return {"task": "retina_vessel", "model": "bcdu_net_d3", "metric": "AUC-ROC in FOV (held-out, overlap)",
-            "auc": row["AUC"], "f1": row["F1"], "pass": PASS_AUC, "seconds": time.time() - start,
+    return {"task": "retina_vessel", "model": "bcdu_net_d3",
+            "metric": f"AUC-ROC and F1 @0.5 in FOV (held-out, {cfg['inference']})",
+            "auc": row["AUC"], "f1": row["F1"], "pass": PASS_AUC, "checks": CHECKS, "seconds": time.time() - start,
             "settings": f"{cfg['n_train']} train / {cfg['n_test']} test synthetic {cfg['height']}x{cfg['width']} "
                         f"fundus images, {cfg['n_patches']} patches {cfg['patch']}x{cfg['patch']}, "
-                        f"{cfg['epochs']} epochs, lr {cfg['lr']}, --prior-bias, batch {cfg['batch_size']}, stride "
-                        f"{cfg['stride']}, seed {cfg['seed']}"}
+                        f"{cfg['epochs']} epochs, lr {cfg['lr']}, "
+                        + ("--prior-output-bias, " if cfg["prior_bias"] else "")
+                        + f"batch {cfg['batch_size']}, {cfg['inference']} inference, stride {cfg['stride']}, "
+                          f"seed {cfg['seed']}"}
 
 
 def main(argv=None):

@@ -14,15 +14,25 @@ pooled: AUC-ROC of the probabilities, AUC-PR, and at ``--threshold`` 0.5 F1 (Dic
 specificity, accuracy, precision, IoU (true Jaccard) and the original's "Jaccard" (``js_legacy`` = accuracy)
 plus the confusion matrix, beside the paper's BCDU-Net row.
 
-Written to ``--out-dir`` (default ``<work-dir>/test``): ``performances.md/.json`` (ours beside the paper,
-with the confusion matrix, inference mode, time and peak memory), ``paper.md/.json`` (the published DRIVE
-table), ``roc_pr.png``, ``sample_results.png`` (image | ground truth | probability | binary, per image) and
-``pred_imgs.npy`` (probabilities after kill_border, (N, H, W, 1) float32).
+Written to ``--out-dir`` (default ``<work-dir>/test/<run folder name>``, so two runs never share one):
+``performances.md/.json`` (ours beside the paper; after the original columns HD95 and ASSD: the mean per-image
+95 % Hausdorff and average symmetric surface distances of the binary maps in pixels, inside the FOV, over the
+images where both masks are non-empty, ``common.metrics.surface_scores``), ``details.md/.json``
+(confusion matrix, inference mode, time and peak memory), ``paper.md/.json`` (the published DRIVE table),
+``roc_pr.png``, ``sample_results.png`` (image | ground truth | probability | binary, per image),
+``pred_imgs.npy`` (probabilities after kill_border, (N, H, W, 1) float32) and ``run.json`` (git commit, model,
+weights file and SHA-256, options, inputs). ``--tta flip`` averages each prediction over the input and its two
+flips (an option; the original has none); ``--mixed-precision`` is a GPU option.
 
-One-image mode: ``--image PATH [--fov PATH]`` segments one fundus photo of any size with the same procedure
-and writes ``<stem>_prob.png`` (probability x 255), ``<stem>_prob.npy`` (float32) and ``<stem>_mask.png``
-(0/255 at ``--threshold``), all of the input's size, into ``--out-dir`` (default: beside the image). With
-``--fov`` the probabilities outside the FOV are set to 0.
+One-image mode: ``--image PATH [--fov PATH]`` is predict.py's single-file case (same code): it writes
+``<stem>_prob.png`` (probability x 255), ``<stem>_prob.npy`` (float32), ``<stem>_mask.png`` (0/255 at
+``--threshold``), all of the input's size, and ``run.json`` into ``--out-dir`` (default: beside the image).
+With ``--fov`` the probabilities outside the FOV are set to 0.
+
+    python retina_vessel/evaluate.py                                   # the original: stride-5 windows
+    python retina_vessel/evaluate.py --inference full                  # one pass per image, ~100x faster
+    python retina_vessel/evaluate.py --prior-output-bias               # the run trained with that option
+    python retina_vessel/evaluate.py --image eye.tif --fov eye_fov.gif --out-dir out
 """
 
 import argparse
@@ -37,8 +47,11 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import numpy as np
 
 from common import cli
+from common.devices import add_precision_arguments
+from common.inference import add_tta_argument
+from common.legacy_weights import add_init_weights_argument
 from retina_vessel.prepare_datasets_DRIVE import DEFAULT_WORK, load_split
-from retina_vessel.train_retina import DEFAULT_RUN
+from retina_vessel.train_retina import add_variant_arguments, default_run_dir
 
 STRIDE, BATCH_SIZE, THRESHOLD = 5, 16, 0.5
 INFERENCE = ("overlap", "full")
@@ -63,28 +76,26 @@ def paper_rows():
             for m, y, f1, se, sp, acc, auc in PAPER]
 
 
-def load_model(run_dir, weights="best"):
-    import keras
+def load_model(run_dir, weights="best", mixed_precision="off"):
+    """``(model, checkpoint path)`` of a train_retina.py run (``common.predict.load_model``)."""
+    from common.predict import load_model as load
 
-    import common.layers  # noqa: F401  (registers the Keras-2 hard sigmoid of the ConvLSTM fusions)
-
-    path = Path(run_dir) / f"{weights}.keras"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found; run retina_vessel/train_retina.py first")
-    return keras.models.load_model(path, compile=False)
+    return load(argparse.Namespace(model=None, run_dir=Path(run_dir), weights=weights,
+                                   mixed_precision=mixed_precision))
 
 
-def segment(model, images, inference="overlap", stride=STRIDE, batch_size=BATCH_SIZE, verbose=False):
-    """Probability maps (N, H, W, 1) float32 of preprocessed images (N, H, W, 1) of any size."""
+def segment(model, images, inference="overlap", stride=STRIDE, batch_size=BATCH_SIZE, verbose=False, tta="none"):
+    """Probability maps (N, H, W, 1) float32 of preprocessed images (N, H, W, 1) of any size (``tta="flip"``:
+    the mean over the image and its two flips)."""
     from common.inference import predict_sliding_window, predict_whole
     from common.models import build_model
 
     if inference == "overlap":
         patch = tuple(model.input_shape[1:3])
-        return predict_sliding_window(model, images, patch, stride, batch_size=batch_size, verbose=verbose)
+        return predict_sliding_window(model, images, patch, stride, batch_size=batch_size, verbose=verbose, tta=tta)
     if inference == "full":
         bidirectional = any(layer.name.endswith("_convlstm_fwd") for layer in model.layers)
-        return predict_whole(model, images, multiple=8, verbose=verbose,
+        return predict_whole(model, images, multiple=8, verbose=verbose, tta=tta,
                              builder=lambda shape: build_model(model.name, shape, bidirectional=bidirectional))
     raise ValueError(f"unknown inference {inference!r} ({', '.join(INFERENCE)})")
 
@@ -106,29 +117,39 @@ def score_row(method, scores):
 
 
 def evaluate(work_dir, run_dir, out_dir, weights="best", inference="overlap", stride=STRIDE, batch_size=BATCH_SIZE,
-             threshold=THRESHOLD, verbose=True):
-    """Segment and score the prepared test set; writes the tables and figures, returns the result dict."""
+             threshold=THRESHOLD, verbose=True, tta="none", mixed_precision="off", options=None, init_weights=None):
+    """Segment and score the prepared test set; writes the tables, figures and run.json, returns the result
+    dict. HD95 and ASSD (mean per image, pixels, inside the FOV) follow the original columns. With
+    ``init_weights`` the authors' Keras-2 checkpoint is evaluated instead of ``run_dir``."""
     from common.data.io import save_npy
     from common.data.preprocess import my_preproc
     from common.metrics import segmentation_scores
+    from common.provenance import write_run_json
     from common.report import overlay_grid, plot_roc_pr, write_table
 
     out_dir = Path(out_dir)
     imgs, truth, fov = load_split(work_dir, "test")
     x = my_preproc(imgs)
-    model = load_model(run_dir, weights)
+    if init_weights is not None:  # the authors' checkpoint instead of a run of ours
+        model, checkpoint = load_init_weights(init_weights, mixed_precision=mixed_precision), Path(init_weights)
+    else:
+        model, checkpoint = load_model(run_dir, weights, mixed_precision)
     start = time.time()
-    prob = kill_border(segment(model, x, inference, stride, batch_size, verbose), fov)
+    prob = kill_border(segment(model, x, inference, stride, batch_size, verbose, tta), fov)
     seconds = time.time() - start
     scores = segmentation_scores(truth, prob, threshold=threshold, fov=fov, legacy=True, curves=True)
-    row = score_row(f"ours ({model.name}, {inference})", scores)
+    row = score_row(f"ours ({model.name}, {inference}" + (", flip TTA)" if tta == "flip" else ")"), scores)
+    surface = surface_columns(truth, prob >= threshold, fov)  # extra columns after the original ones
+    row.update(surface)
+    columns = COLUMNS + tuple(surface)
     paper = dict(zip(("F1", "SE", "SP", "ACC", "AUC"), PAPER[-1][2:]), method="paper BCDU-Net (2019)")
     (tn, fp), (fn, tp) = scores["confusion"]
     details = {"inference": inference, "stride": stride if inference == "overlap" else None, "weights": weights,
+               "tta": tta, "mixed_precision": mixed_precision,
                "threshold": threshold, "test images": len(x), "FOV pixels": tn + fp + fn + tp,
                "confusion [[TN, FP], [FN, TP]]": scores["confusion"], "seconds": round(seconds, 2),
                "peak RSS MB": round(peak_rss_mb())}
-    write_table([row, paper], out_dir / "performances", columns=COLUMNS,
+    write_table([row, paper], out_dir / "performances", columns=columns,
                 title=f"DRIVE test set, FOV pixels only ({inference} inference)")
     write_table([details], out_dir / "details", title="Evaluation settings, confusion matrix, time and memory")
     write_table(paper_rows(), out_dir / "paper", title="Paper: DRIVE (README table)")
@@ -137,36 +158,52 @@ def evaluate(work_dir, run_dir, out_dir, weights="best", inference="overlap", st
     overlay_grid(x, truth / 255.0, prob, out_dir / "sample_results.png", max_rows=len(x),
                  titles=("image", "ground truth", "probability", f"binary (>= {threshold:g})"),
                  extra=[(prob >= threshold).astype(np.float32)], value_range=(0, 1))
+    test_files = [str(p) for p in load_split_names(work_dir)]
+    write_run_json(out_dir, model_name=model.name, weights=[checkpoint],
+                   options=dict(options or {}, inference=inference, stride=stride, weights=weights,
+                                threshold=threshold, tta=tta, mixed_precision=mixed_precision),
+                   inputs=test_files)
     return {"scores": scores, "row": row, **details}
 
 
-def segment_image(image_path, run_dir, out_dir=None, fov_path=None, weights="best", inference="overlap",
-                  stride=STRIDE, batch_size=BATCH_SIZE, threshold=THRESHOLD, verbose=True):
-    """One new fundus photo (any size) -> probability map (H, W) float32; writes it and the binary mask."""
-    from common.data.io import read_image, save_npy, write_image
-    from common.data.preprocess import my_preproc
+def load_split_names(work_dir):
+    """The test HDF5 files evaluated (the inputs named in run.json)."""
+    from retina_vessel.prepare_datasets_DRIVE import KINDS, hdf5_path
 
-    image_path = Path(image_path)
-    rgb = read_image(image_path, "rgb")
-    fov = None if fov_path is None else read_image(fov_path, "gray", size=rgb.shape[:2])
-    model = load_model(run_dir, weights)
-    prob = segment(model, my_preproc(rgb[None]), inference, stride, batch_size, verbose)[0, ..., 0]
-    if fov is not None:
-        prob = kill_border(prob, fov)
-    out_dir = Path(out_dir) if out_dir else image_path.parent
-    stem = image_path.stem
-    save_npy(out_dir / f"{stem}_prob.npy", prob)
-    write_image(out_dir / f"{stem}_prob.png", np.round(prob * 255).astype(np.uint8))
-    write_image(out_dir / f"{stem}_mask.png", ((prob >= threshold) * 255).astype(np.uint8))
-    return prob
+    return [hdf5_path(work_dir, kind, "test") for kind in KINDS]
 
 
-def main(argv=None):
+def surface_columns(truth, pred, fov):
+    """``{"HD95": mean, "ASSD": mean}`` of the per-image surface distances (pixels) of the binary maps inside
+    the FOV (``common.metrics.surface_scores``: means over the images where both masks are non-empty, MONAI's
+    conventions)."""
+    from common.metrics import surface_scores
+
+    inside = np.asarray(fov) > 0
+    result = surface_scores((np.asarray(truth) > 0) & inside, np.asarray(pred) & inside)
+    return {"HD95": result["hd95_mean"], "ASSD": result["assd_mean"]}
+
+
+def load_init_weights(path, bidirectional=False, mixed_precision="off"):
+    """``bcdu_net_d3`` at 64 x 64 x 1 with the authors' Keras-2 checkpoint (``weight_lstm.hdf5``) loaded."""
+    from common.devices import set_precision
+    from common.legacy_weights import load_legacy_weights
+    from common.models import build_model
+
+    set_precision(mixed_precision)
+    model = build_model("bcdu_net_d3", (64, 64, 1), bidirectional=bidirectional)
+    load_legacy_weights(model, path)
+    return model
+
+
+def build_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK,
                         help="prepare_datasets_DRIVE.py's --work-dir (default: %(default)s)")
-    parser.add_argument("--run-dir", type=Path, default=DEFAULT_RUN,
-                        help="train_retina.py's run folder (default: %(default)s)")
+    parser.add_argument("--run-dir", type=Path, default=None,
+                        help="train_retina.py's run folder (default: weights/retina_vessel/bcdu_net_d3"
+                             "[_bidirectional][_prior_bias], chosen by the two options below)")
+    add_variant_arguments(parser, trained=True)
     parser.add_argument("--weights", choices=("best", "last"), default="best",
                         help="checkpoint (default: best val_loss, the original's weight_lstm.hdf5)")
     parser.add_argument("--inference", choices=INFERENCE, default="overlap",
@@ -180,21 +217,44 @@ def main(argv=None):
                         help="segment this one fundus image (any size) instead of the test set")
     parser.add_argument("--fov", type=Path, default=None, help="with --image: its FOV mask (same size)")
     parser.add_argument("--out-dir", type=Path, default=None,
-                        help="output folder (default: <work-dir>/test, or beside --image)")
+                        help="output folder (default: <work-dir>/test/<run folder name>, or beside --image)")
+    add_init_weights_argument(parser)
+    add_tta_argument(parser)
+    add_precision_arguments(parser, jit_compile=False)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv=None):
+    from common.errors import OptionError
+
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.fov is not None and args.image is None:
-        parser.error("--fov needs --image")
-    if args.image is not None:
-        prob = segment_image(args.image, args.run_dir, args.out_dir, args.fov, args.weights, args.inference,
-                             args.stride, args.batch_size, args.threshold, not args.quiet)
-        where = args.out_dir or args.image.parent
-        print(f"{args.image}: {prob.shape[0]}x{prob.shape[1]} probability map and mask written to {where} "
-              f"({(prob >= args.threshold).mean():.1%} vessel pixels)")
-        return 0
-    out_dir = args.out_dir or args.work_dir / "test"
+        raise OptionError("--fov: needs --image (the FOV mask of that one image)")
+    if args.stride < 1:
+        raise OptionError(f"--stride: {args.stride} must be at least 1")
+    if not 0 <= args.threshold <= 1:
+        raise OptionError(f"--threshold: {args.threshold} must lie in [0, 1]")
+    if args.run_dir is None:
+        args.run_dir = default_run_dir(args.bidirectional, args.prior_bias)
+    if args.image is not None:  # predict.py's single-file case (one implementation)
+        from retina_vessel import predict
+
+        out_dir = args.out_dir or args.image.parent
+        source = ["--init-weights", str(args.init_weights)] if args.init_weights else ["--run-dir", str(args.run_dir)]
+        forwarded = [str(args.image), "--out-dir", str(out_dir), *source, "--weights", args.weights,
+                     "--inference", args.inference, "--stride", str(args.stride), "--batch-size", str(args.batch_size),
+                     "--threshold", str(args.threshold), "--tta", args.tta, "--mixed-precision", args.mixed_precision,
+                     "--save-probabilities"]
+        forwarded += (["--fov", str(args.fov)] if args.fov else []) + (["--quiet"] if args.quiet else [])
+        return predict.main(forwarded)
+    source = f"init_{args.init_weights.name}" if args.init_weights else args.run_dir.name
+    out_dir = args.out_dir or args.work_dir / "test" / source  # keyed by the run (or the authors' file)
     result = evaluate(args.work_dir, args.run_dir, out_dir, args.weights, args.inference, args.stride,
-                      args.batch_size, args.threshold, not args.quiet)
+                      args.batch_size, args.threshold, not args.quiet, args.tta, args.mixed_precision,
+                      options={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+                      init_weights=args.init_weights)
     s = result["scores"]
     print(f"DRIVE test ({args.inference}, {result['seconds']:.1f} s, peak RSS {result['peak RSS MB']} MB): "
           f"AUC {s['auc']:.4f} (paper 0.9788), F1 {s['f1']:.4f} (0.8222), SE {s['sensitivity']:.4f} (0.8012), "

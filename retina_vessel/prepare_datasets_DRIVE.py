@@ -121,7 +121,7 @@ def prepare(drive_dir, work_dir, n_train=N_IMAGES, n_test=N_IMAGES, height=HEIGH
     return written
 
 
-def main(argv=None):
+def build_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--drive-dir", type=Path, default=DEFAULT_DRIVE,
                         help="DRIVE folder with training/ and test/ (default: %(default)s)")
@@ -133,7 +133,16 @@ def main(argv=None):
     parser.add_argument("--height", type=int, default=HEIGHT, help="image rows (default: %(default)s)")
     parser.add_argument("--width", type=int, default=WIDTH, help="image columns (default: %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
+    for option, value in (("--n-train", args.n_train), ("--n-test", args.n_test), ("--height", args.height),
+                          ("--width", args.width)):
+        if value < 1:
+            raise cli.option_error(option, f"{value} must be at least 1")
     written = prepare(args.drive_dir, args.work_dir, args.n_train, args.n_test, args.height, args.width, not args.quiet)
     for path, shape in written.items():
         print(f"{path}: {shape} float64")

@@ -51,8 +51,11 @@ def training_arrays(work_dir):
 
     imgs = load_hdf5(hdf5_path(work_dir, "imgs", "train")).transpose(0, 2, 3, 1)
     truth = load_hdf5(hdf5_path(work_dir, "groundTruth", "train")).transpose(0, 2, 3, 1)
-    if imgs.shape[:3] != truth.shape[:3]:
-        raise ValueError(f"training images {imgs.shape} and annotations {truth.shape} differ")
+    if imgs.shape[:3] != truth.shape[:3] or imgs.shape[0] == 0:
+        from common.errors import UserError
+
+        raise UserError(f"{hdf5_path(work_dir, 'groundTruth', 'train')}: annotations {truth.shape} do not match the "
+                        f"training images {imgs.shape}; run retina_vessel/prepare_datasets_DRIVE.py again")
     return crop_square_rows(my_preproc(imgs)), crop_square_rows((truth / 255.0).astype(np.uint8))
 
 
@@ -61,10 +64,16 @@ def save_patches(work_dir, patch=PATCH, n_patches=N_PATCHES, seed=SEED, inside_f
     from common.data.io import open_npy_writer
     from common.data.patches import extract_random
 
+    from common.errors import OptionError
+
+    if patch < 1 or n_patches < 1:
+        raise OptionError(f"--patch/--n-patches: must be positive (got {patch}, {n_patches})")
     images, masks = training_arrays(work_dir)
     n = len(images)
     if n_patches % n:
-        raise ValueError(f"--n-patches ({n_patches}) must be a multiple of the number of images ({n})")
+        raise OptionError(f"--n-patches: {n_patches} is not a multiple of the number of training images ({n})")
+    if patch > min(images.shape[1:3]):
+        raise OptionError(f"--patch: {patch} is larger than the {images.shape[1]}x{images.shape[2]} training crop")
     per_image = n_patches // n
     rng = np.random.default_rng(seed)
     work_dir = Path(work_dir)
@@ -72,14 +81,17 @@ def save_patches(work_dir, patch=PATCH, n_patches=N_PATCHES, seed=SEED, inside_f
     with open_npy_writer(work_dir / IMGS_FILE, shape, np.float32) as x_out, \
             open_npy_writer(work_dir / MASKS_FILE, shape, np.uint8) as y_out:
         for i in tqdm(range(n), desc="images", disable=not verbose):
-            x, y = extract_random(images[i:i + 1], masks[i:i + 1], per_image, patch, seed=rng,
-                                  inside_fov=inside_fov)
+            try:
+                x, y = extract_random(images[i:i + 1], masks[i:i + 1], per_image, patch, seed=rng,
+                                      inside_fov=inside_fov)
+            except ValueError as exc:  # no patch fits inside the FOV circle of these images
+                raise OptionError(f"--inside-fov: {exc}") from None
             x_out[i * per_image:(i + 1) * per_image] = x
             y_out[i * per_image:(i + 1) * per_image] = y
     return work_dir / IMGS_FILE, work_dir / MASKS_FILE
 
 
-def main(argv=None):
+def build_parser():
     from retina_vessel.prepare_datasets_DRIVE import DEFAULT_WORK
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -94,11 +106,13 @@ def main(argv=None):
                              "which its own call never applies; default: off)")
     parser.add_argument("--seed", type=int, default=SEED, help="random seed (default: %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        paths = save_patches(args.work_dir, args.patch, args.n_patches, args.seed, args.inside_fov, not args.quiet)
-    except ValueError as exc:  # a patch count or size that does not fit the data
-        parser.error(str(exc))
+    paths = save_patches(args.work_dir, args.patch, args.n_patches, args.seed, args.inside_fov, not args.quiet)
     for path in paths:
         array = np.load(path, mmap_mode="r")
         print(f"{path}: {array.shape} {array.dtype}")

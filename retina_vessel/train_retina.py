@@ -8,7 +8,15 @@ from the patch file), Adam(lr 1e-4), binary cross-entropy, accuracy, batch 8, 50
 The patch files are opened as memory maps (the originals' 2 x 6.5 GB arrays were loaded whole); batches are
 gathered from them on the fly. The run folder (``--run-dir``, default ``weights/retina_vessel/bcdu_net_d3``)
 gets ``best.keras`` (the original's ``weight_lstm.hdf5``), ``last.keras``, ``history.csv`` and curves;
-``--resume`` continues an interrupted run. ``--strategy mirrored|multi_worker`` distributes the training.
+``--resume`` continues an interrupted run; a folder that holds a run is never replaced without ``--overwrite``.
+Every option that changes the network or the recipe names the default folder (``bcdu_net_d3`` for the
+original's settings, e.g. ``bcdu_net_d3_prior_bias_e10_lr0.001`` otherwise), so variants never collide.
+``--strategy mirrored|multi_worker`` distributes the training; ``--mixed-precision`` and ``--jit-compile`` (XLA)
+are GPU options, off by default.
+
+    python retina_vessel/train_retina.py                        # the original's 50 epochs
+    python retina_vessel/train_retina.py --prior-output-bias    # -> weights/retina_vessel/bcdu_net_d3_prior_bias
+    python retina_vessel/train_retina.py --resume               # continue an interrupted run
 """
 
 import argparse
@@ -21,92 +29,165 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import numpy as np
 
 from common import cli
-from common.training import add_strategy_argument
+from common.devices import add_precision_arguments
+from common.legacy_weights import add_init_weights_argument
+from common.training import add_overwrite_argument, add_strategy_argument
 from retina_vessel.prepare_datasets_DRIVE import DEFAULT_WORK
 from retina_vessel.save_patch import IMGS_FILE, MASKS_FILE
 
 MODEL = "bcdu_net_d3"
 EPOCHS, BATCH_SIZE, LR, VAL_SPLIT = 50, 8, 1e-4, 0.2
 REDUCE_LR = {"factor": 0.1, "patience": 7, "min_delta": 1e-4, "cooldown": 0, "min_lr": 0.0}
-DEFAULT_RUN = cli.repo_path("weights", "retina_vessel", MODEL)
+DEFAULT_RUN = cli.repo_path("weights", "retina_vessel", MODEL)  # the faithful run's folder
+
+
+def run_name(bidirectional=False, prior_bias=False, *, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR,
+             val_split=VAL_SPLIT, seed=None, init_weights=None, mixed_precision="off"):
+    """``bcdu_net_d3[_bidirectional][_prior_bias]`` plus a tag for every other recipe option that differs from
+    the original's (``_e10``, ``_b16``, ``_lr0.001``, ``_val0.1``, ``_seed3``, ``_init-<file stem>``,
+    ``_mp-float16``): a variant never lands in another's default run folder; the faithful run is ``bcdu_net_d3``."""
+    tags = [MODEL] + (["bidirectional"] if bidirectional else []) + (["prior_bias"] if prior_bias else [])
+    for tag, value, default in (("e", epochs, EPOCHS), ("b", batch_size, BATCH_SIZE), ("lr", lr, LR),
+                                ("val", val_split, VAL_SPLIT), ("seed", seed, None)):
+        if value != default:
+            tags.append(f"{tag}{value:g}" if isinstance(value, float) else f"{tag}{value}")
+    if init_weights is not None:
+        tags.append(f"init-{Path(init_weights).stem}")
+    if mixed_precision != "off":
+        tags.append(f"mp-{mixed_precision}")
+    return "_".join(tags)
+
+
+def default_run_dir(bidirectional=False, prior_bias=False, **recipe):
+    """``weights/retina_vessel/<run_name>``."""
+    return cli.repo_path("weights", "retina_vessel", run_name(bidirectional, prior_bias, **recipe))
 
 
 def load_patches(work_dir):
-    """The patch arrays of save_patch.py as read-only memory maps ``(x, y)``."""
+    """The patch arrays of save_patch.py as read-only memory maps ``(x, y)``; ``UserError`` if they are missing,
+    unreadable or do not match."""
+    from common.errors import UserError
+
     work_dir = Path(work_dir)
     arrays = []
     for name in (IMGS_FILE, MASKS_FILE):
         path = work_dir / name
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: not found; run retina_vessel/save_patch.py first")
-        arrays.append(np.load(path, mmap_mode="r"))
+            raise FileNotFoundError(2, "not found; run retina_vessel/save_patch.py first", str(path))
+        try:
+            arrays.append(np.load(path, mmap_mode="r"))
+        except (OSError, ValueError, EOFError) as exc:
+            raise UserError(f"{path}: not a readable .npy patch file ({' '.join(str(exc).split())[:120]}); "
+                            f"run retina_vessel/save_patch.py again") from None
     x, y = arrays
-    if x.ndim != 4 or x.shape[:3] != y.shape[:3] or x.shape[1] != x.shape[2]:
-        raise ValueError(f"{work_dir}: patch arrays {x.shape} and {y.shape} do not match")
+    if x.ndim != 4 or x.shape[1] != x.shape[2] or x.shape[-1] != 1:
+        raise UserError(f"{work_dir / IMGS_FILE}: patch array of shape {x.shape}, expected (N, P, P, 1); "
+                        f"run retina_vessel/save_patch.py again")
+    if y.shape != x.shape:
+        raise UserError(f"{work_dir / MASKS_FILE}: shape {y.shape} does not match the images {x.shape} of "
+                        f"{IMGS_FILE}; the two files come from different save_patch.py runs, run it again")
     return x, y
 
 
-def compile_model(model, lr=LR):
-    """The original's compile: Adam(lr), binary cross-entropy, accuracy."""
+def compile_model(model, lr=LR, jit_compile=False):
+    """The original's compile: Adam(lr), binary cross-entropy, accuracy (``jit_compile``: XLA, an option)."""
     import keras
 
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr), loss="binary_crossentropy",
-                  metrics=["accuracy"])
+                  metrics=["accuracy"], jit_compile=jit_compile)
     return model
 
 
 def train(work_dir, run_dir, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, val_split=VAL_SPLIT, seed=None,
-          bidirectional=False, prior_bias=False, resume=False, verbose=1, strategy="default"):
-    """Build, compile and fit; returns ``(model, history)`` (the trained model, last epoch's weights)."""
+          bidirectional=False, prior_bias=False, resume=False, verbose=1, strategy="default", overwrite=False,
+          mixed_precision="off", jit_compile=False, callbacks=(), init_weights=None):
+    """Build, compile and fit; returns ``(model, history)`` (the trained model, last epoch's weights).
+
+    A ``run_dir`` that holds a run is refused (nothing touched) unless ``resume`` or ``overwrite``;
+    ``callbacks`` are passed to ``common.training.fit``."""
     import keras
 
+    from common.devices import set_precision
+    from common.errors import OptionError
     from common.models import build_model
-    from common.training import fit, foreground_fraction, get_strategy, set_output_prior, split_last
+    from common.training import check_run_dir, fit, foreground_fraction, get_strategy, set_output_prior, split_last
 
+    check_run_dir(run_dir, resume=resume, overwrite=overwrite)  # before any data is loaded
+    if not 0 < val_split < 1:
+        raise OptionError(f"--val-split: {val_split} must lie strictly between 0 and 1")
     strategy = get_strategy(strategy)  # before any other TensorFlow work
     x, y = load_patches(work_dir)
-    (x_tr, y_tr), (x_val, y_val) = split_last(val_split, x, y)
+    try:
+        (x_tr, y_tr), (x_val, y_val) = split_last(val_split, x, y)
+    except ValueError as exc:
+        raise OptionError(f"--val-split: {exc} ({len(x)} patches)") from None
+    set_precision(mixed_precision)
     if seed is not None:
         keras.utils.set_random_seed(seed)  # before the weights are initialised
     with strategy.scope():
-        model = compile_model(build_model(MODEL, x.shape[1:], bidirectional=bidirectional), lr)
+        model = compile_model(build_model(MODEL, x.shape[1:], bidirectional=bidirectional), lr, jit_compile)
+        if init_weights is not None:  # the authors' Keras-2 checkpoint as the starting point
+            from common.legacy_weights import load_legacy_weights
+
+            load_legacy_weights(model, init_weights)
         prior = set_output_prior(model, foreground_fraction(y_tr)) if prior_bias else None
     settings = {"prior_bias": prior, "model": MODEL, "input": list(x.shape[1:]), "epochs": epochs,
                 "batch_size": batch_size, "lr": lr,
                 "val_split": val_split, "seed": seed, "bidirectional": bidirectional, "train": len(x_tr),
-                "validation": len(x_val)}
+                "validation": len(x_val), "mixed_precision": mixed_precision, "jit_compile": jit_compile,
+                "init_weights": None if init_weights is None else str(init_weights)}
     return fit(model, (x_tr, y_tr), (x_val, y_val), run_dir=run_dir, epochs=epochs, batch_size=batch_size,
-               monitor="val_loss", mode="min", resume=resume, seed=seed, reduce_lr=REDUCE_LR, verbose=verbose,
-               settings=settings)
+               monitor="val_loss", mode="min", resume=resume, overwrite=overwrite, seed=seed, reduce_lr=REDUCE_LR,
+               verbose=verbose, settings=settings, callbacks=callbacks)
 
 
-def main(argv=None):
+def add_variant_arguments(parser, trained=False):
+    """``--bidirectional`` and ``--prior-output-bias``: the options that name the default run folder (shared with
+    evaluate.py, where they select that folder)."""
+    did = "the run used " if trained else ""
+    parser.add_argument("--bidirectional", action="store_true",
+                        help=did + "forward + backward ConvLSTM fusion (the paper's description; the original code "
+                                   "has only the backward layer)")
+    parser.add_argument("--prior-output-bias", "--prior-bias", dest="prior_bias", action="store_true",
+                        help=did + "start the sigmoid output at the training vessel share instead of 0.5 (keeps the "
+                                   "original's 2-channel ReLU head from dying early; default: off, as the original)")
+
+
+def build_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK,
                         help="folder with save_patch.py's patch files (default: %(default)s)")
-    parser.add_argument("--run-dir", type=Path, default=DEFAULT_RUN,
-                        help="checkpoints and logs (default: %(default)s)")
+    parser.add_argument("--run-dir", type=Path, default=None,
+                        help="checkpoints and logs (default: weights/retina_vessel/bcdu_net_d3 plus a tag per "
+                             "non-default option, e.g. bcdu_net_d3_prior_bias_e10_lr0.001)")
     parser.add_argument("--epochs", type=int, default=EPOCHS, help="default: %(default)s")
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="default: %(default)s")
     parser.add_argument("--lr", type=float, default=LR, help="Adam learning rate (default: %(default)s)")
     parser.add_argument("--val-split", type=float, default=VAL_SPLIT,
                         help="last fraction of the patches used for validation (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: none, as the original)")
-    parser.add_argument("--bidirectional", action="store_true",
-                        help="forward + backward ConvLSTM fusion (the paper's description; the original code "
-                             "has only the backward layer)")
-    parser.add_argument("--prior-bias", action="store_true",
-                        help="start the sigmoid output at the training vessel share instead of 0.5 (keeps the "
-                             "original's 2-channel ReLU head from dying early; default: off, as the original)")
+    add_variant_arguments(parser)
+    add_init_weights_argument(parser)
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --run-dir")
+    add_overwrite_argument(parser)
     parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress output")
     add_strategy_argument(parser)
-    args = parser.parse_args(argv)
-    model, history = train(args.work_dir, args.run_dir, args.epochs, args.batch_size, args.lr, args.val_split,
+    add_precision_arguments(parser, jit_compile=True)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    run_dir = args.run_dir or default_run_dir(
+        args.bidirectional, args.prior_bias, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        val_split=args.val_split, seed=args.seed, init_weights=args.init_weights,
+        mixed_precision=args.mixed_precision)
+    model, history = train(args.work_dir, run_dir, args.epochs, args.batch_size, args.lr, args.val_split,
                            args.seed, args.bidirectional, args.prior_bias, args.resume, args.verbose,
-                           args.strategy)
+                           args.strategy, overwrite=args.overwrite, mixed_precision=args.mixed_precision,
+                           jit_compile=args.jit_compile, init_weights=args.init_weights)
     if history:
-        print(f"{model.name}: best val_loss {min(history['val_loss']):.4f}; checkpoints in {args.run_dir}")
+        print(f"{model.name}: best val_loss {min(history['val_loss']):.4f}; checkpoints in {run_dir}")
     return 0
 
 

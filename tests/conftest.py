@@ -15,3 +15,13 @@ def fingernail_dataset1():
     if not (path / "image").is_dir():
         pytest.skip(f"{path} not present")
     return path
+
+
+@pytest.fixture(scope="session")
+def drive_training():
+    """The 20 real DRIVE training images of ../shared (official layout: images/*.tif, 1st_manual/*.gif,
+    mask/*.gif), or skip when they are not there."""
+    path = SHARED / "data" / "drive" / "training"
+    if not all((path / sub).is_dir() for sub in ("images", "1st_manual", "mask")):
+        pytest.skip(f"{path} not present")
+    return path
