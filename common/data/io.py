@@ -138,13 +138,15 @@ _UMASK_LOCK = threading.Lock()
 def atomic_path(path):
     """Yield a temporary path beside ``path``; on success rename it to ``path``, on error delete it.
 
-    The temporary name keeps the final suffix (``.x.tmp123.npy``) so libraries that insist on an
-    extension (Keras ``.keras``, ``np.save``) accept it. The file gets the mode an ordinary ``open()`` would
+    The temporary name keeps the final suffix (``.x.tmp123.npy``; both of ``.nii.gz``) so libraries that
+    insist on an extension (Keras ``.keras``, ``np.save``, nibabel) accept it. The file gets the mode an ordinary ``open()`` would
     give it (0666 minus the umask), not ``mkstemp``'s 0600, so others can read results on a shared server.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    suffix = "".join(path.suffixes[-2:]) if path.suffix in (".gz", ".bz2", ".xz") else path.suffix  # .nii.gz
+    stem = path.name[:len(path.name) - len(suffix)] if suffix else path.name
+    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".tmp{suffix}", dir=path.parent)
     os.close(fd)
     os.chmod(tmp, _default_file_mode())  # mkstemp's 0600 -> what open() would give (0666 minus the umask)
     try:
