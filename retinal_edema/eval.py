@@ -193,9 +193,7 @@ EXAMPLES = """examples:
 """
 
 
-def main(argv=None):
-    from common.devices import set_precision
-
+def build_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=EXAMPLES)
     add_path_arguments(parser)
@@ -214,6 +212,13 @@ def main(argv=None):
     parser.add_argument("--overwrite", action="store_true", help="replace the results already in --out-dir")
     add_precision_arguments(parser, jit_compile=False)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv=None):
+    from common.devices import set_precision
+
+    parser = build_parser()
     args = parser.parse_args(argv)
     check_common_options(args)
     checkpoints, label = resolve_checkpoints(args)
@@ -234,15 +239,9 @@ def main(argv=None):
 
 
 def write_provenance(out_dir, label, checkpoints, options, inputs):
-    """``run.json`` (common.provenance when available): model, weights files, options, inputs."""
-    try:
-        from common.provenance import write_run_json
-    except ImportError:  # the foundation's provenance module has not landed in this checkout
-        from common.data.io import write_json
+    """``run.json`` (common.provenance): git commit, model, weights files + SHA-256, options, inputs."""
+    from common.provenance import write_run_json
 
-        write_json(Path(out_dir) / "run.json", {"model": label, "weights": [str(p) for p in checkpoints],
-                                                "options": options, "inputs": inputs})
-        return
     write_run_json(out_dir, model_name=label, weights=[str(p) for p in checkpoints], options=options,
                    inputs=inputs)
 

@@ -66,9 +66,7 @@ EXAMPLES = """examples:
 """
 
 
-def main(argv=None):
-    from common.devices import set_precision
-
+def build_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=EXAMPLES)
     add_path_arguments(parser)
@@ -86,6 +84,13 @@ def main(argv=None):
     parser.add_argument("--overwrite", action="store_true", help="replace a submission already in --out-dir")
     add_precision_arguments(parser, jit_compile=False)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv=None):
+    from common.devices import set_precision
+
+    parser = build_parser()
     args = parser.parse_args(argv)
     check_common_options(args)
     checkpoints, label = resolve_checkpoints(args)
