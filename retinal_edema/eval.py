@@ -14,7 +14,12 @@ mode), the prediction is the argmax over the 4 classes and the detection the sig
   log-softmax outputs), then argmax; detection = average of the sigmoid outputs (the original: UNet++ with
   mix_33 and UNet with mix_3, weight 0.5 each).
 
-Written to ``--out-dir``: ``dice.md/json`` (per cube and final), ``paper.md/json`` (the original's table),
+Ours, beside the challenge's columns (which stay first and unchanged): per cube and lesion class, HD95 and
+the average symmetric surface distance of the class's binary volume in voxel units
+(``common.metrics.surface_distances``, MONAI's definitions: NaN when the class is in neither volume, inf when
+in only one; the final row averages the cubes where both are finite); ``--no-surface-distances`` skips them.
+
+Written to ``--out-dir``: ``run.json``, ``dice.md/json`` (per cube and final), ``paper.md/json`` (the original's table),
 ``roc.png`` (detection ROC per class), ``overlay.png`` (grey slice | prediction | ground truth, REA blue, SRF
 green, PED red as the original's ``--vis``) and ``dice.png`` (per-class Dice per cube).
 """
@@ -33,7 +38,7 @@ from common.devices import add_precision_arguments
 from common.inference import add_tta_argument
 from retinal_edema.dataset import CLASS_NAMES, add_path_arguments, read_list, read_stats
 from retinal_edema.model_io import (EVAL_BATCH, FUSION, NAMES, default_checkpoints, evaluate_cubes,  # noqa: F401
-                                    load_models, predict_cube)
+                                    load_models, predict_cube, surface_available)
 # RGB colours of REA, SRF, PED in the original's visualisation as seen on disk (blue, green, red)
 COLOURS = np.array([[0, 0, 255], [0, 255, 0], [255, 0, 0]], np.uint8)
 # The original's README (AI Challenger 2018, 15 validation / 15 test cubes)
@@ -115,9 +120,13 @@ def write_report(result, out_dir, label):
     summary = {"model": label, "cubes": len(result["rows"]), "Dice": result["dice"],
                **{f"Dice {n}": d for n, d in zip(CLASS_NAMES, result["dice_per_class"])},
                "AUC": result["auc"], **{f"AUC {n}": a for n, a in zip(CLASS_NAMES, result["auc_per_class"])}}
-    rows = result["rows"] + [{"cube": "final (NaN-skipping class means)",
-                              **{f"Dice {n}": d for n, d in zip(CLASS_NAMES, result["dice_per_class"])},
-                              "Dice (cube)": result["dice"]}]
+    final = {"cube": "final (NaN-skipping class means)",
+             **{f"Dice {n}": d for n, d in zip(CLASS_NAMES, result["dice_per_class"])}, "Dice (cube)": result["dice"]}
+    for key in [k for k in (result["rows"][0] if result["rows"] else {}) if k.startswith(("HD95 ", "ASSD "))]:
+        values = np.array([r[key] for r in result["rows"]], np.float64)
+        finite = np.isfinite(values)  # cubes where the class is in both truth and prediction
+        final[key] = summary[key] = float(values[finite].mean()) if finite.any() else float("nan")
+    rows = result["rows"] + [final]
     write_table(rows, out_dir / "dice", title=f"Per-cube Dice of {label}")
     write_table([summary], out_dir / "summary", title=f"Dice and detection AUC of {label}")
     write_table(PAPER, out_dir / "paper", title="The original's results (AI Challenger 2018)", digits=3)
@@ -206,6 +215,8 @@ def build_parser():
     parser.add_argument("--min-size", type=int, default=0,
                         help="ours: per slice, lesion regions smaller than this many pixels become background "
                              "before scoring (default: %(default)s = off, as the original)")
+    parser.add_argument("--no-surface-distances", action="store_true",
+                        help="skip the HD95/ASSD columns (ours, beside the challenge's Dice; voxel units)")
     parser.add_argument("--out-dir", type=Path, default=None,
                         help="output folder (default: work/retinal_edema/eval/<run folder>_<best|last>, plus "
                              "_test, _tta-flip, _min<N> for non-default options)")
@@ -229,7 +240,8 @@ def main(argv=None):
     set_precision(args.mixed_precision)  # before the models are loaded
     models = load_models(checkpoints)
     result = evaluate_cubes(models, args.data_dir, images, labels, mean, std, args.batch, not args.quiet,
-                            keep=args.vis, tta=args.tta, min_size=args.min_size)
+                            keep=args.vis, tta=args.tta, min_size=args.min_size,
+                            surface=not args.no_surface_distances and surface_available())
     summary = write_report(result, out_dir, label)
     write_provenance(out_dir, label, checkpoints, vars(args), [str(Path(args.data_dir) / p) for p in images])
     per_class = ", ".join(f"{n} {d:.4f}" for n, d in zip(CLASS_NAMES, result["dice_per_class"]))

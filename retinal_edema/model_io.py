@@ -137,12 +137,33 @@ def predict_cube(models, x, batch=EVAL_BATCH, mean=None, std=None, tta="none", p
     return np.concatenate(seg_out), detection
 
 
+def surface_columns(truth, pred):
+    """``HD95 <class>`` and ``ASSD <class>`` of one cube: each lesion class as a binary volume (slices x rows x
+    cols, distances in voxel units; the challenge gives no voxel spacing), ``common.metrics.surface_distances``
+    (MONAI's definitions: NaN when the class is in neither volume, inf when in only one)."""
+    from common.metrics import surface_distances
+
+    out = {}
+    for c, name in enumerate(CLASS_NAMES, 1):
+        d = surface_distances(truth == c, pred == c)
+        out[f"HD95 {name}"], out[f"ASSD {name}"] = float(d["hd95"]), float(d["assd"])
+    return out
+
+
+def surface_available():
+    import common.metrics
+
+    return hasattr(common.metrics, "surface_distances")
+
+
 def evaluate_cubes(models, data_dir, images, labels, mean, std, batch=EVAL_BATCH, verbose=True, keep=0, tta="none",
-                   min_size=0):
+                   min_size=0, surface=False):
     """Per-cube Dice, final Dice and detection AUC of ``models`` on the listed cubes.
 
     ``min_size`` > 0 (ours, off as the original): per slice, connected regions of a lesion class smaller than
     that many pixels become background before scoring (``common.postprocess.remove_small_regions``).
+    ``surface=True`` adds the columns of :func:`surface_columns` to every cube's row (beside, not instead of,
+    the challenge's Dice).
 
     Returns a dict: ``rows`` (per cube: name, Dice per class, the cube's mean of non-NaN classes), ``dice``
     (final), ``dice_per_class``, ``auc`` (mean of the three), ``auc_per_class``, ``targets``/``scores``
@@ -158,7 +179,8 @@ def evaluate_cubes(models, data_dir, images, labels, mean, std, batch=EVAL_BATCH
         dice = lesion_dice_per_class(y, pred)
         valid = [d for d in dice if not np.isnan(d)]
         rows.append({"cube": cube_name(image_rel), **{f"Dice {n}": d for n, d in zip(CLASS_NAMES, dice)},
-                     "Dice (cube)": float(np.mean(valid)) if valid else float("nan")})
+                     "Dice (cube)": float(np.mean(valid)) if valid else float("nan"),
+                     **(surface_columns(y, pred) if surface else {})})
         targets.append(presence(y))
         if det is not None:
             scores.append(det)

@@ -499,3 +499,36 @@ def test_gen_image_is_all_or_nothing_across_sets(tmp_path):
         gen_image.gen_image(data, tmp_path / "lists", verbose=False)
     assert not (data / "Edema_trainingset" / "trans3channel_images").exists()  # the first set left nothing
     assert not [p for p in data.rglob("*") if "trans3channel" in p.name] and not (tmp_path / "lists").exists()
+
+
+def _brute_surface(truth, pred):
+    """MONAI's HD95 / ASSD by brute force: surfaces = mask minus its (face-connected) erosion, all pairwise
+    Euclidean distances between the two surfaces."""
+    from scipy.ndimage import binary_erosion
+    from scipy.spatial.distance import cdist
+
+    st = np.argwhere(truth & ~binary_erosion(truth))
+    sp = np.argwhere(pred & ~binary_erosion(pred))
+    d = cdist(sp, st)
+    to_truth, to_pred = d.min(axis=1), d.min(axis=0)
+    hd95 = max(np.percentile(to_truth, 95), np.percentile(to_pred, 95))
+    return hd95, np.concatenate([to_truth, to_pred]).mean()
+
+
+def test_surface_distance_columns_against_brute_force():
+    import common.metrics
+
+    if not hasattr(common.metrics, "surface_distances"):
+        pytest.skip("common.metrics.surface_distances has not landed in this checkout")
+    rng = np.random.default_rng(5)
+    truth = np.zeros((4, 12, 10), np.uint8)
+    pred = np.zeros_like(truth)
+    truth[1:3, 2:8, 2:7] = 1
+    pred[1:4, 3:9, 2:6] = 1
+    truth[0, 9:11, 1:4] = 3  # PED only in the truth: inf; SRF in neither: NaN
+    pred[rng.random(pred.shape) < 0.02] = 1  # speckles of false positives
+    cols = model_io.surface_columns(truth, pred)
+    hd95, assd = _brute_surface(truth == 1, pred == 1)
+    assert cols["HD95 REA"] == pytest.approx(hd95) and cols["ASSD REA"] == pytest.approx(assd)
+    assert np.isnan(cols["HD95 SRF"]) and np.isnan(cols["ASSD SRF"])
+    assert np.isinf(cols["HD95 PED"]) and np.isinf(cols["ASSD PED"])
