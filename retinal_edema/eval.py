@@ -38,7 +38,7 @@ from common.devices import add_precision_arguments
 from common.inference import add_tta_argument
 from retinal_edema.dataset import CLASS_NAMES, add_path_arguments, read_list, read_stats
 from retinal_edema.model_io import (EVAL_BATCH, FUSION, NAMES, default_checkpoints, evaluate_cubes,  # noqa: F401
-                                    load_models, predict_cube, surface_available)
+                                    load_models, predict_cube)
 # RGB colours of REA, SRF, PED in the original's visualisation as seen on disk (blue, green, red)
 COLOURS = np.array([[0, 0, 255], [0, 255, 0], [255, 0, 0]], np.uint8)
 # The original's README (AI Challenger 2018, 15 validation / 15 test cubes)
@@ -241,7 +241,7 @@ def main(argv=None):
     models = load_models(checkpoints)
     result = evaluate_cubes(models, args.data_dir, images, labels, mean, std, args.batch, not args.quiet,
                             keep=args.vis, tta=args.tta, min_size=args.min_size,
-                            surface=not args.no_surface_distances and surface_available())
+                            surface=not args.no_surface_distances)
     summary = write_report(result, out_dir, label)
     write_provenance(out_dir, label, checkpoints, vars(args), [str(Path(args.data_dir) / p) for p in images])
     per_class = ", ".join(f"{n} {d:.4f}" for n, d in zip(CLASS_NAMES, result["dice_per_class"]))

@@ -150,12 +150,6 @@ def surface_columns(truth, pred):
     return out
 
 
-def surface_available():
-    import common.metrics
-
-    return hasattr(common.metrics, "surface_distances")
-
-
 def evaluate_cubes(models, data_dir, images, labels, mean, std, batch=EVAL_BATCH, verbose=True, keep=0, tta="none",
                    min_size=0, surface=False):
     """Per-cube Dice, final Dice and detection AUC of ``models`` on the listed cubes.

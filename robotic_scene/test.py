@@ -36,7 +36,6 @@ from common import cli
 from common.data.io import DataLayoutError, atomic_dir, read_image, write_image
 from common.devices import add_precision_arguments
 from common.inference import add_tta_argument
-from common import metrics
 from common.metrics import multiclass_image_scores
 from robotic_scene.prepare import CLASS_COLOURS, CLASS_NAMES, DEFAULT_WORK, NUM_CLASSES, PREPARED, index_to_colour
 from robotic_scene.train import DEFAULT_RUN, VAL_SEQS, load_trainer, normalise_images, sequence_frames
@@ -343,7 +342,7 @@ def main(argv=None):
     set_precision(args.mixed_precision)  # before the model is loaded
     result = evaluate(args.work_dir / PREPARED, checkpoint, out_dir, args.seqs, normalise, args.tta_sizes,
                       args.min_size, verbose=not args.quiet, tta=args.tta, overwrite=args.overwrite,
-                      surface=not args.no_surface_distances and hasattr(metrics, "surface_distances"))
+                      surface=not args.no_surface_distances)
     frames = sequence_frames(args.work_dir / PREPARED, args.seqs)
     write_run_json(out_dir, model_name="tdsnet", weights=[checkpoint],
                    options={**vars(args), "normalise": normalise}, inputs=[str(f[0]) for f in frames])

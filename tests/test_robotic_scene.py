@@ -324,6 +324,8 @@ def test_test_script_scores_and_writes_figures(trained):
     expected, _ = rtest.score_rows(truth, np.zeros_like(truth), np.array([1, 1]), "x")
     assert trivial["mean IoU"] == pytest.approx(expected[-1]["mean IoU"])
     assert len(result["per_class"]) == 12 and result["per_class"][4]["paper IoU (on-site test)"] == pytest.approx(0.871)
+    assert {"HD95 px", "ASSD px", "frames in one mask only"} <= set(result["per_class"][0])
+    assert json.loads((out / "run.json").read_text())["weights"][0]["sha256"]
 
 
 # ------------------------------------------------------------------------------ trust: errors, runs, defaults
@@ -536,10 +538,6 @@ def test_flip_tta_bookkeeping_on_a_network_that_is_not_flip_invariant():
 
 
 def test_surface_distance_columns_per_class():
-    import common.metrics
-
-    if not hasattr(common.metrics, "surface_distances"):
-        pytest.skip("common.metrics.surface_distances has not landed in this checkout")
     from scipy.ndimage import binary_erosion
     from scipy.spatial.distance import cdist
 
