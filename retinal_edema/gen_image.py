@@ -19,6 +19,10 @@ per line), ``val_images.txt``/``val_labels.txt`` and ``test_images.txt`` (one cu
 mean/std of pixels/255 over up to 2,000 random training slices, as ``compute_mean_std.py``) and
 ``info_test.json`` (the same on test slices, used by test.py). ``--original-stats`` writes the original's
 shipped values instead.
+
+All or nothing: the stacked slices go to temporary folders renamed into place, and the lists are written, only
+once every cube of every set has been read and checked, so a bad file anywhere leaves no output behind.
+Existing stacked folders or lists are replaced only with ``--overwrite``.
 """
 
 import argparse

@@ -16,14 +16,17 @@ fold 0 validates on seq_1..seq_4 and trains on the others. Scene (surgical phase
 (spec section 3.3). A checkpoint is chosen on the validation mean IoU of the original (12 classes per image,
 a class absent from both truth and prediction scores 1, averaged over classes, then over images).
 
-Written to ``--run-dir`` (default ``weights/robotic_scene/tdsnet_fold0``): one folder per stage
+Written to ``--run-dir`` (default ``weights/robotic_scene/tdsnet_fold0`` with the original's settings, plus a
+suffix per changed setting, see :func:`run_name`; a folder holding a staged run is refused unless ``--resume``
+or ``--overwrite``): one folder per stage
 (``stage1_segmentation/`` ...) with ``best.keras``, ``last.keras``, ``state.json``, ``history.csv`` and
 curves (common.training.fit), and ``stages.json`` (start epoch, length, best epoch and IoU of each stage).
 ``--resume`` skips finished stages and continues an interrupted one.
 
 The VGG16 encoder starts from ImageNet as the original (``--encoder-weights``; Keras's file must be on disk,
-nothing is downloaded; ``none`` = random). ``--normalise auto`` picks the preprocessing that goes with it
-(Keras's Caffe-converted ImageNet file: BGR minus means; otherwise the original's torchvision RGB mean/std).
+nothing is downloaded; ``none`` = random). ``--normalise auto`` picks the preprocessing by what is loaded
+(any VGG16 file here is Keras's Caffe-converted ImageNet weights: BGR minus the Caffe means; random weights:
+the original's torchvision RGB mean/std).
 """
 
 import argparse
