@@ -9,16 +9,21 @@ number; identical when every video has the same number of frames) is reported to
 the mean IoU over the classes present in the truth or the prediction of each frame, which does not reward
 classes absent from both, and the same scores for a trivial predictor (the majority class everywhere).
 
-Options that are ours, off by default (the README mentions both, the code has neither and no settings are
-published): ``--tta-sizes`` averages the softmax maps predicted at several input sizes (multiples of 32),
-each resized bilinearly back to the frame size; ``--min-region`` relabels, per class, connected regions
-smaller than that many pixels as background.
+Options that are ours, off by default (the README mentions an ensemble and small-region removal, the code has
+neither and no settings are published): ``--tta-sizes`` averages the softmax maps predicted at several input
+sizes (multiples of 32), each resized bilinearly back to the frame size; ``--tta flip`` averages over the
+left-right and up-down flips (flipped back; the classes keep their meaning under both, and training applies
+both flips); ``--min-size`` (formerly ``--min-region``) relabels, per class, 8-connected regions smaller than
+that many pixels as background (default 0: no size is published). Beside the original's scores (ours): HD95
+and ASSD per class in pixels (``common.metrics.surface_distances``, MONAI's definitions), averaged over the
+frames where the class is in both truth and prediction; ``--no-surface-distances`` skips them.
 
-Written to ``--out-dir`` (default ``<work-dir>/test``): ``predictions/seq_<N>/<frame>.png`` (colour PNGs in the
-label colours, as the original's ``data/predictions``), ``scores.md/.json`` (per video and overall, model and
-trivial predictor), ``per_class.md/.json`` and ``per_class.png`` (IoU and Dice of each class beside the
-paper's on-site test IoU), ``paper.md/.json`` (the README's challenge table) and ``overlay.png``
-(image | ground truth | prediction).
+Written to ``--out-dir`` (default ``<work-dir>/test/<run folder>_<stage folder>_<best|last>`` plus the
+non-default options; earlier results are refused without ``--overwrite``): ``predictions/seq_<N>/<frame>.png``
+(colour PNGs in the label colours, as the original's ``data/predictions``; a temporary folder renamed at the
+end), ``scores.md/.json`` (per video and overall, model and trivial predictor), ``per_class.md/.json`` and
+``per_class.png`` (IoU and Dice of each class beside the paper's on-site test IoU), ``paper.md/.json`` (the
+README's challenge table), ``overlay.png`` (image | ground truth | prediction) and ``run.json``.
 """
 
 import argparse
