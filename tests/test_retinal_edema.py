@@ -338,6 +338,8 @@ def test_scripts_do_not_import_each_other():
 
 def test_script_defaults_are_the_originals():
     """Argparse defaults against the original's values (spec sections 3-5), written here, not read from the code."""
+    import keras
+
     args = train.build_parser().parse_args([])
     assert (args.name, args.no_flip, args.no_detection, args.resume, args.overwrite) == \
         ("unet_nested", False, False, False, False)
@@ -351,8 +353,7 @@ def test_script_defaults_are_the_originals():
     for name, values in spec.items():
         assert model_io.preset(name) == values
     # Adam betas (0.9, 0.99), eps 1e-8, coupled L2 1e-4
-    model = train.compile_model(__import__("keras").Sequential([__import__("keras").Input((2,))]), "mix_3",
-                                1e-3, 1e-4)
+    model = train.compile_model(keras.Sequential([keras.Input((2,))]), "mix_3", 1e-3, 1e-4)
     opt = model.optimizer
     assert (opt.beta_1, opt.beta_2, opt.epsilon, opt.l2) == (0.9, 0.99, 1e-8, 1e-4)
     assert train.learning_rate(20, 1e-3, "step", 100, 20) == pytest.approx(1e-4)

@@ -480,8 +480,6 @@ def test_train_test_predict_report_bad_options_and_files_in_one_line(trained, tm
 
 
 def test_predict_writes_palette_labels_at_the_frame_size(trained, tmp_path, capsys):
-    import keras
-
     run, raw = trained["run"], trained["tmp"] / "raw"
     frames = raw / "seq_1" / "left_frames"
     out = tmp_path / "pred"
