@@ -37,14 +37,15 @@ def run(work_dir, epochs=None, verbose=0, seed=None):
                                 (cfg["rows"], cfg["cols"]), seed=cfg["seed"])
     quiet = [] if verbose else ["--quiet"]
     paths = ["-d", str(data), "-l", str(lists)]
-    gen_image.main(paths + quiet)
+    gen_image.main(paths + quiet + ["--overwrite"])  # the demo's own scratch folder is rewritten every run
     train.main(paths + ["--name", cfg["name"], "--loss", cfg["loss"], "--epochs", str(cfg["epochs"]),
                         "--batch-size", str(cfg["batch_size"]), "--lr", str(cfg["lr"]), "--lr-mode",
                         cfg["lr_mode"], "--seed", str(cfg["seed"]), "--run-dir", str(run_dir),
-                        "--verbose", str(verbose)])
+                        "--verbose", str(verbose), "--overwrite"])
     checkpoint = ["--checkpoints", str(run_dir / "best.keras")]
-    row = evaluate.main(paths + checkpoint + ["--phase", "test", "--out-dir", str(work_dir / "eval")] + quiet)
-    test.main(paths + checkpoint + ["--out-dir", str(work_dir / "test")] + quiet)
+    row = evaluate.main(paths + checkpoint + ["--phase", "test", "--out-dir", str(work_dir / "eval"), "--overwrite"]
+                        + quiet)
+    test.main(paths + checkpoint + ["--out-dir", str(work_dir / "test"), "--overwrite"] + quiet)
     dice, auc = row["Dice"], row["AUC"]
     state = json.loads((run_dir / "state.json").read_text())
     return {"task": "retinal_edema", "model": cfg["name"],

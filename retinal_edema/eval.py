@@ -14,7 +14,12 @@ mode), the prediction is the argmax over the 4 classes and the detection the sig
   log-softmax outputs), then argmax; detection = average of the sigmoid outputs (the original: UNet++ with
   mix_33 and UNet with mix_3, weight 0.5 each).
 
-Written to ``--out-dir``: ``dice.md/json`` (per cube and final), ``paper.md/json`` (the original's table),
+Ours, beside the challenge's columns (which stay first and unchanged): per cube and lesion class, HD95 and
+the average symmetric surface distance of the class's binary volume in voxel units
+(``common.metrics.surface_distances``, MONAI's definitions: NaN when the class is in neither volume, inf when
+in only one; the final row averages the cubes where both are finite); ``--no-surface-distances`` skips them.
+
+Written to ``--out-dir``: ``run.json``, ``dice.md/json`` (per cube and final), ``paper.md/json`` (the original's table),
 ``roc.png`` (detection ROC per class), ``overlay.png`` (grey slice | prediction | ground truth, REA blue, SRF
 green, PED red as the original's ``--vis``) and ``dice.png`` (per-class Dice per cube).
 """
@@ -27,15 +32,13 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import numpy as np
-from tqdm import tqdm
 
 from common import cli
-from common.metrics import lesion_dice_per_class, nan_skipping_means, per_class_auc
-from retinal_edema.dataset import (CLASS_NAMES, add_path_arguments, cube_name, load_cube, normalise, presence,
-                                   read_list, read_stats)
-
-EVAL_BATCH = 8
-FUSION = ("unet_nested", "unet")  # the original's fusion pair (UNet++ mix_33, UNet mix_3)
+from common.devices import add_precision_arguments
+from common.inference import add_tta_argument
+from retinal_edema.dataset import CLASS_NAMES, add_path_arguments, read_list, read_stats
+from retinal_edema.model_io import (EVAL_BATCH, FUSION, NAMES, default_checkpoints, evaluate_cubes,  # noqa: F401
+                                    load_models, predict_cube)
 # RGB colours of REA, SRF, PED in the original's visualisation as seen on disk (blue, green, red)
 COLOURS = np.array([[0, 0, 255], [0, 255, 0], [255, 0, 0]], np.uint8)
 # The original's README (AI Challenger 2018, 15 validation / 15 test cubes)
@@ -55,74 +58,6 @@ PAPER = [
     {"model": "Fusion (UNet++ ELDice + UNet)", "multi-task": "-", "params": "-", "loss": "-", "val Dice": 0.805,
      "val AUC": 0.991, "test Dice": 0.744, "test AUC": 0.986},
 ]
-
-
-def load_models(checkpoints):
-    """Load ``.keras`` checkpoints for inference (no optimizer state needed)."""
-    import keras
-
-    import common.losses  # noqa: F401  (registers the edema losses)
-    import common.optimizers  # noqa: F401  (registers AdamL2)
-
-    models = []
-    for path in checkpoints:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"{path}: not found; run retinal_edema/train.py first")
-        models.append(keras.models.load_model(path, compile=False))
-    return models
-
-
-def predict_cube(models, x, batch=EVAL_BATCH, mean=None, std=None):
-    """Predict a cube (n, H, W, 3) with one model or the fusion of several.
-
-    ``x`` is normalised already, or uint8 with ``mean``/``std`` given (then each chunk is normalised on the
-    fly, which keeps a real 128 x 1024 x 512 cube at 200 MB instead of 800 MB of float32). Returns
-    ``(prediction, detection)``: (n, H, W) uint8 classes and (n, 3) float32 probabilities (or None for a model
-    without detection head). Several models: mean softmax (exp of the log-probabilities) and mean detection,
-    equal weights.
-    """
-    seg_out, det_out = [], []
-    for start in range(0, len(x), batch):
-        chunk = x[start:start + batch] if mean is None else normalise(x[start:start + batch], mean, std)
-        prob, det = 0.0, 0.0
-        for model in models:
-            out = model(chunk, training=False)
-            prob = prob + np.exp(np.asarray(out["seg"], np.float32)) / len(models)
-            det = det + np.asarray(out["det"], np.float32) / len(models) if "det" in out else None
-        seg_out.append(np.argmax(prob, axis=-1).astype(np.uint8))
-        det_out.append(det)
-    detection = None if det_out[0] is None else np.concatenate(det_out).astype(np.float32)
-    return np.concatenate(seg_out), detection
-
-
-def evaluate_cubes(models, data_dir, images, labels, mean, std, batch=EVAL_BATCH, verbose=True, keep=0):
-    """Per-cube Dice, final Dice and detection AUC of ``models`` on the listed cubes.
-
-    Returns a dict: ``rows`` (per cube: name, Dice per class, the cube's mean of non-NaN classes), ``dice``
-    (final), ``dice_per_class``, ``auc`` (mean of the three), ``auc_per_class`` and, with ``keep`` > 0,
-    ``examples`` = [(green channel, prediction, label)] of the middle slice of the first ``keep`` cubes.
-    """
-    rows, targets, scores, examples = [], [], [], []
-    for image_rel, label_rel in tqdm(list(zip(images, labels)), desc="cubes", unit="cube", disable=not verbose):
-        x, y = load_cube(data_dir, image_rel, label_rel)
-        pred, det = predict_cube(models, x, batch, mean, std)
-        dice = lesion_dice_per_class(y, pred)
-        valid = [d for d in dice if not np.isnan(d)]
-        rows.append({"cube": cube_name(image_rel), **{f"Dice {n}": d for n, d in zip(CLASS_NAMES, dice)},
-                     "Dice (cube)": float(np.mean(valid)) if valid else float("nan")})
-        targets.append(presence(y))
-        if det is not None:
-            scores.append(det)
-        if len(examples) < keep:
-            k = len(x) // 2
-            examples.append((x[k, :, :, 1], pred[k], y[k]))
-    final, class_means = nan_skipping_means([[r[f"Dice {n}"] for n in CLASS_NAMES] for r in rows])
-    result = {"rows": rows, "dice": final, "dice_per_class": class_means, "examples": examples,
-              "targets": np.concatenate(targets), "scores": np.concatenate(scores) if scores else None}
-    aucs = per_class_auc(result["targets"], result["scores"]) if scores else [float("nan")] * 3
-    result["auc_per_class"] = aucs
-    result["auc"] = float(np.mean(aucs))
-    return result
 
 
 def colourise(grey, classes):
@@ -185,9 +120,13 @@ def write_report(result, out_dir, label):
     summary = {"model": label, "cubes": len(result["rows"]), "Dice": result["dice"],
                **{f"Dice {n}": d for n, d in zip(CLASS_NAMES, result["dice_per_class"])},
                "AUC": result["auc"], **{f"AUC {n}": a for n, a in zip(CLASS_NAMES, result["auc_per_class"])}}
-    rows = result["rows"] + [{"cube": "final (NaN-skipping class means)",
-                              **{f"Dice {n}": d for n, d in zip(CLASS_NAMES, result["dice_per_class"])},
-                              "Dice (cube)": result["dice"]}]
+    final = {"cube": "final (NaN-skipping class means)",
+             **{f"Dice {n}": d for n, d in zip(CLASS_NAMES, result["dice_per_class"])}, "Dice (cube)": result["dice"]}
+    for key in [k for k in (result["rows"][0] if result["rows"] else {}) if k.startswith(("HD95 ", "ASSD "))]:
+        values = np.array([r[key] for r in result["rows"]], np.float64)
+        finite = np.isfinite(values)  # cubes where the class is in both truth and prediction
+        final[key] = summary[key] = float(values[finite].mean()) if finite.any() else float("nan")
+    rows = result["rows"] + [final]
     write_table(rows, out_dir / "dice", title=f"Per-cube Dice of {label}")
     write_table([summary], out_dir / "summary", title=f"Dice and detection AUC of {label}")
     write_table(PAPER, out_dir / "paper", title="The original's results (AI Challenger 2018)", digits=3)
@@ -202,17 +141,8 @@ def write_report(result, out_dir, label):
     return summary
 
 
-def default_checkpoints(names, weights="best"):
-    """``weights/retinal_edema/<run>/<weights>.keras`` of train.py's default run for each model name."""
-    from retinal_edema.train import default_run_dir, preset
-
-    return [default_run_dir(name, preset(name)["loss"], preset(name)["lr"]) / f"{weights}.keras" for name in names]
-
-
 def add_model_arguments(parser):
-    """Model choice shared by eval.py and test.py: --name, --checkpoints or --fusion."""
-    from retinal_edema.train import NAMES
-
+    """Model choice shared by eval.py, test.py and predict.py: --name, --checkpoints or --fusion."""
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--name", choices=NAMES, default="unet_nested",
                        help="model whose default train.py run is used (default: %(default)s)")
@@ -235,30 +165,97 @@ def resolve_checkpoints(args):
     return default_checkpoints(names, args.weights), "fusion" if args.fusion else args.name
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def run_key(checkpoints):
+    """A folder name that identifies the run(s) and checkpoint(s): ``<run folder>_<best|last>`` joined by
+    ``+`` for a fusion, so results of different runs of the same network never share a folder."""
+    return "+".join(f"{Path(p).parent.name or 'model'}_{Path(p).stem}" for p in checkpoints)
+
+
+def default_out_dir(kind, checkpoints, phase=None, tta="none", min_size=0):
+    """``work/retinal_edema/<kind>/<run_key>[_<phase>][_tta-flip][_min<N>]``."""
+    name = run_key(checkpoints) + (f"_{phase}" if phase and phase != "val" else "") + \
+        ("_tta-flip" if tta != "none" else "") + (f"_min{min_size}" if min_size > 0 else "")
+    return cli.repo_path("work", "retinal_edema", kind, name)
+
+
+def check_out_dir(out_dir, names, overwrite=False):
+    """Refuse to overwrite earlier results (any of ``names`` in ``out_dir``) without ``--overwrite``."""
+    found = [n for n in names if (Path(out_dir) / n).exists()]
+    if found and not overwrite:
+        raise cli.option_error("--out-dir", f"{out_dir} already holds results ({', '.join(found[:3])}); pass "
+                                            f"--overwrite to replace them, or another --out-dir")
+
+
+def check_common_options(args):
+    if args.batch <= 0:
+        raise cli.option_error("--batch", f"must be positive, got {args.batch}")
+    if getattr(args, "min_size", 0) < 0:
+        raise cli.option_error("--min-size", f"must be >= 0, got {args.min_size}")
+
+
+REPORT_FILES = ("dice.md", "dice.json", "summary.json", "paper.json", "dice.png", "roc.png", "overlay.png")
+
+EXAMPLES = """examples:
+  python retinal_edema/eval.py --name unet_nested                 # the default unet_nested run, best.keras
+  python retinal_edema/eval.py --fusion                           # the original's fusion (unet_nested + unet)
+  python retinal_edema/eval.py --checkpoints weights/retinal_edema/unet_nopre_mix_3_0.001/best.keras --tta flip
+"""
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=EXAMPLES)
     add_path_arguments(parser)
     parser.add_argument("--phase", choices=("val", "test"), default="val",
                         help="list to score: val, or test when the test set has labels (default: %(default)s)")
     add_model_arguments(parser)
     parser.add_argument("--batch", type=int, default=EVAL_BATCH, help="slices per forward pass (default: 8)")
     parser.add_argument("--vis", type=int, default=8, help="cubes shown in overlay.png (default: %(default)s)")
+    add_tta_argument(parser)
+    parser.add_argument("--min-size", type=int, default=0,
+                        help="ours: per slice, lesion regions smaller than this many pixels become background "
+                             "before scoring (default: %(default)s = off, as the original)")
+    parser.add_argument("--no-surface-distances", action="store_true",
+                        help="skip the HD95/ASSD columns (ours, beside the challenge's Dice; voxel units)")
     parser.add_argument("--out-dir", type=Path, default=None,
-                        help="output folder (default: work/retinal_edema/eval/<model or fusion>)")
+                        help="output folder (default: work/retinal_edema/eval/<run folder>_<best|last>, plus "
+                             "_test, _tta-flip, _min<N> for non-default options)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the results already in --out-dir")
+    add_precision_arguments(parser, jit_compile=False)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv=None):
+    from common.devices import set_precision
+
+    parser = build_parser()
     args = parser.parse_args(argv)
+    check_common_options(args)
     checkpoints, label = resolve_checkpoints(args)
+    out_dir = args.out_dir or default_out_dir("eval", checkpoints, args.phase, args.tta, args.min_size)
+    check_out_dir(out_dir, REPORT_FILES, args.overwrite)
     images, labels = read_list(args.list_dir, args.phase)
     mean, std = read_stats(args.list_dir)
+    set_precision(args.mixed_precision)  # before the models are loaded
     models = load_models(checkpoints)
     result = evaluate_cubes(models, args.data_dir, images, labels, mean, std, args.batch, not args.quiet,
-                            keep=args.vis)
-    out_dir = args.out_dir or cli.repo_path("work", "retinal_edema", "eval", label.replace(" ", "_"))
+                            keep=args.vis, tta=args.tta, min_size=args.min_size,
+                            surface=not args.no_surface_distances)
     summary = write_report(result, out_dir, label)
+    write_provenance(out_dir, label, checkpoints, vars(args), [str(Path(args.data_dir) / p) for p in images])
     per_class = ", ".join(f"{n} {d:.4f}" for n, d in zip(CLASS_NAMES, result["dice_per_class"]))
     print(f"{label} on {len(images)} {args.phase} cubes: Dice {result['dice']:.4f} ({per_class}); detection AUC "
           f"{result['auc']:.4f}. Tables and figures in {out_dir}")
     return summary
+
+
+def write_provenance(out_dir, label, checkpoints, options, inputs):
+    """``run.json`` (common.provenance): git commit, model, weights files + SHA-256, options, inputs."""
+    from common.provenance import write_run_json
+
+    write_run_json(out_dir, model_name=label, weights=[str(p) for p in checkpoints], options=options,
+                   inputs=inputs)
 
 
 if __name__ == "__main__":

@@ -19,9 +19,14 @@ per line), ``val_images.txt``/``val_labels.txt`` and ``test_images.txt`` (one cu
 mean/std of pixels/255 over up to 2,000 random training slices, as ``compute_mean_std.py``) and
 ``info_test.json`` (the same on test slices, used by test.py). ``--original-stats`` writes the original's
 shipped values instead.
+
+All or nothing: the stacked slices go to temporary folders renamed into place, and the lists are written, only
+once every cube of every set has been read and checked, so a bad file anywhere leaves no output behind.
+Existing stacked folders or lists are replaced only with ``--overwrite``.
 """
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -33,7 +38,7 @@ import numpy as np
 from tqdm import tqdm
 
 from common import cli
-from common.data.io import DataLayoutError, atomic_path, read_image, write_image
+from common.data.io import DataLayoutError, atomic_dir, atomic_path, read_image, write_image
 from retinal_edema.dataset import (ORIGINAL_STATS, ORIGINAL_TEST_STATS, add_path_arguments, read_label,
                                    sorted_slices)
 
@@ -84,12 +89,15 @@ def check_pairs(set_dir):
     return cubes, True
 
 
-def gen_cube(set_dir, cube, with_labels):
-    """Stack one cube (writes ``trans3channel_images/<cube>/%03d.png``) and check its labels.
+def gen_cube(set_dir, cube, with_labels, stacked_dir=None):
+    """Stack one cube (writes ``<stacked_dir>/<cube>/%03d.png``) and check its labels.
 
+    ``stacked_dir`` defaults to ``<set_dir>/trans3channel_images``; :func:`gen_image` passes a temporary
+    folder that is renamed into place only when every cube of every set has been checked and written.
     Returns ``(stacked image paths, label paths or None)`` relative to the set folder's parent.
     """
     set_dir = Path(set_dir)
+    stacked_dir = Path(stacked_dir) if stacked_dir is not None else set_dir / STACKED
     files = sorted_slices(set_dir / "original_images" / cube, (".bmp",), 1)
     first = read_image(files[0], "gray")
     slices = np.stack([first] + [read_image(p, "gray", first.shape) for p in files[1:]])
@@ -105,19 +113,21 @@ def gen_cube(set_dir, cube, with_labels):
     stacked = stack_slices(slices)
     image_paths = []
     for k, rgb in enumerate(stacked):
-        rel = f"{set_dir.name}/{STACKED}/{cube}/{k:03d}.png"
-        write_image(set_dir.parent / rel, rgb)
-        image_paths.append(rel)
+        write_image(stacked_dir / cube / f"{k:03d}.png", rgb)
+        image_paths.append(f"{set_dir.name}/{STACKED}/{cube}/{k:03d}.png")
     return image_paths, label_paths
 
 
-def channel_stats(data_dir, image_paths, n_max=STATS_IMAGES, seed=0):
-    """Per-channel mean and std of pixels/255 over up to ``n_max`` random stacked slices."""
+def channel_stats(data_dir, image_paths, n_max=STATS_IMAGES, seed=0, locate=None):
+    """Per-channel mean and std of pixels/255 over up to ``n_max`` random stacked slices.
+
+    ``locate(rel)`` maps a list path to the file to read (default ``data_dir / rel``)."""
+    locate = locate or (lambda rel: Path(data_dir) / rel)
     rng = np.random.default_rng(seed)
     chosen = rng.choice(len(image_paths), min(n_max, len(image_paths)), replace=False)
     total, total_sq, count = np.zeros(3), np.zeros(3), 0
     for i in tqdm(chosen, desc="mean/std", leave=False, disable=len(chosen) < 200):
-        x = read_image(Path(data_dir) / image_paths[i], "rgb").reshape(-1, 3) / 255.0
+        x = read_image(locate(image_paths[i]), "rgb").reshape(-1, 3) / 255.0
         total += x.sum(axis=0)
         total_sq += (x ** 2).sum(axis=0)
         count += len(x)
@@ -130,51 +140,93 @@ def _write_lines(path, lines):
         tmp.write_text("".join(f"{line}\n" for line in lines))
 
 
-def gen_image(data_dir, list_dir, original_stats=False, verbose=True):
-    """Stack every cube of the sets present, write the lists and stats; returns a summary dict."""
+LIST_FILES = ("train_images.txt", "train_labels.txt", "val_images.txt", "val_labels.txt", "test_images.txt",
+              "test_labels.txt", "info.json", "info_test.json")
+
+
+def gen_image(data_dir, list_dir, original_stats=False, verbose=True, overwrite=False):
+    """Stack every cube of the sets present, write the lists and stats; returns a summary dict.
+
+    All or nothing: every set's layout is checked first, the stacked slices of every set go to temporary
+    folders beside their final ``<set>/trans3channel_images`` and the lists are written only when every cube
+    of every set has been read and checked; then the folders are renamed into place. A bad file anywhere
+    leaves no output behind (nor in ``--list-dir``). Existing stacked folders or lists are refused unless
+    ``overwrite``.
+    """
     data_dir, list_dir = Path(data_dir), Path(list_dir)
     present = {phase: data_dir / name for phase, name in SETS.items() if (data_dir / name).is_dir()}
     if "train" not in present:
         raise DataLayoutError(f"{data_dir / SETS['train']}: folder not found (unzip the challenge's training set "
                               f"into {data_dir})")
-    summary, slices = {}, {}
-    for phase, set_dir in present.items():
+    layout = {}
+    for phase, set_dir in present.items():  # every set's pairing before any slice is read
         cubes, with_labels = check_pairs(set_dir)
         if phase != "test" and not with_labels:
             raise DataLayoutError(f"{set_dir / 'label_images'}: folder not found")
-        images, labels = [], []
-        for cube in tqdm(cubes, desc=f"{set_dir.name}", unit="cube", disable=not verbose):
-            cube_images, cube_labels = gen_cube(set_dir, cube, with_labels)
-            slices.setdefault(phase, []).extend(cube_images)
-            if phase == "train":
-                images += cube_images
-                labels += cube_labels
-            else:
-                images.append(f"{set_dir.name}/{STACKED}/{cube}")
-                labels.append(f"{set_dir.name}/label_images/{label_folder(cube)}" if with_labels else None)
-        _write_lines(list_dir / f"{phase}_images.txt", images)
-        if with_labels:
-            _write_lines(list_dir / f"{phase}_labels.txt", labels)
-        summary[phase] = {"cubes": len(cubes), "slices": len(slices[phase]), "labels": with_labels}
-    stats = ORIGINAL_STATS if original_stats else channel_stats(data_dir, slices["train"])
-    test_stats = ORIGINAL_TEST_STATS if original_stats else (
-        channel_stats(data_dir, slices["test"]) if "test" in slices else stats)
-    for name, value in (("info.json", stats), ("info_test.json", test_stats)):
-        with atomic_path(list_dir / name) as tmp:
-            tmp.write_text(json.dumps(value, indent=1))
+        layout[phase] = (set_dir, cubes, with_labels)
+    if not overwrite:
+        existing = [set_dir / STACKED for set_dir, _, _ in layout.values() if (set_dir / STACKED).exists()]
+        existing += [list_dir / name for name in LIST_FILES if (list_dir / name).exists()]
+        if existing:
+            raise DataLayoutError(f"{existing[0]}: already exists (a previous gen_image.py run); pass --overwrite "
+                                  f"to replace the stacked slices and lists, or another --list-dir/--data-dir")
+    summary, slices, lists = {}, {}, {}
+    with contextlib.ExitStack() as stack:
+        tmp_dirs = {phase: stack.enter_context(atomic_dir(set_dir / STACKED, overwrite=True))
+                    for phase, (set_dir, _, _) in layout.items()}
+        for phase, (set_dir, cubes, with_labels) in layout.items():
+            images, labels = [], []
+            for cube in tqdm(cubes, desc=f"{set_dir.name}", unit="cube", disable=not verbose):
+                cube_images, cube_labels = gen_cube(set_dir, cube, with_labels, tmp_dirs[phase])
+                slices.setdefault(phase, []).extend(cube_images)
+                if phase == "train":
+                    images += cube_images
+                    labels += cube_labels
+                else:
+                    images.append(f"{set_dir.name}/{STACKED}/{cube}")
+                    labels.append(f"{set_dir.name}/label_images/{label_folder(cube)}" if with_labels else None)
+            lists[f"{phase}_images.txt"] = images
+            if with_labels:
+                lists[f"{phase}_labels.txt"] = labels
+            summary[phase] = {"cubes": len(cubes), "slices": len(slices[phase]), "labels": with_labels}
+
+        def locate(rel):  # a stacked slice, still in its set's temporary folder
+            set_name, _, rest = rel.split("/", 2)
+            phase = next(p for p, name in SETS.items() if name == set_name)
+            return tmp_dirs[phase] / rest
+
+        stats = ORIGINAL_STATS if original_stats else channel_stats(data_dir, slices["train"], locate=locate)
+        test_stats = ORIGINAL_TEST_STATS if original_stats else (
+            channel_stats(data_dir, slices["test"], locate=locate) if "test" in slices else stats)
+        # the lists last, inside the block: a failure before this point leaves neither lists nor slices
+        for name, lines in lists.items():
+            _write_lines(list_dir / name, lines)
+        for name, value in (("info.json", stats), ("info_test.json", test_stats)):
+            with atomic_path(list_dir / name) as tmp:
+                tmp.write_text(json.dumps(value, indent=1))
     summary["stats"], summary["test_stats"] = stats, test_stats
     return summary
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="examples:\n  python retinal_edema/gen_image.py\n"
+                                            "  python retinal_edema/gen_image.py -d /data/edema -l work/edema_lists "
+                                            "--overwrite")
     add_path_arguments(parser, lists="where the lists and info.json go; the stacked PNGs go inside each set "
                                      "folder of --data-dir")
     parser.add_argument("--original-stats", action="store_true",
                         help="write the original's shipped mean/std instead of computing them")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the stacked slices (<set>/trans3channel_images) and lists of a previous run")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
-    summary = gen_image(args.data_dir, args.list_dir, args.original_stats, not args.quiet)
+    summary = gen_image(args.data_dir, args.list_dir, args.original_stats, not args.quiet, args.overwrite)
     parts = ", ".join(f"{phase} {s['cubes']} cubes / {s['slices']} slices" for phase, s in summary.items()
                       if phase in SETS)
     print(f"Stacked {parts}; lists and info.json in {args.list_dir}")

@@ -28,24 +28,11 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 from common import cli
 from common.data.io import DataLayoutError
-from common.training import add_strategy_argument
+from common.devices import add_precision_arguments
+from common.training import add_overwrite_argument, add_strategy_argument, check_run_dir
 from retinal_edema.dataset import CLASS_NAMES, add_path_arguments, read_list, read_stats
-
-NAMES = ("unet", "unet_nested", "unet_nested_dilated")
-REGISTRY = {"unet": "edema_unet", "unet_nested": "unet_nested", "unet_nested_dilated": "unet_nested_dilated"}
-LOSSES = ("mix_3", "mix_33")
-COMMON = {"epochs": 100, "lr": 1e-3, "weight_decay": 1e-4, "step": 20, "seed": 1234}
-PRESETS = {  # the README's commands (main.sh); unet_nested_dilated: not given, assumed as unet_nested
-    "unet": {"loss": "mix_3", "batch_size": 32, "lr_mode": "step"},
-    "unet_nested": {"loss": "mix_33", "batch_size": 16, "lr_mode": "poly"},
-    "unet_nested_dilated": {"loss": "mix_33", "batch_size": 16, "lr_mode": "poly"},
-}
-VAL_BATCH = 16  # slices per forward pass in the per-epoch validation
-
-
-def preset(name):
-    """The default settings of model ``name`` (README command + common settings)."""
-    return {**COMMON, **PRESETS[name]}
+from retinal_edema.model_io import (COMMON, LOSSES, NAMES, PRESETS, REGISTRY, VAL_BATCH,  # noqa: F401
+                                    default_run_dir, preset, run_name)
 
 
 def learning_rate(epoch, lr, lr_mode, epochs, step):
@@ -57,17 +44,12 @@ def learning_rate(epoch, lr, lr_mode, epochs, step):
     raise ValueError(f"unknown lr mode {lr_mode!r} (step, poly)")
 
 
-def default_run_dir(name, loss, lr):
-    """``weights/retinal_edema/<name>_nopre_<loss>_<lr>`` (the original's result folder name)."""
-    return cli.repo_path("weights", "retinal_edema", f"{name}_nopre_{loss}_{lr:g}")
-
-
-def compile_model(model, loss, lr, weight_decay, multi_task=True):
+def compile_model(model, loss, lr, weight_decay, multi_task=True, jit_compile=False):
     from common.losses import edema_losses
     from common.optimizers import AdamL2
 
     model.compile(optimizer=AdamL2(lr, beta_1=0.9, beta_2=0.99, epsilon=1e-8, l2=weight_decay),
-                  loss=edema_losses(loss, multi_task))
+                  loss=edema_losses(loss, multi_task), jit_compile=jit_compile)
     return model
 
 
@@ -75,7 +57,7 @@ def validation_callback(data_dir, images, labels, mean, std, batch=VAL_BATCH, ve
     """Keras callback adding ``dice_val``, ``dice_val_<class>``, ``auc_val``, ``auc_val_<class>`` to the logs."""
     import keras
 
-    from retinal_edema.eval import evaluate_cubes
+    from retinal_edema.model_io import evaluate_cubes
 
     class ValidationScores(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -91,27 +73,44 @@ def validation_callback(data_dir, images, labels, mean, std, batch=VAL_BATCH, ve
     return ValidationScores()
 
 
+def _check_settings(s):
+    """Option values that cannot train: one-line ``OptionError`` naming the option."""
+    for key, option in (("epochs", "--epochs"), ("batch_size", "--batch-size"), ("lr", "--lr"),
+                        ("step", "--step")):
+        if s[key] <= 0:
+            raise cli.option_error(option, f"must be positive, got {s[key]:g}")
+    if s["weight_decay"] < 0:
+        raise cli.option_error("--weight-decay", f"must be >= 0, got {s['weight_decay']:g}")
+
+
 def train(data_dir, list_dir, run_dir, name="unet_nested", loss=None, epochs=None, batch_size=None, lr=None,
           lr_mode=None, step=None, weight_decay=None, flip=True, multi_task=True, seed=None, resume=False,
-          verbose=1, strategy="default"):
-    """Build, compile and fit; ``None`` settings take the model's preset. Returns ``(model, history)``."""
+          verbose=1, strategy="default", overwrite=False, mixed_precision="off", jit_compile=False):
+    """Build, compile and fit; ``None`` settings take the model's preset. Returns ``(model, history)``.
+
+    A ``run_dir`` that holds a run is refused before any data is read, unless ``resume`` or ``overwrite``.
+    """
+    s = preset(name)
+    s.update({k: v for k, v in dict(loss=loss, epochs=epochs, batch_size=batch_size, lr=lr, lr_mode=lr_mode,
+                                    step=step, weight_decay=weight_decay, seed=seed).items() if v is not None})
+    _check_settings(s)
+    check_run_dir(run_dir, resume=resume, overwrite=overwrite)  # before any data is read
     from common.training import get_strategy
 
     strategy = get_strategy(strategy)  # before other TensorFlow work
     import keras
 
     from common.data.io import read_image
+    from common.devices import set_precision
     from common.models import build_model
     from common.training import fit
     from retinal_edema.dataset import training_dataset
 
-    s = preset(name)
-    s.update({k: v for k, v in dict(loss=loss, epochs=epochs, batch_size=batch_size, lr=lr, lr_mode=lr_mode,
-                                    step=step, weight_decay=weight_decay, seed=seed).items() if v is not None})
     images, labels = read_list(list_dir, "train")
     if len(images) < s["batch_size"]:
         raise DataLayoutError(f"{Path(list_dir) / 'train_images.txt'}: {len(images)} slices, fewer than one batch "
-                              f"of {s['batch_size']} (the last incomplete batch is dropped)")
+                              f"of {s['batch_size']} (the last incomplete batch is dropped); pass a smaller "
+                              f"--batch-size")
     mean, std = read_stats(list_dir)
     shape = read_image(Path(data_dir) / images[0], "rgb").shape
     if shape[0] % 16 or shape[1] % 16:
@@ -127,20 +126,24 @@ def train(data_dir, list_dir, run_dir, name="unet_nested", loss=None, epochs=Non
     callbacks.append(keras.callbacks.LearningRateScheduler(
         lambda epoch: learning_rate(epoch, s["lr"], s["lr_mode"], s["epochs"], s["step"])))
 
+    policy = set_precision(mixed_precision)  # before the model is built
     keras.utils.set_random_seed(s["seed"])  # before the weights are initialised (fit() seeds again)
     with strategy.scope():
         model = compile_model(build_model(REGISTRY[name], shape, multi_task=multi_task), s["loss"], s["lr"],
-                              s["weight_decay"], multi_task)
+                              s["weight_decay"], multi_task, jit_compile)
     data = training_dataset(data_dir, images, labels, s["batch_size"], mean, std, flip=flip, seed=s["seed"],
                             multi_task=multi_task)
     settings = {"name": name, **s, "flip": flip, "multi_task": multi_task, "train_slices": len(images),
-                "input_shape": list(shape), "mean": mean.tolist(), "std": std.tolist()}
+                "input_shape": list(shape), "mean": mean.tolist(), "std": std.tolist(), "dtype_policy": policy,
+                "jit_compile": jit_compile}
     return fit(model, data, None, run_dir=run_dir, epochs=s["epochs"], monitor=monitor, mode="auto",
-               resume=resume, seed=s["seed"], verbose=verbose, callbacks=callbacks, settings=settings)
+               resume=resume, overwrite=overwrite, seed=s["seed"], verbose=verbose, callbacks=callbacks,
+               settings=settings)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=EXAMPLES)
     add_path_arguments(parser)
     parser.add_argument("--name", choices=NAMES, default="unet_nested", help="network (default: %(default)s)")
     parser.add_argument("--loss", choices=LOSSES, default=None,
@@ -159,17 +162,37 @@ def main(argv=None):
                         help="segmentation only (the README's 'Multi-task: No' rows: WCE + Dice without BCE)")
     parser.add_argument("--seed", type=int, default=None, help=f"default: {COMMON['seed']} (the original's)")
     parser.add_argument("--run-dir", type=Path, default=None,
-                        help="checkpoints and logs (default: weights/retinal_edema/<name>_nopre_<loss>_<lr>)")
+                        help="checkpoints and logs (default: weights/retinal_edema/<name>_nopre_<loss>_<lr>, the "
+                             "original's result folder name, plus a suffix per setting that differs from the "
+                             "model's preset, e.g. _b8_e12_noflip)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --run-dir")
+    add_overwrite_argument(parser)
     parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress output")
     add_strategy_argument(parser)
-    args = parser.parse_args(argv)
+    add_precision_arguments(parser, jit_compile=True)
+    return parser
+
+
+EXAMPLES = """examples:
+  python retinal_edema/train.py --name unet_nested             # mix_33, batch 16, poly lr, 100 epochs
+  python retinal_edema/train.py --name unet                    # mix_3, batch 32, step lr
+  python retinal_edema/train.py --name unet --resume           # continue the interrupted default run
+  python retinal_edema/train.py --name unet --batch-size 8 --mixed-precision float16 --jit-compile
+"""
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     s = preset(args.name)
-    loss, lr = args.loss or s["loss"], args.lr or s["lr"]
-    run_dir = args.run_dir or default_run_dir(args.name, loss, lr)
+    loss = args.loss or s["loss"]
+    lr = s["lr"] if args.lr is None else args.lr
+    run_dir = args.run_dir or default_run_dir(
+        args.name, loss, lr, batch_size=args.batch_size, epochs=args.epochs, lr_mode=args.lr_mode, step=args.step,
+        weight_decay=args.weight_decay, flip=not args.no_flip, multi_task=not args.no_detection, seed=args.seed)
     model, history = train(args.data_dir, args.list_dir, run_dir, args.name, loss, args.epochs, args.batch_size,
                            lr, args.lr_mode, args.step, args.weight_decay, not args.no_flip, not args.no_detection,
-                           args.seed, args.resume, args.verbose, args.strategy)
+                           args.seed, args.resume, args.verbose, args.strategy, overwrite=args.overwrite,
+                           mixed_precision=args.mixed_precision, jit_compile=args.jit_compile)
     if history and "dice_val" in history:
         print(f"{args.name}: last dice_val {history['dice_val'][-1]:.4f}, best {max(history['dice_val']):.4f}; "
               f"checkpoints in {run_dir}")

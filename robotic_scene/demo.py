@@ -40,15 +40,15 @@ def run(work_dir, seed=None, verbose=0):
                                 (cfg["rows"], cfg["cols"]), seed=cfg["seed"])
     quiet = [] if verbose else ["--quiet"]
     prepare.main(["--raw-dir", str(work_dir / "raw"), "--work-dir", str(work_dir), "--height", str(cfg["rows"]),
-                  "--width", str(cfg["cols"])] + quiet)
+                  "--width", str(cfg["cols"]), "--overwrite"] + quiet)  # the demo's own scratch folder
     val = [str(s) for s in VAL_SEQS]
     train.main(["--work-dir", str(work_dir), "--run-dir", str(work_dir / "run"), "--val-seqs", *val,
                 "--epochs", *map(str, cfg["epochs"]), "--lrs", *map(str, cfg["lrs"]),
                 "--batch-size", str(cfg["batch_size"]), "--encoder-weights", "none", "--init", cfg["init"],
-                "--seed", str(cfg["seed"]),
+                "--seed", str(cfg["seed"]), "--overwrite",
                 "--verbose", "2" if verbose else "0"])
     result = test.main(["--work-dir", str(work_dir), "--run-dir", str(work_dir / "run"), "--seqs", *val,
-                        "--out-dir", str(work_dir / "test")] + quiet)
+                        "--out-dir", str(work_dir / "test"), "--overwrite"] + quiet)
     model, trivial = result["model"][-2], result["trivial"][-2]  # means over videos
     stages = json.loads((work_dir / "run" / "stages.json").read_text())["stages"]
     return {"task": "robotic_scene", "model": "tdsnet",

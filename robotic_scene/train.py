@@ -16,18 +16,20 @@ fold 0 validates on seq_1..seq_4 and trains on the others. Scene (surgical phase
 (spec section 3.3). A checkpoint is chosen on the validation mean IoU of the original (12 classes per image,
 a class absent from both truth and prediction scores 1, averaged over classes, then over images).
 
-Written to ``--run-dir`` (default ``weights/robotic_scene/tdsnet_fold0``): one folder per stage
+Written to ``--run-dir`` (default ``weights/robotic_scene/tdsnet_fold0`` with the original's settings, plus a
+suffix per changed setting, see :func:`run_name`; a folder holding a staged run is refused unless ``--resume``
+or ``--overwrite``): one folder per stage
 (``stage1_segmentation/`` ...) with ``best.keras``, ``last.keras``, ``state.json``, ``history.csv`` and
 curves (common.training.fit), and ``stages.json`` (start epoch, length, best epoch and IoU of each stage).
 ``--resume`` skips finished stages and continues an interrupted one.
 
 The VGG16 encoder starts from ImageNet as the original (``--encoder-weights``; Keras's file must be on disk,
-nothing is downloaded; ``none`` = random). ``--normalise auto`` picks the preprocessing that goes with it
-(Keras's Caffe-converted ImageNet file: BGR minus means; otherwise the original's torchvision RGB mean/std).
+nothing is downloaded; ``none`` = random). ``--normalise auto`` picks the preprocessing by what is loaded
+(any VGG16 file here is Keras's Caffe-converted ImageNet weights: BGR minus the Caffe means; random weights:
+the original's torchvision RGB mean/std).
 """
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -37,8 +39,10 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import numpy as np
 
 from common import cli
-from common.data.io import DataLayoutError, atomic_path, list_images, pair_files
-from common.training import add_strategy_argument, without_autotune
+from common.data.io import DataLayoutError, list_images, pair_files, write_json
+from common.devices import add_precision_arguments
+from common.errors import OptionError, UserError
+from common.training import add_overwrite_argument, add_strategy_argument, without_autotune
 from robotic_scene.prepare import DEFAULT_WORK, IMAGES, MASKS, NUM_CLASSES, PREPARED, sequence_number
 
 #: (name, alpha, beta, gamma, Adam lr, cumulative epochs) of train.sh (README "Training" steps 2-5).
@@ -114,10 +118,32 @@ def frame_size(frames):
 
 
 def resolve_normalise(normalise, encoder_weights):
-    """``auto`` -> ``caffe`` for Keras's ImageNet file, else ``torch`` (the original's)."""
-    if normalise == "auto":
-        return "caffe" if encoder_weights == "imagenet" else "torch"
-    return normalise
+    """The input preprocessing for ``--normalise`` (``auto``, ``torch``, ``caffe``) and ``--encoder-weights``.
+
+    ``auto`` decides by what is loaded, not by how it was spelled: every VGG16 file this project loads
+    (``imagenet`` = Keras's ``vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5``, or a path to that file or
+    to weights saved from ``keras.applications.VGG16``) holds Keras's ImageNet weights, converted from Caffe,
+    so they get ``caffe`` (BGR, 0..255 minus the Caffe means); random encoder weights (``none``) get the
+    original's ``torch`` normalisation (torchvision's RGB mean/std).
+    """
+    if normalise not in ("auto", "torch", "caffe"):
+        raise ValueError(f"unknown normalisation {normalise!r} (auto, torch, caffe)")
+    if normalise != "auto":
+        return normalise
+    return "torch" if encoder_weights_file(encoder_weights) is None else "caffe"
+
+
+def encoder_weights_file(encoder_weights):
+    """The VGG16 weights file ``--encoder-weights`` loads (None for ``none``); a missing file is a one-line
+    error (``common.layers.resolve_vgg16_notop_weights``; nothing is downloaded)."""
+    from common.layers import resolve_vgg16_notop_weights
+
+    if encoder_weights is None or str(encoder_weights).lower() == "none":
+        return None
+    try:
+        return resolve_vgg16_notop_weights(encoder_weights)
+    except FileNotFoundError as exc:
+        raise UserError(f"--encoder-weights {encoder_weights}: {' '.join(str(exc).split())}") from None
 
 
 def normalise_images(images, mode="torch"):
@@ -274,22 +300,31 @@ def he_reinit(network, seed=None):
         bias.assign(np.zeros(bias.shape, "float32"))
 
 
-def build_trainer(input_shape, encoder_weights=None, lr=STAGES[0][4], init="torch", seed=None):
+def build_trainer(input_shape, encoder_weights=None, lr=STAGES[0][4], init="torch", seed=None, jit_compile=False):
     """TDSNet (common/models/tdsnet.py) wrapped in :class:`TDSNetTrainer`, compiled with Adam (eps 1e-8).
 
-    ``init="he"`` re-initialises the layers outside the encoder with :func:`he_reinit` (ours)."""
+    ``init="he"`` re-initialises the layers outside the encoder with :func:`he_reinit` (ours). A weights file
+    that is not a VGG16 notop file is a one-line ``UserError``."""
     import keras
 
     from common.models import build_model
 
     trainer_cls, _ = _keras_classes()
-    network = build_model("tdsnet", input_shape, encoder_weights=encoder_weights)
+    try:
+        network = build_model("tdsnet", input_shape, encoder_weights=encoder_weights)
+    except (OSError, ValueError, KeyError) as exc:
+        if encoder_weights is None or isinstance(exc, UserError):
+            raise
+        raise UserError(f"--encoder-weights {encoder_weights}: not a VGG16 notop weights file that Keras can read "
+                        f"({type(exc).__name__}: {' '.join(str(exc).split())[:160]}); pass Keras's "
+                        f"vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5 or none") from None
     if init == "he":
         he_reinit(network, seed)
     elif init != "torch":
         raise ValueError(f"unknown init {init!r} (torch, he)")
     trainer = trainer_cls(network)
-    trainer.compile(optimizer=keras.optimizers.Adam(lr, beta_1=0.9, beta_2=0.999, epsilon=1e-8))
+    trainer.compile(optimizer=keras.optimizers.Adam(lr, beta_1=0.9, beta_2=0.999, epsilon=1e-8),
+                    jit_compile=jit_compile)
     return trainer
 
 
@@ -333,11 +368,82 @@ def stage_dir_name(index, name):
     return f"stage{index}_{name}"
 
 
+def holds_staged_run(run_dir):
+    """The stage folders of ``run_dir`` that hold (part of) a run, and whether ``stages.json`` exists."""
+    from common.training import holds_run
+
+    run_dir = Path(run_dir)
+    stages = [run_dir / stage_dir_name(i, s[0]) for i, s in enumerate(STAGES, 1)]
+    return [d for d in stages if holds_run(d)], (run_dir / "stages.json").is_file()
+
+
+def check_staged_run(run_dir, *, resume=False, overwrite=False):
+    """Refuse a fresh staged run in a folder that holds one (nothing is touched), as
+    ``common.training.check_run_dir`` does for one-stage runs."""
+    from common.training import read_state
+
+    if resume and overwrite:
+        raise OptionError("--resume/--overwrite: choose one (continue the run, or replace it)")
+    held, has_record = holds_staged_run(run_dir)
+    if resume or overwrite or not (held or has_record):
+        return
+    what = []
+    for stage_dir in held:
+        state = read_state(stage_dir) or {}
+        best = state.get("best")
+        what.append(f"{stage_dir.name} {state.get('epoch', 0)} epochs"
+                    + (f" (best val_iou {best:.6g})" if best is not None else ""))
+    raise UserError(f"{run_dir}: holds a staged TDSNet run ({', '.join(what) or 'stages.json'}); pass --resume to "
+                    f"continue it, --overwrite to replace it, or another --run-dir")
+
+
+def remove_staged_run(run_dir):
+    """Delete what a staged run wrote to ``run_dir`` (each stage's run files and ``stages.json``)."""
+    from common.training import remove_run
+
+    run_dir = Path(run_dir)
+    for i, stage in enumerate(STAGES, 1):
+        if (run_dir / stage_dir_name(i, stage[0])).is_dir():
+            remove_run(run_dir / stage_dir_name(i, stage[0]))
+    (run_dir / "stages.json").unlink(missing_ok=True)
+
+
+def run_name(*, val_seqs=VAL_SEQS, epochs=None, lrs=None, batch_size=BATCH_SIZE, encoder_weights="imagenet",
+             normalise="auto", init="torch", seed=SEED):
+    """``tdsnet_fold0`` (the original's settings) plus a suffix for every setting that changes the network or
+    the recipe (``_val1-3-6``, ``_e8-9-10-11``, ``_lr0.0001-...``, ``_b2``, ``_enc-none`` / ``_enc-<file stem>``,
+    ``_caffe`` / ``_torch``, ``_he``, ``_seed1``), so two recipes never share a default run folder."""
+    parts = ["tdsnet_fold0" if tuple(val_seqs) == VAL_SEQS else "tdsnet_val" + "-".join(map(str, val_seqs))]
+    if epochs is not None and tuple(epochs) != tuple(s[5] for s in STAGES):
+        parts.append("e" + "-".join(map(str, epochs)))
+    if lrs is not None and tuple(lrs) != tuple(s[4] for s in STAGES):
+        parts.append("lr" + "-".join(f"{v:g}" for v in lrs))
+    if batch_size != BATCH_SIZE:
+        parts.append(f"b{batch_size}")
+    if str(encoder_weights) != "imagenet":
+        parts.append("enc-none" if str(encoder_weights).lower() == "none" else f"enc-{Path(encoder_weights).stem}")
+    if normalise != "auto":
+        parts.append(normalise)
+    if init != "torch":
+        parts.append(init)
+    if seed != SEED:
+        parts.append(f"seed{seed}")
+    return "_".join(parts)
+
+
 def train(data_dir, run_dir, stages=STAGES, val_seqs=VAL_SEQS, batch_size=BATCH_SIZE, encoder_weights="imagenet",
-          normalise="auto", seed=SEED, strategy="default", resume=False, verbose=1, scenes=SCENES, init="torch"):
-    """Run the staged schedule; returns the list of stage records (also written to ``stages.json``)."""
+          normalise="auto", seed=SEED, strategy="default", resume=False, verbose=1, scenes=SCENES, init="torch",
+          overwrite=False, mixed_precision="off", jit_compile=False):
+    """Run the staged schedule; returns the list of stage records (also written to ``stages.json``).
+
+    A ``run_dir`` that holds a staged run is refused before any data is read, unless ``resume`` (continue it)
+    or ``overwrite`` (its files are removed once the data has been checked)."""
+    check_staged_run(run_dir, resume=resume, overwrite=overwrite)
+    weights_file = encoder_weights_file(encoder_weights)  # a missing file fails before any data is read
+    normalise = resolve_normalise(normalise, encoder_weights)
     import keras
 
+    from common.devices import set_precision
     from common.training import fit, get_strategy, read_state
 
     strategy = get_strategy(strategy)  # first, before other TensorFlow work
@@ -345,20 +451,24 @@ def train(data_dir, run_dir, stages=STAGES, val_seqs=VAL_SEQS, batch_size=BATCH_
     train_seqs, val_seqs = split_sequences(data_dir, val_seqs)
     train_frames, val_frames = sequence_frames(data_dir, train_seqs), sequence_frames(data_dir, val_seqs)
     rows, cols = frame_size(train_frames + val_frames)
-    normalise = resolve_normalise(normalise, encoder_weights)
-    weights = None if encoder_weights in (None, "none") else encoder_weights
+    for _, _, seq in train_frames + val_frames:
+        scene_of(seq, scenes)
     global_batch = batch_size * strategy.num_replicas_in_sync
     train_ds = make_dataset(train_frames, (rows, cols), global_batch, augment=True, shuffle=True, seed=seed,
                             normalise=normalise, scenes=scenes)
     val_ds = make_dataset(val_frames, (rows, cols), global_batch, normalise=normalise, scenes=scenes)
+    policy = set_precision(mixed_precision)  # before the model is built
     settings = {"data_dir": str(data_dir), "train_seqs": train_seqs, "val_seqs": val_seqs,
                 "train_frames": len(train_frames), "val_frames": len(val_frames), "input": [rows, cols, 3],
                 "batch_size": batch_size, "encoder_weights": str(encoder_weights), "normalise": normalise,
-                "seed": seed, "strategy": strategy.__class__.__name__, "init": init}
+                "seed": seed, "strategy": strategy.__class__.__name__, "init": init, "dtype_policy": policy,
+                "jit_compile": jit_compile}
     if seed is not None:
         keras.utils.set_random_seed(seed)  # before the weights are initialised
     with strategy.scope():
-        trainer = build_trainer((rows, cols, 3), weights, stages[0][4], init, seed)
+        trainer = build_trainer((rows, cols, 3), weights_file, stages[0][4], init, seed, jit_compile)
+    if overwrite:
+        remove_staged_run(run_dir)  # the data and the model are fine: replace the old run now
 
     records, start, checkpoint = [], 0, None
     for index, (name, alpha, beta, gamma, lr, cumulative) in enumerate(stages, 1):
@@ -384,36 +494,51 @@ def train(data_dir, run_dir, stages=STAGES, val_seqs=VAL_SEQS, batch_size=BATCH_
                       f"{'the initial weights' if checkpoint is None else checkpoint}", flush=True)
             with strategy.scope():
                 start_stage(trainer, checkpoint, alpha, beta, gamma, lr)
-            # an interrupted stage continues only if it started from the same checkpoint; otherwise it restarts
+            # an interrupted stage continues only if it started from the same checkpoint; otherwise (under
+            # --resume, after an earlier stage changed) it restarts, replacing its stale partial run
             trainer, _ = fit(trainer, train_ds, val_ds, run_dir=stage_dir, epochs=length, monitor="val_iou",
-                             mode="max", resume=resume and same_start, seed=seed, verbose=verbose,
-                             settings=dict(settings, **record))
+                             mode="max", resume=resume and same_start, overwrite=resume and not same_start,
+                             seed=seed, verbose=verbose, settings=dict(settings, **record))
         best = best_epoch(stage_dir)
         record.update(best_epoch=start + best + 1, best_iou=read_state(stage_dir)["best"])
         records.append(record)
         start, checkpoint = start + best + 1, stage_dir / "best.keras"
-    with atomic_path(run_dir / "stages.json") as tmp:
-        tmp.write_text(json.dumps({"settings": settings, "stages": records, "final_checkpoint": str(checkpoint)},
-                                  indent=2))
+    write_json(run_dir / "stages.json", {"settings": settings, "stages": records,
+                                         "final_checkpoint": str(checkpoint)})
     return records
 
 
 def parse_stages(epochs=None, lrs=None, last=len(STAGES)):
     """STAGES with optional cumulative ``epochs`` / ``lrs`` overrides (one per stage), stages 1..last."""
     stages = list(STAGES)
-    for values, column in ((epochs, 5), (lrs, 4)):
+    for values, column, option in ((epochs, 5, "--epochs"), (lrs, 4, "--lrs")):
         if values is not None:
             if len(values) != len(STAGES):
-                raise ValueError(f"give {len(STAGES)} values, one per stage, got {values}")
+                raise OptionError(f"{option}: give {len(STAGES)} values, one per stage, got {list(values)}")
+            if any(v <= 0 for v in values):
+                raise OptionError(f"{option}: every value must be positive, got {list(values)}")
             stages = [s[:column] + (v,) + s[column + 1:] for s, v in zip(stages, values)]
+    if epochs is not None and list(epochs) != sorted(epochs):
+        raise OptionError(f"--epochs: cumulative epochs must not decrease from stage to stage, got {list(epochs)}")
     return tuple(stages[:last])
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+EXAMPLES = """examples:
+  python robotic_scene/train.py --encoder-weights ~/.keras/models/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5
+  python robotic_scene/train.py --resume                 # skip finished stages, continue the interrupted one
+  python robotic_scene/train.py --encoder-weights none --init he --epochs 8 9 10 11 --batch-size 2
+  python robotic_scene/train.py --mixed-precision bfloat16 --jit-compile
+"""
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=EXAMPLES)
     parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK,
                         help=f"prepare.py's output root (frames in <work-dir>/{PREPARED}; default: %(default)s)")
-    parser.add_argument("--run-dir", type=Path, default=DEFAULT_RUN, help="checkpoints and logs (default: %(default)s)")
+    parser.add_argument("--run-dir", type=Path, default=None,
+                        help="checkpoints and logs (default: weights/robotic_scene/tdsnet_fold0 for the original's "
+                             "settings, plus a suffix per changed setting, e.g. tdsnet_fold0_b2_enc-none_he)")
     parser.add_argument("--epochs", type=int, nargs=4, default=None, metavar="N",
                         help="cumulative epochs at the end of each stage (default: 10 30 50 70, train.sh)")
     parser.add_argument("--lrs", type=float, nargs=4, default=None, metavar="LR",
@@ -427,21 +552,34 @@ def main(argv=None):
                         help="VGG16 encoder start: imagenet (Keras's notop file found locally, never downloaded), "
                              "a path to a VGG16 notop weights file, or none (default: %(default)s)")
     parser.add_argument("--normalise", choices=("auto", "torch", "caffe"), default="auto",
-                        help="input preprocessing; auto = caffe for --encoder-weights imagenet (Keras's file), "
-                             "torch (the original's RGB mean/std) otherwise (default: %(default)s)")
+                        help="input preprocessing; auto = by what is loaded: caffe for any Keras VGG16 ImageNet "
+                             "file (imagenet or a path: converted from Caffe), torch (the original's RGB mean/std) "
+                             "for --encoder-weights none (default: %(default)s)")
     parser.add_argument("--init", choices=("torch", "he"), default="torch",
                         help="initialisation of the layers outside the encoder: torch (PyTorch's defaults, as the "
                              "original) or he (ours: He-normal, zero biases; learns faster from random encoder "
                              "weights) (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=SEED, help="default: %(default)s")
     parser.add_argument("--resume", action="store_true", help="skip finished stages, continue an interrupted one")
+    add_overwrite_argument(parser)
     parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress output")
     add_strategy_argument(parser)
-    args = parser.parse_args(argv)
+    add_precision_arguments(parser, jit_compile=True)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.batch_size <= 0:
+        raise cli.option_error("--batch-size", f"must be positive, got {args.batch_size}")
     stages = parse_stages(args.epochs, args.lrs, args.last_stage)
-    records = train(args.work_dir / PREPARED, args.run_dir, stages, args.val_seqs, args.batch_size,
+    run_dir = args.run_dir or cli.repo_path("weights", "robotic_scene", run_name(
+        val_seqs=args.val_seqs, epochs=args.epochs, lrs=args.lrs, batch_size=args.batch_size,
+        encoder_weights=args.encoder_weights, normalise=args.normalise, init=args.init, seed=args.seed))
+    records = train(args.work_dir / PREPARED, run_dir, stages, args.val_seqs, args.batch_size,
                     args.encoder_weights, args.normalise, args.seed, args.strategy, args.resume, args.verbose,
-                    init=args.init)
+                    init=args.init, overwrite=args.overwrite, mixed_precision=args.mixed_precision,
+                    jit_compile=args.jit_compile)
     for r in records:
         print(f"stage {r['stage']} ({r['name']}): epochs {r['start_epoch'] + 1}..{r['cumulative_epochs']}, best "
               f"val IoU {r['best_iou']} at epoch {r['best_epoch']}")

@@ -19,7 +19,8 @@ from common.data.io import DataLayoutError, ImageReadError, read_image, write_im
 from common.data.synthetic import EDEMA_GREY_CODES, write_retinal_edema_dataset
 from common.metrics import lesion_dice_per_class, nan_skipping_means, per_class_auc
 from common.report import read_history
-from retinal_edema import dataset, gen_image, test, train
+from common import cli
+from retinal_edema import dataset, gen_image, model_io, predict, test, train
 from retinal_edema import eval as evaluate
 
 SHAPE = (32, 16)  # rows x cols, multiples of 16 (the real slices are 1024 x 512)
@@ -84,7 +85,10 @@ def test_gen_image_lists_pairs_and_loaders(tmp_path):
     pixels = np.stack([read_image(tmp_path / "data" / p, "rgb") for p in images]) / 255.0
     np.testing.assert_allclose(mean, pixels.reshape(-1, 3).mean(0), atol=1e-5)
     np.testing.assert_allclose(std, pixels.reshape(-1, 3).std(0), atol=1e-5)
-    gen_image.gen_image(tmp_path / "data", tmp_path / "lists2", original_stats=True, verbose=False)
+    with pytest.raises(DataLayoutError, match=r"trans3channel_images: already exists .*pass --overwrite"):
+        gen_image.gen_image(tmp_path / "data", tmp_path / "lists2", original_stats=True, verbose=False)
+    assert not (tmp_path / "lists2").exists()
+    gen_image.gen_image(tmp_path / "data", tmp_path / "lists2", original_stats=True, verbose=False, overwrite=True)
     assert json.loads((tmp_path / "lists2" / "info_test.json").read_text()) == dataset.ORIGINAL_TEST_STATS
 
 
@@ -134,6 +138,7 @@ def test_bad_inputs_name_the_file(tmp_path):
     with pytest.raises(DataLayoutError, match=r"nothing[/\\]Edema_trainingset: folder not found"):
         gen_image.gen_image(tmp_path / "nothing", tmp_path / "lists", verbose=False)
     assert not (tmp_path / "lists").exists()  # nothing written by the failed runs
+    assert not list(data.glob("*/trans3channel_images")) and not list(data.glob("*/.trans3channel_images*"))
     with pytest.raises(FileNotFoundError, match=r"train_images\.txt: not found; run retinal_edema/gen_image\.py"):
         dataset.read_list(tmp_path / "lists", "train")
     result = subprocess.run([sys.executable, str(REPO_ROOT / "retinal_edema" / "gen_image.py"), "-d",
@@ -193,15 +198,39 @@ def test_fusion_averages_softmax_and_detection():
     assert pred.dtype == np.uint8 and det.dtype == np.float32 and det.shape == (3, 3)
 
 
-def test_end_to_end_train_eval_test_and_reload(tmp_path):
-    import keras
+TRAIN_ARGS = ["--name", "unet", "--epochs", "3", "--batch-size", "4", "--lr-mode", "poly", "--seed", "0",
+              "--verbose", "0"]
 
-    _raw(tmp_path, n_train=3)
-    lists, data, run = tmp_path / "lists", tmp_path / "data", tmp_path / "run"
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """gen_image + train.py into its DEFAULT run folder (the repository root moved to a tmp folder)."""
+    tmp = tmp_path_factory.mktemp("edema")
+    write_retinal_edema_dataset(tmp / "data", n_train=3, n_val=1, n_test=1, n_slices=4, shape=SHAPE, seed=0)
+    lists, data = tmp / "lists", tmp / "data"
     gen_image.main(["-d", str(data), "-l", str(lists), "--quiet"])
     paths = ["-d", str(data), "-l", str(lists)]
-    train.main(paths + ["--name", "unet", "--epochs", "3", "--batch-size", "4", "--lr-mode", "poly",
-                        "--seed", "0", "--run-dir", str(run), "--verbose", "0"])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cli, "REPO_ROOT", tmp / "repo")
+        run = train.main(paths + TRAIN_ARGS)
+    return {"tmp": tmp, "data": data, "lists": lists, "paths": paths, "run": run}
+
+
+def _error(capsys, main, argv):
+    """Run ``main`` as the command line does; returns the last stderr line (exit status 2 asserted)."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        cli.run(main, argv)
+    assert exc.value.code == 2
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_end_to_end_train_eval_test_and_reload(trained, tmp_path):
+    import keras
+
+    data, lists, run, paths = trained["data"], trained["lists"], trained["run"], trained["paths"]
+    # the default run folder: the original's result folder name + the settings that differ from the preset
+    assert run == trained["tmp"] / "repo" / "weights" / "retinal_edema" / "unet_nopre_mix_3_0.001_b4_e3_poly_seed0"
     history = read_history(run / "history.csv")
     assert history["loss"][-1] < history["loss"][0]
     assert history["learning_rate"] == pytest.approx([1e-3 * (1 - e / 3) ** 0.9 for e in range(3)], rel=1e-5)
@@ -212,8 +241,16 @@ def test_end_to_end_train_eval_test_and_reload(tmp_path):
     row = evaluate.main(paths + ["--checkpoints", str(run / "best.keras"), "--out-dir", str(tmp_path / "ev"),
                                  "--quiet"])
     assert row["Dice"] == pytest.approx(state["best"])  # eval.py reproduces train.py's validation score
-    for name in ("dice.md", "dice.json", "summary.json", "paper.md", "dice.png", "roc.png", "overlay.png"):
+    for name in ("dice.md", "dice.json", "summary.json", "paper.md", "dice.png", "roc.png", "overlay.png",
+                 "run.json"):
         assert (tmp_path / "ev" / name).stat().st_size > 0
+    rows = json.loads((tmp_path / "ev" / "dice.json").read_text())
+    rows = rows["rows"] if isinstance(rows, dict) else rows
+    first_cube = rows[0]
+    assert list(first_cube)[:5] == ["cube", "Dice REA", "Dice SRF", "Dice PED", "Dice (cube)"]  # original's first
+    assert {"HD95 REA", "ASSD REA", "HD95 SRF", "ASSD SRF", "HD95 PED", "ASSD PED"} <= set(first_cube)
+    record = json.loads((tmp_path / "ev" / "run.json").read_text())
+    assert record["weights"][0]["path"] == str((run / "best.keras").resolve()) and len(record["inputs"]) == 1
 
     reloaded = keras.models.load_model(run / "last.keras")  # compiled: AdamL2 and the edema losses
     assert type(reloaded.optimizer).__name__ == "AdamL2" and reloaded.optimizer.l2 == pytest.approx(1e-4)
@@ -231,3 +268,269 @@ def test_end_to_end_train_eval_test_and_reload(tmp_path):
     expected = reloaded(x, training=False)
     np.testing.assert_array_equal(volume, np.asarray(expected["seg"]).argmax(-1))
     np.testing.assert_allclose(detections, np.asarray(expected["det"]), atol=1e-6)
+
+
+def test_a_run_is_never_replaced_without_overwrite(trained, capsys, monkeypatch):
+    run, paths = trained["run"], trained["paths"]
+    before = {p.name: p.stat().st_mtime_ns for p in run.iterdir() if p.is_file()}
+    state = json.loads((run / "state.json").read_text())
+    monkeypatch.setattr(cli, "REPO_ROOT", trained["tmp"] / "repo")
+    line = _error(capsys, train.main, paths + TRAIN_ARGS)
+    assert line == (f"error: {run}: holds a run of 3 epochs (best dice_val {state['best']:.6g}); pass --resume to "
+                    f"continue it, --overwrite to replace it, or another --run-dir")
+    assert _error(capsys, train.main, paths + TRAIN_ARGS + ["--resume", "--overwrite"]).startswith(
+        "error: --resume/--overwrite: choose one")
+    assert {p.name: p.stat().st_mtime_ns for p in run.iterdir() if p.is_file()} == before  # nothing touched
+    # another recipe goes to its own default folder: both runs intact
+    other = train.main(paths + TRAIN_ARGS[:3] + ["1"] + TRAIN_ARGS[4:] + ["--no-flip"])
+    assert other.name == "unet_nopre_mix_3_0.001_b4_e1_poly_seed0_noflip" and other != run
+    assert json.loads((other / "state.json").read_text())["epoch"] == 1
+    assert json.loads((run / "state.json").read_text())["epoch"] == 3
+    # evaluate output folders are keyed by the run and the checkpoint; results are not replaced silently
+    row = evaluate.main(paths + ["--checkpoints", str(other / "best.keras"), "--quiet"])
+    out = trained["tmp"] / "repo" / "work" / "retinal_edema" / "eval" / f"{other.name}_best"
+    assert json.loads((out / "summary.json").read_text())[0]["Dice"] == pytest.approx(row["Dice"])
+    line = _error(capsys, evaluate.main, paths + ["--checkpoints", str(other / "best.keras"), "--quiet"])
+    assert line == (f"error: --out-dir: {out} already holds results (dice.md, dice.json, summary.json); pass "
+                    f"--overwrite to replace them, or another --out-dir")
+    assert evaluate.default_out_dir("eval", [run / "best.keras"], "test", "flip", 5).name == \
+        "unet_nopre_mix_3_0.001_b4_e3_poly_seed0_best_test_tta-flip_min5"
+
+
+def test_default_run_names_change_with_every_recipe_option():
+    base = model_io.run_name("unet", "mix_3", 1e-3)
+    assert base == "unet_nopre_mix_3_0.001"  # the original's result folder name
+    variants = [dict(batch_size=8), dict(epochs=12), dict(lr_mode="poly"), dict(step=10), dict(weight_decay=0.0),
+                dict(flip=False), dict(multi_task=False), dict(seed=1)]
+    names = [model_io.run_name("unet", "mix_3", 1e-3, **v) for v in variants]
+    names += [model_io.run_name("unet", "mix_33", 1e-3), model_io.run_name("unet", "mix_3", 1e-4),
+              model_io.run_name("unet_nested", "mix_3", 1e-3)]
+    assert len(set(names + [base])) == len(names) + 1
+    # the preset's own values do not change the name
+    assert model_io.run_name("unet", "mix_3", 1e-3, batch_size=32, epochs=100, lr_mode="step", step=20,
+                             weight_decay=1e-4, seed=1234) == base
+
+
+def test_scripts_do_not_import_each_other():
+    """No import cycle between the task's modules (eval.py and train.py imported each other)."""
+    import ast
+
+    folder = REPO_ROOT / "retinal_edema"
+    graph = {}
+    for path in folder.glob("*.py"):
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                if node.module == "retinal_edema":
+                    deps |= {a.name for a in node.names}
+                elif node.module.startswith("retinal_edema."):
+                    deps.add(node.module.split(".")[1])
+            elif isinstance(node, ast.Import):
+                deps |= {a.name.split(".")[1] for a in node.names if a.name.startswith("retinal_edema.")}
+        graph[path.stem] = deps - {path.stem}
+
+    def reaches(start, target, seen=()):
+        return any(d == target or (d not in seen and reaches(d, target, seen + (d,))) for d in graph.get(start, ()))
+
+    assert not [m for m in graph if reaches(m, m)], graph
+    assert "train" not in graph["eval"] and "eval" not in graph["train"]
+
+
+def test_script_defaults_are_the_originals():
+    """Argparse defaults against the original's values (spec sections 3-5), written here, not read from the code."""
+    import keras
+
+    args = train.build_parser().parse_args([])
+    assert (args.name, args.no_flip, args.no_detection, args.resume, args.overwrite) == \
+        ("unet_nested", False, False, False, False)
+    assert (args.mixed_precision, args.jit_compile, args.strategy) == ("off", False, "default")
+    spec = {  # README commands (main.sh) + train.py defaults
+        "unet": {"loss": "mix_3", "batch_size": 32, "lr_mode": "step", "epochs": 100, "lr": 1e-3,
+                 "weight_decay": 1e-4, "step": 20, "seed": 1234},
+        "unet_nested": {"loss": "mix_33", "batch_size": 16, "lr_mode": "poly", "epochs": 100, "lr": 1e-3,
+                        "weight_decay": 1e-4, "step": 20, "seed": 1234},
+    }
+    for name, values in spec.items():
+        assert model_io.preset(name) == values
+    # Adam betas (0.9, 0.99), eps 1e-8, coupled L2 1e-4
+    model = train.compile_model(keras.Sequential([keras.Input((2,))]), "mix_3", 1e-3, 1e-4)
+    opt = model.optimizer
+    assert (opt.beta_1, opt.beta_2, opt.epsilon, opt.l2) == (0.9, 0.99, 1e-8, 1e-4)
+    assert train.learning_rate(20, 1e-3, "step", 100, 20) == pytest.approx(1e-4)
+    args = evaluate.build_parser().parse_args([])
+    assert (args.batch, args.phase, args.weights, args.tta, args.min_size, args.fusion) == \
+        (8, "val", "best", "none", 0, False)
+    assert model_io.FUSION == ("unet_nested", "unet") and model_io.VAL_BATCH == 16
+    args = test.build_parser().parse_args([])
+    assert (args.batch, args.train_stats, args.tta, args.min_size) == (8, False, "none", 0)  # info_test.json
+    args = gen_image.build_parser().parse_args([])
+    assert (args.original_stats, args.overwrite) == (False, False) and gen_image.STATS_IMAGES == 2000
+    args = predict.build_parser().parse_args(["x", "--out-dir", "o"])
+    assert (args.batch_size, args.tta, args.min_size, args.weights) == (8, "none", 0, "best")
+
+
+def test_flip_tta_and_small_regions_bookkeeping():
+    import keras
+
+    from common.models import build_model
+
+    keras.utils.set_random_seed(1)
+    model = build_model("edema_unet", SHAPE + (3,))
+    x = np.random.default_rng(2).normal(size=(3,) + SHAPE + (3,)).astype(np.float32)
+    pred, det, prob = model_io.predict_cube([model], x, batch=2, tta="flip", probabilities=True)
+
+    def run(a):
+        out = model(a, training=False)
+        return np.exp(np.asarray(out["seg"])), np.asarray(out["det"])
+
+    p0, d0 = run(x)
+    p1, d1 = run(x[:, :, ::-1].copy())
+    p2, d2 = run(x[:, ::-1].copy())
+    reference = (p0 + p1[:, :, ::-1] + p2[:, ::-1]) / 3
+    assert not np.allclose(p0, p1[:, :, ::-1], atol=1e-3)  # the network is not flip-invariant
+    np.testing.assert_allclose(prob, reference, atol=1e-5)
+    np.testing.assert_array_equal(pred, reference.argmax(-1))
+    np.testing.assert_allclose(det, (d0 + d1 + d2) / 3, atol=1e-6)
+    labels = np.zeros((2, 6, 6), np.uint8)
+    labels[0, :3, :3] = 1  # 9 px: kept at 5
+    labels[0, 5, 5] = 2  # 1 px: removed
+    labels[1, 4:, 4:] = 3  # 4 px: removed
+    out = model_io.postprocess_cube(labels, 5)
+    expected = labels.copy()
+    expected[0, 5, 5] = 0
+    expected[1] = 0
+    np.testing.assert_array_equal(out, expected)
+
+
+def _reference_labels(model, slices, mean, std):
+    """Independent of predict.py: stack [next, current, previous], normalise, argmax, grey codes."""
+    n = len(slices)
+    rgb = np.stack([slices[np.minimum(np.arange(n) + 1, n - 1)], slices, slices[np.maximum(np.arange(n) - 1, 0)]],
+                   axis=-1)
+    out = model((rgb / 255.0 - mean) / std, training=False)
+    return np.array([0, 255, 191, 128], np.uint8)[np.asarray(out["seg"]).argmax(-1)], np.asarray(out["det"])
+
+
+def test_predict_writes_challenge_label_slices_and_detections(trained, tmp_path, capsys):
+    import keras
+
+    run, data = trained["run"], trained["data"]
+    cubes = data / "Edema_testset" / "original_images"
+    cube = sorted(cubes.iterdir())[0]
+    out = tmp_path / "pred"
+    assert predict.main([str(cubes), "--run-dir", str(run), "--out-dir", str(out), "--overlay",
+                         "--save-probabilities", "--quiet"]) == 0
+    stem = cube.name[:-4]
+    names = sorted(p.name for p in (out / f"{stem}_labelMark").iterdir())
+    assert names == ["1.bmp", "2.bmp", "3.bmp", "4.bmp"]
+    model = keras.models.load_model(run / "best.keras", compile=False)
+    state = json.loads((run / "state.json").read_text())["settings"]
+    slices = np.stack([np.array(Image.open(cube / f"{k}.bmp")) for k in range(1, 5)])
+    labels, det = _reference_labels(model, slices, np.float32(state["mean"]), np.float32(state["std"]))
+    for k in range(4):
+        with Image.open(out / f"{stem}_labelMark" / f"{k + 1}.bmp") as img:
+            assert img.format == "BMP" and img.size == SHAPE[::-1]
+            got = np.array(img.convert("L"))
+        assert set(np.unique(got)) <= {0, 128, 191, 255}
+        np.testing.assert_array_equal(got, labels[k])
+    rows = (out / f"{stem}_labelMark_detections.csv").read_text().splitlines()
+    assert rows[0] == "slice,REA,SRF,PED" and len(rows) == 5 and rows[1].startswith("1.bmp,")
+    np.testing.assert_allclose([[float(v) for v in r.split(",")[1:]] for r in rows[1:]], det, atol=1e-5)
+    assert np.load(out / f"{stem}_prob.npy").shape == (4,) + SHAPE + (4,)
+    assert np.array(Image.open(out / f"{stem}_overlay.png")).shape == (SHAPE[0], 2 * SHAPE[1], 3)
+    assert json.loads((out / "run.json").read_text())["inputs"] == [str(cube)]
+
+    # any slice size: 30x20 is padded to 32x32 and cropped back
+    odd = tmp_path / "odd" / "P0002_cube_z.img"
+    odd_slices = np.random.default_rng(0).integers(0, 255, (3, 30, 20)).astype(np.uint8)
+    for k, s in enumerate(odd_slices, 1):
+        write_image(odd / f"{k}.bmp", s)
+    assert predict.main([str(odd), "--model", str(run / "best.keras"), "--out-dir", str(tmp_path / "p2"),
+                         "--quiet"]) == 0
+    assert np.array(Image.open(tmp_path / "p2" / "P0002_cube_z_labelMark" / "3.bmp")).shape == (30, 20)
+
+    # refused: an empty folder, a corrupt slice (nothing written for it), an existing output, a bad option
+    (tmp_path / "empty").mkdir()
+    assert _error(capsys, predict.main, [str(tmp_path / "empty"), "--model", str(run / "best.keras"), "--out-dir",
+                                         str(tmp_path / "p3")]) == (
+        f"error: {tmp_path / 'empty'}: no .bmp slices and no cube folders with .bmp slices in it")
+    (odd / "2.bmp").write_bytes(b"BM not really")
+    line = _error(capsys, predict.main, [str(odd), "--model", str(run / "best.keras"), "--out-dir",
+                                         str(tmp_path / "p3"), "--quiet"])
+    assert line.startswith(f"error: {odd / '2.bmp'}: ") and not (tmp_path / "p3" / "P0002_cube_z_labelMark").exists()
+    assert predict.main([str(odd), str(cube), "--model", str(run / "best.keras"), "--out-dir", str(tmp_path / "p3"),
+                         "--skip-bad", "--quiet"]) == 1
+    assert (tmp_path / "p3" / f"{stem}_labelMark" / "4.bmp").is_file()
+    assert not (tmp_path / "p3" / "P0002_cube_z_labelMark").exists()
+    assert _error(capsys, predict.main, [str(cube), "--model", str(run / "best.keras"), "--out-dir",
+                                         str(tmp_path / "p3")]).endswith("pass --overwrite to replace, or another "
+                                                                         "--out-dir")
+    assert _error(capsys, predict.main, [str(cube), "--model", str(run / "best.keras"), "--out-dir",
+                                         str(tmp_path / "p4"), "--batch-size", "0"]) == (
+        "error: --batch-size: must be positive, got 0")
+
+
+def test_every_script_reports_bad_options_and_files_in_one_line(trained, tmp_path, capsys):
+    paths = trained["paths"]
+    garbage = tmp_path / "run" / "best.keras"
+    garbage.parent.mkdir()
+    garbage.write_bytes(b"not a zip")
+    assert _error(capsys, train.main, paths + ["--epochs", "0", "--run-dir", str(tmp_path / "r")]) == \
+        "error: --epochs: must be positive, got 0"
+    assert _error(capsys, train.main, ["-d", str(trained["data"]), "-l", str(tmp_path / "nolists"), "--run-dir",
+                                       str(tmp_path / "r")]) == (
+        f"error: {tmp_path / 'nolists' / 'train_images.txt'}: not found; run retinal_edema/gen_image.py first")
+    assert not (tmp_path / "r").exists()
+    assert _error(capsys, evaluate.main, paths + ["--batch", "0", "--checkpoints", str(garbage)]) == \
+        "error: --batch: must be positive, got 0"
+    line = _error(capsys, evaluate.main, paths + ["--checkpoints", str(garbage), "--out-dir", str(tmp_path / "e")])
+    assert line.startswith(f"error: {garbage}: not a readable Keras model")
+    assert _error(capsys, test.main, paths + ["--min-size", "-1", "--checkpoints", str(garbage)]) == \
+        "error: --min-size: must be >= 0, got -1"
+    assert _error(capsys, test.main, paths + ["--checkpoints", str(tmp_path / "missing.keras"), "--out-dir",
+                                              str(tmp_path / "t")]) == \
+        f"error: {tmp_path / 'missing.keras'}: not found; run retinal_edema/train.py first"
+    assert not (tmp_path / "e").exists() and not (tmp_path / "t").exists()
+    assert _error(capsys, gen_image.main, ["-d", str(tmp_path / "none"), "-l", str(tmp_path / "l")]).startswith(
+        f"error: {tmp_path / 'none' / 'Edema_trainingset'}: folder not found")
+    assert _error(capsys, gen_image.main, paths) .startswith("error: ")  # the stacked slices exist already
+
+
+def test_gen_image_is_all_or_nothing_across_sets(tmp_path):
+    _raw(tmp_path)
+    data = tmp_path / "data"
+    label_dir = _cube_dir(tmp_path, folder="Edema_validationset", kind="label_images")
+    write_image(label_dir / "3.bmp", np.full(SHAPE, 7, np.uint8))  # a bad label in the SECOND set
+    with pytest.raises(DataLayoutError, match=r"3\.bmp: unexpected label grey values \[7\]"):
+        gen_image.gen_image(data, tmp_path / "lists", verbose=False)
+    assert not (data / "Edema_trainingset" / "trans3channel_images").exists()  # the first set left nothing
+    assert not [p for p in data.rglob("*") if "trans3channel" in p.name] and not (tmp_path / "lists").exists()
+
+
+def _brute_surface(truth, pred):
+    """MONAI's HD95 / ASSD by brute force: surfaces = mask minus its (face-connected) erosion, all pairwise
+    Euclidean distances between the two surfaces."""
+    from scipy.ndimage import binary_erosion
+    from scipy.spatial.distance import cdist
+
+    st = np.argwhere(truth & ~binary_erosion(truth))
+    sp = np.argwhere(pred & ~binary_erosion(pred))
+    d = cdist(sp, st)
+    to_truth, to_pred = d.min(axis=1), d.min(axis=0)
+    hd95 = max(np.percentile(to_truth, 95), np.percentile(to_pred, 95))
+    return hd95, np.concatenate([to_truth, to_pred]).mean()
+
+
+def test_surface_distance_columns_against_brute_force():
+    rng = np.random.default_rng(5)
+    truth = np.zeros((4, 12, 10), np.uint8)
+    pred = np.zeros_like(truth)
+    truth[1:3, 2:8, 2:7] = 1
+    pred[1:4, 3:9, 2:6] = 1
+    truth[0, 9:11, 1:4] = 3  # PED only in the truth: inf; SRF in neither: NaN
+    pred[rng.random(pred.shape) < 0.02] = 1  # speckles of false positives
+    cols = model_io.surface_columns(truth, pred)
+    hd95, assd = _brute_surface(truth == 1, pred == 1)
+    assert cols["HD95 REA"] == pytest.approx(hd95) and cols["ASSD REA"] == pytest.approx(assd)
+    assert np.isnan(cols["HD95 SRF"]) and np.isnan(cols["ASSD SRF"])
+    assert np.isinf(cols["HD95 PED"]) and np.isinf(cols["ASSD PED"])

@@ -4,6 +4,7 @@ The TDSNet network and its losses are tested in test_tdsnet.py.
 """
 
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -11,11 +12,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from common import cli
 from common.cli import REPO_ROOT
 from common.data.io import DataLayoutError, write_image
 from common.data.synthetic import write_robotic_scene_dataset
 from common.metrics import multiclass_image_scores
-from robotic_scene import prepare, test as rtest, train
+from robotic_scene import predict, prepare, test as rtest, train
 
 SHAPE = (32, 64)  # tiny frames, multiples of 32
 SEQS = {1: 0, 3: 1, 5: 0, 6: 2}  # seq_1 validates; scenes as the original's table
@@ -92,11 +94,13 @@ def test_prepare_bad_inputs_name_the_file(tmp_path):
     bad = np.asarray(Image.open(label)).copy()
     bad[0, 0] = (1, 2, 3)
     write_image(label, bad)
-    with pytest.raises(prepare.UnknownColourError, match=r"seq_3[/\\]labels[/\\]frame001\.png: 1 pixels .*\(1, 2, 3\)"):
+    with pytest.raises(prepare.UnknownColourError, match=r"1 label file holds 1 colour not in the ROBOT18 table: RGB "
+                                                         r"\(1, 2, 3\) \(1 px in 1 file, first seq_3[/\\]labels"):
         prepare.main(["--raw-dir", str(raw), "--work-dir", str(work), "--height", "32", "--width", "64", "--quiet"])
     label.unlink()
-    with pytest.raises(DataLayoutError, match=r"frame001\.png: label not found"):
+    with pytest.raises(DataLayoutError, match=r"frame001\.png: frame without its label"):
         prepare.main(["--raw-dir", str(raw), "--work-dir", str(work), "--height", "32", "--width", "64", "--quiet"])
+    write_image(label, prepare.index_to_colour(np.zeros(SHAPE, np.uint8)))
     with pytest.raises(Exception, match="smaller than the crop"):
         prepare.main(["--raw-dir", str(raw), "--work-dir", str(work), "--quiet"])  # 32x64 < 1024x1280
     result = subprocess.run([sys.executable, str(REPO_ROOT / "robotic_scene" / "prepare.py"), "--raw-dir",
@@ -320,3 +324,238 @@ def test_test_script_scores_and_writes_figures(trained):
     expected, _ = rtest.score_rows(truth, np.zeros_like(truth), np.array([1, 1]), "x")
     assert trivial["mean IoU"] == pytest.approx(expected[-1]["mean IoU"])
     assert len(result["per_class"]) == 12 and result["per_class"][4]["paper IoU (on-site test)"] == pytest.approx(0.871)
+    assert {"HD95 px", "ASSD px", "frames in one mask only"} <= set(result["per_class"][0])
+    assert json.loads((out / "run.json").read_text())["weights"][0]["sha256"]
+
+
+# ------------------------------------------------------------------------------ trust: errors, runs, defaults
+
+
+def _error(capsys, main, argv):
+    """Run ``main`` as the command line does; returns the last stderr line (exit status 2 asserted)."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        cli.run(main, argv)
+    assert exc.value.code == 2
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def _prepare_args(tmp_path, *extra):
+    return ["--raw-dir", str(tmp_path / "raw"), "--work-dir", str(tmp_path / "work"), "--height", str(SHAPE[0]),
+            "--width", str(SHAPE[1]), "--quiet", *extra]
+
+
+def test_prepare_reports_every_unknown_colour_at_once_and_writes_nothing(tmp_path, capsys):
+    _raw(tmp_path, frames=3)
+    for seq, frame, colour, n in ((3, 1, (128, 155, 25), 3), (6, 2, (128, 155, 25), 2), (6, 0, (9, 9, 9), 1)):
+        path = tmp_path / "raw" / f"seq_{seq}" / "labels" / f"frame00{frame}.png"
+        label = np.asarray(Image.open(path)).copy()
+        label[0, :n] = colour
+        write_image(path, label)
+    line = _error(capsys, prepare.main, _prepare_args(tmp_path))
+    first = tmp_path / "raw" / "seq_3" / "labels" / "frame001.png"
+    assert line == (f"error: {tmp_path / 'raw'}: 3 label files hold 2 colours not in the ROBOT18 table: RGB "
+                    f"(128, 155, 25) (5 px in 2 files, first {first.relative_to(tmp_path / 'raw')}, "
+                    f"{Path('seq_6/labels/frame002.png')}); RGB (9, 9, 9) (1 px in 1 file, first "
+                    f"{Path('seq_6/labels/frame000.png')}); fix the labels, or pass --unknown-colours background "
+                    f"to map them to background (the original)")
+    assert not (tmp_path / "work").exists() or not list((tmp_path / "work").iterdir())  # nothing half-written
+    with pytest.warns(UserWarning, match=r"3 label files hold 2 colours .*mapped to background"):
+        summary = prepare.main(_prepare_args(tmp_path, "--unknown-colours", "background"))
+    assert summary["frames"] == 12 and summary["unknown_colour_pixels"] == 6
+    mask = np.asarray(Image.open(tmp_path / "work" / "cropted_train" / "seq_3" / "instruments_masks" / "frame001.png"))
+    assert (mask[0, :3] == 0).all()
+
+
+def test_prepare_orphans_all_or_nothing_and_overwrite(tmp_path, capsys):
+    _raw(tmp_path)
+    raw, out = tmp_path / "raw", tmp_path / "work" / "cropted_train"
+    extra = raw / "seq_5" / "labels" / "frame009.png"  # a label without its frame
+    write_image(extra, prepare.index_to_colour(np.zeros(SHAPE, np.uint8)))
+    assert _error(capsys, prepare.main, _prepare_args(tmp_path)) == (
+        f"error: {extra}: label without its frame {raw / 'seq_5' / 'left_frames' / 'frame009.png'}; every "
+        f"seq_<N>/left_frames/<name>.png needs seq_<N>/labels/<name>.png and the reverse")
+    extra.unlink()
+    (raw / "seq_6" / "left_frames" / "frame001.png").write_bytes(b"\x89PNG broken")  # the LAST frame is corrupt
+    line = _error(capsys, prepare.main, _prepare_args(tmp_path))
+    assert line.startswith(f"error: {raw / 'seq_6' / 'left_frames' / 'frame001.png'}: ")
+    assert not out.exists() and not [p for p in (tmp_path / "work").iterdir()]  # no earlier frame was left
+    write_image(raw / "seq_6" / "left_frames" / "frame001.png", np.zeros((*SHAPE, 3), np.uint8))
+    prepare.main(_prepare_args(tmp_path))
+    before = (out / "prepare.json").stat().st_mtime_ns
+    assert _error(capsys, prepare.main, _prepare_args(tmp_path)) == (
+        f"error: {out}: already exists (a previous prepare.py run); pass --overwrite to replace it, or another "
+        f"--work-dir")
+    assert (out / "prepare.json").stat().st_mtime_ns == before
+    prepare.main(_prepare_args(tmp_path, "--overwrite"))
+    assert (out / "prepare.json").stat().st_mtime_ns != before
+    assert _error(capsys, prepare.main, _prepare_args(tmp_path, "--height", "0")) == \
+        "error: --height/--width: must be positive, got 0x64"
+
+
+def test_normalisation_follows_the_loaded_weights_for_every_spelling(tmp_path, monkeypatch, capsys):
+    from common.layers import VGG16_NOTOP_FILE
+
+    home = tmp_path / "keras_home"
+    (home / "models").mkdir(parents=True)
+    (home / "models" / VGG16_NOTOP_FILE).write_bytes(b"stand-in")
+    monkeypatch.setenv("KERAS_HOME", str(home))
+    # the only VGG16 files are Keras's ImageNet weights converted from Caffe: BGR 0..255 minus the means
+    assert train.resolve_normalise("auto", "imagenet") == "caffe"
+    assert train.resolve_normalise("auto", str(home / "models" / VGG16_NOTOP_FILE)) == "caffe"  # the README's way
+    assert train.resolve_normalise("auto", home / "models" / VGG16_NOTOP_FILE) == "caffe"
+    assert train.resolve_normalise("auto", "none") == "torch" and train.resolve_normalise("auto", None) == "torch"
+    assert train.resolve_normalise("torch", "imagenet") == "torch"  # an explicit choice wins
+    with pytest.raises(cli.UserError, match=r"--encoder-weights .*missing\.h5: VGG16 notop weights file not found"):
+        train.resolve_normalise("auto", str(tmp_path / "missing.h5"))
+
+
+def test_default_run_names_change_with_every_recipe_option():
+    base = train.run_name()
+    assert base == "tdsnet_fold0" and train.DEFAULT_RUN.name == base
+    variants = [dict(val_seqs=[1, 3, 6]), dict(epochs=[8, 9, 10, 11]), dict(lrs=[1e-4, 1e-4, 1e-4, 1e-4]),
+                dict(batch_size=2), dict(encoder_weights="none"), dict(encoder_weights="/x/my_vgg.h5"),
+                dict(normalise="caffe"), dict(init="he"), dict(seed=1)]
+    names = [train.run_name(**v) for v in variants]
+    assert len(set(names + [base])) == len(names) + 1, names
+    assert train.run_name(epochs=[10, 30, 50, 70], lrs=[1e-4, 1e-4, 5e-5, 5e-5]) == base
+
+
+def test_script_defaults_are_the_originals():
+    """Argparse defaults against the original's values (spec sections 2-4), written here, not read from the code."""
+    args = train.build_parser().parse_args([])
+    stages = train.parse_stages(args.epochs, args.lrs, args.last_stage)
+    # train.sh: (alpha, beta, gamma, Adam lr, cumulative epochs) of the four runs
+    assert [s[1:] for s in stages] == [(0.0, 0.0, 0.0, 1e-4, 10), (0.2, 0.0, 0.0, 1e-4, 30),
+                                       (0.2, 0.6, 0.0, 5e-5, 50), (0.2, 0.6, 0.2, 5e-5, 70)]
+    assert (args.batch_size, args.val_seqs, args.encoder_weights, args.normalise, args.init) == \
+        (1, [1, 2, 3, 4], "imagenet", "auto", "torch")
+    assert (args.resume, args.overwrite, args.mixed_precision, args.jit_compile) == (False, False, "off", False)
+    trainer = train.build_trainer((32, 64, 3))
+    opt = trainer.optimizer
+    assert (opt.beta_1, opt.beta_2, opt.epsilon) == (0.9, 0.999, 1e-8) and opt.weight_decay is None
+    assert trainer.jaccard_weight == 0.5
+    assert train.TORCH_MEAN == (0.485, 0.456, 0.406) and train.TORCH_STD == (0.229, 0.224, 0.225)
+    args = prepare.build_parser().parse_args([])
+    assert (args.height, args.width, args.unknown_colours) == (1024, 1280, "error")
+    args = rtest.build_parser().parse_args([])
+    assert (args.seqs, args.tta_sizes, args.tta, args.min_size) == ([1, 2, 3, 4], [], "none", 0)
+    args = predict.build_parser().parse_args(["x", "--out-dir", "o"])
+    assert (args.tta, args.min_size, args.weights) == ("none", 0, "best")
+
+
+def test_a_staged_run_is_never_replaced_without_overwrite(trained, capsys):
+    run = trained["run"]
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
+    line = _error(capsys, train.main, ["--work-dir", str(trained["work"]), "--run-dir", str(run)] + TRAIN_ARGS)
+    assert line.startswith(f"error: {run}: holds a staged TDSNet run (stage1_segmentation 1 epochs (best val_iou ")
+    assert line.endswith("); pass --resume to continue it, --overwrite to replace it, or another --run-dir")
+    assert _error(capsys, train.main, ["--work-dir", str(trained["work"]), "--run-dir", str(run), "--resume",
+                                       "--overwrite"]).startswith("error: --resume/--overwrite: choose one")
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_train_test_predict_report_bad_options_and_files_in_one_line(trained, tmp_path, capsys):
+    work = ["--work-dir", str(trained["work"])]
+    assert _error(capsys, train.main, work + ["--epochs", "3", "2", "4", "5", "--run-dir", str(tmp_path / "r")]) == \
+        "error: --epochs: cumulative epochs must not decrease from stage to stage, got [3, 2, 4, 5]"
+    assert _error(capsys, train.main, work + ["--batch-size", "0"]) == "error: --batch-size: must be positive, got 0"
+    line = _error(capsys, train.main, work + ["--encoder-weights", str(tmp_path / "no.h5"), "--run-dir",
+                                              str(tmp_path / "r")])
+    assert line.startswith(f"error: --encoder-weights {tmp_path / 'no.h5'}: ")
+    (tmp_path / "junk.h5").write_bytes(b"not hdf5")
+    line = _error(capsys, train.main, work + TRAIN_ARGS[:-4] + ["--encoder-weights", str(tmp_path / "junk.h5"),
+                                                                "--run-dir", str(tmp_path / "r"), "--verbose", "0"])
+    assert line.startswith(f"error: --encoder-weights {tmp_path / 'junk.h5'}: not a VGG16 notop weights file")
+    assert not (tmp_path / "r").exists()
+    assert _error(capsys, rtest.main, work + ["--min-size", "-1"]) == "error: --min-size: must be >= 0, got -1"
+    assert _error(capsys, rtest.main, work + ["--checkpoint", str(tmp_path / "none.keras"), "--normalise",
+                                              "torch"]) == (
+        f"error: {tmp_path / 'none.keras'}: checkpoint not found; run robotic_scene/train.py first")
+    (tmp_path / "empty").mkdir()
+    assert _error(capsys, predict.main, [str(tmp_path / "empty"), "--run-dir", str(trained["run"]), "--out-dir",
+                                         str(tmp_path / "p")]).startswith(f"error: {tmp_path / 'empty'}: no input files")
+    assert _error(capsys, predict.main, [str(tmp_path / "empty"), "--out-dir", str(tmp_path / "p"),
+                                         "--min-size", "-2"]) == "error: --min-size: must be >= 0, got -2"
+
+
+def test_predict_writes_palette_labels_at_the_frame_size(trained, tmp_path, capsys):
+    run, raw = trained["run"], trained["tmp"] / "raw"
+    frames = raw / "seq_1" / "left_frames"
+    out = tmp_path / "pred"
+    assert predict.main([str(frames), "--run-dir", str(run), "--out-dir", str(out), "--overlay",
+                         "--save-probabilities", "--quiet"]) == 0
+    network = train.load_trainer(json.loads((run / "stages.json").read_text())["final_checkpoint"]).network
+    palette = {(0, 0, 0), (0, 255, 0), (0, 255, 255), (125, 255, 12), (255, 55, 0), (24, 55, 125), (187, 155, 25),
+               (0, 255, 125), (255, 255, 125), (123, 15, 175), (124, 155, 5), (12, 255, 141)}  # spec 3.1
+    for frame in sorted(frames.iterdir()):
+        with Image.open(out / frame.name) as img:
+            assert img.format == "PNG" and img.mode == "RGB" and img.size == SHAPE[::-1]
+            got = np.asarray(img)
+        assert {tuple(c) for c in got.reshape(-1, 3)} <= palette
+        image = np.asarray(Image.open(frame).convert("RGB"), np.float32)
+        x = (image / 255 - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]  # the run trained with torch's
+        pred = np.asarray(network(x[None].astype(np.float32), training=False)[0])[0].argmax(-1)
+        np.testing.assert_array_equal(prepare.colour_to_index(got), pred)
+        assert np.asarray(Image.open(out / f"{frame.stem}_overlay.png")).shape == (SHAPE[0], 2 * SHAPE[1], 3)
+        prob = np.load(out / f"{frame.stem}_prob.npy")
+        assert prob.shape == (*SHAPE, 12) and np.allclose(prob.astype(np.float32).sum(-1), 1, atol=1e-2)
+    record = json.loads((out / "run.json").read_text())
+    assert record["model"] == "tdsnet" and record["normalise"] == "torch" and len(record["inputs"]) == 2
+
+    # another size (40x70: padded to 64x96 and cropped back), a corrupt frame, --skip-bad
+    odd = tmp_path / "odd"
+    write_image(odd / "a.png", np.random.default_rng(0).integers(0, 255, (40, 70, 3)).astype(np.uint8))
+    (odd / "b.png").write_bytes(b"\x89PNG truncated")
+    line = _error(capsys, predict.main, [str(odd), "--run-dir", str(run), "--out-dir", str(tmp_path / "p2"),
+                                         "--quiet"])
+    assert line.startswith(f"error: {odd / 'b.png'}: ") and not (tmp_path / "p2" / "b.png").exists()
+    assert predict.main([str(odd), "--run-dir", str(run), "--out-dir", str(tmp_path / "p3"), "--skip-bad",
+                         "--quiet"]) == 1
+    assert np.asarray(Image.open(tmp_path / "p3" / "a.png")).shape == (40, 70, 3)
+    assert not (tmp_path / "p3" / "b.png").exists()
+
+
+def test_flip_tta_bookkeeping_on_a_network_that_is_not_flip_invariant():
+    import keras
+
+    keras.utils.set_random_seed(3)
+    network = train.build_trainer((*SHAPE, 3)).network
+    image = np.random.default_rng(1).integers(0, 255, (*SHAPE, 3)).astype(np.uint8)
+    x = np.asarray(train.normalise_images(image[None], "torch"), np.float32)
+
+    def softmax(a):
+        return np.exp(np.asarray(network(a, training=False)[0]))
+
+    p0, p_lr, p_ud = softmax(x), softmax(x[:, :, ::-1].copy()), softmax(x[:, ::-1].copy())
+    assert not np.allclose(p0, p_lr[:, :, ::-1], atol=1e-4)
+    expected = ((p0 + p_lr[:, :, ::-1] + p_ud[:, ::-1]) / 3)[0]
+    np.testing.assert_allclose(predict.FramePredictor(network, "torch", "flip")(image), expected, atol=1e-5)
+    np.testing.assert_allclose(rtest.Predictor(network, "torch", tta="flip")(image), expected, atol=1e-5)
+    np.testing.assert_allclose(rtest.Predictor(network, "torch")(image), p0[0], atol=1e-5)
+
+
+def test_surface_distance_columns_per_class():
+    from scipy.ndimage import binary_erosion
+    from scipy.spatial.distance import cdist
+
+    truth = np.zeros((2, 10, 12), np.uint8)
+    pred = np.zeros_like(truth)
+    truth[0, 2:7, 3:9], pred[0, 3:8, 3:10] = 1, 1  # class 1 in both
+    truth[0, 8:, :3] = 4  # class 4 only in the truth of frame 0
+    truth[1, 1:5, 1:5], pred[1, 1:6, 2:5] = 2, 2
+    hd95, assd = rtest.surface_table(truth, pred)
+
+    def brute(t, p):
+        st, sp = np.argwhere(t & ~binary_erosion(t)), np.argwhere(p & ~binary_erosion(p))
+        d = cdist(sp, st)
+        return max(np.percentile(d.min(1), 95), np.percentile(d.min(0), 95)), np.concatenate([d.min(1), d.min(0)]).mean()
+
+    assert (hd95[0, 1], assd[0, 1]) == pytest.approx(brute(truth[0] == 1, pred[0] == 1))
+    assert (hd95[1, 2], assd[1, 2]) == pytest.approx(brute(truth[1] == 2, pred[1] == 2))
+    assert np.isinf(hd95[0, 4]) and np.isnan(hd95[0, 3]) and np.isnan(hd95[1, 1])
+    scores = multiclass_image_scores(truth, pred, 12)
+    rows = rtest.per_class_rows(scores, np.array([1, 1]), (hd95, assd))
+    assert rows[1]["HD95 px"] == pytest.approx(hd95[0, 1]) and rows[4]["frames in one mask only"] == 1
+    assert np.isnan(rows[4]["HD95 px"]) and list(rows[1])[:7] == ["index", "class", "IoU", "Dice", "frames with class",
+                                                                 "paper column", "paper IoU (on-site test)"]
