@@ -43,7 +43,7 @@ def add_predict_arguments(parser, *, default_run_dir=None, weights=True):
 
     ``inputs`` (files, folders or glob patterns), ``--run-dir`` / ``--model FILE.keras``, ``--weights
     best|last``, ``--out-dir`` (required), ``--tta``, ``--overlay``, ``--save-probabilities``, ``--skip-bad``,
-    ``--overwrite``, ``--batch-size``, ``--mixed-precision``, ``--quiet``. ``default_run_dir`` is only shown in
+    ``--overwrite``, ``--mixed-precision``, ``--quiet``. ``default_run_dir`` is only shown in
     the help (the script resolves it).
     """
     from common.devices import add_precision_arguments
@@ -62,7 +62,8 @@ def add_predict_arguments(parser, *, default_run_dir=None, weights=True):
     add_tta_argument(parser)
     parser.add_argument("--overlay", action="store_true", help="also write <name>_overlay.png: image | mask overlay")
     parser.add_argument("--save-probabilities", action="store_true",
-                        help="also write the predicted probabilities (<name>_prob.png, 0..255 = 0..1)")
+                        help="also write the predicted probabilities (binary tasks: <name>_prob.png, "
+                                 "0..255 = 0..1; multi-class tasks: see the task's README)")
     parser.add_argument("--skip-bad", action="store_true",
                         help="list unreadable inputs at the end (exit status 1) instead of stopping at the first")
     parser.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
