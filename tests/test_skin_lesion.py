@@ -200,11 +200,87 @@ def test_end_to_end_prepare_train_evaluate(tmp_path, monkeypatch):
     assert rows[2]["F1"] == pytest.approx(evaluate.isic_scores(masks, prob)["correct"]["F1"], nan_ok=True)
     for name in ("scores.md", "paper.md", "paper.json", "roc_pr.png", "overlay.png", "sample_results.png"):
         assert (out / name).is_file()
+    record = json.loads((out / "run.json").read_text())
+    assert record["model"] == "bcdu_net_d3" and record["weights"][0]["path"] == str((run / "best.keras").resolve())
+    assert record["options"]["tta"] == "none" and record["options"]["raw_input"] is False
+    # nothing is replaced without --overwrite: the run, the results and the prepared dataset
+    before = {p.name: p.stat().st_mtime_ns for p in list(run.iterdir()) + list(out.iterdir()) + list(work.iterdir())}
+    assert "holds a run of 3 epochs (best val_loss" in _error_line(train_isic18.main, [
+        "--work-dir", str(work), "--run-dir", str(run), "--epochs", "3"])
+    assert _error_line(evaluate.main, ["--work-dir", str(work), "--run-dir", str(run), "--out-dir", str(out)]) == (
+        f"error: {out}: already exists; pass --overwrite to replace it, or choose another folder")
+    assert "a prepared dataset is already there; pass --overwrite" in _error_line(prepare_isic2018.main, [
+        "--data-dir", str(tmp_path / "raw"), "--work-dir", str(work), "--size", str(SIZE)])
+    after = {p.name: p.stat().st_mtime_ns for p in list(run.iterdir()) + list(out.iterdir()) + list(work.iterdir())}
+    assert after == before
 
 
-def test_train_rejects_bidirectional_unet(tmp_path):
-    with pytest.raises(SystemExit):
-        train_isic18.main(["--work-dir", str(tmp_path), "--model", "bcdu_unet", "--bidirectional"])
+def _error_line(main, argv):
+    """The last stderr line and exit status 2 of ``cli.run(main, argv)`` (a user error)."""
+    import contextlib
+    import io
+
+    from common import cli
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as exit_info:
+        cli.run(main, argv)
+    assert exit_info.value.code == 2
+    return err.getvalue().strip().splitlines()[-1]
+
+
+def _tiny_arrays(work, n=4, size=16, masks=None):
+    """Prepared-looking uint8 arrays (np.save, not the code under test) for every split."""
+    rng = np.random.default_rng(0)
+    work.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "val", "test"):
+        np.save(work / f"data_{split}.npy", rng.integers(0, 256, (n, size, size, 3)).astype(np.uint8))
+        np.save(work / f"mask_{split}.npy", (rng.random((n if masks is None else masks, size, size)) > 0.7)
+                .astype(np.uint8) * 255)
+
+
+def test_each_script_reports_bad_options_and_bad_files_in_one_line(tmp_path):
+    # prepare: a bad option, then a corrupt photo
+    assert _error_line(prepare_isic2018.main, ["--size", "12"]) == (
+        "error: --size: must be a positive multiple of 8 (the networks pool three times), got 12")
+    written = _dataset(tmp_path, 3)
+    bad = tmp_path / "raw" / ISIC_IMAGE_DIR / f"{sorted(written['pairs'])[1]}.jpg"
+    bad.write_bytes(b"\xff\xd8 not a jpeg")
+    line = _error_line(prepare_isic2018.main, ["--data-dir", str(tmp_path / "raw"), "--work-dir",
+                                               str(tmp_path / "w"), "--n-train", "1", "--n-val", "1", "--n-test", "1",
+                                               "--size", "16", "--quiet"])
+    assert line.startswith(f"error: {bad}: cannot decode image")
+    assert not (tmp_path / "w").exists() or not list((tmp_path / "w").iterdir())  # nothing, not even hidden files
+    # train: incompatible options, mismatched arrays, a wrong --encoder-weights file
+    assert _error_line(train_isic18.main, ["--model", "bcdu_unet", "--bidirectional"]) == (
+        "error: --bidirectional: needs a model with ConvLSTM fusions (not bcdu_unet)")
+    assert _error_line(train_isic18.main, ["--encoder-weights", "none"]) == (
+        "error: --encoder-weights: only sedu_net_d3 has a VGG16 encoder, not bcdu_net_d3")
+    assert _error_line(train_isic18.main, ["--resume", "--overwrite", "--run-dir", str(tmp_path / "r")]) == (
+        "error: --resume/--overwrite: choose one (continue the run, or replace it)")
+    work = tmp_path / "work"
+    _tiny_arrays(work, masks=3)
+    line = _error_line(train_isic18.main, ["--work-dir", str(work), "--run-dir", str(tmp_path / "run")])
+    assert line == (f"error: {work}: data_train.npy (4, 16, 16, 3) and mask_train.npy (3, 16, 16) do not match")
+    _tiny_arrays(work)
+    not_weights = tmp_path / "vgg16.h5"
+    not_weights.write_bytes(b"this is not an HDF5 file")
+    line = _error_line(train_isic18.main, ["--work-dir", str(work), "--run-dir", str(tmp_path / "run"), "--model",
+                                           "sedu_net_d3", "--encoder-weights", str(not_weights)])
+    assert line.startswith(f"error: {not_weights}: not a Keras VGG16 notop weights file") and line.endswith(
+        "pass --encoder-weights imagenet, none or the path of Keras's VGG16 notop weights file")
+    assert not (tmp_path / "run" / "state.json").exists()
+    # evaluate: a bad option, a missing checkpoint, a checkpoint that is not a model
+    assert _error_line(evaluate.main, ["--batch-size", "0"]) == "error: --batch-size: must be positive, got 0"
+    run = tmp_path / "run"
+    run.mkdir(exist_ok=True)
+    line = _error_line(evaluate.main, ["--work-dir", str(work), "--run-dir", str(run)])
+    assert line == f"error: {run / 'best.keras'}: not found; run skin_lesion/train_isic18.py first"
+    (run / "best.keras").write_bytes(b"garbage")
+    line = _error_line(evaluate.main, ["--work-dir", str(work), "--run-dir", str(run), "--out-dir",
+                                       str(tmp_path / "out")])
+    assert line.startswith(f"error: {run / 'best.keras'}: cannot load the model")
+    assert not (tmp_path / "out").exists()  # nothing half-written
 
 
 @pytest.mark.parametrize("script", ["prepare_isic2018.py", "train_isic18.py", "evaluate.py", "demo.py"])
