@@ -7,6 +7,7 @@ trip) is tested in test_bcdu_net.py.
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -337,3 +338,159 @@ def test_head_collapsed_when_no_output_raising_channel_is_active():
     assert np.max(model.predict(images, verbose=0)) <= 0.5  # it cannot predict foreground any more
     head.set_weights([kernel, np.array([-10.0, -10.0], np.float32)])  # both dead: a constant output
     assert train_isic18.head_collapsed(model, images) and np.ptp(model.predict(images, verbose=0)) == 0
+
+
+# The original's settings, written from specs/bcdu_net.md (§3.1, §5.1, §5.2, §1.1), NOT read from the code:
+# a silent change of a default fails here.
+ORIGINAL_TRAIN = {"model": "bcdu_net_d3", "epochs": 100, "batch_size": 8, "lr": 1e-4, "bidirectional": False,
+                  "encoder_weights": "imagenet", "seed": None, "prior_output_bias": False, "restarts": 0,
+                  "resume": False, "overwrite": False, "mixed_precision": "off", "jit_compile": False,
+                  "strategy": "default", "run_dir": None}
+ORIGINAL_PREPARE = {"size": 256, "n_train": 1815, "n_val": 259, "n_test": 520, "overwrite": False}
+# raw_input False is deviation 2 of the README (the original predicted on the raw images): pinned as documented
+ORIGINAL_EVALUATE = {"weights": "best", "batch_size": 8, "raw_input": False, "tta": "none", "model": "bcdu_net_d3",
+                     "bidirectional": False, "mixed_precision": "off", "overwrite": False}
+
+
+def test_script_defaults_are_the_originals():
+    from skin_lesion import predict
+
+    def defaults(parser, argv=()):
+        return vars(parser.parse_args(list(argv)))
+
+    train = defaults(train_isic18.build_parser())
+    assert {k: train[k] for k in ORIGINAL_TRAIN} == ORIGINAL_TRAIN
+    prepare = defaults(prepare_isic2018.build_parser())
+    assert {k: prepare[k] for k in ORIGINAL_PREPARE} == ORIGINAL_PREPARE
+    ev = defaults(evaluate.build_parser())
+    assert {k: ev[k] for k in ORIGINAL_EVALUATE} == ORIGINAL_EVALUATE
+    pr = defaults(predict.build_parser(), ["x.jpg", "--out-dir", "o"])
+    assert (pr["weights"], pr["tta"], pr["raw_input"], pr["mixed_precision"]) == ("best", "none", False, "off")
+    assert predict.THRESHOLD == 0.5 and evaluate.GOOD_PREDICTION_ERRORS == 300
+    # ReduceLROnPlateau(val_loss, factor 0.1, patience 7, epsilon(min_delta) 1e-4), Adam(1e-4, 0.9, 0.999, 1e-7)
+    assert {k: train_isic18.REDUCE_LR[k] for k in ("factor", "patience", "min_delta")} == {
+        "factor": 0.1, "patience": 7, "min_delta": 1e-4}
+    model = train_isic18.build("bcdu_unet", (16, 16, 3))
+    opt = model.optimizer
+    assert type(opt).__name__ == "Adam" and float(opt.learning_rate) == pytest.approx(1e-4)
+    assert (opt.beta_1, opt.beta_2, opt.epsilon) == (0.9, 0.999, 1e-7) and model.loss == "binary_crossentropy"
+
+
+def test_default_run_folders_keep_every_variant_apart(tmp_path, monkeypatch):
+    from common import cli
+
+    base = train_isic18.run_name("bcdu_net_d3")
+    variants = [train_isic18.run_name("bcdu_net_d3", True), train_isic18.run_name("bcdu_net_d3", prior_output_bias=True),
+                train_isic18.run_name("bcdu_net_d3", restarts=3), train_isic18.run_name("bcdu_net_d3", lr=1e-3),
+                train_isic18.run_name("bcdu_net_d3", batch_size=16),
+                train_isic18.run_name("bcdu_net_d3", mixed_precision="bfloat16"),
+                train_isic18.run_name("sedu_net_d3", encoder_weights="none"), train_isic18.run_name("sedu_net_d3")]
+    assert base == "bcdu_net_d3" and len(set(variants + [base])) == len(variants) + 1
+    # two variants trained with their default folders: both runs are there afterwards
+    monkeypatch.setattr(cli, "REPO_ROOT", tmp_path)
+    work = tmp_path / "work"
+    _tiny_arrays(work)
+    common = ["--work-dir", str(work), "--model", "bcdu_unet", "--epochs", "1", "--batch-size", "4", "--seed", "0",
+              "--verbose", "0"]
+    train_isic18.main(common)
+    train_isic18.main(common + ["--prior-output-bias"])
+    first = tmp_path / "weights" / "skin_lesion" / "bcdu_unet_batch4"
+    second = tmp_path / "weights" / "skin_lesion" / "bcdu_unet_prior-bias_batch4"
+    for run, prior in ((first, False), (second, True)):
+        state = json.loads((run / "state.json").read_text())
+        assert state["epoch"] == 1 and state["settings"]["prior_output_bias"] is prior
+        assert (run / "best.keras").is_file()
+
+
+def _save_tiny_model(path, size=16):
+    """A saved, untrained, NOT flip-invariant network (a random bcdu_unet) for the predict tests."""
+    import keras
+
+    from common.models import build_model
+
+    keras.utils.set_random_seed(3)
+    model = build_model("bcdu_unet", (size, size, 3))
+    model.save(path)
+    return model
+
+
+def _reference_prob(model, image, size):
+    """The ISIC pipeline from independent pieces: Pillow bilinear resize, the original's dataset_normalized
+    (verbatim NumPy above), the network, Pillow bilinear back to the photo's size."""
+    small = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+    x = _original_dataset_normalized(small[None]).astype(np.float32)
+    prob = np.asarray(model(x))[0, :, :, 0]
+    return np.asarray(Image.fromarray(prob.astype(np.float32)).resize(image.shape[1::-1], Image.BILINEAR))
+
+
+def test_predict_writes_isic_masks_at_each_photos_size(tmp_path):
+    from skin_lesion import predict
+
+    model_file = tmp_path / "model.keras"
+    model = _save_tiny_model(model_file)
+    rng = np.random.default_rng(0)
+    photos = tmp_path / "photos"
+    sizes = {"ISIC_0000001.jpg": (45, 60), "ISIC_0000002.png": (33, 70), "other.jpeg": (16, 16)}
+    for name, (h, w) in sizes.items():
+        write_image(photos / name, rng.integers(0, 256, (h, w, 3)).astype(np.uint8))
+    (photos / "notes.txt").write_text("ignored: not an image")
+    out = tmp_path / "masks"
+    assert predict.main([str(photos), "--model", str(model_file), "--out-dir", str(out), "--overlay",
+                         "--save-probabilities", "--quiet"]) == 0
+    expected = sorted([f"{Path(n).stem}_{kind}.png" for n in sizes for kind in ("segmentation", "prob", "overlay")]
+                      + ["run.json"])
+    assert sorted(p.name for p in out.iterdir()) == expected
+    for name, (h, w) in sizes.items():
+        stem = Path(name).stem
+        mask = Image.open(out / f"{stem}_segmentation.png")
+        assert mask.format == "PNG" and mask.mode == "L" and mask.size == (w, h)
+        mask = np.asarray(mask)
+        assert set(np.unique(mask)) <= {0, 255}
+        ref = _reference_prob(model, np.asarray(Image.open(photos / name).convert("RGB")), 16)
+        decided = np.abs(ref - 0.5) > 1e-4  # pixels not within float rounding of the threshold
+        np.testing.assert_array_equal((mask > 0)[decided], (ref > 0.5)[decided])
+        prob = np.asarray(Image.open(out / f"{stem}_prob.png"))
+        assert prob.shape == (h, w) and np.abs(prob.astype(float) - ref * 255).max() <= 1
+        assert np.asarray(Image.open(out / f"{stem}_overlay.png")).shape == (h, 2 * w, 3)
+    record = json.loads((out / "run.json").read_text())
+    assert record["model"] == model.name and len(record["inputs"]) == 3
+    # existing outputs are never replaced without --overwrite
+    assert "already exists" in _error_line(predict.main, [str(photos), "--model", str(model_file), "--out-dir",
+                                                          str(out), "--quiet"])
+
+
+def test_predict_flip_tta_is_the_mean_over_flipped_photos(tmp_path):
+    from skin_lesion import predict
+
+    model_file = tmp_path / "model.keras"
+    model = _save_tiny_model(model_file)
+    image = np.random.default_rng(1).integers(0, 256, (16, 16, 3)).astype(np.uint8)
+    _, plain = predict.segment(model, image)
+    _, flipped = predict.segment(model, image, tta="flip")
+    x = _original_dataset_normalized(image[None]).astype(np.float32)
+    ref = (np.asarray(model(x)) + np.asarray(model(x[:, :, ::-1]))[:, :, ::-1]
+           + np.asarray(model(x[:, ::-1]))[:, ::-1]) / 3
+    np.testing.assert_allclose(flipped, ref[0, :, :, 0], atol=1e-5)
+    assert np.abs(plain - flipped).max() > 1e-4  # the network is not flip-invariant: the test can fail
+
+
+def test_predict_refuses_an_empty_folder_and_a_corrupt_photo(tmp_path):
+    from skin_lesion import predict
+
+    model_file = tmp_path / "model.keras"
+    _save_tiny_model(model_file)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "out"
+    assert _error_line(predict.main, [str(empty), "--model", str(model_file), "--out-dir", str(out)]) == (
+        f"error: {empty}: no input files (.jpg, .jpeg, .png) in this folder")
+    photos = tmp_path / "photos"
+    write_image(photos / "a.jpg", np.full((20, 30, 3), 90, np.uint8))
+    (photos / "b.jpg").write_bytes(b"\xff\xd8 truncated")
+    line = _error_line(predict.main, [str(photos), "--model", str(model_file), "--out-dir", str(out), "--quiet"])
+    assert line.startswith(f"error: {photos / 'b.jpg'}: cannot decode image")
+    assert not (out / "b_segmentation.png").exists()
+    # --skip-bad: the good photo is written, the bad one listed, exit status 1
+    assert predict.main([str(photos), "--model", str(model_file), "--out-dir", str(tmp_path / "o2"), "--skip-bad",
+                         "--quiet", ]) == 1
+    assert sorted(p.name for p in (tmp_path / "o2").iterdir()) == ["a_segmentation.png", "run.json"]
