@@ -36,12 +36,12 @@ _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 def _eight_bit(values, path):
     """16-bit (or 32-bit integer) samples -> uint8 as OpenCV's 8-bit readers convert them
-    (``cv2.imread`` with IMREAD_GRAYSCALE / IMREAD_COLOR: ``round(v / 256)``, saturated at 255)."""
+    (``cv2.imread`` with IMREAD_GRAYSCALE / IMREAD_COLOR: the high byte, ``v >> 8``)."""
     values = np.asarray(values)
     if values.size and (values.min() < 0 or values.max() > 65535):
         raise ImageReadError(f"{path}: 32-bit integer samples outside 0..65535 (min {values.min()}, max "
                              f"{values.max()}); save the image as 8- or 16-bit")
-    return np.clip(np.rint(values / 256.0), 0, 255).astype(np.uint8)
+    return (values.astype(np.uint32) >> 8).astype(np.uint8)
 
 
 def read_image(path, mode="gray", size=None):
@@ -54,7 +54,7 @@ def read_image(path, mode="gray", size=None):
     * EXIF orientation (photos from cameras and phones) is applied, so the array is the upright image a
       viewer shows (OpenCV's ``imread`` does the same).
     * 16-bit samples (TIFF, PNG) are scaled to 8 bits as OpenCV's 8-bit readers (``cv2.imread`` without
-      IMREAD_ANYDEPTH, the readers of the originals) convert them: ``round(v / 256)``. They are never clipped.
+      IMREAD_ANYDEPTH, the readers of the originals) convert them: ``v >> 8``. They are never clipped.
       ``mode="unchanged"`` returns them as stored (uint16).
     * 32-bit float images are refused (no 8-bit meaning; NaN possible): save them as 8- or 16-bit.
 
