@@ -284,7 +284,7 @@ def test_each_script_reports_bad_options_and_bad_files_in_one_line(tmp_path):
     assert not (tmp_path / "out").exists()  # nothing half-written
 
 
-@pytest.mark.parametrize("script", ["prepare_isic2018.py", "train_isic18.py", "evaluate.py", "demo.py"])
+@pytest.mark.parametrize("script", ["prepare_isic2018.py", "train_isic18.py", "evaluate.py", "predict.py", "demo.py"])
 def test_help_works_from_any_directory(tmp_path, script):
     result = subprocess.run([sys.executable, str(REPO_ROOT / "skin_lesion" / script), "--help"],
                             capture_output=True, text=True, cwd=tmp_path)
