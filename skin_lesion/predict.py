@@ -21,6 +21,7 @@ Examples::
     python skin_lesion/predict.py ISIC_0000000.jpg "more/*.png" --out-dir masks/ --overlay --tta flip
     python skin_lesion/predict.py photos/ --run-dir weights/skin_lesion/bcdu_net_d3_bidirectional --out-dir m/
     python skin_lesion/predict.py photos/ --model my_model.keras --out-dir masks/ --save-probabilities
+    python skin_lesion/predict.py photos/ --init-weights weight_isic18 --out-dir masks/   # the authors' weights
 """
 
 import argparse
@@ -36,7 +37,7 @@ from PIL import Image
 from common import cli
 from skin_lesion.evaluate import predict
 from skin_lesion.prepare_isic2018 import SIZE, resize
-from skin_lesion.train_isic18 import default_run_dir
+from skin_lesion.train_isic18 import MODELS, default_run_dir, legacy_model
 
 EXTENSIONS = (".jpg", ".jpeg", ".png")
 THRESHOLD = 0.5  # evaluate.py's
@@ -57,6 +58,7 @@ def segment(model, image, raw_input=False, tta="none"):
 
 
 def build_parser():
+    from common.legacy_weights import add_init_weights_argument
     from common.predict import add_predict_arguments
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -64,6 +66,12 @@ def build_parser():
     parser.add_argument("--raw-input", action="store_true",
                         help="predict on the raw 0..255 photo as the original's evaluate.py did (default: the "
                              "normalised input the network was trained on, as evaluate.py)")
+    add_init_weights_argument(parser)
+    parser.add_argument("--network", choices=MODELS, default="bcdu_net_d3",
+                        help="with --init-weights: the network the file was saved from (default: %(default)s)")
+    parser.add_argument("--bidirectional", action="store_true", help="with --init-weights: a --bidirectional network")
+    parser.add_argument("--size", type=int, default=SIZE,
+                        help="with --init-weights: the network's input side (default: %(default)s, the original's)")
     return parser
 
 
@@ -73,7 +81,20 @@ def main(argv=None):
 
     args = build_parser().parse_args(argv)
     files = collect_inputs(args.inputs, EXTENSIONS)
-    model, checkpoint = load_model(args, default_run_dir=default_run_dir("bcdu_net_d3"))
+    if args.init_weights:
+        from common.devices import set_precision
+
+        if args.run_dir or args.model:
+            raise cli.option_error("--init-weights", "predicts with that file: leave out --run-dir and --model")
+        if not args.init_weights.is_file():
+            raise cli.option_error("--init-weights", f"{args.init_weights}: file not found")
+        if args.size <= 0 or args.size % 8:
+            raise cli.option_error("--size", f"must be a positive multiple of 8, got {args.size}")
+        set_precision(args.mixed_precision)
+        model = legacy_model(args.network, (args.size, args.size, 3), args.init_weights, args.bidirectional)
+        checkpoint = args.init_weights
+    else:
+        model, checkpoint = load_model(args, default_run_dir=default_run_dir("bcdu_net_d3"))
 
     def names(path):
         return ([f"{path.stem}_segmentation.png"] + ([f"{path.stem}_prob.png"] if args.save_probabilities else [])

@@ -42,10 +42,11 @@ REDUCE_LR = {"factor": 0.1, "patience": 7, "min_delta": 1e-4, "verbose": 1}
 
 
 def run_name(model, bidirectional=False, *, prior_output_bias=False, restarts=0, encoder_weights="imagenet",
-             lr=LR, batch_size=BATCH_SIZE, mixed_precision="off"):
+             lr=LR, batch_size=BATCH_SIZE, mixed_precision="off", init_weights=None):
     """The default run folder's name: ``<model>`` plus every network / recipe option not at its default
     (``_bidirectional``, ``_prior-bias``, ``_restarts<K>``, ``_encoder-none`` or ``_encoder-<file stem>``
-    for sedu_net_d3, ``_lr<lr>``, ``_batch<n>``, ``_<mixed precision>``), so two variants never share one."""
+    for sedu_net_d3, ``_lr<lr>``, ``_batch<n>``, ``_<mixed precision>``, ``_init-<file stem>``), so two
+    variants never share one."""
     parts = [model]
     if bidirectional:
         parts.append("bidirectional")
@@ -61,6 +62,8 @@ def run_name(model, bidirectional=False, *, prior_output_bias=False, restarts=0,
         parts.append(f"batch{batch_size}")
     if mixed_precision != "off":
         parts.append(mixed_precision)
+    if init_weights:
+        parts.append("init-" + Path(init_weights).name.split(".")[0])
     return "_".join(parts)
 
 
@@ -105,6 +108,20 @@ def build(model_name, input_shape, bidirectional=False, encoder_weights="imagene
     return model
 
 
+def legacy_model(model_name, input_shape, path, bidirectional=False):
+    """The network (uncompiled) with the authors' Keras-2 HDF5 checkpoint loaded into it (``weight_isic18``,
+    any name; ``common.legacy_weights.load_legacy_weights``: by layer order, shape by shape)."""
+    from common.legacy_weights import load_legacy_weights
+    from common.models import build_model
+
+    options = {"bidirectional": bidirectional} if bidirectional else {}
+    if model_name == "sedu_net_d3":
+        options["encoder_weights"] = None  # the file holds every weight
+    model = build_model(model_name, tuple(input_shape), **options)
+    load_legacy_weights(model, path)
+    return model
+
+
 def head_collapsed(model, images):
     """True when no channel of the ReLU head conv (``head_conv``) that raises the output (positive weight in
     the 1x1 sigmoid layer ``head_output``) is active at any pixel of ``images``.
@@ -122,7 +139,8 @@ def head_collapsed(model, images):
 
 def train(work_dir, run_dir, model_name="bcdu_net_d3", bidirectional=False, encoder_weights="imagenet",
           epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, seed=None, resume=False, verbose=1, strategy="default",
-          prior_output_bias=False, restarts=0, *, overwrite=False, mixed_precision="off", jit_compile=False):
+          prior_output_bias=False, restarts=0, *, overwrite=False, mixed_precision="off", jit_compile=False,
+          init_weights=None):
     """Build, compile and fit; returns ``(model, history)`` (``common.training.fit``).
 
     ``restarts`` > 0: after the first epoch, a network whose head collapsed (:func:`head_collapsed` on the
@@ -130,6 +148,8 @@ def train(work_dir, run_dir, model_name="bcdu_net_d3", bidirectional=False, enco
     most ``restarts`` times; then training continues from that epoch's checkpoint.
     A ``run_dir`` that holds a run is refused before any data is read unless ``resume`` or ``overwrite``.
     ``mixed_precision`` (``off``/``float16``/``bfloat16``) and ``jit_compile`` are the GPU options.
+    ``init_weights``: start from the authors' Keras-2 checkpoint (``weight_isic18``) instead of a random
+    initialisation (:func:`legacy_model`).
     """
     import keras
 
@@ -147,7 +167,8 @@ def train(work_dir, run_dir, model_name="bcdu_net_d3", bidirectional=False, enco
     settings = {"model": model_name, "bidirectional": bidirectional, "epochs": epochs, "batch_size": batch_size,
                 "lr": lr, "seed": seed, "train": len(x_tr), "val": len(x_val), "input_shape": list(x_tr.shape[1:]),
                 "prior_output_bias": prior_output_bias, "restarts": restarts, "encoder_weights": str(encoder_weights),
-                "mixed_precision": mixed_precision, "jit_compile": jit_compile}
+                "mixed_precision": mixed_precision, "jit_compile": jit_compile,
+                "init_weights": str(init_weights) if init_weights else None}
     val_ds = array_dataset(x_val, y_val, batch_size, transform=normalise_batch)
     options = dict(run_dir=run_dir, monitor="val_loss", mode="min", reduce_lr=REDUCE_LR, verbose=verbose)
     warmed_up = False
@@ -157,6 +178,10 @@ def train(work_dir, run_dir, model_name="bcdu_net_d3", bidirectional=False, enco
             keras.utils.set_random_seed(attempt_seed)  # before the weights are initialised
         with strategy.scope():
             model = build(model_name, x_tr.shape[1:], bidirectional, encoder_weights, lr, jit_compile)
+            if init_weights:
+                from common.legacy_weights import load_legacy_weights
+
+                load_legacy_weights(model, init_weights)
             if prior_output_bias:
                 set_output_prior(model, foreground_fraction(m_tr, scale=255.0))
         train_ds = array_dataset(x_tr, y_tr, batch_size, shuffle=True, seed=attempt_seed, transform=normalise_batch)
@@ -180,7 +205,7 @@ def variant_options(args):
     """The options of ``args`` that name the default run folder (:func:`run_name`), as keywords."""
     return {"prior_output_bias": args.prior_output_bias, "restarts": args.restarts,
             "encoder_weights": args.encoder_weights, "lr": args.lr, "batch_size": args.batch_size,
-            "mixed_precision": args.mixed_precision}
+            "mixed_precision": args.mixed_precision, "init_weights": args.init_weights}
 
 
 def check_options(args):
@@ -194,11 +219,20 @@ def check_options(args):
             raise cli.option_error("--" + name.replace("_", "-"), f"must be positive, got {getattr(args, name)}")
     if args.restarts < 0:
         raise cli.option_error("--restarts", f"must be 0 or more, got {args.restarts}")
+    if args.init_weights:
+        for flag, given in (("--resume", args.resume), ("--restarts", args.restarts),
+                            ("--prior-output-bias", args.prior_output_bias)):
+            if given:
+                raise cli.option_error("--init-weights", f"cannot be combined with {flag} (the checkpoint sets "
+                                                         f"every weight)")
+        if not Path(args.init_weights).is_file():
+            raise cli.option_error("--init-weights", f"{args.init_weights}: file not found")
 
 
 def build_parser():
     """The command line (its defaults are the original's settings; pinned by the tests)."""
     from common.devices import add_precision_arguments
+    from common.legacy_weights import add_init_weights_argument
     from common.training import add_overwrite_argument, add_strategy_argument
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -229,6 +263,7 @@ def build_parser():
     parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress output")
     add_strategy_argument(parser)
     add_precision_arguments(parser, jit_compile=True)
+    add_init_weights_argument(parser)
     return parser
 
 
@@ -239,7 +274,8 @@ def main(argv=None):
     model, history = train(args.work_dir, run_dir, args.model, args.bidirectional, args.encoder_weights,
                            args.epochs, args.batch_size, args.lr, args.seed, args.resume, args.verbose,
                            args.strategy, args.prior_output_bias, args.restarts, overwrite=args.overwrite,
-                           mixed_precision=args.mixed_precision, jit_compile=args.jit_compile)
+                           mixed_precision=args.mixed_precision, jit_compile=args.jit_compile,
+                           init_weights=args.init_weights)
     if history:
         print(f"{model.name}: best val_loss {min(history['val_loss']):.4f} after {len(history['val_loss'])} "
               f"epochs; checkpoints in {run_dir}")

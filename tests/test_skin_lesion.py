@@ -160,6 +160,21 @@ def test_original_definition_metrics_reproduce_their_quirks():
     assert new["AUC"] == pytest.approx(5 / 8)  # continuous scores: 5 of the 8 (pos, neg) pairs ordered right
 
 
+def test_surface_columns_use_each_rows_definitions():
+    masks = np.zeros((3, 24, 24), np.uint8)
+    masks[:, 6:18, 6:18] = 255
+    masks[:, 5, 6:18] = 100  # a soft border row: lesion for the original (> 0.5), background when rounded
+    prob = np.zeros((3, 24, 24, 1), np.float32)
+    prob[:2, 6:18, 6:18] = 0.9  # images 0 and 1: exactly the rounded ground truth
+    # image 2: predicted empty -> one empty mask, left out of the means and counted
+    s = evaluate.surface_columns(masks, prob)
+    assert s["correct"]["HD95 px"] == 0 and s["correct"]["ASSD px"] == 0
+    assert s["correct"]["both_non_empty"] == 2 and s["correct"]["one_empty"] == 1
+    # original definitions: the soft row belongs to the truth, one pixel outside the prediction everywhere
+    assert s["original"]["HD95 px"] == pytest.approx(1.0)
+    assert 0 < s["original"]["ASSD px"] < 1  # only the top edge of the surface is off, by one pixel
+
+
 def test_sample_pick_is_the_originals():
     masks = np.zeros((5, 20, 20), np.uint8)
     prob = np.zeros((5, 20, 20, 1), np.float32)
@@ -199,8 +214,10 @@ def test_end_to_end_prepare_train_evaluate(tmp_path, monkeypatch):
     assert prob.shape == (2, SIZE, SIZE, 1) and prob.dtype == np.float32
     _, masks = prepare_isic2018.load_split(work, "test")
     assert rows[2]["F1"] == pytest.approx(evaluate.isic_scores(masks, prob)["correct"]["F1"], nan_ok=True)
-    for name in ("scores.md", "paper.md", "paper.json", "roc_pr.png", "overlay.png", "sample_results.png"):
+    for name in ("scores.md", "paper.md", "paper.json", "roc_pr.png", "overlay.png", "sample_results.png",
+                 "surface.json"):
         assert (out / name).is_file()
+    assert list(rows[1])[:9] == ["scores"] + list(evaluate.COLUMNS) and list(rows[1])[9:] == ["HD95 px", "ASSD px"]
     record = json.loads((out / "run.json").read_text())
     assert record["model"] == "bcdu_net_d3" and record["weights"][0]["path"] == str((run / "best.keras").resolve())
     assert record["options"]["tta"] == "none" and record["options"]["raw_input"] is False
@@ -494,3 +511,38 @@ def test_predict_refuses_an_empty_folder_and_a_corrupt_photo(tmp_path):
     assert predict.main([str(photos), "--model", str(model_file), "--out-dir", str(tmp_path / "o2"), "--skip-bad",
                          "--quiet", ]) == 1
     assert sorted(p.name for p in (tmp_path / "o2").iterdir()) == ["a_segmentation.png", "run.json"]
+
+
+def test_authors_keras2_checkpoint_in_evaluate_and_predict(tmp_path):
+    """--init-weights: a file in the legacy Keras-2 HDF5 layout (no extension, as weight_isic18) gives the
+    source network's own predictions in evaluate.py and predict.py."""
+    from test_legacy_weights import write_keras2_file
+
+    from skin_lesion import predict
+
+    source = _save_tiny_model(tmp_path / "source.keras")
+    legacy = tmp_path / "weight_isic18"
+    write_keras2_file(legacy, source, full_model=True)
+    work = tmp_path / "work"
+    _tiny_arrays(work)
+    assert evaluate.main(["--work-dir", str(work), "--model", "bcdu_unet", "--init-weights", str(legacy),
+                          "--quiet"]) == 0
+    out = work / "results" / "weight_isic18"
+    images, _ = prepare_isic2018.load_split(work, "test")
+    x = _original_dataset_normalized(images).astype(np.float32)
+    np.testing.assert_allclose(np.load(out / "pred_test.npy"), np.asarray(source(x)), atol=1e-5)
+    assert json.loads((out / "run.json").read_text())["weights"][0]["path"] == str(legacy.resolve())
+    photos = tmp_path / "photos"
+    write_image(photos / "p.jpg", np.random.default_rng(2).integers(0, 256, (30, 40, 3)).astype(np.uint8))
+    for name, argv in (("legacy", ["--init-weights", str(legacy), "--network", "bcdu_unet", "--size", "16"]),
+                       ("keras", ["--model", str(tmp_path / "source.keras")])):
+        assert predict.main([str(photos), "--out-dir", str(tmp_path / name), "--save-probabilities", "--quiet"]
+                            + argv) == 0
+    for kind in ("segmentation", "prob"):
+        np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "legacy" / f"p_{kind}.png")),
+                                      np.asarray(Image.open(tmp_path / "keras" / f"p_{kind}.png")))
+    # a file of another architecture: one line naming the file
+    assert _error_line(predict.main, [str(photos), "--out-dir", str(tmp_path / "x"), "--init-weights", str(legacy),
+                                      "--size", "16"]).startswith(f"error: {legacy}: holds weights for")
+    assert _error_line(train_isic18.main, ["--init-weights", str(legacy), "--resume"]) == (
+        "error: --init-weights: cannot be combined with --resume (the checkpoint sets every weight)")

@@ -409,3 +409,37 @@ def test_predict_refuses_an_empty_folder(tmp_path):
     empty.mkdir()
     assert _error_line(predict.main, [str(empty), "--run-dir", str(run), "--out-dir", str(tmp_path / "o")]) == (
         f"error: {empty}: no input files (.tif, .tiff, .png) in this folder")
+
+
+def test_tutorials_keras2_weights_in_predict(tmp_path):
+    """--init-weights weights.h5 (the tutorial's Keras-2 checkpoint) with --norm-from data.py's arrays: the
+    source network's masks, normalised with the mean/std of the training array as the tutorial computed it."""
+    import cv2
+    import keras
+    from test_legacy_weights import write_keras2_file
+
+    keras.utils.set_random_seed(4)
+    source = build_model("nerve_unet", (16, 16, 1))
+    legacy = tmp_path / "weights.h5"
+    write_keras2_file(legacy, source, full_model=True)
+    raw = _make_raw(tmp_path)
+    work = tmp_path / "work"
+    data.main(["--raw-dir", str(raw), "--work-dir", str(work), "--quiet"])
+    out = tmp_path / "masks"
+    assert predict.main([str(raw / "test"), "--init-weights", str(legacy), "--norm-from", str(work), "--img-size",
+                         "16", "--out-dir", str(out), "--min-pixels", "0", "--quiet"]) == 0
+    imgs = np.load(work / "imgs_train.npy")
+    x_train = _original_preprocess(imgs, 16).astype(np.float32)
+    mean, std = x_train.mean(), x_train.std()
+    record = json.loads((out / "run.json").read_text())
+    assert record["norm_stats"]["mean"] == pytest.approx(mean, rel=1e-5)
+    for path in sorted((raw / "test").glob("*.tif")):
+        frame = np.asarray(Image.open(path))
+        prob = np.asarray(source((_original_preprocess(frame[None], 16).astype(np.float32) - mean) / std))[0, :, :, 0]
+        ref = cv2.resize((prob > 0.5).astype(np.float32), (580, 420), interpolation=cv2.INTER_LINEAR) > 0.5
+        if np.abs(prob - 0.5).min() > 1e-4:
+            np.testing.assert_array_equal(np.asarray(Image.open(out / f"{path.stem}_mask.tif")) > 0, ref)
+    assert _error_line(predict.main, [str(raw / "test"), "--init-weights", str(legacy), "--out-dir",
+                                      str(tmp_path / "o")]).startswith("error: --init-weights: needs --norm-from")
+    assert _error_line(train.main, ["--init-weights", str(legacy), "--resume"]) == (
+        "error: --init-weights: cannot be combined with --resume (the resumed run has its weights)")

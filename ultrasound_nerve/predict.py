@@ -22,6 +22,8 @@ Examples::
     python ultrasound_nerve/predict.py frames/ --out-dir masks/
     python ultrasound_nerve/predict.py 1.tif 2.tif --out-dir masks/ --keep-largest 1 --overlay
     python ultrasound_nerve/predict.py "scans/*.tif" --run-dir weights/ultrasound_nerve/nerve_unet --out-dir m/
+    # the tutorial's own Keras-2 weights.h5, normalised with the mean/std of data.py's training array:
+    python ultrasound_nerve/predict.py frames/ --init-weights weights.h5 --norm-from work/ultrasound_nerve --out-dir m/
 """
 
 import argparse
@@ -35,7 +37,7 @@ import numpy as np
 
 from common import cli
 from ultrasound_nerve.submission import prep
-from ultrasound_nerve.train import DEFAULT_RUN, predict_frames, read_stats
+from ultrasound_nerve.train import DEFAULT_RUN, IMG_SIZE, norm_stats, predict_frames, read_stats
 
 EXTENSIONS = (".tif", ".tiff", ".png")
 
@@ -54,7 +56,31 @@ def segment(model, frame, stats, *, threshold=0.5, min_pixels=10, min_size=0, ke
     return np.where(mask, 255, 0).astype(np.uint8), prob
 
 
+def _legacy(args):
+    """``(model, file, stats)`` for ``--init-weights`` (the tutorial's weights.h5) and ``--norm-from``."""
+    from common.devices import set_precision
+    from common.legacy_weights import load_legacy_weights
+    from common.models import build_model
+    from ultrasound_nerve.data import load_train_data
+
+    if args.run_dir or args.model:
+        raise cli.option_error("--init-weights", "predicts with that file: leave out --run-dir and --model")
+    if args.norm_from is None:
+        raise cli.option_error("--init-weights", "needs --norm-from WORK_DIR (data.py's arrays): the network "
+                                                 "expects frames normalised with its training mean/std")
+    if args.img_size <= 0 or args.img_size % 16:
+        raise cli.option_error("--img-size", f"must be a positive multiple of 16, got {args.img_size}")
+    if not args.init_weights.is_file():
+        raise cli.option_error("--init-weights", f"{args.init_weights}: file not found")
+    stats = norm_stats(load_train_data(args.norm_from)[0], args.img_size)
+    set_precision(args.mixed_precision)
+    model = build_model("nerve_unet", (args.img_size, args.img_size, 1))
+    load_legacy_weights(model, args.init_weights)
+    return model, args.init_weights, stats
+
+
 def build_parser():
+    from common.legacy_weights import add_init_weights_argument
     from common.postprocess import add_postprocess_arguments
     from common.predict import add_predict_arguments
 
@@ -65,6 +91,12 @@ def build_parser():
                         help="masks with fewer pixels are written empty (default: %(default)s, the original "
                              "submission's rule; 0 disables)")
     add_postprocess_arguments(parser)
+    add_init_weights_argument(parser)
+    parser.add_argument("--norm-from", type=Path, default=None, metavar="WORK_DIR",
+                        help="with --init-weights: compute the training mean/std as the tutorial did, from "
+                             "WORK_DIR/imgs_train.npy of data.py")
+    parser.add_argument("--img-size", type=int, default=IMG_SIZE,
+                        help="with --init-weights: the network's input side (default: %(default)s, the original's)")
     return parser
 
 
@@ -79,8 +111,11 @@ def main(argv=None):
         if getattr(args, name) < 0:
             raise cli.option_error("--" + name.replace("_", "-"), f"must be 0 or more, got {getattr(args, name)}")
     files = collect_inputs(args.inputs, EXTENSIONS)
-    stats = read_stats(checkpoint_path(args, DEFAULT_RUN).parent)  # before the model is loaded
-    model, checkpoint = load_model(args, default_run_dir=DEFAULT_RUN)
+    if args.init_weights:
+        model, checkpoint, stats = _legacy(args)
+    else:
+        stats = read_stats(checkpoint_path(args, DEFAULT_RUN).parent)  # before the model is loaded
+        model, checkpoint = load_model(args, default_run_dir=DEFAULT_RUN)
 
     def names(path):
         return ([f"{path.stem}_mask.tif"] + ([f"{path.stem}_prob.png"] if args.save_probabilities else [])

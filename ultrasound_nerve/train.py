@@ -44,9 +44,10 @@ DEFAULT_RUN = cli.repo_path("weights", "ultrasound_nerve", "nerve_unet")
 STATS_FILE = "norm_stats.json"
 
 
-def run_name(*, lr=LR, batch_size=BATCH_SIZE, val_split=VAL_SPLIT, img_size=IMG_SIZE, mixed_precision="off"):
+def run_name(*, lr=LR, batch_size=BATCH_SIZE, val_split=VAL_SPLIT, img_size=IMG_SIZE, mixed_precision="off",
+             init_weights=None):
     """``nerve_unet`` plus every recipe option not at the original's value (``_lr``, ``_batch``, ``_val``,
-    ``_size``, ``_<mixed precision>``), so two variants never share a default run folder."""
+    ``_size``, ``_<mixed precision>``, ``_init-<file stem>``), so two variants never share a default run folder."""
     parts = ["nerve_unet"]
     if lr != LR:
         parts.append(f"lr{lr:g}")
@@ -58,6 +59,8 @@ def run_name(*, lr=LR, batch_size=BATCH_SIZE, val_split=VAL_SPLIT, img_size=IMG_
         parts.append(f"size{img_size}")
     if mixed_precision != "off":
         parts.append(mixed_precision)
+    if init_weights:
+        parts.append("init-" + Path(init_weights).name.split(".")[0])
     return "_".join(parts)
 
 
@@ -79,6 +82,12 @@ def preprocess(imgs, size=IMG_SIZE):
     for i, img in enumerate(imgs):
         out[i, :, :, 0] = cv2.resize(np.asarray(img, np.float64), (size, size), interpolation=cv2.INTER_LINEAR)
     return out
+
+
+def norm_stats(imgs, img_size=IMG_SIZE):
+    """The original's normalisation: one mean and std over the whole preprocessed training array."""
+    x = preprocess(imgs, img_size).astype(np.float32)
+    return {"mean": float(x.mean()), "std": float(x.std()), "img_size": int(img_size)}
 
 
 def normalise(imgs, mean, std):
@@ -106,12 +115,13 @@ def read_stats(folder):
 
 def train(work_dir, run_dir, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, val_split=VAL_SPLIT, img_size=IMG_SIZE,
           seed=None, resume=False, verbose=1, strategy="default", *, overwrite=False, mixed_precision="off",
-          jit_compile=False):
+          jit_compile=False, init_weights=None):
     """Preprocess, normalise, train with ``common.training.fit``.
 
     A ``run_dir`` that holds a run is refused before any data is read unless ``resume`` or ``overwrite``.
     Returns the best model (None on a non-chief worker of a multi-worker run) and the normalisation stats,
-    which are also written to ``<run_dir>/norm_stats.json``.
+    which are also written to ``<run_dir>/norm_stats.json``. ``init_weights``: start from the tutorial's
+    Keras-2 ``weights.h5`` (``common.legacy_weights``) instead of a random initialisation.
     """
     from common.devices import set_precision
     from common.training import check_run_dir
@@ -121,7 +131,7 @@ def train(work_dir, run_dir, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, val_sp
     set_precision(mixed_precision)  # before the model is built
     imgs, masks = load_train_data(work_dir)
     x = preprocess(imgs, img_size).astype(np.float32)
-    mean, std = float(x.mean()), float(x.std())  # over the whole array, validation part included
+    mean, std = float(x.mean()), float(x.std())  # over the whole array, validation part included (norm_stats)
     if not std > 0:
         raise UserError(f"{Path(work_dir) / 'imgs_train.npy'}: every training frame is constant (std 0); "
                         f"check the raw data")
@@ -134,9 +144,13 @@ def train(work_dir, run_dir, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, val_sp
         keras.utils.set_random_seed(seed)  # before the weights are initialised (fit() seeds again)
     with strategy.scope():
         model = compile_model(build_model("nerve_unet", (img_size, img_size, 1)), lr, jit_compile)
+        if init_weights:
+            from common.legacy_weights import load_legacy_weights
+
+            load_legacy_weights(model, init_weights)
     settings = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "val_split": val_split,
                 "img_size": img_size, "seed": seed, "mixed_precision": mixed_precision, "jit_compile": jit_compile,
-                "norm_stats": stats}
+                "norm_stats": stats, "init_weights": str(init_weights) if init_weights else None}
     if is_chief(strategy):
         Path(run_dir).mkdir(parents=True, exist_ok=True)
         write_json(Path(run_dir) / STATS_FILE, stats)  # what predict.py needs beside the checkpoints
@@ -191,6 +205,7 @@ def predict_test(model, work_dir, stats, write_png=True, verbose=1, overwrite=Fa
 def build_parser():
     """The command line (its defaults are the original's settings; pinned by the tests)."""
     from common.devices import add_precision_arguments
+    from common.legacy_weights import add_init_weights_argument
     from common.training import add_overwrite_argument, add_strategy_argument
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -213,6 +228,7 @@ def build_parser():
     parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
     add_strategy_argument(parser)
     add_precision_arguments(parser, jit_compile=True)
+    add_init_weights_argument(parser)
     return parser
 
 
@@ -226,6 +242,10 @@ def check_options(args):
             raise cli.option_error("--" + name.replace("_", "-"), f"must be positive, got {getattr(args, name)}")
     if not 0 < args.val_split < 1:
         raise cli.option_error("--val-split", f"must be between 0 and 1 (exclusive), got {args.val_split}")
+    if args.init_weights and args.resume:
+        raise cli.option_error("--init-weights", "cannot be combined with --resume (the resumed run has its weights)")
+    if args.init_weights and not Path(args.init_weights).is_file():
+        raise cli.option_error("--init-weights", f"{args.init_weights}: file not found")
 
 
 def main(argv=None):
@@ -234,13 +254,15 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     check_options(args)
     run_dir = args.run_dir or default_run_dir(lr=args.lr, batch_size=args.batch_size, val_split=args.val_split,
-                                              img_size=args.img_size, mixed_precision=args.mixed_precision)
+                                              img_size=args.img_size, mixed_precision=args.mixed_precision,
+                                              init_weights=args.init_weights)
     check_run_dir(run_dir, resume=args.resume, overwrite=args.overwrite)
     if not args.no_predict:
         check_prediction_outputs(args.work_dir, args.overwrite)
     model, stats = train(args.work_dir, run_dir, args.epochs, args.batch_size, args.lr, args.val_split,
                          args.img_size, args.seed, args.resume, args.verbose, args.strategy, overwrite=args.overwrite,
-                         mixed_precision=args.mixed_precision, jit_compile=args.jit_compile)
+                         mixed_precision=args.mixed_precision, jit_compile=args.jit_compile,
+                         init_weights=args.init_weights)
     if not args.no_predict and model is not None:
         predict_test(model, args.work_dir, stats, not args.no_png, args.verbose, overwrite=args.overwrite)
         print(f"Saved test predictions to {args.work_dir / 'imgs_mask_test.npy'}")
