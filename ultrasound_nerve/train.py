@@ -186,7 +186,7 @@ def check_prediction_outputs(work_dir, overwrite=False):
     existing = [p for p in prediction_outputs(work_dir) if p.exists()]
     if existing and not overwrite:
         raise UserError(f"{existing[0]}: test predictions of an earlier run are there; pass --overwrite to replace "
-                        f"them, --no-predict to train only, or another --work-dir")
+                        f"them (with --resume: move them away), --no-predict to train only, or another --work-dir")
 
 
 def predict_test(model, work_dir, stats, write_png=True, verbose=1, overwrite=False):
