@@ -41,7 +41,8 @@ def run(work_dir, epochs=None, verbose=0, seed=None):
                        "--seed", str(cfg["seed"]), "--verbose", str(verbose), "--overwrite"]
                       + ["--restarts", str(cfg["restarts"])]
                       + (["--prior-output-bias"] if cfg["prior_output_bias"] else []))
-    evaluate.main(["--work-dir", str(work_dir), "--run-dir", str(run_dir), "--out-dir", str(out_dir), "--overwrite"] + quiet)
+    evaluate.main(["--work-dir", str(work_dir), "--run-dir", str(run_dir), "--out-dir", str(out_dir), "--overwrite"]
+                  + quiet)
     rows = json.loads((out_dir / "scores.json").read_text())
     correct = rows[2]
     return {"task": "skin_lesion", "model": cfg["model"], "metric": "test F1/Dice (held-out, pooled)",

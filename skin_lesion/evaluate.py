@@ -191,7 +191,8 @@ def evaluate(run_dir, work_dir, out_dir, weights="best", raw_input=False, batch_
             model = load_checkpoint(checkpoint, mixed_precision)
         prob = predict(model, images, batch_size, raw_input, verbose, tta)
         save_npy(tmp / "pred_test.npy", prob)
-        source = f"{checkpoint.name} (Keras-2 checkpoint)" if init_weights else f"{weights} checkpoint of {run_dir.name}"
+        source = (f"{checkpoint.name} (Keras-2 checkpoint)" if init_weights
+                  else f"{weights} checkpoint of {run_dir.name}")
         scores = _write_results(tmp, model.name, images, masks, prob, source, weights, raw_input, tta, verbose)
         write_run_json(tmp, model_name=model.name, weights=[checkpoint],
                        options=dict(options or {}, weights=weights, raw_input=raw_input, tta=tta,

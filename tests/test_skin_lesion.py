@@ -399,7 +399,8 @@ def test_default_run_folders_keep_every_variant_apart(tmp_path, monkeypatch):
     from common import cli
 
     base = train_isic18.run_name("bcdu_net_d3")
-    variants = [train_isic18.run_name("bcdu_net_d3", True), train_isic18.run_name("bcdu_net_d3", prior_output_bias=True),
+    variants = [train_isic18.run_name("bcdu_net_d3", True),
+                train_isic18.run_name("bcdu_net_d3", prior_output_bias=True),
                 train_isic18.run_name("bcdu_net_d3", restarts=3), train_isic18.run_name("bcdu_net_d3", lr=1e-3),
                 train_isic18.run_name("bcdu_net_d3", batch_size=16),
                 train_isic18.run_name("bcdu_net_d3", mixed_precision="bfloat16"),
