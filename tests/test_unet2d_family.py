@@ -137,7 +137,8 @@ def test_bce_dice_variants_match_numpy():
 
 
 def test_bce_dice_serialization():
-    loss = BCEDiceLoss(per_pixel_dice=True)
+    loss = BCEDiceLoss(per_pixel_dice=True)  # not the default: a config that dropped it would show below
     restored = keras.losses.deserialize(keras.losses.serialize(loss))
     assert isinstance(restored, BCEDiceLoss) and restored.get_config() == loss.get_config()
+    np.testing.assert_allclose(float(restored(Y, P)), _np_per_pixel(Y, P), rtol=1e-5)
     assert keras.saving.get_registered_object("common>bce_dice_loss") is bce_dice_loss
