@@ -23,7 +23,7 @@ from common.rle import rle_decode
 from ultrasound_nerve import data, submission, train
 from ultrasound_nerve.data import IMAGE_COLS, IMAGE_ROWS
 
-DEMO = {"subjects": 8, "per_subject": 12, "test": 24, "epochs": 30, "lr": 1e-4, "batch_size": 16, "img_size": 64,
+DEMO = {"subjects": 8, "per_subject": 12, "test": 24, "epochs": 30, "lr": 5e-5, "batch_size": 16, "img_size": 64,
         "seed": 1}
 PASS_DICE = 0.7
 
