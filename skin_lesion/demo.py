@@ -34,14 +34,15 @@ def run(work_dir, epochs=None, verbose=0, seed=None):
     quiet = [] if verbose else ["--quiet"]
     prepare_isic2018.main(["--data-dir", str(work_dir / "raw"), "--work-dir", str(work_dir), "--size",
                            str(cfg["size"]), "--n-train", str(cfg["train"]), "--n-val", str(cfg["val"]),
-                           "--n-test", str(cfg["test"])] + quiet)
+                           "--n-test", str(cfg["test"]), "--overwrite"] + quiet)  # the demo owns its folder
     run_dir, out_dir = work_dir / "run", work_dir / "results"
     train_isic18.main(["--work-dir", str(work_dir), "--run-dir", str(run_dir), "--model", cfg["model"],
                        "--epochs", str(cfg["epochs"]), "--lr", str(cfg["lr"]), "--batch-size", str(cfg["batch_size"]),
-                       "--seed", str(cfg["seed"]), "--verbose", str(verbose)]
+                       "--seed", str(cfg["seed"]), "--verbose", str(verbose), "--overwrite"]
                       + ["--restarts", str(cfg["restarts"])]
                       + (["--prior-output-bias"] if cfg["prior_output_bias"] else []))
-    evaluate.main(["--work-dir", str(work_dir), "--run-dir", str(run_dir), "--out-dir", str(out_dir)] + quiet)
+    evaluate.main(["--work-dir", str(work_dir), "--run-dir", str(run_dir), "--out-dir", str(out_dir), "--overwrite"]
+                  + quiet)
     rows = json.loads((out_dir / "scores.json").read_text())
     correct = rows[2]
     return {"task": "skin_lesion", "model": cfg["model"], "metric": "test F1/Dice (held-out, pooled)",

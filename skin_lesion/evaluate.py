@@ -10,14 +10,28 @@ Predicts the 520 test images of prepare_isic2018.py with the run's best checkpoi
 * **correct definitions**: ground truth = mask / 255 >= 0.5 (the soft training target rounded), Jaccard =
   IoU = TP / (TP + FP + FN), ROC-AUC and PR-AUC of the continuous probabilities.
 
+Extra columns after the original ones (not in the paper): ``HD95 px`` and ``ASSD px``, the 95th-percentile
+Hausdorff and the average symmetric surface distance per test image (``common.metrics.surface_scores``,
+in pixels of the 256x256 resized images, with each row's own ground truth and binarisation), averaged over
+the images where both masks are non-empty (MONAI's convention; the images with exactly one empty mask
+are counted in ``surface.json``).
+
 The images are normalised as in training (``dataset_normalized``); ``--raw-input`` predicts on the raw 0..255
 images instead, as the original's script did (it normalised a copy and never used it).
 
-Written to ``--out-dir`` (default ``<work-dir>/results/<model>[_bidirectional]``): ``scores.md``/``.json``
-(the paper's BCDU-Net row and ours), ``paper.md``/``.json`` (the whole published ISIC table),
-``roc_pr.png`` (ROC and precision-recall curves), ``overlay.png`` (image | ground truth | prediction, first
-test images), ``sample_results.png`` (the original's pick: the first 10 test images with fewer than 300
-wrong pixels) and ``pred_test.npy`` (probabilities, float32).
+Written to ``--out-dir`` (default ``<work-dir>/results/<run folder name>[_last][_raw-input][_tta-flip]``,
+one folder per run and evaluation variant): ``scores.md``/``.json`` (the paper's BCDU-Net row and ours),
+``paper.md``/``.json`` (the whole published ISIC table), ``roc_pr.png`` (ROC and precision-recall curves),
+``overlay.png`` (image | ground truth | prediction, first test images), ``sample_results.png`` (the
+original's pick: the first 10 test images with fewer than 300 wrong pixels), ``pred_test.npy``
+(probabilities, float32) and ``run.json`` (commit, checkpoint and its SHA-256, options). The folder is
+written all at once (nothing is left of a failed run) and never replaced without ``--overwrite``.
+
+Examples::
+
+    python skin_lesion/evaluate.py                              # the default run, best checkpoint
+    python skin_lesion/evaluate.py --run-dir weights/skin_lesion/bcdu_net_d3_bidirectional --tta flip
+    python skin_lesion/evaluate.py --raw-input                  # the original script's raw-image prediction
 """
 
 import argparse
@@ -32,7 +46,7 @@ import numpy as np
 from common import cli
 from common.metrics import segmentation_scores
 from skin_lesion.prepare_isic2018 import DEFAULT_WORK, load_split
-from skin_lesion.train_isic18 import BATCH_SIZE, MODELS, default_run_dir, network_input, run_name
+from skin_lesion.train_isic18 import BATCH_SIZE, MODELS, default_run_dir, network_input
 
 # README / paper table (ISIC 2018): F1, SE, SP, ACC, PC, JS ("JS" is pixel accuracy, see above)
 PAPER = [
@@ -44,6 +58,7 @@ PAPER = [
     ("MCGU-Net (arXiv 2003.05056)", 2020, 0.895, 0.848, 0.986, 0.955, 0.947, 0.955),
 ]
 COLUMNS = ("F1", "SE", "SP", "ACC", "PC", "JS", "AUC", "PR AUC")
+SURFACE_COLUMNS = ("HD95 px", "ASSD px")  # extra columns, after the original ones
 GOOD_PREDICTION_ERRORS = 300  # the original's sample_results.png shows test images with fewer wrong pixels
 
 
@@ -69,6 +84,27 @@ def isic_scores(masks, prob):
             "correct": dict(zip(COLUMNS, [new[k] for k in keys] + [new["jaccard"], new["auc"], new["auc_pr"]]))}
 
 
+def surface_columns(masks, prob):
+    """HD95 / ASSD per image for both definitions of :func:`isic_scores`: ``{"original": {...}, "correct":
+    {...}}`` keyed by ``SURFACE_COLUMNS`` (means over images with both masks non-empty) plus the counts of
+    images with one or both masks empty.
+
+    Args:
+        masks: (N, H, W) resized masks on their 0..255 scale; prob: (N, H, W[, 1]) probabilities.
+    """
+    from common.metrics import surface_scores
+
+    masks = np.asarray(masks)
+    prob = np.asarray(prob, dtype=np.float32).reshape(masks.shape)
+    out = {}
+    for name, truth, pred in (("original", masks > 0.5, prob > 0.5), ("correct", masks >= 128, prob >= 0.5)):
+        s = surface_scores(truth, pred)
+        out[name] = {SURFACE_COLUMNS[0]: s["hd95_mean"], SURFACE_COLUMNS[1]: s["assd_mean"],
+                     "images": int(len(masks)), "both_non_empty": s["n_finite"], "one_empty": s["n_one_empty"],
+                     "both_empty": s["n_both_empty"]}
+    return out
+
+
 def good_predictions(masks, prob, max_errors=GOOD_PREDICTION_ERRORS, n=10):
     """The original's sample pick: indices of the first ``n`` images with fewer than ``max_errors`` wrong
     pixels (mask > 0.5 vs probability > 0.5), padded with image 0 when there are fewer."""
@@ -78,49 +114,117 @@ def good_predictions(masks, prob, max_errors=GOOD_PREDICTION_ERRORS, n=10):
     return good + [0] * (n - len(good))
 
 
-def predict(model, images, batch_size=BATCH_SIZE, raw_input=False, verbose=1):
-    """Probabilities (N, H, W, 1) float32 for uint8 images, normalised chunk by chunk as in training."""
+def predict(model, images, batch_size=BATCH_SIZE, raw_input=False, verbose=1, tta="none"):
+    """Probabilities (N, H, W, 1) float32 for uint8 images (N, H, W, 3) of the network's input size,
+    normalised chunk by chunk as in training (``raw_input``: the raw 0..255 values, as the original's
+    evaluate.py). ``tta="flip"``: the mean over the image and its horizontal and vertical flips
+    (``common.inference.with_flips``)."""
     from tqdm import tqdm
 
+    from common.inference import with_flips
+
+    def run(x):
+        return model.predict(x, batch_size=batch_size, verbose=0)
+
+    if tta == "flip":
+        run = with_flips(run)
     out = np.empty(images.shape[:3] + (1,), np.float32)
     chunk = 8 * batch_size
     for start in tqdm(range(0, len(images), chunk), desc="predict", unit="chunk", disable=not verbose):
         x = np.asarray(images[start:start + chunk])
         x = x.astype(np.float32) if raw_input else network_input(x)
-        out[start:start + len(x)] = model.predict(x, batch_size=batch_size, verbose=0)
+        out[start:start + len(x)] = run(x)
     return out
 
 
-def evaluate(run_dir, work_dir, out_dir, weights="best", raw_input=False, batch_size=BATCH_SIZE, verbose=1):
-    """Predict the test split, write the tables and figures; returns ``isic_scores``' dict."""
+def load_checkpoint(checkpoint, mixed_precision="off"):
+    """The saved model (uncompiled) under ``--mixed-precision``; ``UserError`` naming a missing or bad file."""
     import keras
 
     import common.layers  # noqa: F401  (registers the Keras-2 hard sigmoid of the ConvLSTM fusions)
-    from common.data.io import save_npy
-    from common.report import overlay_grid, plot_roc_pr, write_table
+    from common.devices import set_precision
+    from common.errors import UserError
 
-    run_dir, out_dir = Path(run_dir), Path(out_dir)
-    checkpoint = run_dir / f"{weights}.keras"
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise UserError(f"{checkpoint}: not found; run skin_lesion/train_isic18.py first, or pass --run-dir")
+    set_precision(mixed_precision)
+    try:
+        return keras.models.load_model(checkpoint, compile=False)
+    except (OSError, ValueError, TypeError) as exc:
+        raise UserError(f"{checkpoint}: cannot load the model ({exc.__class__.__name__}: "
+                        f"{' '.join(str(exc).split())[:200]})") from None
+
+
+def out_name(run_dir, weights="best", raw_input=False, tta="none"):
+    """Default results folder name: the run folder's name plus every option that changes the scores."""
+    return (Path(run_dir).name + ("_last" if weights == "last" else "") + ("_raw-input" if raw_input else "")
+            + ("_tta-flip" if tta == "flip" else ""))
+
+
+def evaluate(run_dir, work_dir, out_dir, weights="best", raw_input=False, batch_size=BATCH_SIZE, verbose=1, *,
+             tta="none", overwrite=False, mixed_precision="off", options=None, init_weights=None,
+             model_name="bcdu_net_d3", bidirectional=False):
+    """Predict the test split, write the tables and figures; returns ``isic_scores``' dict.
+
+    ``out_dir`` is written as a whole (``common.data.io.atomic_dir``): a non-empty folder is refused unless
+    ``overwrite``, checked before the model is loaded. ``init_weights``: evaluate the authors' Keras-2
+    checkpoint (``weight_isic18``) in a ``model_name`` network instead of a run's ``<weights>.keras``.
+    """
+    from common.data.io import atomic_dir, save_npy
+    from common.provenance import write_run_json
+
+    run_dir, out_dir, work_dir = Path(run_dir), Path(out_dir), Path(work_dir)
+    checkpoint = Path(init_weights) if init_weights else run_dir / f"{weights}.keras"
     if not checkpoint.is_file():
         raise FileNotFoundError(f"{checkpoint}: not found; run skin_lesion/train_isic18.py first")
     images, masks = load_split(work_dir, "test")
-    model = keras.models.load_model(checkpoint, compile=False)
-    prob = predict(model, images, batch_size, raw_input, verbose)
-    save_npy(out_dir / "pred_test.npy", prob)
+    overwrite = overwrite or (out_dir.is_dir() and not any(out_dir.iterdir()))  # an empty folder is fine
+    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+        if init_weights:
+            from common.devices import set_precision
+            from skin_lesion.train_isic18 import legacy_model
+
+            set_precision(mixed_precision)
+            model = legacy_model(model_name, images.shape[1:], checkpoint, bidirectional)
+        else:
+            model = load_checkpoint(checkpoint, mixed_precision)
+        prob = predict(model, images, batch_size, raw_input, verbose, tta)
+        save_npy(tmp / "pred_test.npy", prob)
+        source = (f"{checkpoint.name} (Keras-2 checkpoint)" if init_weights
+                  else f"{weights} checkpoint of {run_dir.name}")
+        scores = _write_results(tmp, model.name, images, masks, prob, source, weights, raw_input, tta, verbose)
+        write_run_json(tmp, model_name=model.name, weights=[checkpoint],
+                       options=dict(options or {}, weights=weights, raw_input=raw_input, tta=tta,
+                                    mixed_precision=mixed_precision, batch_size=batch_size),
+                       inputs=[work_dir / "data_test.npy", work_dir / "mask_test.npy"])
+    return scores
+
+
+def _write_results(out_dir, model_name, images, masks, prob, source, weights, raw_input, tta, verbose):
+    """The tables and figures of :func:`evaluate` into ``out_dir``; returns ``isic_scores``' dict."""
+    from common.report import overlay_grid, plot_roc_pr, write_table
+
+    from common.data.io import write_json
 
     scores = isic_scores(masks, prob)
+    surface = surface_columns(masks, prob)
+    write_json(out_dir / "surface.json", surface)
     paper = paper_rows()[4]
     rows = [dict({"scores": "paper: BCDU-Net (README, original definitions)"},
-                 **{k: paper.get(k, float("nan")) for k in COLUMNS}),
-            dict({"scores": f"{model.name}, original definitions"}, **scores["original"]),
-            dict({"scores": f"{model.name}, correct definitions"}, **scores["correct"])]
+                 **{k: paper.get(k, float("nan")) for k in COLUMNS + SURFACE_COLUMNS}),
+            dict({"scores": f"{model_name}, original definitions"}, **scores["original"],
+                 **{k: surface["original"][k] for k in SURFACE_COLUMNS}),
+            dict({"scores": f"{model_name}, correct definitions"}, **scores["correct"],
+                 **{k: surface["correct"][k] for k in SURFACE_COLUMNS})]
     n = len(masks)
     table = write_table(rows, out_dir / "scores", digits=4,
-                        title=f"ISIC 2018 test split ({n} images, {weights} checkpoint of {run_dir.name}, "
-                              f"{'raw' if raw_input else 'normalised'} input)")
+                        title=f"ISIC 2018 test split ({n} images, {source}, "
+                              f"{'raw' if raw_input else 'normalised'} input"
+                              f"{', flip test-time augmentation' if tta == 'flip' else ''})")
     write_table(paper_rows(), out_dir / "paper", title="Paper: ISIC 2018 (README table; JS = pixel accuracy)",
                 digits=3)
-    plot_roc_pr(masks >= 128, prob, out_dir / "roc_pr.png", title=f"{model.name}: test pixels (mask >= 128)")
+    plot_roc_pr(masks >= 128, prob, out_dir / "roc_pr.png", title=f"{model_name}: test pixels (mask >= 128)")
     binary = (prob > 0.5).astype(np.float32)
     overlay_grid(images, masks, binary, out_dir / "overlay.png",
                  titles=("image", "ground truth", "prediction > 0.5"))
@@ -132,7 +236,12 @@ def evaluate(run_dir, work_dir, out_dir, weights="best", raw_input=False, batch_
     return scores
 
 
-def main(argv=None):
+def build_parser():
+    """The command line (its defaults are the original's settings; pinned by the tests)."""
+    from common.devices import add_precision_arguments
+    from common.inference import add_tta_argument
+    from common.legacy_weights import add_init_weights_argument
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK,
                         help="folder with the .npy files of prepare_isic2018.py (default: %(default)s)")
@@ -140,7 +249,8 @@ def main(argv=None):
                         help="network of the run, to find its default run folder (default: %(default)s)")
     parser.add_argument("--bidirectional", action="store_true", help="the run used --bidirectional")
     parser.add_argument("--run-dir", type=Path, default=None,
-                        help="training run folder (default: weights/skin_lesion/<model>[_bidirectional])")
+                        help="training run folder (default: weights/skin_lesion/<model>[_bidirectional]; runs "
+                             "with other options: give their folder)")
     parser.add_argument("--weights", choices=("best", "last"), default="best",
                         help="checkpoint to evaluate (default: best on val_loss, as the original)")
     parser.add_argument("--raw-input", action="store_true",
@@ -148,14 +258,32 @@ def main(argv=None):
                              "normalised images the network was trained on")
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="default: %(default)s")
     parser.add_argument("--out-dir", type=Path, default=None,
-                        help="output folder (default: <work-dir>/results/<run folder name>)")
+                        help="output folder (default: <work-dir>/results/<run folder name>[_last][_raw-input]"
+                             "[_tta-flip])")
+    parser.add_argument("--overwrite", action="store_true", help="replace the results already in the output folder")
+    add_tta_argument(parser)
+    add_precision_arguments(parser, jit_compile=False)
+    add_init_weights_argument(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no table on stdout")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.batch_size <= 0:
+        raise cli.option_error("--batch-size", f"must be positive, got {args.batch_size}")
+    if args.bidirectional and args.model == "bcdu_unet":
+        raise cli.option_error("--bidirectional", "needs a model with ConvLSTM fusions (not bcdu_unet)")
+    if args.init_weights and (args.run_dir or args.weights != "best"):
+        raise cli.option_error("--init-weights", "evaluates that file: leave out --run-dir and --weights")
     run_dir = args.run_dir or default_run_dir(args.model, args.bidirectional)
-    out_dir = args.out_dir or args.work_dir / "results" / (run_name(args.model, args.bidirectional)
-                                                           if args.run_dir is None else run_dir.name)
+    named = Path(args.init_weights.name.split(".")[0]) if args.init_weights else run_dir
+    out_dir = args.out_dir or args.work_dir / "results" / out_name(named, args.weights, args.raw_input, args.tta)
     scores = evaluate(run_dir, args.work_dir, out_dir, args.weights, args.raw_input, args.batch_size,
-                      verbose=0 if args.quiet else 1)
+                      verbose=0 if args.quiet else 1, tta=args.tta, overwrite=args.overwrite,
+                      mixed_precision=args.mixed_precision,
+                      options={"model": args.model, "bidirectional": args.bidirectional},
+                      init_weights=args.init_weights, model_name=args.model, bidirectional=args.bidirectional)
     print(f"test F1 (Dice) {scores['correct']['F1']:.4f} (original definitions {scores['original']['F1']:.4f}); "
           f"tables and figures in {out_dir}")
     return 0

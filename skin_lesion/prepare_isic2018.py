@@ -16,8 +16,15 @@ test. Written to ``--work-dir`` with the original's names, but as uint8 instead 
     split.json                           the ids of each split and the settings
 
 The arrays are streamed to disk image by image (peak memory stays far below 1 GB for the full set) and
-renamed into place only when all six are complete. Images without a mask, masks without an image, a mask
-whose size differs from its image's and unreadable files stop the run with an error naming them.
+renamed into place only when all six and ``split.json`` are complete, so a run that fails (an unreadable
+file half-way) leaves nothing behind. Images without a mask, masks without an image, a mask whose size
+differs from its image's and unreadable files stop the run with a one-line error naming them. A prepared
+dataset already in ``--work-dir`` is never replaced without ``--overwrite``.
+
+Examples::
+
+    python skin_lesion/prepare_isic2018.py --data-dir ~/isic2018
+    python skin_lesion/prepare_isic2018.py --size 128 --work-dir work/skin_lesion_128
 """
 
 import argparse
@@ -109,7 +116,23 @@ def npy_streams(specs):
                 raise ValueError(f"{path}: {stream.count} of {stream.shape[0]} items written")
 
 
-def prepare(data_dir=DEFAULT_DATA, work_dir=DEFAULT_WORK, size=SIZE, splits=SPLITS, verbose=True):
+def output_files(work_dir, splits=SPLITS):
+    """The files :func:`prepare` writes into ``work_dir``."""
+    names = [f"{kind}_{name}.npy" for name, _ in splits for kind in ("data", "mask")] + ["split.json"]
+    return [Path(work_dir) / name for name in names]
+
+
+def check_outputs(work_dir, splits=SPLITS, overwrite=False):
+    """``UserError`` when ``work_dir`` already holds a prepared dataset and ``overwrite`` is not given."""
+    from common.errors import UserError
+
+    existing = [p for p in output_files(work_dir, splits) if p.exists()]
+    if existing and not overwrite:
+        raise UserError(f"{existing[0]}: a prepared dataset is already there; pass --overwrite to replace it, "
+                        f"or another --work-dir")
+
+
+def prepare(data_dir=DEFAULT_DATA, work_dir=DEFAULT_WORK, size=SIZE, splits=SPLITS, verbose=True, overwrite=False):
     """Resize, split and stream the pairs into ``work_dir``; returns the summary written to ``split.json``.
 
     Args:
@@ -119,7 +142,9 @@ def prepare(data_dir=DEFAULT_DATA, work_dir=DEFAULT_WORK, size=SIZE, splits=SPLI
         splits: ``((name, count), ...)`` consecutive parts in sorted id order; counts must add up to the
             number of pairs.
         verbose: show a progress bar.
+        overwrite: replace a dataset already prepared in ``work_dir`` (else ``UserError`` before any reading).
     """
+    check_outputs(work_dir, splits, overwrite)
     pairs = find_pairs(data_dir)
     bounds = split_sizes(len(pairs), splits)
     work_dir = Path(work_dir)
@@ -128,7 +153,9 @@ def prepare(data_dir=DEFAULT_DATA, work_dir=DEFAULT_WORK, size=SIZE, splits=SPLI
         specs[work_dir / f"data_{name}.npy"] = ((stop - start, size, size, 3), np.uint8)
         specs[work_dir / f"mask_{name}.npy"] = ((stop - start, size, size), np.uint8)
     summary = {"size": size, "splits": {name: [p[0].stem for p in pairs[start:stop]] for name, start, stop in bounds}}
-    with npy_streams(specs) as streams:
+    with contextlib.ExitStack() as stack:  # split.json is renamed into place after the arrays, or not at all
+        split_tmp = stack.enter_context(atomic_path(work_dir / "split.json"))
+        streams = stack.enter_context(npy_streams(specs))
         progress = tqdm(total=len(pairs), desc="ISIC 2018 pairs", unit="img", disable=not verbose)
         for name, start, stop in bounds:
             images, masks = streams[work_dir / f"data_{name}.npy"], streams[work_dir / f"mask_{name}.npy"]
@@ -141,8 +168,7 @@ def prepare(data_dir=DEFAULT_DATA, work_dir=DEFAULT_WORK, size=SIZE, splits=SPLI
                 masks.append(resize(mask, size))
                 progress.update()
         progress.close()
-        with atomic_path(work_dir / "split.json") as tmp:
-            tmp.write_text(json.dumps(summary, indent=1))
+        split_tmp.write_text(json.dumps(summary, indent=1))
     return summary
 
 
@@ -160,7 +186,8 @@ def load_split(work_dir, split, mmap=True):
     return tuple(arrays)
 
 
-def main(argv=None):
+def build_parser():
+    """The command line (its defaults are the original's settings; pinned by the tests)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA,
                         help=f"folder holding {ISIC_IMAGE_DIR}/ and {ISIC_MASK_DIR}/ (default: %(default)s)")
@@ -171,12 +198,19 @@ def main(argv=None):
     for name, n in SPLITS:
         parser.add_argument(f"--n-{name}", type=int, default=n,
                             help=f"images in the {name} split, taken in sorted id order (default: %(default)s)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a dataset already prepared in --work-dir (default: refuse)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     if args.size <= 0 or args.size % 8:
-        parser.error("--size must be a positive multiple of 8 (the networks pool three times)")
+        raise cli.option_error("--size", f"must be a positive multiple of 8 (the networks pool three times), "
+                                         f"got {args.size}")
     splits = tuple((name, getattr(args, f"n_{name}")) for name, _ in SPLITS)
-    summary = prepare(args.data_dir, args.work_dir, args.size, splits, not args.quiet)
+    summary = prepare(args.data_dir, args.work_dir, args.size, splits, not args.quiet, overwrite=args.overwrite)
     counts = ", ".join(f"{len(ids)} {name}" for name, ids in summary["splits"].items())
     print(f"Saved {counts} images ({args.size}x{args.size}, uint8) to {args.work_dir}")
     return 0

@@ -7,6 +7,7 @@ trip) is tested in test_bcdu_net.py.
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -159,6 +160,21 @@ def test_original_definition_metrics_reproduce_their_quirks():
     assert new["AUC"] == pytest.approx(5 / 8)  # continuous scores: 5 of the 8 (pos, neg) pairs ordered right
 
 
+def test_surface_columns_use_each_rows_definitions():
+    masks = np.zeros((3, 24, 24), np.uint8)
+    masks[:, 6:18, 6:18] = 255
+    masks[:, 5, 6:18] = 100  # a soft border row: lesion for the original (> 0.5), background when rounded
+    prob = np.zeros((3, 24, 24, 1), np.float32)
+    prob[:2, 6:18, 6:18] = 0.9  # images 0 and 1: exactly the rounded ground truth
+    # image 2: predicted empty -> one empty mask, left out of the means and counted
+    s = evaluate.surface_columns(masks, prob)
+    assert s["correct"]["HD95 px"] == 0 and s["correct"]["ASSD px"] == 0
+    assert s["correct"]["both_non_empty"] == 2 and s["correct"]["one_empty"] == 1
+    # original definitions: the soft row belongs to the truth, one pixel outside the prediction everywhere
+    assert s["original"]["HD95 px"] == pytest.approx(1.0)
+    assert 0 < s["original"]["ASSD px"] < 1  # only the top edge of the surface is off, by one pixel
+
+
 def test_sample_pick_is_the_originals():
     masks = np.zeros((5, 20, 20), np.uint8)
     prob = np.zeros((5, 20, 20, 1), np.float32)
@@ -197,17 +213,97 @@ def test_end_to_end_prepare_train_evaluate(tmp_path, monkeypatch):
     prob = np.load(out / "pred_test.npy")
     assert prob.shape == (2, SIZE, SIZE, 1) and prob.dtype == np.float32
     _, masks = prepare_isic2018.load_split(work, "test")
-    assert rows[2]["F1"] == pytest.approx(evaluate.isic_scores(masks, prob)["correct"]["F1"], nan_ok=True)
-    for name in ("scores.md", "paper.md", "paper.json", "roc_pr.png", "overlay.png", "sample_results.png"):
+    truth, pred = masks.reshape(-1) >= 128, prob.reshape(-1) >= 0.5  # the correct row, counted by hand
+    tp, fp, fn = (truth & pred).sum(), (~truth & pred).sum(), (truth & ~pred).sum()
+    assert rows[2]["F1"] == pytest.approx(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan"), nan_ok=True)
+    for name in ("scores.md", "paper.md", "paper.json", "roc_pr.png", "overlay.png", "sample_results.png",
+                 "surface.json"):
         assert (out / name).is_file()
+    assert list(rows[1])[:9] == ["scores"] + list(evaluate.COLUMNS) and list(rows[1])[9:] == ["HD95 px", "ASSD px"]
+    record = json.loads((out / "run.json").read_text())
+    assert record["model"] == "bcdu_net_d3" and record["weights"][0]["path"] == str((run / "best.keras").resolve())
+    assert record["options"]["tta"] == "none" and record["options"]["raw_input"] is False
+    # nothing is replaced without --overwrite: the run, the results and the prepared dataset
+    before = {p.name: p.stat().st_mtime_ns for p in list(run.iterdir()) + list(out.iterdir()) + list(work.iterdir())}
+    assert "holds a run of 3 epochs (best val_loss" in _error_line(train_isic18.main, [
+        "--work-dir", str(work), "--run-dir", str(run), "--epochs", "3"])
+    assert _error_line(evaluate.main, ["--work-dir", str(work), "--run-dir", str(run), "--out-dir", str(out)]) == (
+        f"error: {out}: already exists; pass --overwrite to replace it, or choose another folder")
+    assert "a prepared dataset is already there; pass --overwrite" in _error_line(prepare_isic2018.main, [
+        "--data-dir", str(tmp_path / "raw"), "--work-dir", str(work), "--size", str(SIZE)])
+    after = {p.name: p.stat().st_mtime_ns for p in list(run.iterdir()) + list(out.iterdir()) + list(work.iterdir())}
+    assert after == before
 
 
-def test_train_rejects_bidirectional_unet(tmp_path):
-    with pytest.raises(SystemExit):
-        train_isic18.main(["--work-dir", str(tmp_path), "--model", "bcdu_unet", "--bidirectional"])
+def _error_line(main, argv):
+    """The last stderr line and exit status 2 of ``cli.run(main, argv)`` (a user error)."""
+    import contextlib
+    import io
+
+    from common import cli
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as exit_info:
+        cli.run(main, argv)
+    assert exit_info.value.code == 2
+    return err.getvalue().strip().splitlines()[-1]
 
 
-@pytest.mark.parametrize("script", ["prepare_isic2018.py", "train_isic18.py", "evaluate.py", "demo.py"])
+def _tiny_arrays(work, n=4, size=16, masks=None):
+    """Prepared-looking uint8 arrays (np.save, not the code under test) for every split."""
+    rng = np.random.default_rng(0)
+    work.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "val", "test"):
+        np.save(work / f"data_{split}.npy", rng.integers(0, 256, (n, size, size, 3)).astype(np.uint8))
+        np.save(work / f"mask_{split}.npy", (rng.random((n if masks is None else masks, size, size)) > 0.7)
+                .astype(np.uint8) * 255)
+
+
+def test_each_script_reports_bad_options_and_bad_files_in_one_line(tmp_path):
+    # prepare: a bad option, then a corrupt photo
+    assert _error_line(prepare_isic2018.main, ["--size", "12"]) == (
+        "error: --size: must be a positive multiple of 8 (the networks pool three times), got 12")
+    written = _dataset(tmp_path, 3)
+    bad = tmp_path / "raw" / ISIC_IMAGE_DIR / f"{sorted(written['pairs'])[1]}.jpg"
+    bad.write_bytes(b"\xff\xd8 not a jpeg")
+    line = _error_line(prepare_isic2018.main, ["--data-dir", str(tmp_path / "raw"), "--work-dir",
+                                               str(tmp_path / "w"), "--n-train", "1", "--n-val", "1", "--n-test", "1",
+                                               "--size", "16", "--quiet"])
+    assert line.startswith(f"error: {bad}: cannot decode image")
+    assert not (tmp_path / "w").exists() or not list((tmp_path / "w").iterdir())  # nothing, not even hidden files
+    # train: incompatible options, mismatched arrays, a wrong --encoder-weights file
+    assert _error_line(train_isic18.main, ["--model", "bcdu_unet", "--bidirectional"]) == (
+        "error: --bidirectional: needs a model with ConvLSTM fusions (not bcdu_unet)")
+    assert _error_line(train_isic18.main, ["--encoder-weights", "none"]) == (
+        "error: --encoder-weights: only sedu_net_d3 has a VGG16 encoder, not bcdu_net_d3")
+    assert _error_line(train_isic18.main, ["--resume", "--overwrite", "--run-dir", str(tmp_path / "r")]) == (
+        "error: --resume/--overwrite: choose one (continue the run, or replace it)")
+    work = tmp_path / "work"
+    _tiny_arrays(work, masks=3)
+    line = _error_line(train_isic18.main, ["--work-dir", str(work), "--run-dir", str(tmp_path / "run")])
+    assert line == (f"error: {work}: data_train.npy (4, 16, 16, 3) and mask_train.npy (3, 16, 16) do not match")
+    _tiny_arrays(work)
+    not_weights = tmp_path / "vgg16.h5"
+    not_weights.write_bytes(b"this is not an HDF5 file")
+    line = _error_line(train_isic18.main, ["--work-dir", str(work), "--run-dir", str(tmp_path / "run"), "--model",
+                                           "sedu_net_d3", "--encoder-weights", str(not_weights)])
+    assert line.startswith(f"error: {not_weights}: not a Keras VGG16 notop weights file") and line.endswith(
+        "pass --encoder-weights imagenet, none or the path of Keras's VGG16 notop weights file")
+    assert not (tmp_path / "run" / "state.json").exists()
+    # evaluate: a bad option, a missing checkpoint, a checkpoint that is not a model
+    assert _error_line(evaluate.main, ["--batch-size", "0"]) == "error: --batch-size: must be positive, got 0"
+    run = tmp_path / "run"
+    run.mkdir(exist_ok=True)
+    line = _error_line(evaluate.main, ["--work-dir", str(work), "--run-dir", str(run)])
+    assert line == f"error: {run / 'best.keras'}: not found; run skin_lesion/train_isic18.py first"
+    (run / "best.keras").write_bytes(b"garbage")
+    line = _error_line(evaluate.main, ["--work-dir", str(work), "--run-dir", str(run), "--out-dir",
+                                       str(tmp_path / "out")])
+    assert line.startswith(f"error: {run / 'best.keras'}: cannot load the model")
+    assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+@pytest.mark.parametrize("script", ["prepare_isic2018.py", "train_isic18.py", "evaluate.py", "predict.py", "demo.py"])
 def test_help_works_from_any_directory(tmp_path, script):
     result = subprocess.run([sys.executable, str(REPO_ROOT / "skin_lesion" / script), "--help"],
                             capture_output=True, text=True, cwd=tmp_path)
@@ -261,3 +357,195 @@ def test_head_collapsed_when_no_output_raising_channel_is_active():
     assert np.max(model.predict(images, verbose=0)) <= 0.5  # it cannot predict foreground any more
     head.set_weights([kernel, np.array([-10.0, -10.0], np.float32)])  # both dead: a constant output
     assert train_isic18.head_collapsed(model, images) and np.ptp(model.predict(images, verbose=0)) == 0
+
+
+# The original's settings, written from specs/bcdu_net.md (§3.1, §5.1, §5.2, §1.1), NOT read from the code:
+# a silent change of a default fails here.
+ORIGINAL_TRAIN = {"model": "bcdu_net_d3", "epochs": 100, "batch_size": 8, "lr": 1e-4, "bidirectional": False,
+                  "encoder_weights": "imagenet", "seed": None, "prior_output_bias": False, "restarts": 0,
+                  "resume": False, "overwrite": False, "mixed_precision": "off", "jit_compile": False,
+                  "strategy": "default", "run_dir": None}
+ORIGINAL_PREPARE = {"size": 256, "n_train": 1815, "n_val": 259, "n_test": 520, "overwrite": False}
+# raw_input False is deviation 2 of the README (the original predicted on the raw images): pinned as documented
+ORIGINAL_EVALUATE = {"weights": "best", "batch_size": 8, "raw_input": False, "tta": "none", "model": "bcdu_net_d3",
+                     "bidirectional": False, "mixed_precision": "off", "overwrite": False}
+
+
+def test_script_defaults_are_the_originals():
+    from skin_lesion import predict
+
+    def defaults(parser, argv=()):
+        return vars(parser.parse_args(list(argv)))
+
+    train = defaults(train_isic18.build_parser())
+    assert {k: train[k] for k in ORIGINAL_TRAIN} == ORIGINAL_TRAIN
+    prepare = defaults(prepare_isic2018.build_parser())
+    assert {k: prepare[k] for k in ORIGINAL_PREPARE} == ORIGINAL_PREPARE
+    ev = defaults(evaluate.build_parser())
+    assert {k: ev[k] for k in ORIGINAL_EVALUATE} == ORIGINAL_EVALUATE
+    pr = defaults(predict.build_parser(), ["x.jpg", "--out-dir", "o"])
+    assert (pr["weights"], pr["tta"], pr["raw_input"], pr["mixed_precision"]) == ("best", "none", False, "off")
+    assert predict.THRESHOLD == 0.5 and evaluate.GOOD_PREDICTION_ERRORS == 300
+    # ReduceLROnPlateau(val_loss, factor 0.1, patience 7, epsilon(min_delta) 1e-4), Adam(1e-4, 0.9, 0.999, 1e-7)
+    assert {k: train_isic18.REDUCE_LR[k] for k in ("factor", "patience", "min_delta")} == {
+        "factor": 0.1, "patience": 7, "min_delta": 1e-4}
+    model = train_isic18.build("bcdu_unet", (16, 16, 3))
+    opt = model.optimizer
+    assert type(opt).__name__ == "Adam" and float(opt.learning_rate) == pytest.approx(1e-4)
+    assert (opt.beta_1, opt.beta_2, opt.epsilon) == (0.9, 0.999, 1e-7) and model.loss == "binary_crossentropy"
+
+
+def test_default_run_folders_keep_every_variant_apart(tmp_path, monkeypatch):
+    from common import cli
+
+    base = train_isic18.run_name("bcdu_net_d3")
+    variants = [train_isic18.run_name("bcdu_net_d3", True),
+                train_isic18.run_name("bcdu_net_d3", prior_output_bias=True),
+                train_isic18.run_name("bcdu_net_d3", restarts=3), train_isic18.run_name("bcdu_net_d3", lr=1e-3),
+                train_isic18.run_name("bcdu_net_d3", batch_size=16),
+                train_isic18.run_name("bcdu_net_d3", mixed_precision="bfloat16"),
+                train_isic18.run_name("sedu_net_d3", encoder_weights="none"), train_isic18.run_name("sedu_net_d3")]
+    assert base == "bcdu_net_d3" and len(set(variants + [base])) == len(variants) + 1
+    # two variants trained with their default folders: both runs are there afterwards
+    monkeypatch.setattr(cli, "REPO_ROOT", tmp_path)
+    work = tmp_path / "work"
+    _tiny_arrays(work)
+    common = ["--work-dir", str(work), "--model", "bcdu_unet", "--epochs", "1", "--batch-size", "4", "--seed", "0",
+              "--verbose", "0"]
+    train_isic18.main(common)
+    train_isic18.main(common + ["--prior-output-bias"])
+    first = tmp_path / "weights" / "skin_lesion" / "bcdu_unet_batch4"
+    second = tmp_path / "weights" / "skin_lesion" / "bcdu_unet_prior-bias_batch4"
+    for run, prior in ((first, False), (second, True)):
+        state = json.loads((run / "state.json").read_text())
+        assert state["epoch"] == 1 and state["settings"]["prior_output_bias"] is prior
+        assert (run / "best.keras").is_file()
+
+
+def _save_tiny_model(path, size=16):
+    """A saved, untrained, NOT flip-invariant network (a random bcdu_unet) for the predict tests."""
+    import keras
+
+    from common.models import build_model
+
+    keras.utils.set_random_seed(3)
+    model = build_model("bcdu_unet", (size, size, 3))
+    model.save(path)
+    return model
+
+
+def _reference_prob(model, image, size):
+    """The ISIC pipeline from independent pieces: Pillow bilinear resize, the original's dataset_normalized
+    (verbatim NumPy above), the network, Pillow bilinear back to the photo's size."""
+    small = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+    x = _original_dataset_normalized(small[None]).astype(np.float32)
+    prob = np.asarray(model(x))[0, :, :, 0]
+    return np.asarray(Image.fromarray(prob.astype(np.float32)).resize(image.shape[1::-1], Image.BILINEAR))
+
+
+def test_predict_writes_isic_masks_at_each_photos_size(tmp_path):
+    from skin_lesion import predict
+
+    model_file = tmp_path / "model.keras"
+    model = _save_tiny_model(model_file)
+    rng = np.random.default_rng(0)
+    photos = tmp_path / "photos"
+    sizes = {"ISIC_0000001.jpg": (45, 60), "ISIC_0000002.png": (33, 70), "other.jpeg": (16, 16)}
+    for name, (h, w) in sizes.items():
+        write_image(photos / name, rng.integers(0, 256, (h, w, 3)).astype(np.uint8))
+    (photos / "notes.txt").write_text("ignored: not an image")
+    out = tmp_path / "masks"
+    assert predict.main([str(photos), "--model", str(model_file), "--out-dir", str(out), "--overlay",
+                         "--save-probabilities", "--quiet"]) == 0
+    expected = sorted([f"{Path(n).stem}_{kind}.png" for n in sizes for kind in ("segmentation", "prob", "overlay")]
+                      + ["run.json"])
+    assert sorted(p.name for p in out.iterdir()) == expected
+    for name, (h, w) in sizes.items():
+        stem = Path(name).stem
+        mask = Image.open(out / f"{stem}_segmentation.png")
+        assert mask.format == "PNG" and mask.mode == "L" and mask.size == (w, h)
+        mask = np.asarray(mask)
+        assert set(np.unique(mask)) <= {0, 255}
+        ref = _reference_prob(model, np.asarray(Image.open(photos / name).convert("RGB")), 16)
+        decided = np.abs(ref - 0.5) > 1e-4  # pixels not within float rounding of the threshold
+        np.testing.assert_array_equal((mask > 0)[decided], (ref > 0.5)[decided])
+        prob = np.asarray(Image.open(out / f"{stem}_prob.png"))
+        assert prob.shape == (h, w) and np.abs(prob.astype(float) - ref * 255).max() <= 1
+        assert np.asarray(Image.open(out / f"{stem}_overlay.png")).shape == (h, 2 * w, 3)
+    record = json.loads((out / "run.json").read_text())
+    assert record["model"] == model.name and len(record["inputs"]) == 3
+    # existing outputs are never replaced without --overwrite
+    assert "already exists" in _error_line(predict.main, [str(photos), "--model", str(model_file), "--out-dir",
+                                                          str(out), "--quiet"])
+
+
+def test_predict_flip_tta_is_the_mean_over_flipped_photos(tmp_path):
+    from skin_lesion import predict
+
+    model_file = tmp_path / "model.keras"
+    model = _save_tiny_model(model_file)
+    image = np.random.default_rng(1).integers(0, 256, (16, 16, 3)).astype(np.uint8)
+    _, plain = predict.segment(model, image)
+    _, flipped = predict.segment(model, image, tta="flip")
+    x = _original_dataset_normalized(image[None]).astype(np.float32)
+    ref = (np.asarray(model(x)) + np.asarray(model(x[:, :, ::-1]))[:, :, ::-1]
+           + np.asarray(model(x[:, ::-1]))[:, ::-1]) / 3
+    np.testing.assert_allclose(flipped, ref[0, :, :, 0], atol=1e-5)
+    assert np.abs(plain - flipped).max() > 1e-4  # the network is not flip-invariant: the test can fail
+
+
+def test_predict_refuses_an_empty_folder_and_a_corrupt_photo(tmp_path):
+    from skin_lesion import predict
+
+    model_file = tmp_path / "model.keras"
+    _save_tiny_model(model_file)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "out"
+    assert _error_line(predict.main, [str(empty), "--model", str(model_file), "--out-dir", str(out)]) == (
+        f"error: {empty}: no input files (.jpg, .jpeg, .png) in this folder")
+    photos = tmp_path / "photos"
+    write_image(photos / "a.jpg", np.full((20, 30, 3), 90, np.uint8))
+    (photos / "b.jpg").write_bytes(b"\xff\xd8 truncated")
+    line = _error_line(predict.main, [str(photos), "--model", str(model_file), "--out-dir", str(out), "--quiet"])
+    assert line.startswith(f"error: {photos / 'b.jpg'}: cannot decode image")
+    assert not (out / "b_segmentation.png").exists()
+    # --skip-bad: the good photo is written, the bad one listed, exit status 1
+    assert predict.main([str(photos), "--model", str(model_file), "--out-dir", str(tmp_path / "o2"), "--skip-bad",
+                         "--quiet", ]) == 1
+    assert sorted(p.name for p in (tmp_path / "o2").iterdir()) == ["a_segmentation.png", "run.json"]
+
+
+def test_authors_keras2_checkpoint_in_evaluate_and_predict(tmp_path):
+    """--init-weights: a file in the legacy Keras-2 HDF5 layout (no extension, as weight_isic18) gives the
+    source network's own predictions in evaluate.py and predict.py."""
+    from test_legacy_weights import write_keras2_file
+
+    from skin_lesion import predict
+
+    source = _save_tiny_model(tmp_path / "source.keras")
+    legacy = tmp_path / "weight_isic18"
+    write_keras2_file(legacy, source, full_model=True)
+    work = tmp_path / "work"
+    _tiny_arrays(work)
+    assert evaluate.main(["--work-dir", str(work), "--model", "bcdu_unet", "--init-weights", str(legacy),
+                          "--quiet"]) == 0
+    out = work / "results" / "weight_isic18"
+    images, _ = prepare_isic2018.load_split(work, "test")
+    x = _original_dataset_normalized(images).astype(np.float32)
+    np.testing.assert_allclose(np.load(out / "pred_test.npy"), np.asarray(source(x)), atol=1e-5)
+    assert json.loads((out / "run.json").read_text())["weights"][0]["path"] == str(legacy.resolve())
+    photos = tmp_path / "photos"
+    write_image(photos / "p.jpg", np.random.default_rng(2).integers(0, 256, (30, 40, 3)).astype(np.uint8))
+    for name, argv in (("legacy", ["--init-weights", str(legacy), "--network", "bcdu_unet", "--size", "16"]),
+                       ("keras", ["--model", str(tmp_path / "source.keras")])):
+        assert predict.main([str(photos), "--out-dir", str(tmp_path / name), "--save-probabilities", "--quiet"]
+                            + argv) == 0
+    for kind in ("segmentation", "prob"):
+        np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "legacy" / f"p_{kind}.png")),
+                                      np.asarray(Image.open(tmp_path / "keras" / f"p_{kind}.png")))
+    # a file of another architecture: one line naming the file
+    assert _error_line(predict.main, [str(photos), "--out-dir", str(tmp_path / "x"), "--init-weights", str(legacy),
+                                      "--size", "16"]).startswith(f"error: {legacy}: holds weights for")
+    assert _error_line(train_isic18.main, ["--init-weights", str(legacy), "--resume"]) == (
+        "error: --init-weights: cannot be combined with --resume (the checkpoint sets every weight)")

@@ -23,7 +23,7 @@ from common.rle import rle_decode
 from ultrasound_nerve import data, submission, train
 from ultrasound_nerve.data import IMAGE_COLS, IMAGE_ROWS
 
-DEMO = {"subjects": 8, "per_subject": 12, "test": 24, "epochs": 30, "lr": 1e-4, "batch_size": 16, "img_size": 64,
+DEMO = {"subjects": 8, "per_subject": 12, "test": 24, "epochs": 30, "lr": 5e-5, "batch_size": 16, "img_size": 64,
         "seed": 1}
 PASS_DICE = 0.7
 
@@ -35,12 +35,13 @@ def run(work_dir, epochs=None, verbose=0):
     start = time.time()
     write_nerve_dataset(work_dir / "raw", cfg["subjects"], cfg["per_subject"], cfg["test"], seed=cfg["seed"])
     quiet = [] if verbose else ["--quiet"]
-    data.main(["--raw-dir", str(work_dir / "raw"), "--work-dir", str(work_dir)] + quiet)
+    # the demo owns its folder: each run replaces the previous demo's arrays, run and CSV
+    data.main(["--raw-dir", str(work_dir / "raw"), "--work-dir", str(work_dir), "--overwrite"] + quiet)
     train.main(["--work-dir", str(work_dir), "--run-dir", str(work_dir / "run"), "--epochs", str(cfg["epochs"]),
                 "--lr", str(cfg["lr"]), "--batch-size", str(cfg["batch_size"]), "--img-size", str(cfg["img_size"]),
                 "--seed", str(cfg["seed"]),
-                "--verbose", str(verbose), "--no-png"])
-    csv_path = submission.main(["--work-dir", str(work_dir)] + quiet)
+                "--verbose", str(verbose), "--no-png", "--overwrite"])
+    csv_path = submission.main(["--work-dir", str(work_dir), "--overwrite"] + quiet)
     rles = submission.read_submission(csv_path)
     truth = np.stack([read_image(work_dir / "raw" / "test_truth" / f"{i}_mask.tif", "gray") for i in sorted(rles)])
     pred = np.stack([rle_decode(rles[i], (IMAGE_ROWS, IMAGE_COLS)) for i in sorted(rles)])

@@ -4,6 +4,18 @@ Defaults are the original's: frames resized to 96x96 (bilinear, no anti-aliasing
 one global mean/std from the training array, masks /255, negative batch-level Dice loss (smooth 1),
 Adam(1e-5, eps 1e-8), batch 32, 20 epochs, last 20 % as validation, best checkpoint on val_loss; then the
 best model predicts the test set: ``imgs_mask_test.npy`` (M,96,96,1) float32 and ``preds/<id>_pred.png``.
+
+The run folder (default ``weights/ultrasound_nerve/nerve_unet`` followed by every recipe option that is not
+the original's, e.g. ``nerve_unet_lr0.0001_size64``) gets ``best.keras`` (the original's ``weights.h5``),
+``last.keras``, ``history.csv``, ``training_curves.png`` and ``norm_stats.json`` (the training mean/std that
+predict.py needs). A folder that holds a run, and test predictions already in ``--work-dir``, are never
+replaced without ``--overwrite`` (checked before any data is read).
+
+Examples::
+
+    python ultrasound_nerve/train.py                    # the original recipe
+    python ultrasound_nerve/train.py --resume           # continue an interrupted run
+    python ultrasound_nerve/train.py --mixed-precision float16 --jit-compile
 """
 
 import argparse
@@ -19,107 +31,243 @@ import keras
 import numpy as np
 
 from common import cli
-from common.data.io import atomic_path, save_npy, write_image
+from common.data.io import atomic_dir, save_npy, write_image, write_json
+from common.errors import UserError
 from common.losses import dice_coef, dice_coef_loss
 from common.models import build_model
-from common.training import add_strategy_argument, fit, get_strategy, is_chief, split_last
+from common.training import fit, get_strategy, is_chief, split_last
 from ultrasound_nerve.data import DEFAULT_WORK, load_test_data, load_train_data
 
+# the original's settings (specs/ultrasound_nerve.md section 2)
+EPOCHS, BATCH_SIZE, LR, EPSILON, VAL_SPLIT, IMG_SIZE = 20, 32, 1e-5, 1e-8, 0.2, 96
 DEFAULT_RUN = cli.repo_path("weights", "ultrasound_nerve", "nerve_unet")
+STATS_FILE = "norm_stats.json"
 
 
-def preprocess(imgs, size=96):
+def run_name(*, lr=LR, batch_size=BATCH_SIZE, val_split=VAL_SPLIT, img_size=IMG_SIZE, mixed_precision="off",
+             init_weights=None):
+    """``nerve_unet`` plus every recipe option not at the original's value (``_lr``, ``_batch``, ``_val``,
+    ``_size``, ``_<mixed precision>``, ``_init-<file stem>``), so two variants never share a default run folder."""
+    parts = ["nerve_unet"]
+    if lr != LR:
+        parts.append(f"lr{lr:g}")
+    if batch_size != BATCH_SIZE:
+        parts.append(f"batch{batch_size}")
+    if val_split != VAL_SPLIT:
+        parts.append(f"val{val_split:g}")
+    if img_size != IMG_SIZE:
+        parts.append(f"size{img_size}")
+    if mixed_precision != "off":
+        parts.append(mixed_precision)
+    if init_weights:
+        parts.append("init-" + Path(init_weights).name.split(".")[0])
+    return "_".join(parts)
+
+
+def default_run_dir(**options):
+    """``weights/ultrasound_nerve/<run_name(...)>``."""
+    return cli.repo_path("weights", "ultrasound_nerve", run_name(**options))
+
+
+def preprocess(imgs, size=IMG_SIZE):
     """(N, H, W) uint8 -> (N, size, size, 1) uint8, as the original.
 
-    Bilinear resampling without anti-aliasing (skimage ``order=1, anti_aliasing=False`` of 2017), computed
-    in float and truncated (not rounded) when stored as uint8.
+    The original's ``skimage.transform.resize(img, (size, size), preserve_range=True)`` of 2017 (order 1 =
+    bilinear, mode 'constant', no anti-aliasing) stored into a uint8 array, i.e. truncated. Computed here by
+    OpenCV's bilinear resize in float64, which samples at the same positions with the same weights (equal to
+    skimage's to about 1e-13, checked in the tests against scikit-image itself); float32 would differ by one
+    grey level at a few pixels per frame after the truncation. Any input size works.
     """
     out = np.empty((len(imgs), size, size, 1), dtype=np.uint8)
     for i, img in enumerate(imgs):
-        out[i, :, :, 0] = cv2.resize(np.asarray(img, np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
+        out[i, :, :, 0] = cv2.resize(np.asarray(img, np.float64), (size, size), interpolation=cv2.INTER_LINEAR)
     return out
+
+
+def norm_stats(imgs, img_size=IMG_SIZE):
+    """The original's normalisation: one mean and std over the whole preprocessed training array."""
+    x = preprocess(imgs, img_size).astype(np.float32)
+    return {"mean": float(x.mean()), "std": float(x.std()), "img_size": int(img_size)}
 
 
 def normalise(imgs, mean, std):
     return (imgs.astype(np.float32) - mean) / std
 
 
-def compile_model(model, lr):
+def compile_model(model, lr, jit_compile=False):
     # Keras 2.0's Adam had epsilon 1e-8 (Keras 3 defaults to 1e-7).
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr, epsilon=1e-8), loss=dice_coef_loss,
-                  metrics=[dice_coef])
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr, epsilon=EPSILON), loss=dice_coef_loss,
+                  metrics=[dice_coef], jit_compile=jit_compile)
     return model
 
 
-def train(work_dir, run_dir, epochs=20, batch_size=32, lr=1e-5, val_split=0.2, img_size=96, seed=None,
-          resume=False, verbose=1, strategy="default"):
+def read_stats(folder):
+    """The ``norm_stats.json`` (mean, std, img_size) of a run folder; ``UserError`` when it is missing."""
+    path = Path(folder) / STATS_FILE
+    if not path.is_file():
+        raise UserError(f"{path}: not found; the nerve network needs its training mean/std: give the --run-dir "
+                        f"of the training run (train.py writes it there)")
+    stats = json.loads(path.read_text())
+    if not {"mean", "std", "img_size"} <= set(stats) or not stats["std"] > 0:
+        raise UserError(f"{path}: expected mean, std > 0 and img_size, got {stats}")
+    return stats
+
+
+def train(work_dir, run_dir, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, val_split=VAL_SPLIT, img_size=IMG_SIZE,
+          seed=None, resume=False, verbose=1, strategy="default", *, overwrite=False, mixed_precision="off",
+          jit_compile=False, init_weights=None):
     """Preprocess, normalise, train with ``common.training.fit``.
 
-    Returns the best model (None on a non-chief worker of a multi-worker run) and the normalisation stats.
+    A ``run_dir`` that holds a run is refused before any data is read unless ``resume`` or ``overwrite``.
+    Returns the best model (None on a non-chief worker of a multi-worker run) and the normalisation stats,
+    which are also written to ``<run_dir>/norm_stats.json``. ``init_weights``: start from the tutorial's
+    Keras-2 ``weights.h5`` (``common.legacy_weights``) instead of a random initialisation.
     """
+    from common.devices import set_precision
+    from common.training import check_run_dir
+
+    check_run_dir(run_dir, resume=resume, overwrite=overwrite)  # before the data is loaded
     strategy = get_strategy(strategy)  # before any other TensorFlow work
+    set_precision(mixed_precision)  # before the model is built
     imgs, masks = load_train_data(work_dir)
     x = preprocess(imgs, img_size).astype(np.float32)
-    mean, std = float(x.mean()), float(x.std())  # over the whole array, validation part included
+    mean, std = float(x.mean()), float(x.std())  # over the whole array, validation part included (norm_stats)
+    if not std > 0:
+        raise UserError(f"{Path(work_dir) / 'imgs_train.npy'}: every training frame is constant (std 0); "
+                        f"check the raw data")
     x = (x - mean) / std
     y = preprocess(masks, img_size).astype(np.float32) / 255.0  # not re-binarised, as the original
     stats = {"mean": mean, "std": std, "img_size": img_size}
-    with atomic_path(Path(work_dir) / "norm_stats.json") as tmp:
-        tmp.write_text(json.dumps(stats))
 
     (x_tr, y_tr), (x_val, y_val) = split_last(val_split, x, y)
     if seed is not None:
         keras.utils.set_random_seed(seed)  # before the weights are initialised (fit() seeds again)
     with strategy.scope():
-        model = compile_model(build_model("nerve_unet", (img_size, img_size, 1)), lr)
+        model = compile_model(build_model("nerve_unet", (img_size, img_size, 1)), lr, jit_compile)
+        if init_weights:
+            from common.legacy_weights import load_legacy_weights
+
+            load_legacy_weights(model, init_weights)
     settings = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "val_split": val_split,
-                "img_size": img_size, "seed": seed}
+                "img_size": img_size, "seed": seed, "mixed_precision": mixed_precision, "jit_compile": jit_compile,
+                "norm_stats": stats, "init_weights": str(init_weights) if init_weights else None}
+    if is_chief(strategy):
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        write_json(Path(run_dir) / STATS_FILE, stats)  # what predict.py needs beside the checkpoints
     model, _ = fit(model, (x_tr, y_tr), (x_val, y_val), run_dir=run_dir, epochs=epochs, batch_size=batch_size,
-                   monitor="val_loss", resume=resume, seed=seed, verbose=verbose, settings=settings)
+                   monitor="val_loss", resume=resume, overwrite=overwrite, seed=seed, verbose=verbose,
+                   settings=settings)
     if not is_chief(strategy):  # only the chief of a multi-worker run wrote checkpoints and predicts
         return None, stats
     best = keras.models.load_model(Path(run_dir) / "best.keras")  # the original reloads the best weights
     return best, stats
 
 
-def predict_test(model, work_dir, stats, write_png=True, verbose=1):
-    """Predict the test set; writes imgs_mask_test.npy and preds/<id>_pred.png (prob x 255)."""
-    imgs, ids = load_test_data(work_dir)
+def predict_frames(model, imgs, stats, batch_size=32, verbose=0, tta="none"):
+    """(N, H, W) uint8 frames of any size -> (N, s, s, 1) float32 probabilities at the network's size: the
+    original's preprocessing and normalisation (the training mean/std of ``stats``); ``tta="flip"``: the
+    mean over the frame and its flips (``common.inference.with_flips``)."""
+    from common.inference import with_flips
+
     x = normalise(preprocess(imgs, stats["img_size"]), stats["mean"], stats["std"])
-    pred = model.predict(x, batch_size=32, verbose=verbose).astype(np.float32)
+
+    def run(batch):
+        return model.predict(batch, batch_size=batch_size, verbose=verbose)
+
+    return np.asarray((with_flips(run) if tta == "flip" else run)(x), dtype=np.float32)
+
+
+def prediction_outputs(work_dir):
+    return [Path(work_dir) / "imgs_mask_test.npy", Path(work_dir) / "preds"]
+
+
+def check_prediction_outputs(work_dir, overwrite=False):
+    """``UserError`` when test predictions of an earlier run are in ``work_dir`` and ``overwrite`` is not given."""
+    existing = [p for p in prediction_outputs(work_dir) if p.exists()]
+    if existing and not overwrite:
+        raise UserError(f"{existing[0]}: test predictions of an earlier run are there; pass --overwrite to replace "
+                        f"them (with --resume: move them away), --no-predict to train only, or another --work-dir")
+
+
+def predict_test(model, work_dir, stats, write_png=True, verbose=1, overwrite=False):
+    """Predict the test set; writes imgs_mask_test.npy and preds/<id>_pred.png (prob x 255), the folder as a whole."""
+    imgs, ids = load_test_data(work_dir)
+    pred = predict_frames(model, imgs, stats, verbose=verbose)
     save_npy(Path(work_dir) / "imgs_mask_test.npy", pred)
     if write_png:
-        for image_id, p in zip(ids, pred):
-            write_image(Path(work_dir) / "preds" / f"{image_id}_pred.png", (p[:, :, 0] * 255).astype(np.uint8))
+        preds = Path(work_dir) / "preds"
+        with atomic_dir(preds, overwrite=overwrite or preds.exists()) as tmp:  # checked before training
+            for image_id, p in zip(ids, pred):
+                write_image(tmp / f"{image_id}_pred.png", (p[:, :, 0] * 255).astype(np.uint8))
     return pred
 
 
-def main(argv=None):
+def build_parser():
+    """The command line (its defaults are the original's settings; pinned by the tests)."""
+    from common.devices import add_precision_arguments
+    from common.legacy_weights import add_init_weights_argument
+    from common.training import add_overwrite_argument, add_strategy_argument
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK,
                         help="folder with the .npy files of data.py; predictions go here (default: %(default)s)")
-    parser.add_argument("--run-dir", type=Path, default=DEFAULT_RUN,
-                        help="checkpoints and logs (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=1e-5, help="Adam learning rate (default: %(default)s)")
-    parser.add_argument("--val-split", type=float, default=0.2, help="last fraction used for validation")
-    parser.add_argument("--img-size", type=int, default=96, help="network input size, divisible by 16")
+    parser.add_argument("--run-dir", type=Path, default=None,
+                        help=f"checkpoints and logs (default: {DEFAULT_RUN}[_<option>...], one name per variant)")
+    parser.add_argument("--epochs", type=int, default=EPOCHS, help="default: %(default)s")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="default: %(default)s")
+    parser.add_argument("--lr", type=float, default=LR, help="Adam learning rate (default: %(default)s)")
+    parser.add_argument("--val-split", type=float, default=VAL_SPLIT,
+                        help="last fraction used for validation (default: %(default)s)")
+    parser.add_argument("--img-size", type=int, default=IMG_SIZE,
+                        help="network input size, divisible by 16 (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=None, help="random seed (the original sets none)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --run-dir")
+    add_overwrite_argument(parser)
     parser.add_argument("--no-predict", action="store_true", help="skip the test-set prediction")
     parser.add_argument("--no-png", action="store_true", help="do not write preds/<id>_pred.png")
     parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
     add_strategy_argument(parser)
-    args = parser.parse_args(argv)
-    if args.img_size % 16:
-        parser.error("--img-size must be divisible by 16")
-    model, stats = train(args.work_dir, args.run_dir, args.epochs, args.batch_size, args.lr, args.val_split,
-                         args.img_size, args.seed, args.resume, args.verbose, args.strategy)
+    add_precision_arguments(parser, jit_compile=True)
+    add_init_weights_argument(parser)
+    return parser
+
+
+def check_options(args):
+    """One-line ``OptionError`` for option values that cannot work."""
+    if args.img_size <= 0 or args.img_size % 16:
+        raise cli.option_error("--img-size", f"must be a positive multiple of 16 (four 2x2 poolings), got "
+                                             f"{args.img_size}")
+    for name in ("epochs", "batch_size", "lr"):
+        if getattr(args, name) <= 0:
+            raise cli.option_error("--" + name.replace("_", "-"), f"must be positive, got {getattr(args, name)}")
+    if not 0 < args.val_split < 1:
+        raise cli.option_error("--val-split", f"must be between 0 and 1 (exclusive), got {args.val_split}")
+    if args.init_weights and args.resume:
+        raise cli.option_error("--init-weights", "cannot be combined with --resume (the resumed run has its weights)")
+    if args.init_weights and not Path(args.init_weights).is_file():
+        raise cli.option_error("--init-weights", f"{args.init_weights}: file not found")
+
+
+def main(argv=None):
+    from common.training import check_run_dir
+
+    args = build_parser().parse_args(argv)
+    check_options(args)
+    run_dir = args.run_dir or default_run_dir(lr=args.lr, batch_size=args.batch_size, val_split=args.val_split,
+                                              img_size=args.img_size, mixed_precision=args.mixed_precision,
+                                              init_weights=args.init_weights)
+    check_run_dir(run_dir, resume=args.resume, overwrite=args.overwrite)
+    if not args.no_predict:
+        check_prediction_outputs(args.work_dir, args.overwrite)
+    model, stats = train(args.work_dir, run_dir, args.epochs, args.batch_size, args.lr, args.val_split,
+                         args.img_size, args.seed, args.resume, args.verbose, args.strategy, overwrite=args.overwrite,
+                         mixed_precision=args.mixed_precision, jit_compile=args.jit_compile,
+                         init_weights=args.init_weights)
     if not args.no_predict and model is not None:
-        predict_test(model, args.work_dir, stats, not args.no_png, args.verbose)
+        predict_test(model, args.work_dir, stats, not args.no_png, args.verbose, overwrite=args.overwrite)
         print(f"Saved test predictions to {args.work_dir / 'imgs_mask_test.npy'}")
+    return 0
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    sys.exit(cli.run(main))
