@@ -237,7 +237,8 @@ def main(argv=None):
     for mode in args.inference:
         t1 = time.time()
         ev = evaluate.evaluate(out_dir, out_dir / "run", out_dir / f"eval_{mode}", "best", mode, args.stride,
-                               evaluate.BATCH_SIZE, evaluate.THRESHOLD, verbose=bool(args.verbose))
+                               evaluate.BATCH_SIZE, evaluate.THRESHOLD, verbose=bool(args.verbose),
+                               overwrite=True)  # inside this bench's own --out-dir (refused at the start)
         label = f"ours, {mode}" + (f" (stride {args.stride})" if mode == "overlap" else " (whole image)")
         result["rows"].append(result_row(label, ev["scores"], time.time() - t1))
         result["load_end"], result["total_seconds"] = load_average(), round(time.time() - start, 1)

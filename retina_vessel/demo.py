@@ -47,7 +47,7 @@ def run(work_dir, epochs=None, verbose=0, seed=None):
                                         "--overwrite", "--verbose", str(2 if verbose else 0)]
                       + (["--prior-output-bias"] if cfg["prior_bias"] else []))
     evaluate.main(work + run_dir + ["--stride", str(cfg["stride"]), "--inference", cfg["inference"],
-                                    "--out-dir", str(work_dir / "test")] + quiet)
+                                    "--out-dir", str(work_dir / "test"), "--overwrite"] + quiet)
     row = json.loads((work_dir / "test" / "performances.json").read_text())[0]
     return {"task": "retina_vessel", "model": "bcdu_net_d3",
             "metric": f"AUC-ROC and F1 @0.5 in FOV (held-out, {cfg['inference']})",

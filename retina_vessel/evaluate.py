@@ -117,17 +117,20 @@ def score_row(method, scores):
 
 
 def evaluate(work_dir, run_dir, out_dir, weights="best", inference="overlap", stride=STRIDE, batch_size=BATCH_SIZE,
-             threshold=THRESHOLD, verbose=True, tta="none", mixed_precision="off", options=None, init_weights=None):
+             threshold=THRESHOLD, verbose=True, tta="none", mixed_precision="off", options=None, init_weights=None,
+             overwrite=False):
     """Segment and score the prepared test set; writes the tables, figures and run.json, returns the result
     dict. HD95 and ASSD (mean per image, pixels, inside the FOV) follow the original columns. With
-    ``init_weights`` the authors' Keras-2 checkpoint is evaluated instead of ``run_dir``."""
-    from common.data.io import save_npy
+    ``init_weights`` the authors' Keras-2 checkpoint is evaluated instead of ``run_dir``. ``out_dir`` is
+    written as a whole (``common.data.io.atomic_dir``); an existing one is refused unless ``overwrite``."""
+    from common.data.io import atomic_dir
     from common.data.preprocess import my_preproc
+    from common.errors import UserError
     from common.metrics import segmentation_scores
-    from common.provenance import write_run_json
-    from common.report import overlay_grid, plot_roc_pr, write_table
 
-    out_dir = Path(out_dir)
+    final_dir = Path(out_dir)
+    if final_dir.exists() and not overwrite:  # checked before any work
+        raise UserError(f"{final_dir}: already holds results; pass --overwrite to replace them, or --out-dir")
     imgs, truth, fov = load_split(work_dir, "test")
     x = my_preproc(imgs)
     if init_weights is not None:  # the authors' checkpoint instead of a run of ours
@@ -149,6 +152,22 @@ def evaluate(work_dir, run_dir, out_dir, weights="best", inference="overlap", st
                "threshold": threshold, "test images": len(x), "FOV pixels": tn + fp + fn + tp,
                "confusion [[TN, FP], [FN, TP]]": scores["confusion"], "seconds": round(seconds, 2),
                "peak RSS MB": round(peak_rss_mb())}
+    with atomic_dir(final_dir, overwrite=overwrite) as out_dir:
+        _write_results(out_dir, row=row, paper=paper, columns=columns, details=details, x=x, truth=truth,
+                       prob=prob, fov=fov, inference=inference, threshold=threshold, model=model,
+                       checkpoint=checkpoint, work_dir=work_dir,
+                       options=dict(options or {}, inference=inference, stride=stride, weights=weights,
+                                    threshold=threshold, tta=tta, mixed_precision=mixed_precision))
+    return {"scores": scores, "row": row, **details}
+
+
+def _write_results(out_dir, *, row, paper, columns, details, x, truth, prob, fov, inference, threshold, model,
+                   checkpoint, work_dir, options):
+    """The tables, figures, predictions and run.json of :func:`evaluate` into ``out_dir``."""
+    from common.data.io import save_npy
+    from common.provenance import write_run_json
+    from common.report import overlay_grid, plot_roc_pr, write_table
+
     write_table([row, paper], out_dir / "performances", columns=columns,
                 title=f"DRIVE test set, FOV pixels only ({inference} inference)")
     write_table([details], out_dir / "details", title="Evaluation settings, confusion matrix, time and memory")
@@ -159,11 +178,7 @@ def evaluate(work_dir, run_dir, out_dir, weights="best", inference="overlap", st
                  titles=("image", "ground truth", "probability", f"binary (>= {threshold:g})"),
                  extra=[(prob >= threshold).astype(np.float32)], value_range=(0, 1))
     test_files = [str(p) for p in load_split_names(work_dir)]
-    write_run_json(out_dir, model_name=model.name, weights=[checkpoint],
-                   options=dict(options or {}, inference=inference, stride=stride, weights=weights,
-                                threshold=threshold, tta=tta, mixed_precision=mixed_precision),
-                   inputs=test_files)
-    return {"scores": scores, "row": row, **details}
+    write_run_json(out_dir, model_name=model.name, weights=[checkpoint], options=options, inputs=test_files)
 
 
 def load_split_names(work_dir):
@@ -221,6 +236,7 @@ def build_parser():
     add_init_weights_argument(parser)
     add_tta_argument(parser)
     add_precision_arguments(parser, jit_compile=False)
+    parser.add_argument("--overwrite", action="store_true", help="replace the results already in --out-dir")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -248,13 +264,14 @@ def main(argv=None):
                      "--threshold", str(args.threshold), "--tta", args.tta, "--mixed-precision", args.mixed_precision,
                      "--save-probabilities"]
         forwarded += (["--fov", str(args.fov)] if args.fov else []) + (["--quiet"] if args.quiet else [])
+        forwarded += ["--overwrite"] if args.overwrite else []
         return predict.main(forwarded)
     source = f"init_{args.init_weights.name}" if args.init_weights else args.run_dir.name
     out_dir = args.out_dir or args.work_dir / "test" / source  # keyed by the run (or the authors' file)
     result = evaluate(args.work_dir, args.run_dir, out_dir, args.weights, args.inference, args.stride,
                       args.batch_size, args.threshold, not args.quiet, args.tta, args.mixed_precision,
                       options={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-                      init_weights=args.init_weights)
+                      init_weights=args.init_weights, overwrite=args.overwrite)
     s = result["scores"]
     print(f"DRIVE test ({args.inference}, {result['seconds']:.1f} s, peak RSS {result['peak RSS MB']} MB): "
           f"AUC {s['auc']:.4f} (paper 0.9788), F1 {s['f1']:.4f} (0.8222), SE {s['sensitivity']:.4f} (0.8012), "

@@ -175,6 +175,10 @@ def test_end_to_end_training_lowers_the_loss_and_evaluation_writes_everything(tr
                        "--out-dir", str(out), "--quiet"])
         row = json.loads((out / "performances.json").read_text())
         assert row[1]["method"].startswith("paper") and row[1]["AUC"] == 0.9788
+        before = (out / "performances.json").read_bytes()
+        with pytest.raises(UserError, match="already holds results; pass --overwrite"):
+            evaluate.main(["--work-dir", str(work), "--run-dir", str(run), "--out-dir", str(out), "--quiet"])
+        assert (out / "performances.json").read_bytes() == before  # the earlier result is kept
         assert list(row[0])[:len(evaluate.COLUMNS)] == list(evaluate.COLUMNS)  # the original columns first
         assert list(row[0])[len(evaluate.COLUMNS):] == ["HD95", "ASSD"]
         record = json.loads((out / "run.json").read_text())
