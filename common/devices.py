@@ -73,6 +73,46 @@ def set_precision(name):
     return policy
 
 
+def saved_policy(path):
+    """The dtype policy a ``.keras`` file was trained under: the policy most of its layers carry.
+
+    Keras restores each layer's own policy on loading, but not the model's: a model saved under
+    ``mixed_float16`` and loaded under the float32 global policy is recompiled without the
+    ``LossScaleOptimizer`` and its optimizer state is skipped (Keras warns "Skipping variable loading for
+    optimizer"). Hence: ``set_precision`` to the value this returns before ``load_model`` of a checkpoint
+    to train on (:func:`check_saved_precision`).
+    """
+    import collections
+    import json
+    import zipfile
+
+    counts = collections.Counter()
+
+    def walk(node):
+        if isinstance(node, dict):
+            if node.get("class_name") in ("DTypePolicy", "FloatDTypePolicy") and "name" in node.get("config", {}):
+                counts[node["config"]["name"]] += 1
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    with zipfile.ZipFile(path) as archive:
+        walk(json.loads(archive.read("config.json")))
+    return counts.most_common(1)[0][0] if counts else "float32"
+
+
+def check_saved_precision(path, name):
+    """Raise ``ValueError`` (one line) when the checkpoint ``path`` was trained under another policy than
+    ``--mixed-precision name``: resuming it so would lose its optimizer state (see :func:`saved_policy`)."""
+    saved, wanted = saved_policy(path), policy_name(name)
+    if saved != wanted:
+        option = {v: k for k, v in PRECISIONS.items()}.get(saved, saved)
+        raise ValueError(f"--mixed-precision: {path} was trained under {saved}; resume it with "
+                         f"--mixed-precision {option} (or start a new run)")
+
+
 def check_jit_compile(model_name, jit_compile):
     """Raise ``ValueError`` (one line) when ``jit_compile`` is asked for a model XLA cannot compile."""
     if jit_compile and model_name in XLA_UNSUPPORTED:
