@@ -6,6 +6,9 @@ The summary table is printed and written to ``<work-dir>/results.md`` and ``resu
 
     python demo.py                       # all tasks
     python demo.py --tasks ultrasound_nerve
+
+A task whose process fails is marked FAILED in the table and the others still run; the exit status is 0 only
+when every task ran and beat its pass mark.
 """
 
 import argparse
@@ -65,7 +68,14 @@ def main(argv=None):
     for task in args.tasks:
         module_name, key = TASKS[task]
         print(f"=== {task} ===", flush=True)
-        result = run_task(module_name, args.work_dir / task, args.work_dir / f"{task}_result.json")
+        began = time.time()
+        try:
+            result = run_task(module_name, args.work_dir / task, args.work_dir / f"{task}_result.json")
+        except RuntimeError as exc:  # the task's process failed: mark it and run the others
+            print(f"{task}: FAILED ({exc})", flush=True)
+            rows.append({"task": task, "model": "", "metric": "", "score": float("nan"), "pass mark": "",
+                         "ok": "FAILED", "seconds": round(time.time() - began), "settings": ""})
+            continue
         ok, line = cli.demo_line(task, result, key)
         rows.append({"task": task, "model": result["model"], "metric": result["metric"],
                      "score": result[key], "pass mark": f"> {result['pass']}", "ok": "yes" if ok else "NO",

@@ -4,12 +4,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from common.data.io import DataLayoutError, ImageReadError
+from common.errors import OptionError, UserError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-# Errors a user can fix (bad or missing input): printed as one line, exit status 2, no traceback.
-USER_ERRORS = (DataLayoutError, ImageReadError, FileNotFoundError)
+# Errors a user can fix (bad or missing input, bad options): printed as one line, exit status 2, no traceback.
+USER_ERRORS = (UserError, FileNotFoundError)
 
 
 def repo_path(*parts):
@@ -17,13 +17,27 @@ def repo_path(*parts):
     return REPO_ROOT.joinpath(*parts)
 
 
+def error_line(exc):
+    """The one line ``error: <file or option>: <what, how to fix>`` of a user error."""
+    if isinstance(exc, FileNotFoundError) and exc.filename is not None:
+        return f"error: {exc.filename}: {exc.strerror or 'not found'}"
+    text = " ".join(str(exc).split()) or exc.__class__.__name__
+    return f"error: {text}"
+
+
 def run(main, argv=None):
-    """Call ``main(argv)``; report user errors in one line (``error: <file>: <what>``) and exit 2."""
+    """Call ``main(argv)``; report user errors (``common.errors.UserError``, a missing file) in one line
+    (``error: <file or option>: <what, how to fix>``) on stderr and exit 2."""
     try:
         return main(argv)
     except USER_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(error_line(exc), file=sys.stderr)
         sys.exit(2)
+
+
+def option_error(option, message):
+    """``OptionError("<option>: <message>")`` to raise for a bad option value or combination."""
+    return OptionError(f"{option}: {message}")
 
 
 def demo_line(task, result, key):

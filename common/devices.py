@@ -51,16 +51,18 @@ def add_precision_arguments(parser, jit_compile=True):
 
 
 def policy_name(name):
-    """Keras dtype-policy name of a ``--mixed-precision`` value (``off`` -> ``float32``)."""
+    """Keras dtype-policy name of a ``--mixed-precision`` value (``off`` -> ``float32``); a policy name is
+    returned as is."""
+    from common.errors import OptionError
+
     if name in PRECISIONS.values():
         return name
-    try:
-        return PRECISIONS[name]
-    except KeyError:
-        raise ValueError(f"--mixed-precision must be one of {', '.join(PRECISIONS)}, got {name!r}") from None
+    if name not in PRECISIONS:
+        raise OptionError(f"--mixed-precision: unknown value {name!r}; choose one of {', '.join(PRECISIONS)}")
+    return PRECISIONS[name]
 
 
-def set_precision(name):
+def set_precision(name="off"):
     """Set Keras's global dtype policy for ``--mixed-precision name`` (``off``, ``float16``, ``bfloat16``).
 
     Call it before building or loading a model: layers take the policy that is global when they are
@@ -104,19 +106,23 @@ def saved_policy(path):
 
 
 def check_saved_precision(path, name):
-    """Raise ``ValueError`` (one line) when the checkpoint ``path`` was trained under another policy than
+    """Raise ``OptionError`` (one line) when the checkpoint ``path`` was trained under another policy than
     ``--mixed-precision name``: resuming it so would lose its optimizer state (see :func:`saved_policy`)."""
+    from common.errors import OptionError
+
     saved, wanted = saved_policy(path), policy_name(name)
     if saved != wanted:
         option = {v: k for k, v in PRECISIONS.items()}.get(saved, saved)
-        raise ValueError(f"--mixed-precision: {path} was trained under {saved}; resume it with "
+        raise OptionError(f"--mixed-precision: {path} was trained under {saved}; resume it with "
                          f"--mixed-precision {option} (or start a new run)")
 
 
 def check_jit_compile(model_name, jit_compile):
-    """Raise ``ValueError`` (one line) when ``jit_compile`` is asked for a model XLA cannot compile."""
+    """Raise ``OptionError`` (one line) when ``jit_compile`` is asked for a model XLA cannot compile."""
+    from common.errors import OptionError
+
     if jit_compile and model_name in XLA_UNSUPPORTED:
-        raise ValueError(f"--jit-compile: XLA cannot compile {model_name}: {XLA_UNSUPPORTED[model_name]}; "
+        raise OptionError(f"--jit-compile: XLA cannot compile {model_name}: {XLA_UNSUPPORTED[model_name]}; "
                          "run without --jit-compile")
 
 

@@ -9,6 +9,10 @@
   once per image (a copy of the model built for that size when its input shape is fixed).
 
 ``predict`` arguments are a ``keras.Model`` or any callable ``(B, h, w, C) float32 -> (B, h, w, C')``.
+
+Test-time flips (``tta="flip"``, nnU-Net's mirroring): :func:`with_flips` averages the predictions on the
+input, its horizontal flip and its vertical flip, each flipped back. In :func:`predict_whole` the flips are
+of the whole image; in :func:`predict_sliding_window` of each patch.
 """
 
 import numpy as np
@@ -35,6 +39,37 @@ def _as_predict(predict, batch_size):
     return lambda x: np.asarray(predict(x))
 
 
+TTA_CHOICES = ("none", "flip")
+
+
+def with_flips(predict):
+    """``x -> mean(predict(x), hflip(predict(hflip(x))), vflip(predict(vflip(x))))`` for ``(N, H, W, C)``
+    batches: the predictions on the input and on its horizontal (axis 2) and vertical (axis 1) flips, each
+    flipped back before averaging."""
+
+    def run(x):
+        x = np.asarray(x)
+        total = np.asarray(predict(x), dtype=np.float64)
+        for axis in (2, 1):
+            total += np.flip(np.asarray(predict(np.ascontiguousarray(np.flip(x, axis)))), axis)
+        return (total / 3).astype(np.float32)
+
+    return run
+
+
+def _with_tta(run, tta):
+    if tta not in TTA_CHOICES:
+        raise ValueError(f"tta must be one of {TTA_CHOICES}, got {tta!r}")
+    return with_flips(run) if tta == "flip" else run
+
+
+def add_tta_argument(parser):
+    """``--tta none|flip`` (default none, as the originals)."""
+    parser.add_argument("--tta", choices=TTA_CHOICES, default="none",
+                        help="test-time augmentation: 'flip' averages the predictions on the image and its "
+                             "horizontal and vertical flips, flipped back (default: %(default)s, as the original)")
+
+
 def _as_images(images):
     images = np.asarray(images)
     if images.ndim == 3:
@@ -45,7 +80,7 @@ def _as_images(images):
 
 
 def predict_sliding_window(predict, images, patch, stride, batch_size=16, chunk_size=2048, verbose=False,
-                           dtype=np.float32):
+                           dtype=np.float32, tta="none"):
     """Average of overlapping patch predictions over whole images.
 
     Args:
@@ -55,6 +90,7 @@ def predict_sliding_window(predict, images, patch, stride, batch_size=16, chunk_
         batch_size: model batch size (the original's 16 for DRIVE).
         chunk_size: patches cut and predicted per step (bounds the memory).
         verbose: tqdm progress bar over the patches.
+        tta: ``"flip"`` averages each patch's predictions over its flips (:func:`with_flips`).
     Returns:
         ``(N, H, W, C')`` ``dtype``: for each pixel the mean of the predictions of all windows covering it.
     """
@@ -63,7 +99,7 @@ def predict_sliding_window(predict, images, patch, stride, batch_size=16, chunk_
     windows = sliding_windows(pad_to_stride(images, patch, stride), patch, stride)  # zero-copy view
     rows, cols = windows.shape[1:3]
     total = n * rows * cols
-    run = _as_predict(predict, batch_size)
+    run = _with_tta(_as_predict(predict, batch_size), tta)
     chunk_size = max(int(chunk_size), 1)
     acc = None
     with tqdm(total=total, desc="patches", unit="patch", disable=not verbose) as bar:
@@ -106,7 +142,7 @@ def model_for_shape(model, input_shape, builder=None):
     return copy
 
 
-def predict_whole(model, images, multiple=8, builder=None, verbose=False, dtype=np.float32):
+def predict_whole(model, images, multiple=8, builder=None, verbose=False, dtype=np.float32, tta="none"):
     """Run a fully-convolutional model once on each whole image, zero-padded at the bottom/right to a
     multiple of ``multiple`` (8 for three 2x2 poolings), and crop the prediction back.
 
@@ -114,17 +150,24 @@ def predict_whole(model, images, multiple=8, builder=None, verbose=False, dtype=
         model: ``keras.Model`` (or, with ``builder=None`` and a callable, anything taking the padded batch).
         images: ``(N, H, W[, C])``.
         builder: see :func:`model_for_shape`.
+        tta: ``"flip"`` averages over the whole image's flips (:func:`with_flips`; each flip is padded at
+            the bottom/right like the image, so the padding never moves into the image).
     Returns:
         ``(N, H, W, C')`` ``dtype``.
     """
     images = _as_images(images)
     n, h, w, c = images.shape
     hp, wp = padded_shape(h, w, multiple)
-    padded = np.pad(images, ((0, 0), (0, hp - h), (0, wp - w), (0, 0))).astype(np.float32)
     if hasattr(model, "layers"):
         model = model_for_shape(model, (hp, wp, c), builder)
-    run = _as_predict(model, 1)
-    out = [run(padded[i:i + 1])[:, :h, :w] for i in tqdm(range(n), desc="images", disable=not verbose)]
+    padded_run = _as_predict(model, 1)
+
+    def run(x):  # pad at the bottom/right, predict, crop back
+        x = np.pad(x, ((0, 0), (0, hp - h), (0, wp - w), (0, 0))).astype(np.float32)
+        return np.asarray(padded_run(x))[:, :h, :w]
+
+    run = _with_tta(run, tta)
+    out = [run(images[i:i + 1]) for i in tqdm(range(n), desc="images", disable=not verbose)]
     out = np.concatenate(out)
     return (out[..., None] if out.ndim == 3 else out).astype(dtype)
 

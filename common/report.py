@@ -4,7 +4,6 @@ Matplotlib runs on the non-interactive Agg backend, so figures work on servers w
 """
 
 import csv
-import json
 import math
 from pathlib import Path
 
@@ -14,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from common.data.io import atomic_path  # noqa: E402
+from common.data.io import atomic_path, write_json  # noqa: E402
 
 
 def _fmt(value, digits=4):
@@ -40,8 +39,7 @@ def write_table(rows, path, columns=None, title=None, digits=4):
         text = f"## {title}\n\n{text}"
     with atomic_path(path.with_suffix(".md")) as tmp:
         tmp.write_text(text + "\n")
-    with atomic_path(path.with_suffix(".json")) as tmp:
-        tmp.write_text(json.dumps(rows, indent=2, default=float))
+    write_json(path.with_suffix(".json"), rows)
     return text
 
 

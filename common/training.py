@@ -4,11 +4,14 @@ A run folder ``run_dir`` receives:
 
 * ``best.keras`` – the full model at the best value of ``monitor`` (the originals' ModelCheckpoint with
   ``save_best_only=True``), ``last.keras`` – the model after the last completed epoch, with optimizer state;
-* ``state.json`` – last completed epoch and best value, so ``resume=True`` continues a killed run at the
-  next epoch with the optimizer state and the best value it had;
+* ``state.json`` – last completed epoch, best value and the state of the learning-rate / early-stopping
+  callbacks (ReduceLROnPlateau's best value, wait and cooldown counters; the learning rate itself is in
+  ``last.keras``'s optimizer), so ``resume=True`` continues a killed run at the next epoch exactly as an
+  uninterrupted run would have (shuffled batches included: see :func:`array_dataset`);
 * ``history.csv`` (appended on resume), ``tensorboard/`` and ``training_curves.png``.
 
-Every file is written atomically (temporary name + rename).
+Every file is written atomically (temporary name + rename). A fresh run never replaces an earlier one
+silently: :func:`check_run_dir` refuses a run folder that holds a run unless ``resume`` or ``overwrite``.
 
 Distribution (``--strategy``): ``get_strategy("mirrored")`` trains on all local devices,
 ``get_strategy("multi_worker")`` on several machines described by the ``TF_CONFIG`` environment variable
@@ -25,7 +28,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from common.data.io import atomic_path
+from common.data.io import atomic_path, write_json
+from common.errors import OptionError, UserError
 from common.report import plot_history, read_history
 
 _MAX_WORDS = ("acc", "dice", "auc", "f1", "iou", "jaccard", "precision", "recall")
@@ -49,7 +53,8 @@ def split_last(fraction, *arrays):
     n = len(arrays[0])
     split_at = int(math.floor(n * (1.0 - fraction)))
     if not 0 < split_at < n:
-        raise ValueError(f"validation split {fraction} of {n} samples leaves an empty part")
+        raise UserError(f"validation split: {fraction} of {n} samples leaves an empty training or validation "
+                        f"part; use more data or another split fraction")
     return tuple(a[:split_at] for a in arrays), tuple(a[split_at:] for a in arrays)
 
 
@@ -66,16 +71,42 @@ def without_autotune(ds, prefetch=2):
     return ds.prefetch(prefetch).with_options(options)
 
 
+class EpochOrder:
+    """The sample order of each epoch: ``permutation(seed, epoch)`` when shuffling, else ``0..n-1``.
+
+    The order depends only on ``(seed, epoch)``, never on how many epochs this process has run, so a run
+    resumed at epoch k sees the batches the uninterrupted run saw at epoch k. Each new iteration of the
+    dataset takes the order of ``epoch`` and advances it; ``fit`` pins ``epoch`` at the start of every epoch.
+    Without a seed the orders are random (drawn from fresh entropy once per dataset).
+    """
+
+    def __init__(self, n, shuffle=False, seed=None):
+        self.n, self.shuffle, self.epoch = int(n), bool(shuffle), 0
+        self.seed = int(seed) if seed is not None else int(np.random.SeedSequence().entropy % 2**63)
+
+    def order(self, epoch):
+        if not self.shuffle:
+            return np.arange(self.n, dtype=np.int64)
+        return np.random.default_rng([self.seed, int(epoch)]).permutation(self.n).astype(np.int64)
+
+    def next_order(self):
+        order, self.epoch = self.order(self.epoch), self.epoch + 1
+        return order
+
+
 def array_dataset(x, y, batch_size, shuffle=False, seed=None, transform=None):
     """A ``tf.data.Dataset`` of float32 batches gathered from NumPy arrays (or memory maps) without copying.
 
     Only indices go through tf.data; each batch is gathered from the arrays, cast to float32 and passed
     through ``transform(xb, yb) -> (xb, yb)`` if given (normalisation or augmentation on uint8 storage).
-    ``shuffle`` reshuffles every epoch like ``Model.fit(shuffle=True)``.
+    ``shuffle`` reshuffles every epoch like ``Model.fit(shuffle=True)``; the order of epoch ``e`` is a function
+    of ``(seed, e)`` (:class:`EpochOrder`, reachable as the dataset's ``epoch_order`` attribute, which ``fit``
+    uses to resume with the same batches).
     """
     n = len(x)
     if len(y) != n:
-        raise ValueError(f"x has {n} samples but y has {len(y)}")
+        raise UserError(f"arrays: x has {n} samples but y has {len(y)}; the images and masks do not match")
+    epoch_order = EpochOrder(n, shuffle, seed)
 
     def gather(idx):
         idx = np.sort(idx)  # sorted reads are faster on memory maps; order inside a batch is irrelevant
@@ -90,10 +121,16 @@ def array_dataset(x, y, batch_size, shuffle=False, seed=None, transform=None):
         yb.set_shape((None,) + tuple(y.shape[1:]))
         return xb, yb
 
-    ds = tf.data.Dataset.range(n)
-    if shuffle:
-        ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-    return without_autotune(ds.batch(batch_size).map(load, num_parallel_calls=1))
+    def indices(_):
+        order = tf.numpy_function(epoch_order.next_order, [], tf.int64, stateful=True)
+        order.set_shape((n,))
+        return tf.data.Dataset.from_tensor_slices(order)
+
+    ds = tf.data.Dataset.from_tensors(np.int64(0)).flat_map(indices)
+    ds = ds.apply(tf.data.experimental.assert_cardinality(n))  # Keras then knows the steps per epoch
+    ds = without_autotune(ds.batch(batch_size).map(load, num_parallel_calls=1))
+    ds.epoch_order = epoch_order
+    return ds
 
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
@@ -131,11 +168,11 @@ def get_strategy(name="default"):
         return tf.distribute.MirroredStrategy()
     if name == "multi_worker":
         if not os.environ.get("TF_CONFIG"):
-            raise ValueError("--strategy multi_worker needs the TF_CONFIG environment variable describing the "
-                             'cluster, e.g. {"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
-                             '"task": {"type": "worker", "index": 0}}')
+            raise OptionError("--strategy multi_worker: needs the TF_CONFIG environment variable describing the "
+                              'cluster, e.g. {"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+                              '"task": {"type": "worker", "index": 0}}')
         return tf.distribute.MultiWorkerMirroredStrategy()
-    raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
+    raise OptionError(f"--strategy: unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
 
 
 def add_strategy_argument(parser):
@@ -209,13 +246,83 @@ def _fit_multi_worker(model, train, validation, epochs, initial_epoch, callbacks
     callbacks.on_train_end()
 
 
-class _RunCheckpoint(keras.callbacks.Callback):
-    """Writes last.keras every epoch, best.keras on improvement, then state.json (all atomically)."""
+# Attributes that make up a Keras callback's progress (reset by its on_train_begin); saved in state.json.
+_CALLBACK_STATE = {
+    "ReduceLROnPlateau": ("best", "wait", "cooldown_counter"),
+    "EarlyStopping": ("best", "wait", "stopped_epoch", "best_epoch"),
+}
+RUN_FILES = ("state.json", "history.csv", "last.keras", "best.keras", "training_curves.png")
 
-    def __init__(self, run_dir, monitor, mode, best, settings):
+
+def _callback_keys(callbacks):
+    """``"<class>"``, then ``"<class>#2"``... for further callbacks of the same class (stable when other
+    callbacks are added or removed between the killed and the resumed run)."""
+    seen, keys = {}, []
+    for cb in callbacks:
+        name = cb.__class__.__name__
+        seen[name] = seen.get(name, 0) + 1
+        keys.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
+    return keys
+
+
+def callback_states(callbacks):
+    """``{"<class>[#k]": state}`` of the callbacks whose progress can be saved: ReduceLROnPlateau and
+    EarlyStopping (their counters and best value), and any callback with ``get_state() -> dict`` (restored
+    with ``set_state(dict)``)."""
+    states = {}
+    for key, cb in zip(_callback_keys(callbacks), callbacks):
+        if hasattr(cb, "get_state") and hasattr(cb, "set_state"):
+            states[key] = cb.get_state()
+            continue
+        for cls in type(cb).__mro__:
+            if cls.__name__ in _CALLBACK_STATE:
+                states[key] = {a: getattr(cb, a, None) for a in _CALLBACK_STATE[cls.__name__]}
+                break
+    return states
+
+
+class _RestoreCallbackStates(keras.callbacks.Callback):
+    """Puts saved callback states back after the callbacks' own ``on_train_begin`` reset them (it runs last)."""
+
+    def __init__(self, callbacks, states):
+        super().__init__()
+        self.callbacks, self.states = callbacks, states or {}
+
+    def on_train_begin(self, logs=None):
+        for key, cb in zip(_callback_keys(self.callbacks), self.callbacks):
+            state = self.states.get(key)
+            if state is None:
+                continue
+            if hasattr(cb, "set_state") and hasattr(cb, "get_state"):
+                cb.set_state(state)
+            else:
+                for name, value in state.items():
+                    if value is not None:  # None: JSON's null for a non-finite best; keep the reset value
+                        setattr(cb, name, value)
+
+
+class _PinEpochOrder(keras.callbacks.Callback):
+    """Sets the training data's :class:`EpochOrder` to the epoch about to start (its batches then depend
+    only on the seed and the epoch number)."""
+
+    def __init__(self, epoch_order):
+        super().__init__()
+        self.epoch_order = epoch_order
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_order.epoch = epoch
+
+
+class _RunCheckpoint(keras.callbacks.Callback):
+    """Writes last.keras every epoch, best.keras on improvement, then state.json (all atomically).
+
+    It runs after the learning-rate and stopping callbacks, so the saved optimizer and callback states are
+    those the next epoch starts from."""
+
+    def __init__(self, run_dir, monitor, mode, best, settings, stateful=()):
         super().__init__()
         self.run_dir, self.monitor, self.mode, self.best = Path(run_dir), monitor, mode, best
-        self.settings = settings
+        self.settings, self.stateful = settings, list(stateful)
 
     def _improved(self, value):
         if self.best is None or not np.isfinite(self.best):
@@ -235,9 +342,8 @@ class _RunCheckpoint(keras.callbacks.Callback):
             with atomic_path(self.run_dir / "best.keras") as tmp:
                 self.model.save(tmp)
         state = {"epoch": epoch + 1, "monitor": self.monitor, "mode": self.mode, "best": self.best,
-                 "settings": self.settings}
-        with atomic_path(self.run_dir / "state.json") as tmp:
-            tmp.write_text(json.dumps(state, indent=2))
+                 "callbacks": callback_states(self.stateful), "settings": self.settings}
+        write_json(self.run_dir / "state.json", state)
 
 
 def read_state(run_dir):
@@ -246,9 +352,61 @@ def read_state(run_dir):
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def holds_run(run_dir):
+    """True when ``run_dir`` holds (part of) a training run: a state, history or checkpoint file."""
+    run_dir = Path(run_dir)
+    return any((run_dir / name).exists() for name in RUN_FILES[:4])
+
+
+def check_run_dir(run_dir, *, resume=False, overwrite=False):
+    """Refuse to start a fresh run in a folder that holds one (nothing is touched).
+
+    Raises:
+        OptionError: ``resume`` and ``overwrite`` together.
+        UserError: ``"<run dir>: holds a run of N epochs (best <monitor> <value>); pass --resume to continue
+            it, --overwrite to replace it, or another --run-dir"`` when neither is given.
+    """
+    if resume and overwrite:
+        raise OptionError("--resume/--overwrite: choose one (continue the run, or replace it)")
+    run_dir = Path(run_dir)
+    if resume or overwrite or not holds_run(run_dir):
+        return
+    state = None
+    try:
+        state = read_state(run_dir)
+    except (OSError, ValueError):
+        pass
+    if state:
+        best = state.get("best")
+        best = "none" if best is None else f"{best:.6g}"
+        what = f"holds a run of {state.get('epoch')} epochs (best {state.get('monitor')} {best})"
+    else:
+        found = ", ".join(name for name in RUN_FILES if (run_dir / name).exists())
+        what = f"holds a run that completed no epoch ({found})"
+    raise UserError(f"{run_dir}: {what}; pass --resume to continue it, --overwrite to replace it, or another "
+                    f"--run-dir")
+
+
+def remove_run(run_dir):
+    """Delete the files of the run in ``run_dir`` (only those ``fit`` writes)."""
+    import shutil
+
+    run_dir = Path(run_dir)
+    for name in RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
+
+
+def add_overwrite_argument(parser):
+    """The ``--overwrite`` option of every train script."""
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the run already in the run folder (default: refuse to start a fresh run "
+                             "there; --resume continues it)")
+
+
 def fit(model, train, validation=None, *, run_dir, epochs, batch_size=32, monitor="val_loss", mode="auto",
-        resume=False, seed=None, shuffle=True, reduce_lr=None, early_stopping=None, tensorboard=True,
-        verbose=1, callbacks=(), settings=None):
+        resume=False, overwrite=False, seed=None, shuffle=True, reduce_lr=None, early_stopping=None,
+        tensorboard=True, verbose=1, callbacks=(), settings=None):
     """Train a compiled ``model`` with the project's checkpointing and logging.
 
     Args:
@@ -260,7 +418,10 @@ def fit(model, train, validation=None, *, run_dir, epochs, batch_size=32, monito
         epochs: total number of epochs (a resumed run stops at the same total).
         batch_size: for array inputs.
         monitor, mode: value and direction deciding the best checkpoint (and the LR/stop callbacks).
-        resume: continue from ``last.keras``/``state.json`` if they exist.
+        resume: continue from ``last.keras``/``state.json`` if they exist (optimizer, callback states and
+            the shuffling order of the epochs to come included).
+        overwrite: replace a run already in ``run_dir``. Without ``resume`` or ``overwrite`` a folder that
+            holds a run raises ``UserError`` before anything is touched (:func:`check_run_dir`).
         seed: seeds Python, NumPy and the backend (``keras.utils.set_random_seed``) and the shuffling.
         shuffle: reshuffle array inputs every epoch.
         reduce_lr: dict of ``keras.callbacks.ReduceLROnPlateau`` options (monitor is added), or None.
@@ -279,6 +440,8 @@ def fit(model, train, validation=None, *, run_dir, epochs, batch_size=32, monito
     run_dir = Path(run_dir)
     strategy = model.distribute_strategy
     chief = is_chief(strategy)
+    if chief:
+        check_run_dir(run_dir, resume=resume, overwrite=overwrite)
     if _multi_worker(strategy) and seed is None:
         seed = 0  # every worker must shuffle identically for the data sharding to partition the samples
     if chief:
@@ -289,35 +452,42 @@ def fit(model, train, validation=None, *, run_dir, epochs, batch_size=32, monito
         monitor = monitor[len("val_"):]
     mode = monitor_mode(monitor, mode)
 
-    initial_epoch, best = 0, None
+    initial_epoch, best, saved_callbacks = 0, None, {}
     state = read_state(run_dir)
     if resume and state is not None and (run_dir / "last.keras").is_file():
         with strategy.scope():
             model = keras.models.load_model(run_dir / "last.keras")
         initial_epoch, best = int(state["epoch"]), state.get("best")
+        saved_callbacks = state.get("callbacks") or {}
         if verbose:
             print(f"Resuming {run_dir} after epoch {initial_epoch} (best {monitor} = {best})")
     elif resume and verbose:
         print(f"Nothing to resume in {run_dir}: starting from epoch 0")
-    if chief and (not resume or initial_epoch == 0):
-        for stale in ("state.json", "history.csv", "last.keras", "best.keras"):
-            (run_dir / stale).unlink(missing_ok=True)
+    if chief and initial_epoch == 0:  # a fresh run: the folder holds none (checked) or --overwrite replaces it
+        remove_run(run_dir)
 
     if isinstance(train, tuple):
         train = array_dataset(*train, batch_size=batch_size, shuffle=shuffle, seed=seed)
     if isinstance(validation, tuple):
         validation = array_dataset(*validation, batch_size=batch_size)
 
-    cbs = list(callbacks)  # first: they may add values to the epoch logs that the callbacks below read
-    if chief:  # only the chief writes checkpoints and logs
-        cbs += [_RunCheckpoint(run_dir, monitor, mode, best, settings or {}),
-                keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=initial_epoch > 0)]
-        if tensorboard:
-            cbs.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False))
+    epoch_order = getattr(train, "epoch_order", None)
+    if epoch_order is not None:
+        epoch_order.epoch = initial_epoch
+    # user callbacks first (they may add values to the epoch logs that the callbacks below read), then the
+    # learning-rate and stopping callbacks, then the checkpoint (which saves their states) and the logs
+    cbs = ([_PinEpochOrder(epoch_order)] if epoch_order is not None else []) + list(callbacks)
     if reduce_lr:
         cbs.append(keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, **reduce_lr))
     if early_stopping:
         cbs.append(keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, **early_stopping))
+    stateful = list(cbs)
+    if chief:  # only the chief writes checkpoints and logs
+        cbs += [_RunCheckpoint(run_dir, monitor, mode, best, settings or {}, stateful),
+                keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=initial_epoch > 0)]
+        if tensorboard:
+            cbs.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"), write_graph=False))
+    cbs.append(_RestoreCallbackStates(stateful, saved_callbacks))
 
     if initial_epoch < epochs and _multi_worker(strategy):
         _fit_multi_worker(model, train, validation, epochs, initial_epoch, cbs, verbose)

@@ -76,3 +76,73 @@ def test_list_images_errors(tmp_path):
         list_images(tmp_path / "missing")
     with pytest.raises(DataLayoutError, match="no image files"):
         list_images(tmp_path)
+
+
+def test_16_bit_images_are_scaled_like_opencv(tmp_path):
+    """16-bit greyscale TIFF / PNG: scaled to 8 bits as OpenCV's 8-bit reader (the independent reference)
+    converts them, never clipped to a constant white frame."""
+    import cv2
+
+    rng = np.random.default_rng(1)
+    frame = rng.integers(0, 65536, (42, 58), dtype=np.uint16)
+    frame[0, :4] = [0, 255, 256, 65535]  # byte boundaries and the top value
+    for name in ("f16.tif", "f16.png"):
+        Image.fromarray(frame).save(tmp_path / name)
+        expected = cv2.imread(str(tmp_path / name), cv2.IMREAD_GRAYSCALE)
+        assert expected.dtype == np.uint8 and expected.std() > 10
+        np.testing.assert_array_equal(read_image(tmp_path / name, "gray"), expected)
+        np.testing.assert_array_equal(read_image(tmp_path / name, "rgb"), np.repeat(expected[..., None], 3, -1))
+        back = read_image(tmp_path / name, "unchanged")
+        assert back.dtype == np.uint16
+        np.testing.assert_array_equal(back, frame)
+
+
+def test_float_images_are_refused(tmp_path):
+    Image.fromarray(np.full((8, 8), np.nan, np.float32)).save(tmp_path / "f.tif")
+    with pytest.raises(ImageReadError, match="f.tif: 32-bit floating-point image"):
+        read_image(tmp_path / "f.tif")
+
+
+def test_exif_orientation_alpha_palette_and_cmyk(tmp_path):
+    import cv2
+
+    rgb = np.zeros((20, 30, 3), np.uint8)
+    rgb[:5, :10] = (200, 30, 10)  # a red block at the top left
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 clockwise to display"
+    Image.fromarray(rgb).save(tmp_path / "r.jpg", exif=exif, quality=95)
+    shown = read_image(tmp_path / "r.jpg", "rgb")
+    assert shown.shape == (30, 20, 3)  # upright, as a viewer (and cv2.imread) shows it
+    reference = cv2.cvtColor(cv2.imread(str(tmp_path / "r.jpg"), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    assert np.abs(shown.astype(int) - reference).max() <= 2
+    # alpha channel dropped, colour kept
+    rgba = np.dstack([rgb, np.full((20, 30), 7, np.uint8)])
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    np.testing.assert_array_equal(read_image(tmp_path / "a.png", "rgb"), rgb)
+    # palette image: its colours, not its indices
+    Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=4).save(tmp_path / "p.png")
+    np.testing.assert_array_equal(read_image(tmp_path / "p.png", "rgb"), rgb)
+    # CMYK JPEG -> RGB close to the colours it encodes
+    Image.fromarray(rgb).convert("CMYK").save(tmp_path / "c.jpg", quality=100)
+    assert np.abs(read_image(tmp_path / "c.jpg", "rgb").astype(int) - rgb).max() <= 12
+
+
+def test_atomic_dir_is_all_or_nothing(tmp_path):
+    from common.data.io import atomic_dir
+    from common.errors import UserError
+
+    target = tmp_path / "prepared"
+    with pytest.raises(RuntimeError):
+        with atomic_dir(target) as tmp:
+            (tmp / "a.npy").write_text("half")
+            raise RuntimeError("bad input found half-way")
+    assert list(tmp_path.iterdir()) == []  # nothing left behind
+    with atomic_dir(target) as tmp:
+        (tmp / "a.npy").write_text("1")
+    with pytest.raises(UserError, match="prepared: already exists; pass --overwrite"):
+        with atomic_dir(target) as tmp:
+            pass
+    with atomic_dir(target, overwrite=True) as tmp:
+        (tmp / "b.npy").write_text("2")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prepared"]
+    assert sorted(p.name for p in target.iterdir()) == ["b.npy"]

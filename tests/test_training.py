@@ -4,7 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from common.training import array_dataset, fit, monitor_mode, read_state, split_last
+from common.errors import OptionError, UserError
+from common.training import array_dataset, check_run_dir, fit, monitor_mode, read_state, split_last
 
 
 def _tiny_model():
@@ -55,13 +56,100 @@ def test_resume_continues_a_killed_run(tmp_path):
     assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
 
 
-def test_fresh_run_discards_old_state(tmp_path):
+def test_fresh_run_refuses_a_folder_that_holds_a_run(tmp_path):
     train, val = _data()
     fit(_tiny_model(), train, val, run_dir=tmp_path, epochs=2, batch_size=10, verbose=0, tensorboard=False)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    with pytest.raises(UserError) as err:
+        fit(_tiny_model(), train, val, run_dir=tmp_path, epochs=1, batch_size=10, verbose=0, tensorboard=False)
+    message = str(err.value)
+    assert message.startswith(f"{tmp_path}: holds a run of 2 epochs (best val_loss ")
+    assert "--resume" in message and "--overwrite" in message and "--run-dir" in message
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before  # nothing touched
+    with pytest.raises(UserError):
+        check_run_dir(tmp_path)
+    with pytest.raises(OptionError):
+        check_run_dir(tmp_path, resume=True, overwrite=True)
     _, history = fit(_tiny_model(), train, val, run_dir=tmp_path, epochs=1, batch_size=10, verbose=0,
-                     tensorboard=False)
+                     tensorboard=False, overwrite=True)
     assert history["epoch"] == [0]
     assert json.loads((tmp_path / "state.json").read_text())["epoch"] == 1
+
+
+class _Boom(keras.callbacks.Callback):
+    """Kills the run at the start of epoch ``at`` (an exception from a callback)."""
+
+    def __init__(self, at):
+        super().__init__()
+        self.at = at
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.at:
+            raise RuntimeError("killed")
+
+
+def test_resume_restores_learning_rate_schedule_and_batches(tmp_path):
+    """A run killed mid-way and resumed equals the uninterrupted run: same learning rates (ReduceLROnPlateau's
+    best value and counters restored), same losses (same shuffled batches per epoch, same optimizer state)."""
+    train, val = _data()
+    # patience 1 on a noisy tiny problem: the learning rate drops several times in 8 epochs
+    options = dict(epochs=8, batch_size=8, seed=3, verbose=0, tensorboard=False,
+                   reduce_lr={"factor": 0.5, "patience": 1, "min_delta": 10.0})
+
+    def model():
+        keras.utils.set_random_seed(7)
+        return _tiny_model()
+
+    _, whole = fit(model(), train, val, run_dir=tmp_path / "whole", **options)
+    with pytest.raises(RuntimeError):
+        fit(model(), train, val, run_dir=tmp_path / "killed", callbacks=[_Boom(5)], **options)
+    assert read_state(tmp_path / "killed")["epoch"] == 5
+    _, resumed = fit(model(), train, val, run_dir=tmp_path / "killed", resume=True, **options)
+    lr = whole["learning_rate"]
+    assert len(set(lr)) >= 3, lr  # the schedule really changed, so the test can fail
+    assert resumed["learning_rate"] == pytest.approx(lr, rel=1e-7)
+    assert resumed["epoch"] == whole["epoch"]
+    for key in ("loss", "val_loss"):
+        np.testing.assert_allclose(resumed[key], whole[key], rtol=1e-5)
+
+
+def test_shuffled_order_depends_on_seed_and_epoch_only():
+    x = np.arange(12, dtype=np.float32).reshape(12, 1)
+
+    def epochs(ds, k):  # each batch's samples (a batch is gathered in sorted order)
+        return [[sorted(b.numpy().ravel().tolist()) for _, b in ds] for _ in range(k)]
+
+    a = array_dataset(x, x, batch_size=5, shuffle=True, seed=4)
+    first = epochs(a, 3)
+    assert first[0] != first[1] and all(sorted(sum(e, [])) == list(range(12)) for e in first)
+    b = array_dataset(x, x, batch_size=5, shuffle=True, seed=4)
+    b.epoch_order.epoch = 2  # a resumed run starting at epoch 2
+    assert epochs(b, 1)[0] == first[2]
+    ref = np.random.default_rng([4, 1]).permutation(12).tolist()  # the documented rule
+    assert first[1] == [sorted(ref[i:i + 5]) for i in range(0, 12, 5)]
+
+
+def test_outputs_are_readable_by_others_and_json_is_standard(tmp_path):
+    import os
+    import stat
+
+    from common.data.io import atomic_path, write_json
+    from common.report import write_table
+
+    old = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "a.npy") as tmp:
+            np.save(tmp, np.zeros(2))
+        write_table([{"score": float("nan"), "n": np.int64(3)}], tmp_path / "t")
+        write_json(tmp_path / "s.json", {"x": float("inf"), "y": np.float32(0.5)})
+    finally:
+        os.umask(old)
+    for name in ("a.npy", "t.json", "t.md", "s.json"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name
+    text = (tmp_path / "t.json").read_text()
+    assert "NaN" not in text
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(c)) == [{"score": None, "n": 3}]
+    assert json.loads((tmp_path / "s.json").read_text()) == {"x": None, "y": 0.5}
 
 
 def test_best_checkpoint_is_the_best_epoch(tmp_path):

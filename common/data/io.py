@@ -11,25 +11,52 @@
 import contextlib
 import os
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from common.errors import UserError
 
 IMAGE_EXTENSIONS = (".tif", ".tiff", ".gif", ".png", ".jpg", ".jpeg", ".bmp")
 
 
-class ImageReadError(ValueError):
+class ImageReadError(UserError):
     """An image file is missing, empty, truncated or cannot be decoded."""
 
 
-class DataLayoutError(ValueError):
+class DataLayoutError(UserError):
     """A dataset folder does not have the expected layout (missing folder, unmatched pairs, ...)."""
+
+
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def _eight_bit(values, path):
+    """16-bit (or 32-bit integer) samples -> uint8 as OpenCV's 8-bit readers convert them
+    (``cv2.imread`` with IMREAD_GRAYSCALE / IMREAD_COLOR: the high byte, ``v >> 8``)."""
+    values = np.asarray(values)
+    if values.size and (values.min() < 0 or values.max() > 65535):
+        raise ImageReadError(f"{path}: 32-bit integer samples outside 0..65535 (min {values.min()}, max "
+                             f"{values.max()}); save the image as 8- or 16-bit")
+    return (values.astype(np.uint32) >> 8).astype(np.uint8)
 
 
 def read_image(path, mode="gray", size=None):
     """Read one image file as a NumPy array.
+
+    What the formats allow, and what comes back:
+
+    * 8-bit grey, RGB, palette (GIF masks: their colours' values), 1-bit, CMYK JPEG -> converted by Pillow;
+      an alpha channel is dropped (RGBA -> RGB, LA -> L), as OpenCV's colour/grey readers do.
+    * EXIF orientation (photos from cameras and phones) is applied, so the array is the upright image a
+      viewer shows (OpenCV's ``imread`` does the same).
+    * 16-bit samples (TIFF, PNG) are scaled to 8 bits as OpenCV's 8-bit readers (``cv2.imread`` without
+      IMREAD_ANYDEPTH, the readers of the originals) convert them: ``v >> 8``. They are never clipped.
+      ``mode="unchanged"`` returns them as stored (uint16).
+    * 32-bit float images are refused (no 8-bit meaning; NaN possible): save them as 8- or 16-bit.
 
     Args:
         path: file path.
@@ -40,6 +67,8 @@ def read_image(path, mode="gray", size=None):
         ImageReadError: with the file name and the reason.
     """
     path = Path(path)
+    if mode not in ("gray", "rgb", "unchanged"):
+        raise ValueError(f"unknown mode {mode!r} (gray, rgb, unchanged)")
     if not path.is_file():
         raise ImageReadError(f"{path}: file not found")
     if path.stat().st_size == 0:
@@ -49,16 +78,23 @@ def read_image(path, mode="gray", size=None):
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 img.load()  # decodes now, so truncation is detected here
-                if mode == "gray":
-                    img = img.convert("L")
+                img = ImageOps.exif_transpose(img)
+                if img.mode in ("F", "I;32F"):
+                    raise ImageReadError(f"{path}: 32-bit floating-point image; save it as an 8- or 16-bit image")
+                if img.mode in _SIXTEEN_BIT_MODES:
+                    array = np.asarray(img)
+                    if mode != "unchanged":
+                        array = _eight_bit(array, path)
+                        if mode == "rgb":
+                            array = np.repeat(array[..., None], 3, axis=-1)
+                elif mode == "gray":
+                    array = np.asarray(img.convert("L"))
                 elif mode == "rgb":
-                    img = img.convert("RGB")
-                elif mode == "unchanged":
+                    array = np.asarray(img.convert("RGB"))
+                else:
                     if img.mode == "P":
                         img = img.convert("L")
-                else:
-                    raise ValueError(f"unknown mode {mode!r} (gray, rgb, unchanged)")
-                array = np.asarray(img)
+                    array = np.asarray(img)
     except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombWarning) as exc:
         raise ImageReadError(f"{path}: cannot decode image ({exc.__class__.__name__}: {exc})") from None
     if array.dtype == bool:
@@ -83,17 +119,36 @@ def write_image(path, array):
         Image.fromarray(array).save(tmp, format=fmt)
 
 
+def _umask():
+    with _UMASK_LOCK:
+        umask = os.umask(0o022)
+        os.umask(umask)
+    return umask
+
+
+def _default_file_mode():
+    """0666 minus the process's umask: the mode ``open(path, "w")`` gives a new file."""
+    return 0o666 & ~_umask()
+
+
+_UMASK_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path beside ``path``; on success rename it to ``path``, on error delete it.
 
-    The temporary name keeps the final suffix (``.x.tmp123.npy``) so libraries that insist on an
-    extension (Keras ``.keras``, ``np.save``) accept it.
+    The temporary name keeps the final suffix (``.x.tmp123.npy``; both of ``.nii.gz``) so libraries that
+    insist on an extension (Keras ``.keras``, ``np.save``, nibabel) accept it. The file gets the mode an ordinary ``open()`` would
+    give it (0666 minus the umask), not ``mkstemp``'s 0600, so others can read results on a shared server.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    suffix = "".join(path.suffixes[-2:]) if path.suffix in (".gz", ".bz2", ".xz") else path.suffix  # .nii.gz
+    stem = path.name[:len(path.name) - len(suffix)] if suffix else path.name
+    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".tmp{suffix}", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, _default_file_mode())  # mkstemp's 0600 -> what open() would give (0666 minus the umask)
     try:
         yield Path(tmp)
         os.replace(tmp, path)
@@ -170,3 +225,59 @@ def pair_files(images, masks, image_key, mask_key, strict=True):
                          + (f" (+{len(lonely_masks) - 5} more)" if len(lonely_masks) > 5 else ""))
         raise DataLayoutError("; ".join(parts))
     return pairs if strict else (pairs, lonely_images, lonely_masks)
+
+
+@contextlib.contextmanager
+def atomic_dir(path, overwrite=False):
+    """Yield a temporary folder beside ``path``; on success it replaces ``path``, on error it is deleted.
+
+    For outputs made of several files (a prepared dataset, an export): either all of them appear or none.
+    An existing ``path`` raises ``UserError`` unless ``overwrite`` (then it is replaced only once the new
+    folder is complete).
+    """
+    import shutil
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise UserError(f"{path}: already exists; pass --overwrite to replace it, or choose another folder")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 -> what mkdir() would give
+    try:
+        yield tmp
+        if path.exists():
+            old = path.with_name(f".{path.name}.old{os.getpid()}")
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def json_ready(value):
+    """``value`` with NumPy scalars/arrays as Python numbers/lists and non-finite floats as None (JSON null)."""
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return json_ready(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_json(path, value, indent=2):
+    """Standard JSON (``null`` for NaN/inf, never the non-standard ``NaN``), written atomically."""
+    import json
+
+    text = json.dumps(json_ready(value), indent=indent, allow_nan=False)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text + "\n")
