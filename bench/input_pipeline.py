@@ -142,11 +142,11 @@ def main(argv=None):
             best = max(r["pipeline_1"], r[f"pipeline_{args.parallel}"])
             parts = {"gather": r["gather"], "cast": r["cast"], "transform": r["transform"]}
             slowest = min(parts, key=parts.get)
-            bound = (f"meets the goal" if best >= 3 * need else
-                     f"{slowest} ({parts[slowest]:.0f}/s alone, {parts[slowest] / (3 * need):.2f}x of the goal)")
+            bound = ("meets the goal" if best >= 3 * need else
+                     f"{slowest} ({parts[slowest]:.3g}/s alone, {parts[slowest] / (3 * need):.2g}x of the goal)")
             line = (f"| {task} | {r['case']} | {r['input']} | {r['batch']} | {r['gflop']:.1f} | {need:.1f}/s | "
                     f"{r['pipeline_1']:.1f} / {r[f'pipeline_{args.parallel}']:.1f} | {best / need:.2f} | "
-                    f"{r['gather']:.0f} / {r['cast']:.0f} / {r['transform']:.0f} | {bound} |")
+                    f"{r['gather']:.3g} / {r['cast']:.3g} / {r['transform']:.3g} | {bound} |")
             lines.append(line)
             print(line, flush=True)
     return 0
