@@ -1,6 +1,8 @@
 """Small helpers shared by the task scripts: repository paths and a uniform error exit."""
 
 import argparse
+import contextlib
+import re
 import sys
 from pathlib import Path
 
@@ -25,11 +27,31 @@ def error_line(exc):
     return f"error: {text}"
 
 
-def run(main, argv=None):
-    """Call ``main(argv)``; report user errors (``common.errors.UserError``, a missing file) in one line
-    (``error: <file or option>: <what, how to fix>``) on stderr and exit 2."""
+def _argparse_error(parser, message):
+    """argparse's error as one line: ``error: --option: <what> (see <prog> --help)``, exit 2 (argparse's
+    own default prints the whole usage first)."""
+    match = re.match(r"argument (\S+?)(?:/\S+)?: (.*)", message, re.S)
+    text = f"{match.group(1)}: {match.group(2)}" if match else message
+    parser.exit(2, f"error: {' '.join(text.split())} (see {parser.prog} --help)\n")
+
+
+@contextlib.contextmanager
+def one_line_argparse_errors():
+    """Within the block, every ``argparse`` parser reports a bad option in one line (exit status 2)."""
+    original = argparse.ArgumentParser.error
+    argparse.ArgumentParser.error = _argparse_error
     try:
-        return main(argv)
+        yield
+    finally:
+        argparse.ArgumentParser.error = original
+
+
+def run(main, argv=None):
+    """Call ``main(argv)``; report user errors (``common.errors.UserError``, a missing file, a bad option)
+    in one line (``error: <file or option>: <what, how to fix>``) on stderr and exit 2."""
+    try:
+        with one_line_argparse_errors():
+            return main(argv)
     except USER_ERRORS as exc:
         print(error_line(exc), file=sys.stderr)
         sys.exit(2)

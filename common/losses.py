@@ -34,21 +34,21 @@ def dice_coef_loss(y_true, y_pred):
 
 
 @keras.saving.register_keras_serializable(package="common")
-def bce_dice_loss(y_true, y_pred, per_pixel_dice=False, epsilon=1e-7):
+def bce_dice_loss(y_true, y_pred, per_pixel_dice=True, epsilon=1e-7):
     """BCE-Dice loss of the fingernail study: ``BCE - log(dice + eps)``.
 
     With ``Σ`` over the sum axes, ``dice = 2·Σ(y·p) / (Σ(y + p) + eps)`` and ``BCE`` Keras'
     ``binary_crossentropy`` (p clipped to [1e-7, 1 - 1e-7]):
 
-    - ``per_pixel_dice=False`` (default, the standard image-level Dice): Σ runs over H, W, C of each
-      image; returns one value per image, ``mean_{H,W}(BCE) - log(dice_image + eps)``, shape (B,). Same
-      eps and no smoothing, as the original; an image with an empty mask therefore gets the constant
-      Dice term ``-log(eps)`` (no gradient), like a background pixel of the per-pixel variant.
-    - ``per_pixel_dice=True`` (the original's exact loss): Σ runs over the channel axis only, so with a
-      one-channel mask the Dice is computed per pixel; returns the (B, H, W) map
+    - ``per_pixel_dice=True`` (default, the original's exact loss, spec §3): Σ runs over the channel axis
+      only, so with a one-channel mask the Dice is computed per pixel; returns the (B, H, W) map
       ``BCE - log(2·y·p / (y + p + eps) + eps)``. A background pixel (y = 0) contributes the constant
       ``-log(eps) ≈ 16.118`` with zero gradient; a foreground pixel ``-log(2p / (1 + p + eps) + eps)``.
       E.g. y = 0, p = 0.5 gives 16.8112; y = 1, p = 0.5 gives 1.0986.
+    - ``per_pixel_dice=False`` (an option, the standard image-level Dice): Σ runs over H, W, C of each
+      image; returns one value per image, ``mean_{H,W}(BCE) - log(dice_image + eps)``, shape (B,). Same
+      eps and no smoothing, as the original; an image with an empty mask therefore gets the constant
+      Dice term ``-log(eps)`` (no gradient), like a background pixel of the per-pixel variant.
 
     Keras averages the returned values over all their elements, as the original did.
     """
@@ -70,12 +70,12 @@ def bce_dice_loss(y_true, y_pred, per_pixel_dice=False, epsilon=1e-7):
 class BCEDiceLoss(keras.losses.Loss):
     """:func:`bce_dice_loss` as a configurable ``keras.losses.Loss``.
 
-    ``BCEDiceLoss(per_pixel_dice=True)`` is the original's loss (per-pixel Dice quirk); the default uses
-    the image-level Dice.
+    ``BCEDiceLoss()`` is the original's loss (per-pixel Dice, its sums over the channel axis only);
+    ``BCEDiceLoss(per_pixel_dice=False)`` uses the image-level Dice.
     """
 
-    def __init__(self, per_pixel_dice=False, epsilon=1e-7, name=None, **kwargs):
-        name = name or ("bce_dice_loss_per_pixel" if per_pixel_dice else "bce_dice_loss")
+    def __init__(self, per_pixel_dice=True, epsilon=1e-7, name=None, **kwargs):
+        name = name or ("bce_dice_loss" if per_pixel_dice else "bce_dice_loss_image_level")
         super().__init__(name=name, **kwargs)
         self.per_pixel_dice = per_pixel_dice
         self.epsilon = epsilon

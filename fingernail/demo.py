@@ -34,12 +34,13 @@ def run(work_dir, epochs=None, verbose=0, seed=None):
     quiet = [] if verbose else ["--quiet"]
     prepare_data.main(["--raw-dir", str(work_dir / "raw"), "--work-dir", str(work_dir), "--rows", str(cfg["rows"]),
                        "--cols", str(cfg["cols"]), "--test-ratio", str(cfg["test_ratio"]),
-                       "--seed", str(cfg["seed"])] + quiet)
+                       "--seed", str(cfg["seed"]), "--overwrite"] + quiet)  # the demo's own synthetic data
     common = ["--work-dir", str(work_dir), "--model", cfg["model"], "--loss", cfg["loss"],
               "--run-dir", str(work_dir / "run")]
     train.main(common + ["--epochs", str(cfg["epochs"]), "--lr", str(cfg["lr"]), "--batch-size",
-                         str(cfg["batch_size"]), "--seed", str(cfg["seed"]), "--shuffle", "--verbose", str(verbose)])
-    row = evaluate.main(common + ["--out-dir", str(work_dir / "results")] + quiet)
+                         str(cfg["batch_size"]), "--seed", str(cfg["seed"]), "--shuffle", "--verbose", str(verbose),
+                         "--overwrite"])  # the demo's own run and results: replaced on every demo
+    row = evaluate.main(common + ["--out-dir", str(work_dir / "results"), "--overwrite"] + quiet)
     n_test = json.loads((work_dir / "dataset1" / "split.json").read_text())["test"]
     return {"task": "fingernail", "model": cfg["model"], "metric": "test Dice @0.3 (held-out, pooled)",
             "dice": row["Dice@0.3"], "pass": PASS_DICE, "seconds": time.time() - start,

@@ -18,7 +18,15 @@ scikit-learn, ``random_state=--seed``); with several datasets the parts are conc
 Written to ``<work-dir>/<study>/`` (``study`` = the datasets joined by ``+``, e.g. ``dataset1``):
 ``x_train.npy``/``x_test.npy`` (N,160,192,3) uint8 (the original divides by 255 at load time; train.py
 does), ``y_train.npy``/``y_test.npy`` (N,160,192,1) uint8 0/1, ``x_unlabeled.npy`` (M,160,192,3) uint8 and
-``split.json`` (file names of each part, dropped pairs, skipped masks, settings).
+``split.json`` (file names of each part, dropped pairs, skipped masks, settings). All or nothing: every
+input is read and checked first, the arrays are written into a temporary folder renamed into place at the
+end, and a folder that already holds a prepared study is replaced only with ``--overwrite``.
+
+Examples::
+
+    python fingernail/prepare_data.py                                     # dataset1 (the paper's first study)
+    python fingernail/prepare_data.py --datasets dataset1 dataset2        # the "dataset 1 + 2" study
+    python fingernail/prepare_data.py --raw-dir /data/nails --rows 320 --cols 384
 """
 
 import argparse
@@ -35,7 +43,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from common import cli
-from common.data.io import DataLayoutError, atomic_path, list_images, pair_files, read_image, save_npy
+from common.data.io import (DataLayoutError, atomic_dir, list_images, pair_files, read_image, save_npy,
+                            write_json)
 
 ROWS, COLS = 160, 192
 TEST_RATIO = 0.1
@@ -56,6 +65,17 @@ def study_name(datasets):
 def _resize(array, rows, cols, resample=Image.BICUBIC):
     """PIL resize of a uint8 array to (rows, cols); BICUBIC is PIL's default for RGB and L images."""
     return np.asarray(Image.fromarray(array).resize((cols, rows), resample))
+
+
+def network_input(image, rows=ROWS, cols=COLS, rotate_portrait=True):
+    """A photo (H, W, 3) uint8 -> the network's uint8 input (rows, cols, 3), as the loaders prepare images:
+    a portrait photo (width < height) is rotated by +90 degrees (counter-clockwise, dataset2's loader; no
+    dataset1 photo is portrait), then resized bicubic. Returns ``(input, rotated)``."""
+    pil = Image.fromarray(np.asarray(image))
+    rotated = rotate_portrait and pil.size[0] < pil.size[1]
+    if rotated:
+        pil = pil.rotate(90, expand=True)
+    return np.asarray(pil.resize((cols, rows), Image.BICUBIC)), rotated
 
 
 def _folders(folder, dataset):
@@ -144,15 +164,30 @@ def split_indices(n, test_ratio=TEST_RATIO, seed=SEED):
     from sklearn.model_selection import train_test_split
 
     if not 0 < math.ceil(test_ratio * n) < n:
-        raise DataLayoutError(f"test ratio {test_ratio} of {n} labelled images leaves an empty part")
+        raise DataLayoutError(f"--test-ratio: {test_ratio} of {n} labelled images leaves an empty train or test "
+                              f"part; choose another ratio or add images")
     return train_test_split(np.arange(n), test_size=test_ratio, random_state=seed)
 
 
+def _check_free(out, overwrite):
+    """Refuse, before any file is read, to replace a prepared study without ``overwrite``."""
+    if out.exists() and not overwrite:
+        raise DataLayoutError(f"{out}: holds a prepared study; pass --overwrite to replace it, or another "
+                              f"--work-dir")
+
+
 def prepare(raw_dir, work_dir, datasets=("dataset1",), rows=ROWS, cols=COLS, test_ratio=TEST_RATIO, seed=SEED,
-            verbose=True):
-    """Load, split and save the datasets; returns the summary written to ``split.json``."""
+            verbose=True, overwrite=False):
+    """Load, split and save the datasets; returns the summary written to ``split.json``.
+
+    All or nothing: every file is read and checked before anything is written, and the arrays are written
+    into a temporary folder that replaces ``<work_dir>/<study>`` at the end. A folder that already holds a
+    prepared study is replaced only with ``overwrite=True``.
+    """
     if rows % 16 or cols % 16:
         raise ValueError(f"rows and cols must be divisible by 16, got {rows}x{cols}")
+    out = Path(work_dir) / study_name(datasets)
+    _check_free(out, overwrite)
     parts = {"x_train": [], "y_train": [], "x_test": [], "y_test": [], "x_unlabeled": []}
     summary = {"datasets": list(datasets), "rows": rows, "cols": cols, "test_ratio": test_ratio, "seed": seed,
                "train": [], "test": [], "unlabeled": [], "dropped": [], "orphan_masks": []}
@@ -168,24 +203,30 @@ def prepare(raw_dir, work_dir, datasets=("dataset1",), rows=ROWS, cols=COLS, tes
             parts["x_unlabeled"].append(data["x_unlabeled"])
             for key in ("unlabeled", "dropped", "orphan_masks"):
                 summary[key] += [f"{name}/{n}" for n in data[key]]
-    out = Path(work_dir) / study_name(datasets)
-    for key, arrays in parts.items():
-        empty = np.zeros((0, rows, cols, 3), np.uint8)
-        save_npy(out / f"{key}.npy", np.concatenate(arrays) if arrays else empty)
-    with atomic_path(out / "split.json") as tmp:
-        tmp.write_text(json.dumps(summary, indent=1))
+
+    _check_free(out, overwrite)  # again: another process may have written it meanwhile
+    with atomic_dir(out, overwrite=overwrite) as folder:  # all files appear at once, or none
+        for key, arrays in parts.items():
+            empty = np.zeros((0, rows, cols, 3), np.uint8)
+            save_npy(folder / f"{key}.npy", np.concatenate(arrays) if arrays else empty)
+        write_json(folder / "split.json", summary)
     return summary
 
 
 def load_split(work_dir=DEFAULT_WORK, study="dataset1"):
-    """The arrays of ``prepare``: ``(x_train, y_train), (x_test, y_test)`` uint8."""
+    """The arrays of ``prepare``: ``(x_train, y_train), (x_test, y_test)`` uint8 (``UserError`` for a missing
+    or unreadable file)."""
     folder = Path(work_dir) / study
     arrays = []
     for key in ("x_train", "y_train", "x_test", "y_test"):
         path = folder / f"{key}.npy"
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: not found; run fingernail/prepare_data.py first")
-        arrays.append(np.load(path))
+            raise DataLayoutError(f"{path}: not found; run fingernail/prepare_data.py first")
+        try:
+            arrays.append(np.load(path))
+        except (OSError, ValueError, EOFError) as exc:
+            raise DataLayoutError(f"{path}: not a readable .npy array ({exc.__class__.__name__}); run "
+                                  f"fingernail/prepare_data.py --overwrite again") from None
     return tuple(arrays[:2]), tuple(arrays[2:])
 
 
@@ -193,12 +234,16 @@ def prepared_size(work_dir=DEFAULT_WORK, study="dataset1"):
     """(rows, cols) of a prepared study, read from its ``split.json``."""
     path = Path(work_dir) / study / "split.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found; run fingernail/prepare_data.py first")
-    summary = json.loads(path.read_text())
-    return summary["rows"], summary["cols"]
+        raise DataLayoutError(f"{path}: not found; run fingernail/prepare_data.py first")
+    try:
+        summary = json.loads(path.read_text())
+        return int(summary["rows"]), int(summary["cols"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DataLayoutError(f"{path}: not prepare_data.py's split.json ({exc.__class__.__name__}); run "
+                              f"fingernail/prepare_data.py --overwrite again") from None
 
 
-def main(argv=None):
+def build_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--raw-dir", type=Path, default=DEFAULT_RAW,
                         help="folder holding dataset1/ and/or dataset2/ (default: %(default)s)")
@@ -213,14 +258,23 @@ def main(argv=None):
                         help="test fraction of each dataset, rounded up (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=SEED,
                         help="random_state of the split (default: %(default)s, the original's seed)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a study already prepared in <work-dir>/<study>")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    args = parser.parse_args(argv)
-    if args.rows % 16 or args.cols % 16:
-        parser.error("--rows and --cols must be divisible by 16")
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.rows < 16 or args.cols < 16 or args.rows % 16 or args.cols % 16:
+        raise cli.option_error("--rows/--cols", f"must be positive multiples of 16 (four 2x2 poolings), got "
+                                                f"{args.rows}x{args.cols}")
     if len(set(args.datasets)) != len(args.datasets):
-        parser.error("--datasets: a dataset is listed twice")
+        raise cli.option_error("--datasets", f"a dataset is listed twice ({' '.join(args.datasets)})")
+    if not 0 < args.test_ratio < 1:
+        raise cli.option_error("--test-ratio", f"must lie strictly between 0 and 1, got {args.test_ratio}")
     s = prepare(args.raw_dir, args.work_dir, args.datasets, args.rows, args.cols, args.test_ratio, args.seed,
-                not args.quiet)
+                not args.quiet, overwrite=args.overwrite)
     print(f"Saved {len(s['train'])} train / {len(s['test'])} test / {len(s['unlabeled'])} unlabeled images to "
           f"{args.work_dir / study_name(args.datasets)} ({len(s['dropped'])} pairs without foreground dropped, "
           f"{len(s['orphan_masks'])} masks without image skipped)")

@@ -6,14 +6,26 @@ test split as validation data, the thresholded batch Dice ``dice_metric`` as tra
 checkpoint on ``val_dice_metric``. The run folder gets ``best.keras`` and ``last.keras`` (the paper's Dice is
 computed with the LAST epoch's weights; evaluate.py uses them by default), ``history.csv`` and curves.
 
-Losses (``--loss``): ``bce`` = Keras binary cross-entropy; ``bce_dice`` = BCE - log(Dice). The original's
-Dice in that loss is computed per pixel (a quirk: its sums run over the channel axis only, so every background
-pixel adds the constant -log(1e-7)); ``--per-pixel-dice`` reproduces it exactly, the default uses the
-standard image-level Dice (see README, "Deviations from the original").
+Losses (``--loss``): ``bce`` = Keras binary cross-entropy; ``bce_dice`` = BCE - log(Dice). By default
+(``--dice pixel``) the Dice in that loss is the original's exact one: its sums run over the channel axis only,
+so with one channel it is a per-pixel Dice and every background pixel adds the constant -log(1e-7) without
+gradient (spec §3). ``--dice image`` (an option, not the original) uses the standard image-level Dice; its
+run id gets the tag ``DICE_IMG`` and its scores are not compared with the paper.
 
 Models: unet2d_8_128 (U-Net2D), unet2d_res_32_512 (U-Net2D-Res), unet2d_res_srnn_32_512 (CR-UNet HW),
 unet2d_res_srnn_8_128 (CR-UNet LW). The run id is the original's
-``Fingernail_<study>_<model name>_<DICE|BCE>_EP<epochs>_BS<batch>_<rows>x<cols>``.
+``Fingernail_<study>_<model name>_<DICE|BCE>_EP<epochs>_BS<batch>_<rows>x<cols>``, followed by a tag for
+every recipe option that differs from the original's (``DICE_IMG`` instead of ``DICE`` for the image-level
+Dice, ``_LR<lr>``, ``_DECAY<decay>``, ``_SEED<seed>``, ``_SHUFFLE``, ``_FLOAT16``/``_BFLOAT16``), so runs of
+different recipes never share a folder. A folder that holds a run is refused (one-line error) unless
+``--resume`` continues it or ``--overwrite`` replaces it. ``--mixed-precision`` and ``--jit-compile`` (XLA)
+are options the original did not have (off by default).
+
+Examples::
+
+    python fingernail/train.py                                      # U-Net2D, BCE-Dice, the paper's recipe
+    python fingernail/train.py --model unet2d_res_srnn_32_512 --loss bce
+    python fingernail/train.py --study dataset1+dataset2 --dice image
 """
 
 import argparse
@@ -24,7 +36,8 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from common import cli
-from common.training import add_strategy_argument
+from common.devices import add_precision_arguments
+from common.training import add_overwrite_argument, add_strategy_argument
 from fingernail.prepare_data import DEFAULT_WORK, SEED, load_split, prepared_size
 
 MODELS = {  # registry name -> the original's Model name
@@ -34,6 +47,7 @@ MODELS = {  # registry name -> the original's Model name
     "unet2d_res_srnn_8_128": "Unet_Res_SRNN_8x128",
 }
 LOSSES = ("bce_dice", "bce")
+DICE_VARIANTS = ("pixel", "image")  # bce_dice's Dice: the original's per-pixel one (default) or image-level
 EPOCHS, BATCH_SIZE, LR, LR_DECAY = 220, 2, 1e-5, 1.99e-7
 
 
@@ -51,19 +65,39 @@ def dice_metric(y_true, y_pred):
     return 2.0 * keras.ops.sum(y_true * y_hat) / (keras.ops.sum(y_true) + keras.ops.sum(y_hat) + 1e-7)
 
 
-def run_id(study, model, loss, epochs, batch_size, rows, cols, per_pixel_dice=False):
-    """The original's run id; ``_PP`` marks the per-pixel-Dice loss (the original's exact BCE-Dice)."""
-    tag = "BCE" if loss == "bce" else ("DICE_PP" if per_pixel_dice else "DICE")
-    return f"Fingernail_{study}_{MODELS[model]}_{tag}_EP{epochs}_BS{batch_size}_{rows}x{cols}"
+def loss_label(loss, dice="pixel"):
+    """Human-readable name of a loss variant (written into settings, tables and ``dice.json``)."""
+    if loss == "bce":
+        return "BCE"
+    return "BCE-Dice (original, per-pixel Dice)" if dice == "pixel" else "BCE-Dice (image-level Dice)"
 
 
-def default_run_dir(model, study, loss, epochs, batch_size, rows, cols, per_pixel_dice=False):
-    """``weights/fingernail/<model>/<run id>``."""
+def run_id(study, model, loss, epochs, batch_size, rows, cols, *, dice="pixel", lr=LR, lr_decay=LR_DECAY,
+           seed=SEED, shuffle=False, mixed_precision="off"):
+    """The original's run id ``Fingernail_<study>_<Model>_<DICE|BCE>_EP<e>_BS<b>_<rows>x<cols>``, plus a tag
+    for each recipe option that differs from the original's (so two recipes never share a run folder)."""
+    tag = "BCE" if loss == "bce" else ("DICE" if dice == "pixel" else "DICE_IMG")
+    rid = f"Fingernail_{study}_{MODELS[model]}_{tag}_EP{epochs}_BS{batch_size}_{rows}x{cols}"
+    if lr != LR:
+        rid += f"_LR{lr:g}"
+    if lr_decay != LR_DECAY:
+        rid += f"_DECAY{lr_decay:g}"
+    if seed != SEED:
+        rid += f"_SEED{seed}"
+    if shuffle:
+        rid += "_SHUFFLE"
+    if mixed_precision != "off":
+        rid += f"_{mixed_precision.upper()}"
+    return rid
+
+
+def default_run_dir(model, study, loss, epochs, batch_size, rows, cols, **tags):
+    """``weights/fingernail/<model>/<run id>`` (``tags`` as :func:`run_id`)."""
     return cli.repo_path("weights", "fingernail", model,
-                         run_id(study, model, loss, epochs, batch_size, rows, cols, per_pixel_dice))
+                         run_id(study, model, loss, epochs, batch_size, rows, cols, **tags))
 
 
-def make_loss(loss, per_pixel_dice=False):
+def make_loss(loss, dice="pixel"):
     import keras
 
     from common.losses import BCEDiceLoss
@@ -71,19 +105,22 @@ def make_loss(loss, per_pixel_dice=False):
     if loss == "bce":
         return keras.losses.BinaryCrossentropy(name="binary_crossentropy")
     if loss == "bce_dice":
-        return BCEDiceLoss(per_pixel_dice=per_pixel_dice)
+        if dice not in DICE_VARIANTS:
+            raise ValueError(f"unknown Dice variant {dice!r} ({', '.join(DICE_VARIANTS)})")
+        return BCEDiceLoss(per_pixel_dice=dice == "pixel")
     raise ValueError(f"unknown loss {loss!r} ({', '.join(LOSSES)})")
 
 
-def compile_model(model, loss="bce_dice", per_pixel_dice=False, lr=LR, lr_decay=LR_DECAY):
-    """Adam with the legacy Keras ``decay`` as an inverse-time schedule (eps 1e-8 as Keras 2)."""
+def compile_model(model, loss="bce_dice", dice="pixel", lr=LR, lr_decay=LR_DECAY, jit_compile=False):
+    """Adam with the legacy Keras ``decay`` as an inverse-time schedule (eps 1e-8 as Keras 2); no XLA unless
+    ``jit_compile`` (the original ran TF 2.3 graph mode without it)."""
     import keras
 
     keras.saving.register_keras_serializable(package="fingernail")(dice_metric)
     schedule = keras.optimizers.schedules.InverseTimeDecay(lr, decay_steps=1, decay_rate=lr_decay) \
         if lr_decay else lr
     model.compile(optimizer=keras.optimizers.Adam(schedule, beta_1=0.9, beta_2=0.999, epsilon=1e-8),
-                  loss=make_loss(loss, per_pixel_dice), metrics=[dice_metric])
+                  loss=make_loss(loss, dice), metrics=[dice_metric], jit_compile=jit_compile)
     return model
 
 
@@ -92,31 +129,43 @@ def scale_images(xb, yb):
     return xb / 255.0, yb
 
 
-def train(work_dir, run_dir, study="dataset1", model_name="unet2d_8_128", loss="bce_dice", per_pixel_dice=False,
+def train(work_dir, run_dir, *, study="dataset1", model_name="unet2d_8_128", loss="bce_dice", dice="pixel",
           epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, lr_decay=LR_DECAY, seed=SEED, shuffle=False, resume=False,
-          verbose=1, strategy="default"):
-    """Build, compile and fit; returns ``(model, history)`` with the last epoch's weights."""
+          overwrite=False, mixed_precision="off", jit_compile=False, verbose=1, strategy="default"):
+    """Build, compile and fit; returns ``(model, history)`` with the last epoch's weights.
+
+    ``dice`` (``"pixel"``, the original's, or ``"image"``) is used with ``loss="bce_dice"`` only; the run's
+    ``state.json`` records it (``settings["dice"]``, None for ``bce``) with every other recipe option. A
+    ``run_dir`` that holds a run is refused before the data is loaded unless ``resume`` or ``overwrite``.
+    """
     import keras
 
+    from common.devices import set_precision
     from common.models import build_model
-    from common.training import array_dataset, fit, get_strategy
+    from common.training import array_dataset, check_run_dir, fit, get_strategy
 
+    check_run_dir(run_dir, resume=resume, overwrite=overwrite)
+    dice = dice if loss == "bce_dice" else None
     strategy = get_strategy(strategy)  # before any other TensorFlow work
     (x_tr, y_tr), (x_te, y_te) = load_split(work_dir, study)
+    set_precision(mixed_precision)  # before the model is built
     if seed is not None:
         keras.utils.set_random_seed(seed)  # before the weights are initialised (fit() seeds again)
     with strategy.scope():
-        model = compile_model(build_model(model_name, x_tr.shape[1:]), loss, per_pixel_dice, lr, lr_decay)
-    settings = {"study": study, "model": model_name, "loss": loss, "per_pixel_dice": per_pixel_dice,
-                "epochs": epochs, "batch_size": batch_size, "lr": lr, "lr_decay": lr_decay, "seed": seed,
-                "shuffle": shuffle, "train": len(x_tr), "test": len(x_te)}
+        model = compile_model(build_model(model_name, x_tr.shape[1:]), loss, dice, lr, lr_decay,
+                              jit_compile=jit_compile)
+    settings = {"study": study, "model": model_name, "loss": loss, "dice": dice,
+                "loss_label": loss_label(loss, dice), "epochs": epochs, "batch_size": batch_size, "lr": lr,
+                "lr_decay": lr_decay, "seed": seed, "shuffle": shuffle, "mixed_precision": mixed_precision,
+                "jit_compile": jit_compile, "rows": int(x_tr.shape[1]), "cols": int(x_tr.shape[2]),
+                "train": len(x_tr), "test": len(x_te)}
     train_ds = array_dataset(x_tr, y_tr, batch_size, shuffle=shuffle, seed=seed, transform=scale_images)
     val_ds = array_dataset(x_te, y_te, batch_size, transform=scale_images)
     return fit(model, train_ds, val_ds, run_dir=run_dir, epochs=epochs, monitor="val_dice_metric", mode="max",
-               resume=resume, seed=seed, verbose=verbose, settings=settings)
+               resume=resume, overwrite=overwrite, seed=seed, verbose=verbose, settings=settings)
 
 
-def main(argv=None):
+def build_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK,
                         help="root of prepare_data.py's output (default: %(default)s)")
@@ -127,9 +176,9 @@ def main(argv=None):
                         help="network (default: %(default)s)")
     parser.add_argument("--loss", choices=LOSSES, default="bce_dice",
                         help="bce_dice (BCE - log Dice) or bce (default: %(default)s)")
-    parser.add_argument("--per-pixel-dice", action="store_true",
-                        help="bce_dice with the original's per-pixel Dice (its exact loss) instead of the "
-                             "image-level Dice")
+    parser.add_argument("--dice", choices=DICE_VARIANTS, default="pixel",
+                        help="Dice of bce_dice: pixel = the original's (sums over the channel axis only, a "
+                             "per-pixel Dice), image = the standard image-level Dice (default: %(default)s)")
     parser.add_argument("--epochs", type=int, default=EPOCHS, help="default: %(default)s")
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="default: %(default)s")
     parser.add_argument("--lr", type=float, default=LR, help="Adam learning rate (default: %(default)s)")
@@ -140,17 +189,38 @@ def main(argv=None):
     parser.add_argument("--run-dir", type=Path, default=None,
                         help="checkpoints and logs (default: weights/fingernail/<model>/<run id>)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --run-dir")
+    add_overwrite_argument(parser)
     parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress output")
+    add_precision_arguments(parser, jit_compile=True)
     add_strategy_argument(parser)
-    args = parser.parse_args(argv)
-    if args.per_pixel_dice and args.loss != "bce_dice":
-        parser.error("--per-pixel-dice needs --loss bce_dice")
+    return parser
+
+
+def check_options(args):
+    """Option values argparse cannot check; raises ``OptionError``."""
+    if getattr(args, "dice", "pixel") != "pixel" and args.loss != "bce_dice":
+        raise cli.option_error("--dice", f"applies to --loss bce_dice only, not {args.loss}; drop it")
+    for name in ("epochs", "batch_size"):
+        if getattr(args, name, 1) < 1:
+            raise cli.option_error(f"--{name.replace('_', '-')}", f"must be at least 1, got {getattr(args, name)}")
+    if getattr(args, "lr", 1.0) <= 0 or getattr(args, "lr_decay", 0.0) < 0:
+        raise cli.option_error("--lr/--lr-decay", "the learning rate must be > 0 and the decay >= 0")
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    check_options(args)
+    dice = args.dice
     rows, cols = prepared_size(args.work_dir, args.study)
     run_dir = args.run_dir or default_run_dir(args.model, args.study, args.loss, args.epochs, args.batch_size,
-                                              rows, cols, args.per_pixel_dice)
-    model, history = train(args.work_dir, run_dir, args.study, args.model, args.loss, args.per_pixel_dice,
-                           args.epochs, args.batch_size, args.lr, args.lr_decay, args.seed, args.shuffle,
-                           args.resume, args.verbose, args.strategy)
+                                              rows, cols, dice=dice, lr=args.lr, lr_decay=args.lr_decay,
+                                              seed=args.seed, shuffle=args.shuffle,
+                                              mixed_precision=args.mixed_precision)
+    model, history = train(args.work_dir, run_dir, study=args.study, model_name=args.model, loss=args.loss,
+                           dice=dice, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                           lr_decay=args.lr_decay, seed=args.seed, shuffle=args.shuffle, resume=args.resume,
+                           overwrite=args.overwrite, mixed_precision=args.mixed_precision,
+                           jit_compile=args.jit_compile, verbose=args.verbose, strategy=args.strategy)
     if history:
         print(f"{model.name}: last val_dice_metric {history['val_dice_metric'][-1]:.4f}, best "
               f"{max(history['val_dice_metric']):.4f}; checkpoints in {run_dir}")

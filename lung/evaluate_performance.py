@@ -4,25 +4,39 @@ The network predicts the tissue AROUND the lung; the lung is recovered as the or
 ``estimated lung = FOV AND NOT (prediction > 0.5)``, and every pixel of every test slice is counted
 (pooled), against the ground-truth lung mask.
 
-Which FOV (``--fov``):
+Two FOVs, both reported by default (``--fov both``) as two rows of one table, the original's first:
 
-* ``body`` (default, leak-free): the FOV is rebuilt from the test image alone, the eroded body with its holes
-  filled (prepare_data.py's FOV without the ``OR lung`` term);
-* ``lung-gt`` (the original's evaluation): ``FOV_te`` from prepare_data.py, which was filled from
-  ``body OR ground-truth lung``. It contains every lung pixel by construction, so it leaks the answer: a
-  lung the body erosion opened to the outside is still inside this FOV.
+* ``lung-gt`` (the original's protocol, the paper's numbers; USES THE GROUND TRUTH): ``FOV_te`` from
+  prepare_data.py, filled from ``body OR ground-truth lung``. It contains every lung pixel by construction,
+  so it leaks the answer: a lung the body erosion opened to the outside is still inside this FOV. This row
+  is the like-for-like comparison with the paper's table;
+* ``body`` (leak-free): the FOV rebuilt from the test image alone, the eroded body with its holes filled
+  (prepare_data.py's FOV without the ``OR lung`` term), what ``predict.py`` uses on new volumes.
 
 Scores (``common.metrics.segmentation_scores``, threshold 0.5 on the lung score ``FOV * (1 - p)``, whose
-binarisation is exactly the original's estimated lung): F1 (= Dice), sensitivity, specificity, accuracy,
-precision, the true IoU, the ROC-AUC of the continuous lung score, and the original's definitions beside the
-paper's table: AUC of the binarised estimate (= (SE + SP) / 2) and "JS" (= accuracy, the removed scikit-learn
-``jaccard_similarity_score``).
+binarisation is exactly the original's estimated lung), the original's columns first: F1 (= Dice),
+sensitivity, specificity, accuracy, AUC of the binarised estimate (= (SE + SP) / 2, the original's) and "JS"
+(= accuracy, the removed scikit-learn ``jaccard_similarity_score``); then the true IoU, precision, the
+ROC-AUC of the continuous lung score, and HD95 / ASSD (``common.metrics.surface_scores``, MONAI's
+definitions: mm, per test slice with its volume's NIfTI in-plane voxel spacing from split.json, mean over
+the slices where both the ground truth and the estimate are non-empty; the counts are in the JSON).
 
-Written to ``--out-dir`` (default ``work/lung/results/<model>``): ``performances.md/.json`` (the paper's rows and
-this run's), ``performances.txt`` (the original's text report), ``roc_pr.png`` (ROC and precision-recall
-curves), ``sample_results.png`` (image | ground truth | estimated lung | predicted around-lung | FOV for the
-original's test indices 1, 100, 200, 253, 193, or five spread ones on a smaller test set), ``pred_test.npy``
-(around-lung probabilities, float32) and ``estimated_lung.npy`` (uint8 0/1).
+Written to ``--out-dir`` (default ``<work-dir>/results/<run folder name>[_last][_tta-flip][_<precision>]``;
+an existing folder is refused without ``--overwrite``; all files appear together or none):
+``performances.md/.json`` (the paper's rows and this run's), ``performances.txt`` (the original's text
+report, original FOV) and ``performances_body.txt`` (leak-free), ``roc_pr.png`` / ``roc_pr_body.png`` (ROC
+and precision-recall curves of the lung score), ``sample_results.png`` (image | ground truth | estimated
+lung with each FOV | predicted around-lung | FOVs for the original's test indices 1, 100, 200, 253, 193, or
+five spread ones on a smaller test set), ``pred_test.npy`` (around-lung probabilities, float32) and
+``estimated_lung.npy`` / ``estimated_lung_body.npy`` (uint8 0/1) and ``run.json`` (git commit, weights file
+and SHA-256, options, inputs).
+
+Examples::
+
+    python lung/evaluate_performance.py                          # weights/lung/bcdu_net_d3, both FOVs
+    python lung/evaluate_performance.py --bidirectional          # weights/lung/bcdu_net_d3_bidirectional
+    python lung/evaluate_performance.py --run-dir weights/lung/bcdu_net_d3_epochs10 --tta flip
+    python lung/evaluate_performance.py --init-weights ~/Downloads/weight_lung   # the authors' weights
 """
 
 import argparse
@@ -35,12 +49,18 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import numpy as np
 
 from common import cli
-from lung.prepare_data import DEFAULT_WORK, body_mask, fill_fov, load_arrays, read_summary
+from common.devices import add_precision_arguments
+from common.inference import add_tta_argument
+from common.legacy_weights import add_init_weights_argument
+from lung.prepare_data import DEFAULT_WORK, load_arrays, read_summary
+from lung.segment import body_fov, estimated_lung, load_network, lung_score, predict_around_lung
 from lung.train_lung import BATCH_SIZE, MODELS, default_run_dir
 
-FOVS = ("body", "lung-gt")
+FOVS = ("lung-gt", "body")  # reporting order: the original's protocol first
+FOV_CHOICES = ("both",) + FOVS
 SAMPLE_INDICES = (1, 100, 200, 253, 193)  # the original's sample_results.png rows
-COLUMNS = ("method", "year", "F1", "SE", "SP", "ACC", "AUC", "JS", "IoU", "PC", "AUC (scores)", "FOV")
+COLUMNS = ("method", "year", "F1", "SE", "SP", "ACC", "AUC", "JS", "IoU", "PC", "AUC (scores)", "HD95", "ASSD",
+           "FOV")
 # README / paper table (Kaggle lung): F1, SE, SP, ACC, AUC (of binarised predictions), JS (= accuracy)
 PAPER = [
     ("U-Net", 2015, 0.9658, 0.9696, 0.9872, 0.9872, 0.9784, 0.9858),
@@ -48,21 +68,9 @@ PAPER = [
     ("R2U-Net", 2018, 0.9832, 0.9944, 0.9832, 0.9918, 0.9889, 0.9918),
     ("BCDU-Net (paper)", 2019, 0.9904, 0.9910, 0.9982, 0.9972, 0.9946, 0.9972),
 ]
-FOV_LABELS = {"body": "body (no ground truth)", "lung-gt": "body OR GT lung (original, leaks)"}
-
-
-def body_fov(images, erosion_size, fill_size):
-    """Leak-free FOV from the scaled slices alone: the eroded body with its holes filled (bool)."""
-    return fill_fov(body_mask(images, erosion_size), fill_size)
-
-
-def lung_score(prob, fov):
-    """Continuous lung score ``FOV * (1 - p)`` from around-lung probabilities ``p`` (N, H, W[, 1]).
-
-    ``score >= 0.5`` is exactly the original's ``FOV AND NOT (p > 0.5)``.
-    """
-    prob = np.asarray(prob, np.float64).reshape(np.shape(fov))
-    return (np.asarray(fov) != 0) * (1.0 - prob)
+FOV_LABELS = {"lung-gt": "original: body OR ground-truth lung (USES THE GROUND TRUTH; the paper's protocol)",
+              "body": "leak-free: body only, from the image"}
+SUFFIX = {"lung-gt": "", "body": "_body"}  # the original protocol keeps the original's file names
 
 
 def score_lung(lung_true, prob, fov):
@@ -79,11 +87,35 @@ def paper_rows():
     return [dict(zip(COLUMNS, row)) for row in PAPER]
 
 
-def result_row(name, scores, fov):
-    return {"method": name, "year": "this run", "F1": scores["f1"], "SE": scores["sensitivity"],
-            "SP": scores["specificity"], "ACC": scores["accuracy"], "AUC": scores["auc_legacy"],
-            "JS": scores["js_legacy"], "IoU": scores["jaccard"], "PC": scores["precision"],
-            "AUC (scores)": scores["auc"], "FOV": FOV_LABELS[fov]}
+def slice_spacing(settings, n):
+    """In-plane voxel size (rows, cols) of each of the ``n`` test slices, from split.json's ``spacing`` of
+    its volume (NIfTI zooms; axis 0 is the slice axis); ``(n, 2)`` ones when split.json has none."""
+    spacing, names = settings.get("spacing"), settings.get("test")
+    if not spacing or not names or len(names) != n:
+        return np.ones((n, 2))
+    return np.array([spacing[name.rsplit(":", 1)[0]][1:3] for name in names], np.float64)
+
+
+def surface_columns(lung_true, estimate, spacing):
+    """HD95 and ASSD of the estimated lung, per test slice with its voxel spacing
+    (``common.metrics.surface_scores``, MONAI's definitions), averaged over the slices where both the
+    ground truth and the estimate are non-empty (MONAI skips NaN; an empty side gives inf, counted apart)."""
+    from common.metrics import surface_scores
+
+    scores = surface_scores(np.asarray(lung_true) != 0, estimate, spacing=spacing)
+    return {"HD95": scores["hd95_mean"], "ASSD": scores["assd_mean"],
+            "surface_slices": {"scored": scores["n_finite"], "one_mask_empty": scores["n_one_empty"],
+                               "both_empty": scores["n_both_empty"]}}
+
+
+def result_row(name, scores, fov, surface=None):
+    row = {"method": name, "year": "this run", "F1": scores["f1"], "SE": scores["sensitivity"],
+           "SP": scores["specificity"], "ACC": scores["accuracy"], "AUC": scores["auc_legacy"],
+           "JS": scores["js_legacy"], "IoU": scores["jaccard"], "PC": scores["precision"],
+           "AUC (scores)": scores["auc"]}
+    row.update(surface or {})
+    row["FOV"] = FOV_LABELS[fov]
+    return row
 
 
 def performances_text(scores):
@@ -105,74 +137,133 @@ def sample_indices(n, wanted=SAMPLE_INDICES):
     return sorted(set(np.linspace(0, n - 1, min(5, n)).round().astype(int).tolist()))
 
 
-def evaluate(run_dir, work_dir, out_dir, fov="body", weights="best", batch_size=BATCH_SIZE, verbose=1):
-    """Predict the test slices, score the estimated lung and write tables and figures; returns the row."""
-    import keras
+def default_out_dir(work_dir, run_dir, weights="best", tta="none", mixed_precision="off", init_weights=None):
+    """``<work-dir>/results/<run folder name>[_last][_tta-flip][_<precision>]``: keyed by the run, so two runs
+    (or two evaluations of one run) never share a default folder; ``init-<file name>`` for the authors'
+    weights."""
+    name = f"init-{Path(init_weights).name}" if init_weights is not None else Path(run_dir).name
+    if weights != "best" and init_weights is None:
+        name += f"_{weights}"
+    if tta != "none":
+        name += f"_tta-{tta}"
+    if mixed_precision != "off":
+        name += f"_{mixed_precision}"
+    return Path(work_dir) / "results" / name
 
-    import common.layers  # noqa: F401  (registers the custom ConvLSTM activation for loading)
-    from common.data.io import atomic_path, save_npy
+
+def evaluate(run_dir, work_dir, out_dir, fov="both", weights="best", batch_size=BATCH_SIZE, verbose=1, *,
+             overwrite=False, tta="none", mixed_precision="off", init_weights=None, model_name="bcdu_net_d3",
+             bidirectional=False):
+    """Predict the test slices, score the estimated lung with each FOV and write tables and figures.
+
+    ``fov``: ``both`` (default: the original's ``lung-gt`` row first, then ``body``), ``lung-gt`` or
+    ``body``. ``init_weights`` (the authors' Keras-2 file, loaded into ``model_name``) replaces the run's
+    checkpoint. ``out_dir`` is written all at once (``common.data.io.atomic_dir``); an existing one is
+    refused unless ``overwrite``. Returns ``{fov: row}`` in reporting order.
+    """
+    from common.data.io import atomic_dir, save_npy
+    from common.provenance import write_run_json
     from common.report import overlay_grid, plot_roc_pr, write_table
 
-    if fov not in FOVS:
-        raise ValueError(f"fov must be one of {', '.join(FOVS)}, got {fov!r}")
+    if fov not in FOV_CHOICES:
+        raise cli.option_error("--fov", f"{fov!r} is not one of {', '.join(FOV_CHOICES)}")
+    fovs = FOVS if fov == "both" else (fov,)
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    checkpoint = run_dir / f"{weights}.keras"
-    if not checkpoint.is_file():
-        raise FileNotFoundError(f"{checkpoint}: not found; run lung/train_lung.py first")
     settings = read_summary(work_dir)
     test = load_arrays(work_dir, "test")
-    model = keras.models.load_model(checkpoint, compile=False)
-    x = np.asarray(test["image"], np.float32)[..., None] / 255.0
-    prob = model.predict(x, batch_size=batch_size, verbose=verbose)[..., 0].astype(np.float32)
-    if fov == "body":
-        fov_mask = body_fov(test["image"], settings["erosion_size"], settings["fill_size"])
-    else:
-        fov_mask = np.asarray(test["fov"]) != 0
-    scores, score = score_lung(test["lung"], prob, fov_mask)
-    estimated = (score >= 0.5).astype(np.uint8)
-    save_npy(out_dir / "pred_test.npy", prob)
-    save_npy(out_dir / "estimated_lung.npy", estimated)
+    size = test["image"].shape[1]
+    checkpoint = None if init_weights is not None else run_dir / f"{weights}.keras"
+    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+        model = load_network(checkpoint=checkpoint, init_weights=init_weights, model_name=model_name,
+                             bidirectional=bidirectional, size=size, mixed_precision=mixed_precision)
+        prob = predict_around_lung(model, test["image"], batch_size, tta=tta, verbose=verbose)
+        masks = {"lung-gt": lambda: np.asarray(test["fov"]) != 0,
+                 "body": lambda: body_fov(test["image"], settings["erosion_size"], settings["fill_size"])}
+        source = f"init weights {Path(init_weights).name}" if init_weights is not None else f"{weights} weights"
+        rows, fov_masks, estimates = {}, {}, {}
+        save_npy(tmp / "pred_test.npy", prob)
+        for name in fovs:
+            fov_masks[name] = masks[name]()
+            scores, score = score_lung(test["lung"], prob, fov_masks[name])
+            estimates[name] = estimated_lung(prob, fov_masks[name])
+            surface = surface_columns(test["lung"], estimates[name], slice_spacing(settings, len(prob)))
+            rows[name] = result_row(f"{model.name} ({source}{', tta ' + tta if tta != 'none' else ''})", scores,
+                                    name, surface)
+            save_npy(tmp / f"estimated_lung{SUFFIX[name]}.npy", estimates[name].astype(np.uint8))
+            (tmp / f"performances{SUFFIX[name]}.txt").write_text(performances_text(scores))
+            plot_roc_pr(test["lung"], score, tmp / f"roc_pr{SUFFIX[name]}.png",
+                        title=f"lung score FOV*(1-p), FOV {FOV_LABELS[name].split(':')[0]}")
+        unit = "mm" if settings.get("spacing") else "pixels"
+        write_table(paper_rows() + list(rows.values()), tmp / "performances", columns=COLUMNS,
+                    title=f"Lung segmentation, {len(prob)} test slices (pooled pixels; HD95/ASSD in {unit}, mean "
+                          "over slices); paper rows from the README; the original FOV uses the ground truth, the "
+                          "leak-free one does not")
+        write_run_json(tmp, model_name=model.name, weights=[checkpoint or init_weights],
+                       options={"fov": fov, "weights": weights, "batch_size": batch_size, "tta": tta,
+                                "mixed_precision": mixed_precision, "init_weights": init_weights,
+                                "work_dir": str(work_dir), "run_dir": None if init_weights else str(run_dir)},
+                       inputs=[Path(work_dir) / name for name in ("data_test.npy", "mask_test.npy", "FOV_te.npy",
+                                                                   "split.json")])
+        idx = sample_indices(len(prob))
+        first = fovs[0]
+        extra = [estimates[name][idx] for name in fovs[1:]] + [prob[idx] > 0.5] + [fov_masks[n][idx] for n in fovs]
+        titles = (["image", "ground truth lung"] + [f"estimated lung, {n} FOV" for n in fovs]
+                  + ["predicted around-lung"] + [f"FOV {n}" for n in fovs])
+        overlay_grid(np.asarray(test["image"][idx]).astype(np.uint8), test["lung"][idx], estimates[first][idx],
+                     tmp / "sample_results.png", max_rows=len(idx), titles=titles, extra=extra)
+    return rows
 
-    row = result_row(f"{model.name} ({weights} weights)", scores, fov)
-    write_table(paper_rows() + [row], out_dir / "performances", columns=COLUMNS,
-                title=f"Lung segmentation, {len(prob)} test slices (pooled pixels); paper rows from the README")
-    with atomic_path(out_dir / "performances.txt") as tmp:
-        tmp.write_text(performances_text(scores))
-    plot_roc_pr(test["lung"], score, out_dir / "roc_pr.png", title=f"lung score FOV*(1-p), FOV: {FOV_LABELS[fov]}")
-    idx = sample_indices(len(prob))
-    overlay_grid(np.asarray(test["image"][idx]).astype(np.uint8), test["lung"][idx], estimated[idx],
-                 out_dir / "sample_results.png", max_rows=len(idx),
-                 titles=("image", "ground truth lung", "estimated lung", "predicted around-lung", "FOV"),
-                 extra=[prob[idx] > 0.5, fov_mask[idx]])
-    return row
 
-
-def main(argv=None):
+def build_parser():
+    """The command line (defaults = the original's settings; pinned by tests/test_lung.py)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK,
                         help="folder with the arrays of prepare_data.py (default: %(default)s)")
     parser.add_argument("--model", choices=MODELS, default="bcdu_net_d3",
-                        help="network of the run, for the default --run-dir (default: %(default)s)")
+                        help="network of the run, for the default --run-dir and --init-weights "
+                             "(default: %(default)s)")
+    parser.add_argument("--bidirectional", action="store_true",
+                        help="the run was trained with --bidirectional (for the default --run-dir and "
+                             "--init-weights)")
     parser.add_argument("--run-dir", type=Path, default=None,
-                        help="training run folder (default: weights/lung/<model>)")
+                        help="training run folder (default: weights/lung/<model>[_bidirectional], the run "
+                             "train_lung.py makes with the original's recipe)")
     parser.add_argument("--weights", choices=("best", "last"), default="best",
                         help="checkpoint to evaluate (default: best, the original's weight_lung)")
-    parser.add_argument("--fov", choices=FOVS, default="body",
-                        help="FOV that turns the around-lung prediction into a lung: body (default, from the "
-                             "image only) or lung-gt (the original's, built with the ground truth: leaks)")
+    add_init_weights_argument(parser)
+    parser.add_argument("--fov", choices=FOV_CHOICES, default="both",
+                        help="FOV that turns the around-lung prediction into a lung: both (default: the "
+                             "original's lung-gt row, built with the ground truth as in the paper, then the "
+                             "leak-free body row), lung-gt or body")
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="prediction batch (default: %(default)s)")
+    add_tta_argument(parser)
+    add_precision_arguments(parser, jit_compile=False)
     parser.add_argument("--out-dir", type=Path, default=None,
-                        help="output folder (default: <work-dir>/results/<model>)")
+                        help="output folder (default: <work-dir>/results/<run folder name>[_last][_tta-flip]"
+                             "[_<precision>])")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out-dir (default: refuse)")
     parser.add_argument("--quiet", action="store_true", help="no prediction progress bar")
-    args = parser.parse_args(argv)
-    run_dir = args.run_dir or default_run_dir(args.model)
-    out_dir = args.out_dir or args.work_dir / "results" / args.model
-    row = evaluate(run_dir, args.work_dir, out_dir, args.fov, args.weights, args.batch_size,
-                   verbose=0 if args.quiet else 1)
-    print(f"{row['method']}, FOV {row['FOV']}: F1 {row['F1']:.4f}, SE {row['SE']:.4f}, SP {row['SP']:.4f}, "
-          f"ACC {row['ACC']:.4f}, AUC {row['AUC']:.4f}, IoU {row['IoU']:.4f} (paper F1 0.9904). "
-          f"Tables and figures in {out_dir}")
-    return row
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.batch_size < 1:
+        raise cli.option_error("--batch-size", f"{args.batch_size} must be at least 1")
+    if args.init_weights is not None and args.run_dir is not None:
+        raise cli.option_error("--init-weights/--run-dir", "choose one: the authors' weights or a training run")
+    run_dir = args.run_dir or default_run_dir(args.model, args.bidirectional)
+    out_dir = args.out_dir or default_out_dir(args.work_dir, run_dir, args.weights, args.tta, args.mixed_precision,
+                                              args.init_weights)
+    rows = evaluate(run_dir, args.work_dir, out_dir, args.fov, args.weights, args.batch_size,
+                    verbose=not args.quiet, overwrite=args.overwrite, tta=args.tta,
+                    mixed_precision=args.mixed_precision, init_weights=args.init_weights, model_name=args.model,
+                    bidirectional=args.bidirectional)
+    for name, row in rows.items():
+        print(f"{row['method']}, FOV {row['FOV']}: F1 {row['F1']:.4f}, SE {row['SE']:.4f}, SP {row['SP']:.4f}, "
+              f"ACC {row['ACC']:.4f}, AUC {row['AUC']:.4f}, IoU {row['IoU']:.4f}")
+    print(f"(paper: F1 0.9904 with the original FOV). Tables and figures in {out_dir}")
+    return rows
 
 
 if __name__ == "__main__":

@@ -8,6 +8,18 @@ training slices as validation (Keras ``validation_split``), the best checkpoint 
 ReduceLROnPlateau(val_loss, factor 0.1, patience 7, min_delta 1e-4). The run folder (default
 ``weights/lung/<model>``) gets ``best.keras`` (the original's ``weight_lung``), ``last.keras``,
 ``history.csv`` (the original's ``hist_lung`` pickle) and training curves.
+
+A run folder that already holds a run is refused (``--resume`` continues it, ``--overwrite`` replaces it);
+every option that changes the network or the recipe is part of the default folder's name, so two variants
+never share one. Options beyond the original: ``--bidirectional``, ``--mixed-precision``, ``--jit-compile``,
+``--init-weights`` (the authors' Keras-2 ``weight_lung``), ``--strategy``, ``--seed``.
+
+Examples::
+
+    python lung/train_lung.py                                   # the original: -> weights/lung/bcdu_net_d3/
+    python lung/train_lung.py --bidirectional                   # -> weights/lung/bcdu_net_d3_bidirectional/
+    python lung/train_lung.py --resume                          # continue the killed default run
+    python lung/train_lung.py --mixed-precision bfloat16 --jit-compile --run-dir /scratch/lung_bf16
 """
 
 import argparse
@@ -18,16 +30,43 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from common import cli
-from common.training import add_strategy_argument
+from common.devices import add_precision_arguments
+from common.legacy_weights import add_init_weights_argument
+from common.training import add_overwrite_argument, add_strategy_argument
 from lung.prepare_data import DEFAULT_WORK, load_arrays
 
 MODELS = ("bcdu_net_d3", "bcdu_net_d1")
 EPOCHS, BATCH_SIZE, LR, VAL_SPLIT = 50, 2, 1e-4, 0.2
+ADAM = {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}
 REDUCE_LR = {"factor": 0.1, "patience": 7, "min_delta": 1e-4, "cooldown": 0, "min_lr": 0.0, "verbose": 1}
+#: recipe options that appear in the default run folder's name when they differ from the original's
+RECIPE_DEFAULTS = {"epochs": EPOCHS, "batch_size": BATCH_SIZE, "lr": LR, "val_split": VAL_SPLIT, "seed": None,
+                   "mixed_precision": "off", "init_weights": None}
+_NAME_PARTS = {"epochs": "epochs{}", "batch_size": "batch{}", "lr": "lr{:g}", "val_split": "val{:g}",
+               "seed": "seed{}", "mixed_precision": "{}", "init_weights": "init-{}"}
 
 
-def default_run_dir(model_name):
-    return cli.repo_path("weights", "lung", model_name)
+def run_name(model_name, bidirectional=False, **recipe):
+    """Default run folder name: the model, ``_bidirectional``, and every recipe option (``RECIPE_DEFAULTS``)
+    that differs from the original's, e.g. ``bcdu_net_d3``, ``bcdu_net_d3_bidirectional_epochs4_lr0.001``.
+
+    Two runs that differ in the network or the training recipe never share a default folder.
+    """
+    unknown = set(recipe) - set(RECIPE_DEFAULTS)
+    if unknown:
+        raise TypeError(f"unknown recipe options {sorted(unknown)}")
+    parts = [model_name] + (["bidirectional"] if bidirectional else [])
+    for key, default in RECIPE_DEFAULTS.items():
+        value = recipe.get(key, default)
+        if value != default:
+            value = Path(value).name if key == "init_weights" else value
+            parts.append(_NAME_PARTS[key].format(value))
+    return "_".join(parts)
+
+
+def default_run_dir(model_name, bidirectional=False, **recipe):
+    """``weights/lung/<run_name(...)>`` (``weights/lung/bcdu_net_d3`` with the original's settings)."""
+    return cli.repo_path("weights", "lung", run_name(model_name, bidirectional, **recipe))
 
 
 def build(model_name, size, bidirectional=False):
@@ -40,11 +79,12 @@ def build(model_name, size, bidirectional=False):
     return build_model(model_name, (size, size, 1), **options)
 
 
-def compile_model(model, lr=LR):
+def compile_model(model, lr=LR, jit_compile=False):
+    """The original's compile: Adam(lr, beta 0.9/0.999, eps 1e-7), binary cross-entropy, accuracy."""
     import keras
 
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr, beta_1=0.9, beta_2=0.999, epsilon=1e-7),
-                  loss="binary_crossentropy", metrics=["accuracy"])
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr, **ADAM), loss="binary_crossentropy",
+                  metrics=["accuracy"], jit_compile=jit_compile)
     return model
 
 
@@ -54,12 +94,19 @@ def scale_images(xb, yb):
 
 
 def train(work_dir, run_dir, model_name="bcdu_net_d3", bidirectional=False, epochs=EPOCHS, batch_size=BATCH_SIZE,
-          lr=LR, val_split=VAL_SPLIT, seed=None, resume=False, verbose=1, strategy="default"):
-    """Build, compile and fit; returns ``(model, history)``."""
+          lr=LR, val_split=VAL_SPLIT, seed=None, resume=False, verbose=1, strategy="default", overwrite=False,
+          mixed_precision="off", jit_compile=False, init_weights=None):
+    """Build, compile and fit; returns ``(model, history)``.
+
+    The run folder is checked first (:func:`common.training.check_run_dir`: a folder holding a run is
+    refused without ``resume`` or ``overwrite``), before any data is read.
+    """
     import keras
 
-    from common.training import array_dataset, fit, get_strategy, split_last
+    from common.devices import set_precision
+    from common.training import array_dataset, check_run_dir, fit, get_strategy, split_last
 
+    check_run_dir(run_dir, resume=resume, overwrite=overwrite)
     strategy = get_strategy(strategy)  # before any other TensorFlow work
     arrays = load_arrays(work_dir, "train", ("image", "target"))
     x, y = arrays["image"][..., None], arrays["target"][..., None]  # (n, S, S, 1) views of the memory maps
@@ -67,18 +114,41 @@ def train(work_dir, run_dir, model_name="bcdu_net_d3", bidirectional=False, epoc
     (x_tr, y_tr), (x_val, y_val) = split_last(val_split, x, y)
     if seed is not None:
         keras.utils.set_random_seed(seed)  # before the weights are initialised (fit() seeds again)
+    set_precision(mixed_precision)  # before the model is built
     with strategy.scope():
-        model = compile_model(build(model_name, size, bidirectional), lr)
+        model = build(model_name, size, bidirectional)
+        if init_weights is not None:
+            from common.legacy_weights import load_legacy_weights
+
+            load_legacy_weights(model, init_weights)
+        model = compile_model(model, lr, jit_compile)
     settings = {"model": model_name, "bidirectional": bidirectional, "epochs": epochs, "batch_size": batch_size,
                 "lr": lr, "val_split": val_split, "seed": seed, "slice_size": size, "train": len(x_tr),
-                "validation": len(x_val)}
+                "validation": len(x_val), "mixed_precision": mixed_precision, "jit_compile": jit_compile,
+                "init_weights": None if init_weights is None else str(init_weights)}
     train_ds = array_dataset(x_tr, y_tr, batch_size, shuffle=True, seed=seed, transform=scale_images)
     val_ds = array_dataset(x_val, y_val, batch_size, transform=scale_images)
     return fit(model, train_ds, val_ds, run_dir=run_dir, epochs=epochs, monitor="val_loss", mode="min",
-               resume=resume, seed=seed, reduce_lr=REDUCE_LR, verbose=verbose, settings=settings)
+               resume=resume, overwrite=overwrite, seed=seed, reduce_lr=REDUCE_LR, verbose=verbose,
+               settings=settings)
 
 
-def main(argv=None):
+def check_options(args):
+    """One-line ``OptionError`` for option values the original's recipe cannot run with."""
+    if args.epochs < 1:
+        raise cli.option_error("--epochs", f"{args.epochs} must be at least 1")
+    if args.batch_size < 1:
+        raise cli.option_error("--batch-size", f"{args.batch_size} must be at least 1")
+    if not args.lr > 0:
+        raise cli.option_error("--lr", f"{args.lr} must be a positive learning rate")
+    if not 0 < args.val_split < 1:
+        raise cli.option_error("--val-split", f"{args.val_split} must lie strictly between 0 and 1")
+    if args.init_weights is not None and not Path(args.init_weights).is_file():
+        raise cli.option_error("--init-weights", f"{args.init_weights}: file not found")
+
+
+def build_parser():
+    """The command line (defaults = the original's settings; pinned by tests/test_lung.py)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK,
                         help="folder with the arrays of prepare_data.py (default: %(default)s)")
@@ -93,14 +163,28 @@ def main(argv=None):
                         help="last fraction of the training slices used for validation (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: none, as the original)")
     parser.add_argument("--run-dir", type=Path, default=None,
-                        help="checkpoints and logs (default: weights/lung/<model>)")
+                        help="checkpoints and logs (default: weights/lung/<model>[_bidirectional][_<each "
+                             "recipe option that differs from the original, e.g. epochs4_lr0.001>])")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --run-dir")
+    add_overwrite_argument(parser)
+    add_init_weights_argument(parser)
     parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress output")
     add_strategy_argument(parser)
-    args = parser.parse_args(argv)
-    run_dir = args.run_dir or default_run_dir(args.model)
+    add_precision_arguments(parser, jit_compile=True)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    check_options(args)
+    run_dir = args.run_dir or default_run_dir(args.model, args.bidirectional, epochs=args.epochs,
+                                              batch_size=args.batch_size, lr=args.lr, val_split=args.val_split,
+                                              seed=args.seed, mixed_precision=args.mixed_precision,
+                                              init_weights=args.init_weights)
     model, history = train(args.work_dir, run_dir, args.model, args.bidirectional, args.epochs, args.batch_size,
-                           args.lr, args.val_split, args.seed, args.resume, args.verbose, args.strategy)
+                           args.lr, args.val_split, args.seed, args.resume, args.verbose, args.strategy,
+                           overwrite=args.overwrite, mixed_precision=args.mixed_precision,
+                           jit_compile=args.jit_compile, init_weights=args.init_weights)
     if history:
         print(f"{model.name}: best val_loss {min(history['val_loss']):.4f}; checkpoints in {run_dir}")
     return run_dir

@@ -42,3 +42,25 @@ def test_training_option_errors_are_user_errors(monkeypatch):
         get_strategy("multi_worker")
     with pytest.raises(UserError, match="validation split: 0.0 of 10 samples leaves an empty"):
         split_last(0.0, list(range(10)))
+
+
+def test_bad_options_give_one_line(capsys):
+    import argparse
+
+    def main(argv):
+        parser = argparse.ArgumentParser(prog="train.py")
+        parser.add_argument("--model", choices=("a", "b"), default="a")
+        parser.add_argument("--epochs", type=int, default=1)
+        parser.parse_args(argv)
+        return 0
+
+    for argv, start in ((["--model", "c"], "error: --model: invalid choice: 'c'"),
+                        (["--epochs", "x"], "error: --epochs: invalid int value: 'x'"),
+                        (["--nope"], "error: unrecognized arguments: --nope")):
+        with pytest.raises(SystemExit) as stop:
+            cli.run(main, argv)
+        assert stop.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith(start) and err.endswith("(see train.py --help)\n") and err.count("\n") == 1, err
+    assert cli.run(main, []) == 0
+    assert argparse.ArgumentParser.error is not cli._argparse_error  # restored after the run

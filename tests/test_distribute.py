@@ -46,6 +46,20 @@ def test_two_cpu_workers_end_with_identical_weights(tmp_path):
     np.testing.assert_array_equal(w0, w1)
     # the chief (worker 0) wrote the run; 32 samples, global batch 8 -> 4 steps/epoch
     assert (tmp_path / "run" / "best.keras").is_file() and "steps 8" in outputs[0]
+    # The reference: one process, no cluster, batch 8 from the same initial weights. Two workers splitting
+    # each global batch of 8 into 4 + 4 and averaging their gradients take the same steps, so a gradient
+    # summed instead of averaged (twice the step), a half batch trained alone, or batches that do not
+    # partition the samples would all end elsewhere.
+    np.testing.assert_array_equal(np.load(tmp_path / "init_0.npy"), np.load(tmp_path / "init_1.npy"))
+    single = subprocess.run([sys.executable, str(JOB), str(tmp_path), str(tmp_path / "single_run"), "single"],
+                            env={k: v for k, v in os.environ.items() if k != "TF_CONFIG"}, capture_output=True,
+                            text=True, timeout=240)
+    assert single.returncode == 0, single.stdout[-2000:] + single.stderr[-2000:]
+    assert "steps 8 replicas 1" in single.stdout
+    reference = np.load(tmp_path / "weights_single.npy")
+    moved = np.abs(reference - np.load(tmp_path / "init_0.npy")).max()
+    assert moved > 0.05  # measured 0.31; doubling the SGD step or training on batches of 4 moves it by 0.34
+    np.testing.assert_allclose(w0, reference, rtol=1e-4, atol=1e-5)
 
 
 def test_strategy_by_name():

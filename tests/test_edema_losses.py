@@ -126,8 +126,9 @@ def test_absent_class_conventions():
 
 
 def test_logits_accepted_like_log_probs():
-    for loss in (L.weighted_nll, L.multiclass_dice_loss, L.exp_log_dice_loss):
-        assert f(loss(LABELS, LOGITS)) == pytest.approx(f(loss(LABELS, LOGP.astype("float32"))), rel=1e-5)
+    references = {L.weighted_nll: ref_wce, L.multiclass_dice_loss: ref_dice_loss, L.exp_log_dice_loss: ref_el_dice}
+    for loss, reference in references.items():  # raw logits in, the NumPy reference on their log_softmax
+        assert f(loss(LABELS, LOGITS)) == pytest.approx(reference(LABELS, LOGP), rel=1e-5)
 
 
 @pytest.mark.parametrize("labels", [LABELS, EMPTY], ids=["absent_class", "all_background"])
@@ -176,10 +177,12 @@ def test_mixes(labels):
 
 
 def test_loss_serialization():
-    loss = L.EdemaSegmentationLoss("el_dice", gamma=0.5)
+    loss = L.EdemaSegmentationLoss("el_dice", gamma=0.3)  # not the default gamma: it must survive the trip
     clone = keras.losses.deserialize(keras.losses.serialize(loss))
     assert isinstance(clone, L.EdemaSegmentationLoss) and clone.dice == "el_dice"
-    assert f(clone(LABELS, LOGP.astype("float32"))) == pytest.approx(f(loss(LABELS, LOGP.astype("float32"))))
+    expected = ref_wce(LABELS, LOGP) + ref_el_dice(LABELS, LOGP, gamma=0.3)
+    assert f(loss(LABELS, LOGP.astype("float32"))) == pytest.approx(expected, rel=1e-5)
+    assert f(clone(LABELS, LOGP.astype("float32"))) == pytest.approx(expected, rel=1e-5)
     assert keras.saving.get_registered_object("common>mix_33") is L.mix_33
     with pytest.raises(ValueError):
         L.edema_losses("mix_2")
@@ -212,9 +215,12 @@ def test_adam_l2_zero_gradient_and_config():
     AdamL2(l2=0.1).apply_gradients([(keras.ops.zeros((2, 3)), var)])
     np.testing.assert_allclose(keras.ops.convert_to_numpy(var),
                                ref_torch_adam(theta0, [np.zeros((2, 3))], weight_decay=0.1), rtol=1e-6)
-    clone = AdamL2.from_config(AdamL2().get_config())
-    assert (clone.l2, clone.beta_2, clone.epsilon) == (1e-4, 0.99, 1e-8)
-    assert keras.optimizers.deserialize(keras.optimizers.serialize(clone)).l2 == 1e-4
+    default = AdamL2()  # the original's torch.optim.Adam: betas (0.9, 0.99), eps 1e-8, weight_decay 1e-4 (spec)
+    assert (default.l2, default.beta_2, default.epsilon) == (1e-4, 0.99, 1e-8)
+    # non-default values: a get_config that dropped one would come back as the default
+    clone = AdamL2.from_config(AdamL2(l2=0.3, beta_2=0.95, epsilon=1e-6).get_config())
+    assert (clone.l2, clone.beta_2, clone.epsilon) == (0.3, 0.95, 1e-6)
+    assert keras.optimizers.deserialize(keras.optimizers.serialize(clone)).l2 == 0.3
 
 
 def test_compiled_training_step():
@@ -229,7 +235,9 @@ def test_compiled_training_step():
     labels[1] = 0
     # Evaluation (dropout off) reports the original's mix_33 total.
     out = model.predict(x, verbose=0)
-    expected = f(L.mix_33(labels, out["seg"], out["det"]))
+    seg = out["seg"].astype("float64")
+    expected = (ref_wce(labels, seg) + ref_el_dice(labels, seg)
+                + ref_bce(ref_targets(labels), out["det"].astype("float64")))
     assert model.evaluate(x, {"seg": labels, "det": labels}, verbose=0, return_dict=True)["loss"] == \
         pytest.approx(expected, rel=1e-4)
     history = model.fit(x, {"seg": labels, "det": labels}, epochs=1, verbose=0)
@@ -240,9 +248,11 @@ def test_compiled_model_reloads(tmp_path):
     from common.models import build_model
 
     model = build_model("edema_unet", (32, 32, 3), feature_scale=16)
-    model.compile(optimizer=AdamL2(), loss=L.edema_losses("mix_3"))
+    # non-default l2, gamma and Dice variant, so that none can come back as a default by accident
+    model.compile(optimizer=AdamL2(l2=0.3), loss=L.edema_losses("mix_33", gamma=0.3))
     model.optimizer.build(model.trainable_variables)
     model.save(tmp_path / "compiled.keras")
     reloaded = keras.saving.load_model(tmp_path / "compiled.keras")
-    assert isinstance(reloaded.optimizer, AdamL2) and reloaded.optimizer.l2 == 1e-4
-    assert isinstance(reloaded.loss["seg"], L.EdemaSegmentationLoss) and reloaded.loss["seg"].dice == "dice"
+    assert isinstance(reloaded.optimizer, AdamL2) and reloaded.optimizer.l2 == pytest.approx(0.3)
+    seg = reloaded.loss["seg"]
+    assert isinstance(seg, L.EdemaSegmentationLoss) and (seg.dice, seg.gamma) == ("el_dice", pytest.approx(0.3))

@@ -7,6 +7,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -171,19 +172,28 @@ def test_optimizer_and_loss_follow_the_original():
     import keras
 
     model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Conv2D(1, 1, activation="sigmoid")])
-    train.compile_model(model, "bce_dice", per_pixel_dice=True)
+    train.compile_model(model, "bce_dice")
     opt = model.optimizer
     assert opt.epsilon == 1e-8 and opt.beta_1 == 0.9 and opt.beta_2 == 0.999
     schedule = opt._learning_rate
     for step in (0, 1000, 18_900):  # legacy Keras decay: lr / (1 + decay * iterations)
         assert float(schedule(step)) == pytest.approx(1e-5 / (1 + 1.99e-7 * step), rel=1e-6)
-    assert model.loss.per_pixel_dice is True
-    assert train.make_loss("bce_dice").per_pixel_dice is False
+    assert model.loss.per_pixel_dice is True  # the default bce_dice is the original's per-pixel Dice
+    assert train.make_loss("bce_dice", "image").per_pixel_dice is False
     assert isinstance(train.make_loss("bce"), keras.losses.BinaryCrossentropy)
+
+
+def test_run_ids_are_the_originals_and_tag_every_changed_recipe_option():
     assert train.run_id("dataset1", "unet2d_res_srnn_32_512", "bce", 220, 2, 160, 192) == \
         "Fingernail_dataset1_Unet_Res_SRNN_32x512_BCE_EP220_BS2_160x192"
     assert train.run_id("dataset1", "unet2d_8_128", "bce_dice", 220, 2, 160, 192) == \
         "Fingernail_dataset1_Unet_8x128_DICE_EP220_BS2_160x192"
+    base = ("dataset1", "unet2d_8_128", "bce_dice", 220, 2, 160, 192)
+    variants = [{}, {"dice": "image"}, {"lr": 1e-3}, {"lr_decay": 0.0}, {"seed": 1}, {"shuffle": True}]
+    ids = [train.run_id(*base, **v) for v in variants]
+    assert len(set(ids)) == len(ids)  # no two recipes share a default run folder
+    assert ids[1] == "Fingernail_dataset1_Unet_8x128_DICE_IMG_EP220_BS2_160x192"
+    assert ids[5].endswith("_SHUFFLE") and ids[4].endswith("_SEED1")
 
 
 def test_end_to_end_prepare_train_evaluate(tmp_path):
@@ -192,14 +202,15 @@ def test_end_to_end_prepare_train_evaluate(tmp_path):
     prepare_data.main(["--raw-dir", str(tmp_path / "raw"), "--work-dir", str(work), "--rows", str(ROWS),
                        "--cols", str(COLS), "--quiet"])
     train.main(["--work-dir", str(work), "--model", "unet2d_8_128", "--loss", "bce_dice",
-                "--per-pixel-dice", "--epochs", "1", "--run-dir", str(run), "--verbose", "0"])
+                "--epochs", "1", "--run-dir", str(run), "--verbose", "0"])
     for name in ("best.keras", "last.keras", "history.csv", "state.json"):
         assert (run / name).is_file()
     state = json.loads((run / "state.json").read_text())
     assert state["monitor"] == "val_dice_metric" and state["mode"] == "max"
     assert state["settings"]["batch_size"] == 2 and state["settings"]["shuffle"] is False
+    assert state["settings"]["dice"] == "pixel"  # the original's loss, recorded
     # a killed run continues: the custom metric, loss and lr schedule reload from last.keras
-    train.main(["--work-dir", str(work), "--loss", "bce_dice", "--per-pixel-dice", "--epochs", "2",
+    train.main(["--work-dir", str(work), "--loss", "bce_dice", "--epochs", "2",
                 "--run-dir", str(run), "--resume", "--verbose", "0"])
     assert json.loads((run / "state.json").read_text())["epoch"] == 2
     assert len((run / "history.csv").read_text().splitlines()) == 3
@@ -207,7 +218,11 @@ def test_end_to_end_prepare_train_evaluate(tmp_path):
     row = evaluate.main(["--work-dir", str(work), "--model", "unet2d_8_128", "--run-dir", str(run),
                          "--out-dir", str(out), "--quiet"])
     assert row["model"] == "Unet_8x128" and row["test images"] == 1
-    assert row["paper (nb, @0.3)"] == 0.820733
+    assert row["paper (nb, @0.3)"] == 0.820733 and row["dice"] == "pixel"
+    keys = list(row)  # the original's columns first, unchanged; the surface distances after them
+    assert keys.index("Dice@0.3") < keys.index("Dice@0.5") < keys.index("HD95@0.3 (px)") < keys.index("ASSD@0.3 (px)")
+    assert json.loads((out / "run.json").read_text())["weights"][0]["path"].endswith("last.keras")
+    assert json.loads((out / "dice.json").read_text())[0]["dice"] == "pixel"
     pred = np.load(out / "pred_test.npy")
     assert pred.shape == (1, ROWS, COLS, 1) and pred.dtype == np.float32
     _, (_, y_te) = prepare_data.load_split(work)
@@ -217,8 +232,133 @@ def test_end_to_end_prepare_train_evaluate(tmp_path):
     assert len(json.loads((out / "paper.json").read_text())) == 16
 
 
+# ---- the BCE-Dice loss: spec §3's definition, written out in NumPy ----------------------------------------
+
+def _spec_bce_dice(y, p, image_level=False, eps=1e-7):
+    """Spec §3 in float64: Keras BCE (p clipped to [eps, 1 - eps], mean over the last axis) minus
+    log(dice + eps), dice = 2·Σ(y·p) / (Σ(y + p) + eps) with Σ over the channel axis only (the original) or
+    over H, W, C of each image (the image-level option); Keras then takes the mean of what is left."""
+    y, p = y.astype(np.float64), p.astype(np.float64)
+    q = np.clip(p, eps, 1 - eps)
+    bce = -(y * np.log(q) + (1 - y) * np.log(1 - q)).mean(axis=-1)  # (B, H, W)
+    if image_level:
+        dice = 2 * (y * p).sum(axis=(1, 2, 3)) / ((y + p).sum(axis=(1, 2, 3)) + eps)
+        return float((bce.mean(axis=(1, 2)) - np.log(dice + eps)).mean())
+    dice = 2 * (y * p).sum(axis=-1) / ((y + p).sum(axis=-1) + eps)
+    return float((bce - np.log(dice + eps)).mean())
+
+
+def test_default_bce_dice_is_the_originals_per_pixel_loss():
+    rng = np.random.default_rng(3)
+    y = (rng.random((3, 7, 5, 1)) < 0.3).astype(np.float32)
+    p = rng.uniform(0.01, 0.99, (3, 7, 5, 1)).astype(np.float32)
+    default = float(train.make_loss("bce_dice")(y, p))
+    assert default == pytest.approx(_spec_bce_dice(y, p), rel=1e-5)
+    image = float(train.make_loss("bce_dice", "image")(y, p))
+    assert image == pytest.approx(_spec_bce_dice(y, p, image_level=True), rel=1e-5)
+    assert abs(default - image) > 1.0  # the two are really different losses
+    # the spec's verified values: y = 0, p = 0.5 -> 16.8112 per pixel; y = 1, p = 0.5 -> 1.0986
+    half = np.full((1, 1, 1, 1), 0.5, np.float32)
+    assert float(train.make_loss("bce_dice")(0 * half, half)) == pytest.approx(16.8112, abs=1e-4)
+    assert float(train.make_loss("bce_dice")(0 * half + 1, half)) == pytest.approx(1.0986, abs=1e-4)
+
+
+def test_image_level_run_is_recorded_and_not_compared_with_the_paper(tmp_path):
+    _dataset1(tmp_path, n_labeled=8)
+    work, run, out = tmp_path / "work", tmp_path / "run", tmp_path / "out"
+    prepare_data.main(["--raw-dir", str(tmp_path / "raw"), "--work-dir", str(work), "--rows", str(ROWS),
+                       "--cols", str(COLS), "--quiet"])
+    train.main(["--work-dir", str(work), "--dice", "image", "--epochs", "1", "--run-dir", str(run), "--verbose", "0"])
+    settings = json.loads((run / "state.json").read_text())["settings"]
+    assert settings["dice"] == "image" and "image-level" in settings["loss_label"]
+    row = evaluate.main(["--work-dir", str(work), "--run-dir", str(run), "--out-dir", str(out), "--quiet"])
+    assert row["dice"] == "image" and math.isnan(row["paper (nb, @0.3)"])
+    assert "not comparable" in row["paper comparison"]
+    saved = json.loads((out / "dice.json").read_text())[0]
+    assert saved["dice"] == "image" and "image-level" in saved["loss variant"]
+    # a run written before the setting existed (per_pixel_dice False = the image-level Dice) reads the same
+    state = json.loads((run / "state.json").read_text())
+    state["settings"] = {k: v for k, v in settings.items() if k not in ("dice", "loss_label")}
+    state["settings"]["per_pixel_dice"] = False
+    (run / "state.json").write_text(json.dumps(state))
+    assert evaluate.run_settings(run)["dice"] == "image"
+    state["settings"]["per_pixel_dice"] = True
+    (run / "state.json").write_text(json.dumps(state))
+    assert evaluate.run_settings(run)["dice"] == "pixel"
+
+
+def test_prepare_is_all_or_nothing_and_never_replaces_a_study_silently(tmp_path):
+    written = _dataset1(tmp_path)
+    _dataset2(tmp_path)
+    work = tmp_path / "work"
+    args = ["--raw-dir", str(tmp_path / "raw"), "--work-dir", str(work), "--rows", str(ROWS), "--cols", str(COLS),
+            "--quiet"]
+    prepare_data.main(args)
+    before = {p.name: p.read_bytes() for p in (work / "dataset1").iterdir()}
+    with pytest.raises(DataLayoutError, match=r"dataset1: holds a prepared study; pass --overwrite"):
+        prepare_data.main(args)
+    # a corrupt file in the SECOND dataset: nothing of the first is written either
+    (tmp_path / "raw" / "dataset2" / "mask" / "nail_001.jpg").write_bytes(b"\xff\xd8 truncated")
+    with pytest.raises(ImageReadError, match=r"nail_001\.jpg"):
+        prepare_data.main(args + ["--datasets", "dataset1", "dataset2"])
+    assert not (work / "dataset1+dataset2").exists()
+    assert sorted(p.name for p in work.iterdir()) == ["dataset1"]  # no temporary folder left behind
+    # --overwrite replaces the study in one step; a failing --overwrite leaves the old one intact
+    (tmp_path / "raw" / "dataset1" / "image" / written["labeled"][0]).write_bytes(b"not a png")
+    with pytest.raises(ImageReadError):
+        prepare_data.main(args + ["--overwrite"])
+    assert {p.name: p.read_bytes() for p in (work / "dataset1").iterdir()} == before
+    assert sorted(p.name for p in work.iterdir()) == ["dataset1"]
+
+
+def test_repro_bench_runs_cells_reports_absent_data_and_keeps_results(tmp_path):
+    import bench.fingernail_repro as repro
+
+    raw, out = tmp_path / "raw", tmp_path / "bench"
+    _dataset1(tmp_path, n_labeled=10, sizes=((150, 191),))
+    args = ["--raw-dir", str(raw), "--out-dir", str(out), "--epochs", "1", "--losses", "bce_dice",
+            "--time-steps", "0", "--verbose", "0"]
+    repro.main(args)
+    table = json.loads((out / "table.json").read_text())
+    assert len(table) == 8  # 4 models x 2 studies, the paper's layout
+    unet_ds1 = table[0]
+    assert unet_ds1["Model"] == "U-Net2D (8-128)" and unet_ds1["Data"] == "DS1"
+    assert unet_ds1["BCE-Dice paper (nb / README)"] == "0.820733 / 0.82"
+    assert "reduced budget" in unet_ds1["BCE-Dice ours"] and unet_ds1["BCE ours"] == "not run"
+    assert all(row["BCE-Dice ours"] == "data absent" for row in table[4:])  # no dataset2 here
+    cell_json = out / "results" / "Fingernail_dataset1_Unet_8x128_DICE_EP1_BS2_160x192" / "cell.json"
+    cell = json.loads(cell_json.read_text())
+    n_test = math.ceil(0.1 * 10)
+    assert cell["dice"] == "pixel" and cell["paper (nb)"] == 0.820733
+    assert (cell["train"], cell["test"]) == (10 - n_test, n_test)
+    pred = np.load(cell_json.parent / "pred_test.npy")
+    _, (_, y_te) = prepare_data.load_split(out)
+    assert cell["Dice@0.3"] == evaluate.dice_coefficient(y_te, pred, 0.3)
+    assert (out / "table.png").is_file() and (out / "table.md").is_file()
+    stamp = cell_json.read_bytes()
+    repro.main(args)  # a second run keeps the earlier result
+    assert cell_json.read_bytes() == stamp
+    # a finished run whose cell result is missing is evaluated again, not trained again
+    cell_json.unlink()
+    last = (out / "runs" / cell_json.parent.name / "last.keras").stat().st_mtime_ns
+    repro.main(args[:-4] + ["--time-steps", "1", "--time-models", "unet2d_8_128", "--verbose", "0"])
+    again = json.loads(cell_json.read_text())
+    assert again["Dice@0.3"] == cell["Dice@0.3"] and again["train wall s"] is None
+    assert (out / "runs" / cell_json.parent.name / "last.keras").stat().st_mtime_ns == last
+    timing = json.loads((out / "timing_table.json").read_text())
+    assert [t["model"] for t in timing] == ["U-Net2D (8-128)"] and timing[0]["parameters"] == 485_817
+
+
+def test_repro_bench_times_a_training_step():
+    import bench.fingernail_repro as repro
+
+    t = repro.time_model("unet2d_8_128", "dataset1", steps=1, warmup=1)
+    assert t["parameters"] == 485_817 and t["steps/epoch"] == 86
+    assert t["wall s/epoch"] == pytest.approx(86 * t["wall s/step"], rel=0.01, abs=0.1) and t["wall s/step"] > 0
+
+
 @pytest.mark.parametrize("script", ["fingernail/prepare_data.py", "fingernail/train.py", "fingernail/evaluate.py",
-                                    "fingernail/demo.py", "bench/fingernail_repro.py"])
+                                    "fingernail/demo.py", "fingernail/predict.py", "bench/fingernail_repro.py"])
 def test_help_works_from_any_directory(tmp_path, script):
     result = subprocess.run([sys.executable, str(REPO_ROOT / script), "--help"],
                             capture_output=True, text=True, cwd=tmp_path)
@@ -252,3 +392,283 @@ def test_real_dataset1_few_epochs_beat_all_background(fingernail_dataset1, tmp_p
     background_accuracy = float((y_te == 0).mean())
     assert float(((prob > 0.5) == (y_te == 1)).mean()) > background_accuracy
     assert row["Dice@0.3"] > 0.5  # all-background scores 0
+
+
+# ---- predict.py: the user's own photos -> masks at each photo's size -----------------------------------------
+
+def _tiny_model(path):
+    """An untrained U-Net2D at 32x48 saved as .keras (random weights, not flip- or rotation-invariant)."""
+    import keras
+
+    from common.models import build_model
+
+    keras.utils.set_random_seed(5)
+    model = build_model("unet2d_8_128", (ROWS, COLS, 3))
+    model.save(path)
+    return model
+
+
+def _reference_mask(model, image, threshold=0.3):
+    """The spec's pipeline written out: (portrait: PIL rotate +90) -> bicubic resize -> /255 -> network ->
+    bilinear resize back -> (rotate -90) -> > threshold."""
+    pil = Image.fromarray(image)
+    portrait = pil.size[0] < pil.size[1]
+    if portrait:
+        pil = pil.rotate(90, expand=True)
+    x = np.asarray(pil.resize((COLS, ROWS), Image.BICUBIC), np.float32)[None] / 255.0
+    prob = Image.fromarray(model.predict(x, verbose=0)[0, ..., 0].astype(np.float32)).resize(pil.size, Image.BILINEAR)
+    if portrait:
+        prob = prob.rotate(-90, expand=True)
+    return np.where(np.asarray(prob) > threshold, 255, 0).astype(np.uint8)
+
+
+def test_predict_writes_masks_at_each_photos_size(tmp_path):
+    from fingernail import predict
+
+    model = _tiny_model(tmp_path / "m.keras")
+    rng = np.random.default_rng(0)
+    photos = tmp_path / "photos"
+    shapes = {"wide.png": (30, 38), "big.jpg": (49, 65), "portrait.jpg": (60, 40)}  # (rows, cols)
+    for name, (h, w) in shapes.items():
+        write_image(photos / name, rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+    (photos / "notes.txt").write_text("not a photo")  # ignored: not a photo extension
+    out = tmp_path / "out"
+    status = predict.main([str(photos), "--out-dir", str(out), "--model", str(tmp_path / "m.keras"), "--overlay",
+                           "--save-probabilities", "--quiet"])
+    assert status == 0
+    expected = {f"{Path(n).stem}{s}.png" for n in shapes for s in ("", "_overlay", "_prob")} | {"run.json"}
+    assert {p.name for p in out.iterdir()} == expected
+    for name, (h, w) in shapes.items():
+        stem = Path(name).stem
+        mask = Image.open(out / f"{stem}.png")
+        assert mask.mode == "L" and mask.size == (w, h)
+        values = np.asarray(mask)
+        assert set(np.unique(values)) <= {0, 255}
+        photo = np.asarray(Image.open(photos / name).convert("RGB"))
+        np.testing.assert_array_equal(values, _reference_mask(model, photo))
+        assert Image.open(out / f"{stem}_overlay.png").size == (2 * w, h)
+        assert Image.open(out / f"{stem}_prob.png").size == (w, h)
+    record = json.loads((out / "run.json").read_text())
+    assert record["model"] == "Unet_8x128" and len(record["inputs"]) == 3 and record["weights"][0]["sha256"]
+    # a second run refuses to overwrite
+    from common.errors import UserError
+
+    with pytest.raises(UserError, match="already exists"):
+        predict.main([str(photos), "--out-dir", str(out), "--model", str(tmp_path / "m.keras"), "--quiet"])
+
+
+def test_predict_refuses_an_empty_folder_and_a_corrupt_photo(tmp_path):
+    from common.errors import UserError
+    from fingernail import predict
+
+    _tiny_model(tmp_path / "m.keras")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "out"
+    with pytest.raises(UserError, match=r"empty: no input files"):
+        predict.main([str(empty), "--out-dir", str(out), "--model", str(tmp_path / "m.keras"), "--quiet"])
+    photos = tmp_path / "photos"
+    write_image(photos / "a_good.png", np.full((30, 38, 3), 120, np.uint8))
+    (photos / "b_bad.png").write_bytes(b"\x89PNG truncated")
+    with pytest.raises(ImageReadError, match=r"b_bad\.png"):
+        predict.main([str(photos), "--out-dir", str(out), "--model", str(tmp_path / "m.keras"), "--quiet"])
+    assert not (out / "b_bad.png").exists()
+    status = predict.main([str(photos), "--out-dir", str(tmp_path / "out2"), "--model", str(tmp_path / "m.keras"),
+                           "--skip-bad", "--quiet"])
+    assert status == 1 and (tmp_path / "out2" / "a_good.png").is_file()
+    assert not (tmp_path / "out2" / "b_bad.png").exists()
+
+
+def test_flip_tta_averages_the_flipped_predictions(tmp_path):
+    model = _tiny_model(tmp_path / "m.keras")
+    x = np.random.default_rng(2).integers(0, 256, (2, ROWS, COLS, 3), dtype=np.uint8)
+    f = x.astype(np.float32) / 255.0
+    plain = model.predict(f, verbose=0)
+    h = model.predict(f[:, :, ::-1].copy(), verbose=0)[:, :, ::-1]
+    v = model.predict(f[:, ::-1].copy(), verbose=0)[:, ::-1]
+    np.testing.assert_allclose(evaluate.predict_probabilities(model, x), plain, atol=1e-6)
+    np.testing.assert_allclose(evaluate.predict_probabilities(model, x, tta="flip"), (plain + h + v) / 3, atol=1e-6)
+    assert np.abs(plain - h).max() > 1e-4  # the model is not flip-invariant, so the test can fail
+
+
+# ---- the original's defaults, pinned (spec §3, §4, §5) -----------------------------------------------------
+
+ORIGINAL_DEFAULTS = {  # written from specs/fingernail.md, not from the code
+    "prepare_data": {"rows": 160, "cols": 192, "test_ratio": 0.1, "seed": 144, "datasets": ["dataset1"]},
+    "train": {"model": "unet2d_8_128", "study": "dataset1", "loss": "bce_dice", "dice": "pixel", "epochs": 220,
+              "batch_size": 2, "lr": 1e-5, "lr_decay": 1.99e-7, "seed": 144, "shuffle": False,
+              "mixed_precision": "off", "jit_compile": False, "resume": False, "overwrite": False},
+    "evaluate": {"loss": "bce_dice", "dice": "pixel", "epochs": 220, "batch_size": 2, "weights": "last",
+                 "thresholds": [0.3, 0.5], "tta": "none", "mixed_precision": "off"},
+    "predict": {"weights": "last", "threshold": 0.3, "tta": "none", "mixed_precision": "off"},
+    "bench": {"epochs": 220, "dice": "pixel", "losses": ["bce_dice", "bce"],
+              "studies": ["dataset1", "dataset1+dataset2"]},
+}
+
+
+def _parser(script):
+    import bench.fingernail_repro as repro
+    from fingernail import predict
+
+    return {"prepare_data": prepare_data, "train": train, "evaluate": evaluate, "predict": predict,
+            "bench": repro}[script].build_parser()
+
+
+@pytest.mark.parametrize("script", sorted(ORIGINAL_DEFAULTS))
+def test_defaults_are_the_originals(script):
+    argv = ["x.png", "--out-dir", "o"] if script == "predict" else []
+    defaults = vars(_parser(script).parse_args(argv))
+    for name, value in ORIGINAL_DEFAULTS[script].items():
+        assert defaults[name] == value, f"{script} --{name.replace('_', '-')}"
+
+
+def test_default_recipe_builds_the_originals_optimizer_and_loss():
+    import keras
+
+    args = train.build_parser().parse_args([])
+    model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Conv2D(1, 1, activation="sigmoid")])
+    train.compile_model(model, args.loss, args.dice, args.lr, args.lr_decay)
+    assert model.optimizer.epsilon == 1e-8 and model.loss.per_pixel_dice is True
+    assert float(model.optimizer._learning_rate(0)) == pytest.approx(1e-5)
+
+
+# ---- one line, exit status 2, for a bad option and a bad file in every script ------------------------------
+
+def _error_line(capsys, main, argv):
+    from common import cli
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(main, argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and "Traceback" not in "\n".join(err)
+    return err[-1]
+
+
+def test_every_script_reports_a_bad_option_and_a_bad_file_in_one_line(tmp_path, capsys):
+    import bench.fingernail_repro as repro
+    from fingernail import predict
+
+    _dataset1(tmp_path, n_labeled=6)
+    raw, work = tmp_path / "raw", tmp_path / "work"
+    prepare = ["--raw-dir", str(raw), "--work-dir", str(work), "--quiet"]
+    assert _error_line(capsys, prepare_data.main, prepare + ["--rows", "100"]).startswith(
+        "error: --rows/--cols: must be positive multiples of 16")
+    mask = sorted((raw / "dataset1" / "mask").iterdir())[0]
+    good_mask = mask.read_bytes()
+    mask.write_bytes(b"\x89PNG\r\n broken")
+    assert _error_line(capsys, prepare_data.main, prepare).startswith(f"error: {mask}: ")
+    assert not work.exists()
+    mask.write_bytes(good_mask)
+    prepare_data.main(prepare + ["--rows", str(ROWS), "--cols", str(COLS)])
+
+    assert _error_line(capsys, train.main, ["--work-dir", str(work), "--loss", "bce", "--dice", "image"]) == \
+        "error: --dice: applies to --loss bce_dice only, not bce; drop it"
+    assert _error_line(capsys, train.main, ["--work-dir", str(work), "--epochs", "0"]) == \
+        "error: --epochs: must be at least 1, got 0"
+    split = work / "dataset1" / "split.json"
+    good_split = split.read_text()
+    split.write_text("{ not json")
+    assert _error_line(capsys, train.main, ["--work-dir", str(work)]).startswith(
+        f"error: {split}: not prepare_data.py's split.json")
+    split.write_text(good_split)
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "last.keras").write_bytes(b"not a keras file")
+    evaluate_args = ["--work-dir", str(work), "--run-dir", str(run), "--out-dir", str(tmp_path / "res"), "--quiet"]
+    assert _error_line(capsys, evaluate.main, evaluate_args + ["--thresholds", "1.5"]).startswith(
+        "error: --thresholds: each must lie in [0, 1)")
+    assert _error_line(capsys, evaluate.main, evaluate_args).startswith(f"error: {run / 'last.keras'}: cannot load")
+    assert not (tmp_path / "res").exists()
+
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(b"\xff\xd8\xff broken jpeg")
+    _tiny_model(tmp_path / "m.keras")
+    predict_args = [str(photo), "--out-dir", str(tmp_path / "pred"), "--model", str(tmp_path / "m.keras"), "--quiet"]
+    assert _error_line(capsys, predict.main, predict_args + ["--threshold", "2"]).startswith(
+        "error: --threshold: must lie in [0, 1)")
+    assert _error_line(capsys, predict.main, predict_args).startswith(f"error: {photo}: ")
+    assert not (tmp_path / "pred" / "photo.png").exists()
+
+    bench_args = ["--raw-dir", str(raw), "--out-dir", str(tmp_path / "b"), "--losses", "bce", "--studies", "dataset1",
+                  "--time-steps", "0", "--verbose", "0"]
+    assert _error_line(capsys, repro.main, bench_args + ["--epochs", "0"]).startswith("error: --epochs/--time-steps:")
+    mask.write_bytes(b"\x89PNG\r\n broken")
+    assert _error_line(capsys, repro.main, bench_args).startswith(f"error: {mask}: ")
+
+
+def test_paper_comparison_names_every_recipe_difference():
+    assert evaluate.recipe_differences({"epochs": 220, "batch_size": 2, "lr": 1e-5, "shuffle": False}) == []
+    note = evaluate.comparison_note("same model, data and loss", {"epochs": 12, "lr": 1e-3, "shuffle": True,
+                                                                 "rows": 160})
+    assert note == "same model, data and loss; but the recipe differs: epochs 12, lr 0.001, shuffle True"
+
+
+def _brute_hd95_assd(a, b):
+    """Brute force: surfaces = mask minus its face-connected erosion, all pairwise Euclidean distances."""
+    from scipy.ndimage import binary_erosion
+    from scipy.spatial.distance import cdist
+
+    sa = np.argwhere(a & ~binary_erosion(a, border_value=0))
+    sb = np.argwhere(b & ~binary_erosion(b, border_value=0))
+    d = cdist(sa, sb)
+    ab, ba = d.min(axis=1), d.min(axis=0)
+    return max(np.percentile(ab, 95), np.percentile(ba, 95)), np.concatenate([ab, ba]).mean()
+
+
+def test_evaluate_adds_hd95_and_assd_after_the_originals_columns():
+    rng = np.random.default_rng(4)
+    y = np.zeros((3, 16, 20, 1), np.uint8)
+    prob = np.zeros((3, 16, 20, 1), np.float32)
+    y[0, 3:9, 4:12], y[1, 5:10, 5:9], y[2, 2:6, 2:6] = 1, 1, 1
+    prob[0, 4:10, 6:13] = 0.9
+    prob[2] = rng.random((16, 20, 1)) * 0.6  # noisy: some pixels above 0.3
+    columns = evaluate.surface_columns(y, prob, 0.3)  # image 1 has an empty prediction: left out, counted
+    refs = [_brute_hd95_assd(y[i, ..., 0] == 1, prob[i, ..., 0] > 0.3) for i in (0, 2)]
+    assert columns["HD95@0.3 (px)"] == pytest.approx(np.mean([r[0] for r in refs]), rel=1e-9)
+    assert columns["ASSD@0.3 (px)"] == pytest.approx(np.mean([r[1] for r in refs]), rel=1e-9)
+    assert columns["images without HD95 (an empty mask)"] == 1
+
+
+def test_two_recipes_with_default_run_folders_keep_both_runs(tmp_path, monkeypatch):
+    from common import cli
+
+    monkeypatch.setattr(cli, "REPO_ROOT", tmp_path / "repo")  # default folders under a temporary "repository"
+    _dataset1(tmp_path, n_labeled=8)
+    work = tmp_path / "work"
+    prepare_data.main(["--raw-dir", str(tmp_path / "raw"), "--work-dir", str(work), "--rows", str(ROWS),
+                       "--cols", str(COLS), "--quiet"])
+    common = ["--work-dir", str(work), "--epochs", "1", "--verbose", "0"]
+    pixel = train.main(common)
+    image = train.main(common + ["--dice", "image"])
+    assert pixel != image
+    assert pixel.parent == image.parent == tmp_path / "repo" / "weights" / "fingernail" / "unet2d_8_128"
+    assert json.loads((pixel / "state.json").read_text())["settings"]["dice"] == "pixel"
+    assert json.loads((image / "state.json").read_text())["settings"]["dice"] == "image"
+    from common.errors import UserError
+
+    with pytest.raises(UserError, match="holds a run of 1 epochs"):  # the same recipe again: refused, kept
+        train.main(common)
+    assert json.loads((pixel / "state.json").read_text())["epoch"] == 1
+
+
+def test_mixed_precision_run_is_tagged_and_not_compared_with_the_paper(tmp_path):
+    from common.devices import set_precision
+
+    _dataset1(tmp_path, n_labeled=8)
+    work, out = tmp_path / "work", tmp_path / "out"
+    prepare_data.main(["--raw-dir", str(tmp_path / "raw"), "--work-dir", str(work), "--rows", str(ROWS),
+                       "--cols", str(COLS), "--quiet"])
+    try:
+        run = train.main(["--work-dir", str(work), "--epochs", "1", "--verbose", "0", "--mixed-precision", "bfloat16",
+                          "--run-dir", str(tmp_path / "run")])
+        assert json.loads((run / "state.json").read_text())["settings"]["mixed_precision"] == "bfloat16"
+        row = evaluate.main(["--work-dir", str(work), "--run-dir", str(run), "--out-dir", str(out), "--quiet",
+                             "--mixed-precision", "bfloat16"])
+    finally:
+        set_precision("off")  # the global policy must not leak into other tests
+    assert math.isnan(row["paper (nb, @0.3)"]) and "mixed-precision bfloat16" in row["paper comparison"]
+    assert np.load(out / "pred_test.npy").dtype == np.float32
+    assert train.run_id("dataset1", "unet2d_8_128", "bce_dice", 220, 2, 160, 192, mixed_precision="bfloat16") \
+        .endswith("_BFLOAT16")

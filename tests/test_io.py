@@ -1,9 +1,17 @@
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
 from common.data.io import (DataLayoutError, ImageReadError, atomic_path, list_images, open_npy_writer,
                             pair_files, read_image, write_image)
+
+
+def _reference_read(path):
+    """The file as another library decodes it: OpenCV (BGR -> RGB), Pillow for GIF (OpenCV 5 has no GIF)."""
+    if path.suffix == ".gif":
+        return np.asarray(Image.open(path).convert("RGB"))
+    return cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
 @pytest.mark.parametrize("ext", [".tif", ".png", ".gif", ".bmp", ".jpg"])
@@ -15,6 +23,35 @@ def test_round_trip_formats(tmp_path, ext):
     if ext != ".jpg":
         np.testing.assert_array_equal(back, img)
     assert read_image(tmp_path / f"a{ext}", "rgb").shape == (30, 20, 3)
+
+
+@pytest.mark.parametrize("ext", [".tif", ".png", ".gif", ".bmp", ".jpg"])
+def test_written_and_read_colours_agree_with_another_decoder(tmp_path, ext):
+    """write_image and read_image against OpenCV's codecs, so a swapped channel order or a transposed array
+    (invisible in a round trip through our own pair) fails: red top-left block, green column, blue row."""
+    rgb = np.zeros((64, 48, 3), np.uint8)  # blocks on JPEG's 16x16 colour blocks
+    rgb[:16, :16] = (220, 20, 10)
+    rgb[:, 32:48] = (10, 200, 30)
+    rgb[48:] = (0, 40, 230)
+    # lossless formats: exact; JPEG: close on average (measured 1.7; swapped R and B are off by 53 on average,
+    # a transposed array has another shape)
+    def close(got, want):
+        assert got.shape == want.shape
+        diff = np.abs(got.astype(int) - want)
+        assert (diff.mean() <= 4) if ext == ".jpg" else not diff.any()
+
+    write_image(tmp_path / f"ours{ext}", rgb)
+    close(_reference_read(tmp_path / f"ours{ext}"), rgb)
+    if ext == ".gif":
+        Image.fromarray(rgb).save(tmp_path / f"theirs{ext}")
+    else:
+        assert cv2.imwrite(str(tmp_path / f"theirs{ext}"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    close(read_image(tmp_path / f"theirs{ext}", "rgb"), rgb)
+    gray = cv2.imread(str(tmp_path / f"theirs{ext}"), cv2.IMREAD_GRAYSCALE) if ext != ".gif" else \
+        np.asarray(Image.open(tmp_path / f"theirs{ext}").convert("L"))
+    diff = np.abs(read_image(tmp_path / f"theirs{ext}", "gray").astype(int) - gray)
+    # JPEG: OpenCV decodes the luma plane alone, without the colour planes' upsampling at the block edges
+    assert (diff.mean() <= 1) if ext == ".jpg" else (diff.max() <= 1)
 
 
 def test_size_check_names_file(tmp_path):

@@ -18,6 +18,7 @@ from sklearn.metrics import f1_score, roc_auc_score
 
 from common.cli import REPO_ROOT
 from common.data.io import DataLayoutError, ImageReadError
+from common.errors import UserError
 from common.data.synthetic import write_lung_dataset
 from common.metrics import segmentation_scores
 from lung import evaluate_performance, prepare_data, train_lung
@@ -206,13 +207,21 @@ def test_lung_models_as_the_original_builds_them():
     assert train_lung.REDUCE_LR["factor"] == 0.1 and train_lung.REDUCE_LR["patience"] == 7
 
 
-def test_end_to_end_prepare_train_evaluate(tmp_path):
-    _raw(tmp_path)
-    work, run = tmp_path / "work", tmp_path / "run"
-    prepare_data.main(["--data-dir", str(tmp_path / "raw"), "--work-dir", str(work), "--slice-size", str(SIZE),
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Prepared synthetic arrays and a 2-epoch bcdu_net_d3 run, shared by the tests that need a network."""
+    tmp = tmp_path_factory.mktemp("lung_run")
+    written = _raw(tmp)
+    work, run = tmp / "work", tmp / "run"
+    prepare_data.main(["--data-dir", str(tmp / "raw"), "--work-dir", str(work), "--slice-size", str(SIZE),
                        "--erosion-size", "3", "--quiet"])
     train_lung.main(["--work-dir", str(work), "--run-dir", str(run), "--epochs", "2", "--lr", "1e-3",
                      "--seed", "0", "--verbose", "0"])
+    return {"tmp": tmp, "raw": tmp / "raw", "work": work, "run": run, "written": written}
+
+
+def test_end_to_end_prepare_train_evaluate(trained, tmp_path):
+    work, run = trained["work"], trained["run"]
     for name in ("best.keras", "last.keras", "history.csv", "state.json", "training_curves.png"):
         assert (run / name).is_file()
     state = json.loads((run / "state.json").read_text())
@@ -223,30 +232,157 @@ def test_end_to_end_prepare_train_evaluate(tmp_path):
     loss = [float(row[history[0].index("loss")]) for row in history[1:]]
     assert loss[1] < loss[0]
 
-    rows = {}
-    for fov in ("body", "lung-gt"):
-        out = tmp_path / fov
-        rows[fov] = evaluate_performance.main(["--work-dir", str(work), "--run-dir", str(run), "--out-dir", str(out),
-                                               "--fov", fov, "--quiet"])
-        for name in ("performances.md", "performances.json", "performances.txt", "roc_pr.png",
-                     "sample_results.png", "pred_test.npy", "estimated_lung.npy"):
-            assert (out / name).is_file(), name
-        prob, estimated = np.load(out / "pred_test.npy"), np.load(out / "estimated_lung.npy")
-        assert prob.shape == estimated.shape == (6, SIZE, SIZE) and estimated.dtype == np.uint8
-        table = json.loads((out / "performances.json").read_text())
-        assert [r["method"] for r in table[:4]] == ["U-Net", "Residual U-Net", "R2U-Net", "BCDU-Net (paper)"]
-        assert table[-1]["F1"] == rows[fov]["F1"]
+    out = tmp_path / "results"
+    rows = evaluate_performance.main(["--work-dir", str(work), "--run-dir", str(run), "--out-dir", str(out),
+                                      "--quiet"])  # default: both FOVs
+    assert list(rows) == ["lung-gt", "body"]  # the original's protocol first
+    for name in ("performances.md", "performances.json", "performances.txt", "performances_body.txt", "roc_pr.png",
+                 "roc_pr_body.png", "sample_results.png", "pred_test.npy", "estimated_lung.npy",
+                 "estimated_lung_body.npy"):
+        assert (out / name).is_file(), name
+    prob = np.load(out / "pred_test.npy")
+    assert prob.shape == (6, SIZE, SIZE) and prob.dtype == np.float32
+    table = json.loads((out / "performances.json").read_text())
+    assert [r["method"] for r in table[:4]] == ["U-Net", "Residual U-Net", "R2U-Net", "BCDU-Net (paper)"]
+    assert len(table) == 6 and [r["F1"] for r in table[4:]] == [rows["lung-gt"]["F1"], rows["body"]["F1"]]
+    assert "GROUND TRUTH" in table[4]["FOV"] and "leak-free" in table[5]["FOV"]
+    markdown = (out / "performances.md").read_text()
+    assert markdown.index("| original: body OR ground-truth lung") < markdown.index("| leak-free: body only")
     test = prepare_data.load_arrays(work, "test")
-    prob = np.load(tmp_path / "lung-gt" / "pred_test.npy")
     original = (test["fov"] == 1) & ~(prob > 0.5)  # the original's estimated lung with its FOV_te
-    np.testing.assert_array_equal(np.load(tmp_path / "lung-gt" / "estimated_lung.npy"), original)
+    np.testing.assert_array_equal(np.load(out / "estimated_lung.npy"), original)
     assert rows["lung-gt"]["F1"] == pytest.approx(segmentation_scores(test["lung"], original)["f1"])
     body = evaluate_performance.body_fov(test["image"], 3, 5)
-    np.testing.assert_array_equal(np.load(tmp_path / "body" / "estimated_lung.npy"), body & ~(prob > 0.5))
+    leak_free = body & ~(prob > 0.5)
+    np.testing.assert_array_equal(np.load(out / "estimated_lung_body.npy"), leak_free)
+    assert rows["body"]["F1"] == pytest.approx(segmentation_scores(test["lung"], leak_free)["f1"])
+    # HD95 / ASSD beside the original columns: brute-force surface distances per slice (spacing 1: identity
+    # affines), mean over the slices where both masks are non-empty
+    assert list(table[4])[:8] == ["method", "year", "F1", "SE", "SP", "ACC", "AUC", "JS"]
+    hd95, assd = [], []
+    for truth, pred in zip(test["lung"] != 0, leak_free):
+        if truth.any() and pred.any():
+            a = np.argwhere(truth & ~binary_erosion(truth))
+            b = np.argwhere(pred & ~binary_erosion(pred))
+            d = np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1))
+            to_b, to_a = d.min(1), d.min(0)
+            hd95.append(max(np.percentile(to_b, 95), np.percentile(to_a, 95)))
+            assd.append(np.concatenate([to_b, to_a]).mean())
+    if hd95:
+        assert table[5]["HD95"] == pytest.approx(np.mean(hd95)) and table[5]["ASSD"] == pytest.approx(np.mean(assd))
+    assert table[5]["surface_slices"]["scored"] == len(hd95)
+    run_json = json.loads((out / "run.json").read_text())
+    assert run_json["model"] == "bcdu_net_d3" and run_json["weights"][0]["path"] == str((run / "best.keras").resolve())
+    # the original's performances.txt numbers are those of the GT-built FOV
+    text = (out / "performances.txt").read_text()
+    assert f"F1 score (F-measure): {rows['lung-gt']['F1']}" in text
+
+    # a second evaluation into the same folder is refused (nothing touched), --overwrite replaces it
+    before = (out / "performances.json").read_bytes()
+    with pytest.raises(UserError, match="already exists; pass --overwrite"):
+        evaluate_performance.main(["--work-dir", str(work), "--run-dir", str(run), "--out-dir", str(out),
+                                   "--quiet", "--fov", "body"])
+    assert (out / "performances.json").read_bytes() == before
+    rows = evaluate_performance.main(["--work-dir", str(work), "--run-dir", str(run), "--out-dir", str(out),
+                                      "--quiet", "--fov", "body", "--overwrite", "--tta", "flip"])
+    assert list(rows) == ["body"] and not (out / "performances.txt").exists()
 
 
-@pytest.mark.parametrize("script", ["prepare_data.py", "train_lung.py", "evaluate_performance.py", "demo.py"])
+def test_evaluate_tta_flip_is_the_mean_over_flips(trained, tmp_path):
+    import keras
+
+    from lung.segment import predict_around_lung
+
+    model = keras.models.load_model(trained["run"] / "best.keras", compile=False)
+    images = prepare_data.load_arrays(trained["work"], "test")["image"][:3]
+    x = np.asarray(images, np.float32)[..., None] / 255.0
+    plain = model.predict(x, verbose=0)[..., 0]
+    hflip = np.flip(model.predict(np.flip(x, 2).copy(), verbose=0)[..., 0], 2)
+    vflip = np.flip(model.predict(np.flip(x, 1).copy(), verbose=0)[..., 0], 1)
+    np.testing.assert_allclose(predict_around_lung(model, images), plain, atol=1e-5)
+    assert np.abs(hflip - plain).max() > 1e-3  # the network is not flip-invariant: the test can fail
+    np.testing.assert_allclose(predict_around_lung(model, images, tta="flip"), (plain + hflip + vflip) / 3, atol=1e-5)
+
+
+def test_train_refuses_a_folder_holding_a_run_before_reading_data(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    state = {"epoch": 3, "best": 0.25, "monitor": "val_loss", "mode": "min"}
+    (run / "state.json").write_text(json.dumps(state))
+    (run / "history.csv").write_text("epoch,loss\n0,1\n")
+    with pytest.raises(UserError, match=r"holds a run of 3 epochs \(best val_loss 0.25\); pass --resume"):
+        train_lung.main(["--work-dir", str(tmp_path / "no_such_work"), "--run-dir", str(run)])
+    assert json.loads((run / "state.json").read_text()) == state  # untouched
+    with pytest.raises(FileNotFoundError, match="data_train.npy"):  # --overwrite goes on to read the data
+        train_lung.main(["--work-dir", str(tmp_path / "no_such_work"), "--run-dir", str(run), "--overwrite"])
+    assert (run / "state.json").is_file()  # the old run is only removed once training starts
+
+
+def test_run_names_hold_every_option_that_changes_the_run():
+    assert train_lung.run_name("bcdu_net_d3") == "bcdu_net_d3"
+    assert train_lung.run_name("bcdu_net_d3", True) == "bcdu_net_d3_bidirectional"
+    names = {train_lung.run_name("bcdu_net_d3", **{key: value})
+             for key, value in [("epochs", 4), ("batch_size", 4), ("lr", 1e-3), ("val_split", 0.1), ("seed", 1),
+                                ("mixed_precision", "bfloat16"), ("init_weights", "/x/weight_lung")]}
+    assert len(names) == 7 and "bcdu_net_d3" not in names
+    assert train_lung.run_name("bcdu_net_d1", True, epochs=4, lr=1e-3) == "bcdu_net_d1_bidirectional_epochs4_lr0.001"
+    # the original's values give the plain name
+    assert train_lung.run_name("bcdu_net_d3", epochs=50, batch_size=2, lr=1e-4, val_split=0.2) == "bcdu_net_d3"
+
+
+def test_two_variants_with_default_folders_stay_intact(trained, tmp_path, monkeypatch):
+    import keras
+
+    import common.cli
+
+    def tiny(model_name, size, bidirectional=False):  # a one-layer stand-in: the folders are under test here
+        inputs = keras.Input((size, size, 1))
+        return keras.Model(inputs, keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid")(inputs),
+                           name=model_name)
+
+    monkeypatch.setattr(train_lung, "build", tiny)
+    monkeypatch.setattr(common.cli, "REPO_ROOT", tmp_path)  # default folders under a repo-like tmp root
+    work = trained["work"]
+    base = ["--work-dir", str(work), "--epochs", "1", "--verbose", "0"]
+    runs = [train_lung.main(base), train_lung.main(base + ["--bidirectional"])]
+    assert [r.relative_to(tmp_path).as_posix() for r in runs] == [
+        "weights/lung/bcdu_net_d3_epochs1", "weights/lung/bcdu_net_d3_bidirectional_epochs1"]
+    for run, bidirectional in zip(runs, (False, True)):
+        assert json.loads((run / "state.json").read_text())["settings"]["bidirectional"] is bidirectional
+    try:
+        for run in runs:
+            evaluate_performance.main(["--work-dir", str(work), "--run-dir", str(run), "--quiet", "--fov", "body"])
+        stamps = [(work / "results" / run.name / "pred_test.npy").read_bytes() for run in runs]
+        assert stamps[0] != stamps[1]  # two results, one per run, none replaced
+        for run in runs:
+            assert (run / "best.keras").is_file() and (run / "history.csv").is_file()
+    finally:
+        import shutil
+
+        shutil.rmtree(work / "results", ignore_errors=True)  # the shared work folder stays as it was
+
+
+@pytest.mark.parametrize("script", ["prepare_data.py", "train_lung.py", "evaluate_performance.py", "predict.py",
+                                    "demo.py"])
 def test_help_works_from_any_directory(tmp_path, script):
     result = subprocess.run([sys.executable, str(REPO_ROOT / "lung" / script), "--help"],
                             capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0 and "usage:" in result.stdout
+
+
+def test_evaluate_the_authors_keras2_weights(trained, tmp_path):
+    """--init-weights (the authors' weight_lung layout) evaluates exactly as the run it was written from."""
+    import keras
+
+    from test_legacy_weights import write_keras2_file
+
+    model = keras.models.load_model(trained["run"] / "best.keras", compile=False)
+    legacy = tmp_path / "weight_lung"
+    write_keras2_file(legacy, model, full_model=True)
+    common = ["--work-dir", str(trained["work"]), "--fov", "body", "--quiet"]
+    ours = evaluate_performance.main(common + ["--run-dir", str(trained["run"]), "--out-dir", str(tmp_path / "a")])
+    theirs = evaluate_performance.main(common + ["--init-weights", str(legacy), "--out-dir", str(tmp_path / "b")])
+    np.testing.assert_array_equal(np.load(tmp_path / "a" / "pred_test.npy"), np.load(tmp_path / "b" / "pred_test.npy"))
+    assert theirs["body"]["F1"] == ours["body"]["F1"] and "init weights weight_lung" in theirs["body"]["method"]
+    record = json.loads((tmp_path / "b" / "run.json").read_text())
+    assert record["weights"][0]["path"] == str(legacy.resolve())

@@ -88,20 +88,32 @@ def test_recompose_rejects_a_wrong_number_of_patches():
 
 
 def test_random_patches_follow_the_original_centres_and_are_seeded():
+    """Every patch is located by brute force (each pixel carries its own number), so the reference does not
+    replay the code's random draws: image k // per_image, image and mask cut at the same place, and the
+    top-left corners uniform over all of [0, H - ph] x [0, W - pw], both ends included (the original's
+    centre = random.randint(ph/2, H - ph/2), inclusive)."""
     rng = np.random.default_rng(2)
-    x = rng.random((3, 23, 19, 2)).astype(np.float32)
-    m = (x[..., :1] > 0.5).astype(np.uint8)
+    n, h, w = 3, 23, 19
+    numbers = np.arange(n * h * w, dtype=np.float64).reshape(n, h, w, 1)
+    x = np.concatenate([numbers, rng.random((n, h, w, 1))], axis=-1)
+    m = (x[..., 1:] > 0.5).astype(np.uint8)
     a, b = P.extract_random(x, m, 30, (6, 4), seed=3)
     assert a.shape == (30, 6, 4, 2) and b.shape == (30, 6, 4, 1) and b.dtype == np.uint8
-    draw = np.random.default_rng(3)
-    ys, xs = draw.integers(3, 20 + 1, (3, 10)), draw.integers(2, 17 + 1, (3, 10))  # randint(ph/2, H-ph/2)
     for k in range(30):
-        i, j = divmod(k, 10)
-        top, left = ys[i, j] - 3, xs[i, j] - 2
+        i, top, left = np.unravel_index(int(a[k, 0, 0, 0]), (n, h, w))
+        assert i == k // 10 and 0 <= top <= h - 6 and 0 <= left <= w - 4
         np.testing.assert_array_equal(a[k], x[i, top:top + 6, left:left + 4])
         np.testing.assert_array_equal(b[k], m[i, top:top + 6, left:left + 4])
     a2, _ = P.extract_random(x, m, 30, (6, 4), seed=3)
     np.testing.assert_array_equal(a, a2)
+    assert not np.array_equal(a, P.extract_random(x, m, 30, (6, 4), seed=4)[0])
+    # 3600 draws: each of the 18 tops and 16 lefts about 200 and 225 times (binomial sd < 15)
+    many, _ = P.extract_random(x, m, 3600, (6, 4), seed=5)
+    _, tops, lefts = np.unravel_index(many[:, 0, 0, 0].astype(np.int64), (n, h, w))
+    top_counts, left_counts = np.bincount(tops, minlength=h), np.bincount(lefts, minlength=w)
+    assert not top_counts[h - 6 + 1:].any() and not left_counts[w - 4 + 1:].any()
+    assert top_counts[:h - 6 + 1].min() > 120 and top_counts.max() < 280
+    assert left_counts[:w - 4 + 1].min() > 140 and left_counts.max() < 310
     with pytest.raises(ValueError, match="multiple"):
         P.extract_random(x, m, 31, 4)
 

@@ -52,11 +52,44 @@ def test_clahe_and_gamma_truncate_like_the_original():
     np.testing.assert_array_equal(ours[1, ..., 0], clahe.apply(img[1, ..., 0].astype(np.uint8)))
 
 
+def test_brightest_pixel_truncates_to_255_like_the_original():
+    """The original divides by (max - min) before multiplying by 255, so every image's brightest pixel is
+    exactly 255.0 and stays 255 through the uint8 cast before CLAHE; 255 / span first (span 100 here) gives
+    254.99999999999997, which the cast truncates to 254."""
+    imgs = np.array([[[0.0, 30.0], [70.0, 100.0]], [[5.0, 25.0], [125.0, 205.0]]])[..., None]
+    original = _original_dataset_normalized(imgs.copy())
+    assert original[0].max() == 255.0 and original[1].max() == 255.0
+    ours = preprocess.dataset_normalized(imgs)
+    np.testing.assert_array_equal(ours.astype(np.uint8), original.astype(np.uint8))
+    assert ours.astype(np.uint8).reshape(2, -1).max(axis=1).tolist() == [255, 255]
+
+
+def _original_my_preproc(rgb):
+    """The original's my_PreProc written out from scratch, channels-first as the original: rgb2gray with
+    its weights, the two-step dataset_normalized, cv2 CLAHE (clip 2, 8x8 tiles) on np.array(., dtype=uint8),
+    the gamma-1.2 look-up table of adjust_gamma (astype uint8), then / 255."""
+    imgs = rgb.transpose(0, 3, 1, 2)
+    gray = imgs[:, 0:1] * 0.299 + imgs[:, 1:2] * 0.587 + imgs[:, 2:3] * 0.114
+    normalized = _original_dataset_normalized(gray)
+    clahe = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8))
+    equalized = np.empty(normalized.shape)
+    for i in range(normalized.shape[0]):
+        equalized[i, 0] = clahe.apply(np.array(normalized[i, 0], dtype=np.uint8))
+    table = np.array([((i / 255.0) ** (1.0 / 1.2)) * 255 for i in np.arange(0, 256)]).astype("uint8")
+    adjusted = np.empty(equalized.shape)
+    for i in range(equalized.shape[0]):
+        adjusted[i, 0] = cv2.LUT(np.array(equalized[i, 0], dtype=np.uint8), table)
+    return (adjusted / 255.0).transpose(0, 2, 3, 1)
+
+
 def test_my_preproc_pipeline():
     rng = np.random.default_rng(2)
-    rgb = rng.uniform(0, 255, (2, 24, 20, 3))
+    rgb = rng.uniform(0, 255, (3, 24, 20, 3))
+    # a dim grey image, gray values 0..100 (100 * 0.299 + 100 * 0.587 + 100 * 0.114 == 100.0 exactly): span 100
+    # is where 255 / span first would turn its brightest pixel into 254, tied with its neighbour (99.7 -> 254.2)
+    # for CLAHE, which then maps the neighbour differently
+    rgb[2] = rng.integers(0, 99, (24, 20, 1))
+    rgb[2, 0, :3] = [[0, 0, 0], [100, 100, 100], [99.7, 99.7, 99.7]]
     out = preprocess.my_preproc(rgb)
-    assert out.shape == (2, 24, 20, 1) and out.dtype == np.float32
-    gray = _original_dataset_normalized(preprocess.rgb2gray(rgb).transpose(0, 3, 1, 2)).transpose(0, 2, 3, 1)
-    expected = preprocess.gamma_table()[preprocess.clahe_equalized(gray)] / 255.0
-    np.testing.assert_allclose(out, expected, atol=1e-6)
+    assert out.shape == (3, 24, 20, 1) and out.dtype == np.float32
+    np.testing.assert_allclose(out, _original_my_preproc(rgb), atol=1e-6)

@@ -3,6 +3,32 @@ import pytest
 
 from common.rle import rle_decode, rle_encode
 
+
+def _original_run_length_enc(mask, min_pixels=0):
+    """The Kaggle nerve tutorial's run_length_enc (specs/ultrasound_nerve.md section 3): the indices > 0 of the
+    flattened transpose, split into maximal consecutive runs, ``start+1 length`` pairs."""
+    x = mask.transpose().flatten()
+    y = np.where(x > 0)[0]
+    if len(y) == 0 or len(y) < min_pixels:
+        return ""
+    z = np.where(np.diff(y) > 1)[0]
+    start = np.insert(y[z + 1], 0, y[0])
+    end = np.append(y[z], y[-1])
+    return " ".join(f"{s + 1} {e - s + 1}" for s, e in zip(start, end))
+
+
+def _pixel_loop_decode(rle, shape):
+    """Each run painted pixel by pixel at number k = col * H + row + 1."""
+    height, width = shape
+    mask = np.zeros(shape, np.uint8)
+    values = [int(v) for v in rle.split()]
+    for start, length in zip(values[0::2], values[1::2]):
+        for k in range(start, start + length):
+            col, row = divmod(k - 1, height)
+            mask[row, col] = 1
+    return mask
+
+
 HAND = np.array([[0, 1, 1, 0],
                  [0, 1, 0, 0],
                  [1, 1, 0, 1]], dtype=np.uint8)
@@ -41,12 +67,21 @@ def test_values_255_and_bool_count_as_foreground():
     assert rle_encode(HAND * 255) == rle_encode(HAND.astype(bool)) == "3 5 12 1"
 
 
+def test_references_agree_on_the_spec_example():
+    assert _original_run_length_enc(HAND) == "3 5 12 1" and _original_run_length_enc(HAND, min_pixels=10) == ""
+    np.testing.assert_array_equal(_pixel_loop_decode("3 5 12 1", HAND.shape), HAND)
+
+
 @pytest.mark.parametrize("density", [0.01, 0.3, 0.5, 0.97])
-def test_random_round_trips(density):
+def test_random_masks_equal_the_original_encoder(density):
     rng = np.random.default_rng(int(density * 100))
     for shape in [(1, 1), (1, 7), (7, 1), (13, 17), (420, 580)]:
         mask = (rng.random(shape) < density).astype(np.uint8)
         rle = rle_encode(mask)
+        assert rle == _original_run_length_enc(mask)
+        assert rle_encode(mask, min_pixels=10) == _original_run_length_enc(mask, min_pixels=10)
+        if mask.size < 1000:
+            np.testing.assert_array_equal(rle_decode(rle, shape), _pixel_loop_decode(rle, shape))
         np.testing.assert_array_equal(rle_decode(rle, shape), mask)
         values = np.array(rle.split(), dtype=int) if rle else np.zeros(0, int)
         starts, lengths = values[0::2], values[1::2]

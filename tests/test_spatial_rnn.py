@@ -111,6 +111,15 @@ def test_config_round_trip():
     assert clone.get_config() == config
     restored = keras.layers.deserialize(keras.layers.serialize(layer))
     assert isinstance(restored, SpatialRNN2D) and restored.get_config() == config
+    # The restored layer computes what the spec's formula says for these (non-default) settings: L = 7 steps,
+    # a 1x1 output convolution to 4 maps (a config that lost any of them would equal itself above).
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(1, 8, 9, 2)).astype(np.float32)
+    restored.build(x.shape)
+    weights = random_weights(restored, rng)
+    assert [w.shape for w in weights][-1] == (1, 1, 8, 4)
+    got = keras.ops.convert_to_numpy(restored(x))
+    np.testing.assert_allclose(got, reference(x, weights[:4], 7, weights[4]), rtol=1e-5, atol=1e-5)
 
 
 def test_keras_file_round_trip(tmp_path):
@@ -138,8 +147,18 @@ def test_masked_taps_get_zero_gradient():
     with tf.GradientTape() as tape:
         loss = tf.reduce_sum(layer(x))
     grads = tape.gradient(loss, layer.trainable_variables)
-    for grad, (tr, tc) in zip(grads, ACTIVE_TAPS):
+    weights = [np.full(w.shape, 0.7, np.float32) for w in layer.get_weights()]
+    x_np = x.numpy()
+    for d, (grad, (tr, tc)) in enumerate(zip(grads, ACTIVE_TAPS)):
         grad = grad.numpy()
+        # the active tap's gradient is the central difference of the NumPy reference's sum
+        for c in range(2):
+            up, down = [w.copy() for w in weights], [w.copy() for w in weights]
+            up[d][tr, tc, c, 0] += 1e-2
+            down[d][tr, tc, c, 0] -= 1e-2
+            numeric = (reference(x_np, up, 2).sum() - reference(x_np, down, 2).sum()) / 2e-2
+            assert grad[tr, tc, c, 0] == pytest.approx(numeric, rel=1e-2, abs=1e-3)
+        assert grad[tr, tc].all()  # the active taps learn (an all-zero gradient would pass the check below)
         masked = grad.copy()
         masked[tr, tc] = 0
         assert not masked.any()

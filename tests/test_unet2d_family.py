@@ -124,12 +124,12 @@ def _np_image_level(y, p):
 
 
 def test_bce_dice_variants_match_numpy():
-    per_pixel = float(BCEDiceLoss(per_pixel_dice=True)(Y, P))
-    image = float(BCEDiceLoss()(Y, P))
+    per_pixel = float(BCEDiceLoss()(Y, P))  # the default is the original's per-pixel Dice
+    image = float(BCEDiceLoss(per_pixel_dice=False)(Y, P))
     np.testing.assert_allclose(per_pixel, _np_per_pixel(Y, P), rtol=1e-5)
     np.testing.assert_allclose(image, _np_image_level(Y, P), rtol=1e-5)
-    assert keras.ops.convert_to_numpy(bce_dice_loss(Y, P)).shape == (2,)
-    assert keras.ops.convert_to_numpy(bce_dice_loss(Y, P, per_pixel_dice=True)).shape == (2, 2, 2)
+    assert keras.ops.convert_to_numpy(bce_dice_loss(Y, P, per_pixel_dice=False)).shape == (2,)
+    assert keras.ops.convert_to_numpy(bce_dice_loss(Y, P)).shape == (2, 2, 2)
     # Spec's verified per-pixel values: background at p = 0.5, foreground at p = 0.5.
     half = np.full((1, 1, 1, 1), 0.5, np.float32)
     np.testing.assert_allclose(float(BCEDiceLoss(per_pixel_dice=True)(0 * half, half)), 16.8112, atol=1e-4)
@@ -137,7 +137,8 @@ def test_bce_dice_variants_match_numpy():
 
 
 def test_bce_dice_serialization():
-    loss = BCEDiceLoss(per_pixel_dice=True)
+    loss = BCEDiceLoss(per_pixel_dice=True)  # not the default: a config that dropped it would show below
     restored = keras.losses.deserialize(keras.losses.serialize(loss))
     assert isinstance(restored, BCEDiceLoss) and restored.get_config() == loss.get_config()
+    np.testing.assert_allclose(float(restored(Y, P)), _np_per_pixel(Y, P), rtol=1e-5)
     assert keras.saving.get_registered_object("common>bce_dice_loss") is bce_dice_loss

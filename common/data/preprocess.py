@@ -23,15 +23,17 @@ def dataset_normalized(images, dtype=np.float64):
     """The original's ``dataset_normalized``: global z-score, then each image min-max stretched to [0, 255].
 
     The global mean and standard deviation cancel in the per-image min-max, so this is computed directly as
-    ``255 (x - min_i) / (max_i - min_i)`` with the extremes of each image over all its pixels and channels
-    (equal to the original up to float rounding, and independent of the other images). A constant image, for
-    which the original divides 0 by 0 and yields NaN, maps to zeros.
+    ``(x - min_i) / (max_i - min_i) * 255`` with the extremes of each image over all its pixels and channels
+    (equal to the original up to float rounding, and independent of the other images). Divided before the
+    multiplication by 255, as the original, so each image's brightest pixel is exactly 255.0 (multiplying by
+    ``255 / span`` gives 254.99999999999997 for some spans, which a later uint8 cast truncates to 254). A
+    constant image, for which the original divides 0 by 0 and yields NaN, maps to zeros.
     """
     x = np.asarray(images, dtype=dtype)
     axes = tuple(range(1, x.ndim))
     low = x.min(axis=axes, keepdims=True)
     span = x.max(axis=axes, keepdims=True) - low
-    out = (x - low) * (255.0 / np.where(span > 0, span, 1.0))
+    out = (x - low) / np.where(span > 0, span, 1.0) * 255.0
     return np.where(span > 0, out, 0.0).astype(dtype, copy=False)
 
 

@@ -1,0 +1,112 @@
+"""Segment your own photos with a trained fingernail network: photos -> nail masks at each photo's own size.
+
+The preprocessing and inference are evaluate.py's (and prepare_data.py's): the photo is read as RGB (EXIF
+orientation applied), a portrait photo (width < height) is rotated by +90 degrees as the original's dataset2
+loader does (``--no-rotate`` keeps it as is), resized bicubic to the network's input size (160x192 for the
+paper's runs), divided by 255 and predicted (``--tta flip`` averages over flips, not the original's). The
+probability map is resized back to the photo's size (bilinear), rotated back, and thresholded at
+``--threshold`` (0.3, the threshold of the original's Dice).
+
+Inputs: PNG or JPG files, folders of them, or quoted glob patterns. Written to ``--out-dir``, per photo
+``<stem>``:
+
+* ``<stem>.png``: the mask, 8-bit greyscale, nail 255 and background 0, the photo's width and height. As the
+  dataset's masks (white nails, same name as the photo), so ``--out-dir <dataset>/mask`` beside its
+  ``image/`` folder gives prepare_data.py's dataset1 layout.
+* ``<stem>_overlay.png`` with ``--overlay`` (photo | photo with the mask in red) and ``<stem>_prob.png`` with
+  ``--save-probabilities`` (0..255 = probability 0..1).
+* ``run.json``: git commit, checkpoint and its SHA-256, options, input files.
+
+A corrupt or unreadable photo stops the run with a one-line error naming it (nothing is written for it);
+``--skip-bad`` lists such files at the end instead (exit status 1). Existing outputs are replaced only with
+``--overwrite``.
+
+Examples::
+
+    python fingernail/predict.py my_photos/ --out-dir my_masks            # the default train.py run
+    python fingernail/predict.py "shots/*.jpg" --out-dir out --overlay --tta flip
+    python fingernail/predict.py hand.png --out-dir out --model my_run/last.keras
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+import numpy as np
+from PIL import Image
+
+from common import cli
+from fingernail.evaluate import THRESHOLDS, predict_probabilities
+from fingernail.prepare_data import COLS, ROWS, network_input
+from fingernail.train import BATCH_SIZE, EPOCHS, default_run_dir
+
+EXTENSIONS = (".png", ".jpg", ".jpeg")
+DEFAULT_RUN = default_run_dir("unet2d_8_128", "dataset1", "bce_dice", EPOCHS, BATCH_SIZE, ROWS, COLS)
+
+
+def segment(model, image, threshold=THRESHOLDS[0], tta="none", rotate_portrait=True):
+    """One photo (H, W, 3) uint8 -> ``(mask, probability)`` at the photo's size: mask uint8 0/255,
+    probability float32 in [0, 1]."""
+    rows, cols = model.input_shape[1:3]
+    x, rotated = network_input(image, rows, cols, rotate_portrait)
+    prob = predict_probabilities(model, x[None], tta=tta, batch_size=1)[0, ..., 0]
+    height, width = np.asarray(image).shape[:2]
+    size = (height, width) if rotated else (width, height)  # PIL (width, height) of the rotated photo
+    full = Image.fromarray(prob.astype(np.float32)).resize(size, Image.BILINEAR)
+    if rotated:
+        full = full.rotate(-90, expand=True)
+    prob = np.clip(np.asarray(full, np.float32), 0.0, 1.0)
+    return np.where(prob > threshold, 255, 0).astype(np.uint8), prob
+
+
+def build_parser():
+    from common.predict import add_predict_arguments
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_predict_arguments(parser, default_run_dir=DEFAULT_RUN)
+    parser.set_defaults(weights="last")  # the original's (and evaluate.py's) final-epoch weights
+    parser.add_argument("--threshold", type=float, default=THRESHOLDS[0],
+                        help="probability above which a pixel is nail (default: %(default)s, the original's)")
+    parser.add_argument("--no-rotate", action="store_true",
+                        help="do not rotate portrait photos to landscape before predicting")
+    return parser
+
+
+def main(argv=None):
+    from common.data.io import read_image
+    from common.predict import collect_inputs, load_model, overlay_image, probability_png, run_inputs
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not 0 <= args.threshold < 1:
+        raise cli.option_error("--threshold", f"must lie in [0, 1), got {args.threshold}")
+    files = collect_inputs(args.inputs, EXTENSIONS)  # before the model: a wrong input fails fast
+    model, checkpoint = load_model(args, default_run_dir=DEFAULT_RUN)
+
+    def outputs(path):
+        names = [f"{path.stem}.png"]
+        if args.overlay:
+            names.append(f"{path.stem}_overlay.png")
+        if args.save_probabilities:
+            names.append(f"{path.stem}_prob.png")
+        return names
+
+    def process(path):
+        image = read_image(path, "rgb")
+        mask, prob = segment(model, image, args.threshold, args.tta, not args.no_rotate)
+        values = [mask]
+        if args.overlay:
+            values.append(overlay_image(image, mask))
+        if args.save_probabilities:
+            values.append(probability_png(prob))
+        return dict(zip(outputs(path), values))
+
+    return run_inputs(files, process, args=args, outputs=outputs, model_name=model.name, weights=[checkpoint],
+                      extra={"threshold": args.threshold, "input_size": list(model.input_shape[1:3])})
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))

@@ -1,0 +1,223 @@
+"""Segment the lungs in your own CT volumes: NIfTI volumes in HU -> NIfTI lung masks (the dataset's format).
+
+For each input volume (``.nii`` or ``.nii.gz``; axis 0 is the slice axis as in the Kaggle dataset, other
+layouts with ``--slice-axis``) the steps are exactly evaluate_performance.py's (``lung/segment.py``, one
+implementation), with the leak-free FOV, since a new volume has no ground truth:
+
+1. HU clipped to [-512, 512], min-max scaled over the whole volume to 0..255 (prepare_data.py);
+2. the network's around-lung probabilities ``p`` of every slice (input ``/ 255``; ``--tta flip`` averages
+   over the slice's flips);
+3. the body FOV from the image alone: ``image > 0`` eroded 15x15, holes filled (5x5 structure);
+4. lung = FOV AND NOT (p > 0.5), the original's estimate;
+5. optional post-processing of the 3-D mask: ``--min-size`` (drop connected regions of fewer voxels) and
+   ``--keep-largest K`` (keep the K largest, e.g. 2 for two lungs); both off by default.
+
+Outputs in ``--out-dir`` (required, as nnU-Net's ``-o``), named as
+the dataset names masks: ``IMG_<id>.nii.gz`` -> ``MASK_<id>.nii.gz`` (any other ``<name>.nii[.gz]`` ->
+``MASK_<name>.nii.gz``), uint8, lung = ``--mask-value`` (255, as the dataset's masks) else 0, with the input's
+shape, affine and header (data type set to uint8, no scaling). ``--save-probabilities`` adds
+``PROB_<id>.nii.gz`` (float32 lung score ``FOV * (1 - p)``; >= 0.5 is the mask before post-processing),
+``--overlay`` ``MASK_<id>_overlay.png`` (five slices: CT | CT with the mask in red), and ``run.json`` records
+the git commit, the weights file and its SHA-256, the options and the inputs. Existing outputs are refused
+without ``--overwrite``; a bad input stops with one line naming it and writes nothing for it (``--skip-bad``:
+the bad inputs are listed at the end, the others written, exit status 1). A folder input contributes its
+``*.nii`` / ``*.nii.gz`` files except ``MASK_*`` and ``PROB_*`` (the dataset's masks, this script's outputs).
+
+Examples::
+
+    python lung/predict.py ~/ct/IMG_0005.nii.gz --out-dir ~/ct_masks   # weights/lung/bcdu_net_d3/best.keras
+    python lung/predict.py ~/ct/ --out-dir ~/ct_masks --keep-largest 2 --overlay
+    python lung/predict.py "scans/*.nii.gz" --out-dir masks --model my_run/best.keras --tta flip --skip-bad
+    python lung/predict.py scan.nii.gz --out-dir masks --slice-axis 2 --init-weights ~/Downloads/weight_lung
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+import numpy as np
+
+from common import cli
+from common.data.io import ImageReadError
+from common.legacy_weights import add_init_weights_argument
+from common.postprocess import add_postprocess_arguments, postprocess_mask
+from common.predict import add_predict_arguments, collect_inputs, load_model, overlay_image, run_inputs
+from lung.prepare_data import EROSION_SIZE, FILL_SIZE, LUNG_VALUE, _load, hu_to_grayscale
+from lung.segment import (body_fov, check_lung_network, estimated_lung, load_network, lung_score, network_for,
+                          network_side, predict_around_lung)
+from lung.train_lung import BATCH_SIZE, MODELS, default_run_dir
+
+EXTENSIONS = (".nii.gz", ".nii")
+SKIPPED_PREFIXES = ("MASK_", "PROB_")  # ground truth and outputs beside the volumes in a folder
+
+
+def inputs_of(specs):
+    """The volumes named by files, folders and glob patterns (``common.predict.collect_inputs``); from a
+    folder, ``MASK_*`` and ``PROB_*`` files (the dataset's masks, this script's outputs) are left out."""
+    files, seen = [], set()
+    for spec in specs:
+        found = collect_inputs([spec], EXTENSIONS)
+        if Path(spec).is_dir():
+            found = [p for p in found if not p.name.startswith(SKIPPED_PREFIXES)]
+            if not found:
+                raise ImageReadError(f"{spec}: no NIfTI volumes in this folder (only "
+                                     f"{'/'.join(p + '*' for p in SKIPPED_PREFIXES)} files)")
+        for path in found:
+            if path.resolve() not in seen:
+                seen.add(path.resolve())
+                files.append(path)
+    return files
+
+
+def volume_id(path):
+    """``IMG_0001.nii.gz`` -> ``0001``; ``scan.nii`` -> ``scan``."""
+    name = path.name
+    for ext in EXTENSIONS:
+        if name.lower().endswith(ext):
+            name = name[:-len(ext)]
+            break
+    return name[len("IMG_"):] if name.startswith("IMG_") else name
+
+
+def output_names(path, overlay=False, probabilities=False):
+    """The files written for the input ``path`` (inside ``--out-dir``): the mask first."""
+    vol_id = volume_id(path)
+    names = [f"MASK_{vol_id}.nii.gz"]
+    if probabilities:
+        names.append(f"PROB_{vol_id}.nii.gz")
+    if overlay:
+        names.append(f"MASK_{vol_id}_overlay.png")
+    return names
+
+
+def read_volume(path, slice_axis=0):
+    """``(nibabel image, voxels)`` with the slice axis first ``(S, H, W)``; refuses what cannot be segmented
+    (unreadable or truncated files, NaN/inf voxels, not 3-D) with an ``ImageReadError`` naming the file."""
+    img = _load(path, data=False)
+    shape = tuple(img.shape)
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    if len(shape) != 3 or min(shape) < 1:
+        raise ImageReadError(f"{path}: expected a 3-D CT volume, got shape {tuple(img.shape)}")
+    voxels = _load(path).reshape(shape)  # readable to the end, finite
+    return img, np.moveaxis(voxels, slice_axis, 0)
+
+
+def segment_volume(model, voxels, *, erosion_size=EROSION_SIZE, fill_size=FILL_SIZE, batch_size=BATCH_SIZE,
+                   tta="none", min_size=0, keep_largest=0, verbose=False):
+    """The lung mask of one volume ``(S, H, W)`` in HU, as evaluate_performance.py estimates it (leak-free FOV).
+
+    Returns ``{"images": scaled slices float32, "prob": around-lung probabilities, "fov": body FOV,
+    "score": lung score FOV*(1-p) float32, "lung": bool mask after the optional post-processing}``.
+    """
+    images = np.empty(voxels.shape, np.float32)
+    for i in range(0, len(voxels), 64):  # the whole volume's range, 64 slices at a time in float64
+        images[i:i + 64] = hu_to_grayscale(voxels, np.arange(i, min(i + 64, len(voxels))))
+    prob = predict_around_lung(model, images, batch_size, tta=tta, verbose=verbose)
+    fov = body_fov(images, erosion_size, fill_size)
+    lung = estimated_lung(prob, fov)
+    if min_size > 1 or keep_largest > 0:
+        lung = postprocess_mask(lung, min_size=min_size, keep_largest=keep_largest)
+    return {"images": images, "prob": prob, "fov": fov, "score": lung_score(prob, fov).astype(np.float32),
+            "lung": lung}
+
+
+def nifti_writer(array, like, dtype, slice_axis=0):
+    """A ``write(tmp_path)`` for ``common.predict.run_inputs``: ``array`` (slice axis first) as NIfTI with
+    ``like``'s affine and header, in ``like``'s layout, data type ``dtype`` without scaling."""
+    import nibabel as nib
+
+    array = np.moveaxis(np.asarray(array).astype(dtype), 0, slice_axis).reshape(like.shape)
+    out = nib.Nifti1Image(array, like.affine, header=like.header)
+    out.set_data_dtype(dtype)
+    out.header.set_slope_inter(1, 0)
+    return lambda tmp: nib.save(out, tmp)
+
+
+def overlay_panel(images, lung, n=5):
+    """Up to five slices spread over those with lung (or the whole volume), each ``CT | CT + mask in red``,
+    stacked vertically (uint8 RGB)."""
+    with_lung = np.flatnonzero(lung.reshape(len(lung), -1).any(axis=1))
+    pool = with_lung if len(with_lung) else np.arange(len(lung))
+    picks = sorted(set(pool[np.linspace(0, len(pool) - 1, min(n, len(pool))).round().astype(int)].tolist()))
+    ct = np.clip(np.rint(images), 0, 255).astype(np.uint8)
+    return np.concatenate([overlay_image(ct[z], lung[z]) for z in picks], axis=0)
+
+
+def build_parser():
+    """The command line (inference defaults = evaluate_performance.py's, i.e. the original's)."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_predict_arguments(parser, default_run_dir="weights/lung/<network>[_bidirectional]")
+    add_init_weights_argument(parser)
+    parser.add_argument("--network", choices=MODELS, default="bcdu_net_d3",
+                        help="architecture for the default --run-dir and for --init-weights (default: %(default)s)")
+    parser.add_argument("--bidirectional", action="store_true",
+                        help="the network was trained with --bidirectional (default --run-dir, --init-weights)")
+    parser.add_argument("--slice-axis", type=int, choices=(0, 1, 2), default=0,
+                        help="array axis of the slices as nibabel reads the file (default: %(default)s, the "
+                             "Kaggle dataset's layout; 2 for the usual (x, y, z) NIfTI)")
+    parser.add_argument("--mask-value", type=int, choices=(1, 255), default=LUNG_VALUE,
+                        help="value of lung voxels in the masks (default: %(default)s, as the dataset's masks)")
+    parser.add_argument("--erosion-size", type=int, default=EROSION_SIZE,
+                        help="body erosion of the FOV (default: %(default)s, the original's)")
+    parser.add_argument("--fill-size", type=int, default=FILL_SIZE,
+                        help="hole-filling structure of the FOV (default: %(default)s, the original's)")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="slices per batch (default: %(default)s)")
+    add_postprocess_arguments(parser, min_size=0, keep_largest=0)
+    return parser
+
+
+def check_options(args):
+    for option, value in (("--batch-size", args.batch_size), ("--erosion-size", args.erosion_size),
+                          ("--fill-size", args.fill_size)):
+        if value < 1:
+            raise cli.option_error(option, f"{value} must be at least 1")
+    for option, value in (("--min-size", args.min_size), ("--keep-largest", args.keep_largest)):
+        if value < 0:
+            raise cli.option_error(option, f"{value} must be 0 (off) or positive")
+    if args.init_weights is not None and (args.run_dir is not None or args.model is not None):
+        raise cli.option_error("--init-weights", "give it alone, without --run-dir or --model")
+
+
+def main(argv=None):
+    """Returns the exit status: 0, or 1 when ``--skip-bad`` skipped an input."""
+    args = build_parser().parse_args(argv)
+    check_options(args)
+    files = inputs_of(args.inputs)
+    if args.init_weights is not None:
+        network = load_network(init_weights=args.init_weights, model_name=args.network,
+                               bidirectional=args.bidirectional, mixed_precision=args.mixed_precision)
+        weights = [args.init_weights]
+    else:
+        network, checkpoint = load_model(args, default_run_dir=default_run_dir(args.network, args.bidirectional))
+        check_lung_network(network, checkpoint)
+        network = network_for(network, network.input_shape[1], args.mixed_precision)
+        weights = [checkpoint]
+    networks = {network.input_shape[1]: network}
+
+    def process(path):
+        img, voxels = read_volume(path, args.slice_axis)
+        side = network_side(*voxels.shape[1:])
+        if side not in networks:
+            networks[side] = network_for(network, side, args.mixed_precision)
+        result = segment_volume(networks[side], voxels, erosion_size=args.erosion_size, fill_size=args.fill_size,
+                                batch_size=args.batch_size, tta=args.tta, min_size=args.min_size,
+                                keep_largest=args.keep_largest, verbose=False)
+        names = output_names(path, args.overlay, args.save_probabilities)
+        outputs = {names[0]: nifti_writer(result["lung"] * np.uint8(args.mask_value), img, np.uint8, args.slice_axis)}
+        if args.save_probabilities:
+            outputs[names[1]] = nifti_writer(result["score"], img, np.float32, args.slice_axis)
+        if args.overlay:
+            outputs[names[-1]] = overlay_panel(result["images"], result["lung"])
+        return outputs
+
+    return run_inputs(files, process, args=args, model_name=network.name, weights=weights,
+                      outputs=lambda p: output_names(p, args.overlay, args.save_probabilities),
+                      extra={"fov": "body (leak-free)", "task": "lung"})
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))
