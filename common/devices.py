@@ -105,6 +105,31 @@ def saved_policy(path):
     return counts.most_common(1)[0][0] if counts else "float32"
 
 
+def apply_precision(model, name):
+    """``model`` (a functional ``keras.Model``) with its layers computing under ``--mixed-precision name``.
+
+    A loaded ``.keras`` model keeps the policy each layer was saved with, whatever the global policy, so
+    ``set_precision`` before ``load_model`` does not change how a checkpoint computes. This rebuilds the
+    model from its config with every layer under the policy except the output layers, which stay float32,
+    and copies the weights. Returns ``model`` itself when nothing changes.
+    """
+    import keras
+
+    policy = policy_name(name)
+    outputs = {t._keras_history.operation.name for t in keras.tree.flatten(model.outputs)}
+    wanted = {layer.name: "float32" if layer.name in outputs else policy for layer in model.layers
+              if not isinstance(layer, keras.layers.InputLayer)}
+    if all(model.get_layer(n).dtype_policy.name == p for n, p in wanted.items()):
+        return model
+    config = model.get_config()
+    for layer in config["layers"]:
+        if layer["config"]["name"] in wanted:
+            layer["config"]["dtype"] = wanted[layer["config"]["name"]]
+    rebuilt = model.__class__.from_config(config)
+    rebuilt.set_weights(model.get_weights())
+    return rebuilt
+
+
 def check_saved_precision(path, name):
     """Raise ``OptionError`` (one line) when the checkpoint ``path`` was trained under another policy than
     ``--mixed-precision name``: resuming it so would lose its optimizer state (see :func:`saved_policy`)."""

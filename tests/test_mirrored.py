@@ -55,7 +55,7 @@ def _job(out_dir):
 def test_mirrored_on_two_cpus_equals_default(tmp_path):
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="-1", TF_CPP_MIN_LOG_LEVEL="2")
     proc = subprocess.run([sys.executable, __file__, str(tmp_path)], env=env, capture_output=True, text=True,
-                          timeout=600, cwd=Path(__file__).resolve().parents[1])
+                          timeout=1200, cwd=Path(__file__).resolve().parents[1])
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["mirrored"]["replicas"] == 2 and report["default"]["replicas"] == 1

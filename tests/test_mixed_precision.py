@@ -12,7 +12,7 @@ import pytest
 
 import _families as F
 from common import losses
-from common.devices import (add_precision_arguments, check_saved_precision, mixed_precision_support, policy_name,
+from common.devices import (add_precision_arguments, apply_precision, check_saved_precision, mixed_precision_support, policy_name,
                             saved_policy, set_precision)
 
 
@@ -130,3 +130,26 @@ def test_precision_options(float32_after):
     assert policy_name("bfloat16") == "mixed_bfloat16"
     assert mixed_precision_support((6, 1)) == [] and mixed_precision_support((7, 5)) == ["float16"]
     assert mixed_precision_support((9, 0)) == ["float16", "bfloat16"] and mixed_precision_support(None) == []
+
+
+def test_apply_precision_to_a_loaded_model(tmp_path, float32_after):
+    """A saved model keeps its layers' policies on loading; apply_precision switches them (predict scripts)."""
+    set_precision("off")
+    keras.utils.set_random_seed(0)
+    model = F.build("edema_unet")
+    x, _ = F.batch("edema_unet")
+    reference = F.probabilities("edema_unet", model(x, training=False))
+    model.save(tmp_path / "f32.keras")
+    set_precision("float16")
+    loaded = keras.models.load_model(tmp_path / "f32.keras", compile=False)
+    assert loaded.get_layer("x00_conv1").compute_dtype == "float32"  # the global policy does not apply
+    half = apply_precision(loaded, "float16")
+    assert half.get_layer("x00_conv1").compute_dtype == "float16"
+    assert half.get_layer("seg").compute_dtype == half.get_layer("det").compute_dtype == "float32"
+    for a, b in zip(F.probabilities("edema_unet", half(x, training=False)), reference):
+        np.testing.assert_allclose(a, b, atol=2e-2)
+    back = apply_precision(half, "off")
+    assert back.get_layer("x00_conv1").compute_dtype == "float32"
+    for a, b in zip(F.probabilities("edema_unet", back(x, training=False)), reference):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    assert apply_precision(back, "off") is back
