@@ -53,6 +53,8 @@ def bce_dice_loss(y_true, y_pred, per_pixel_dice=True, epsilon=1e-7):
     Keras averages the returned values over all their elements, as the original did.
     """
     y_pred = ops.convert_to_tensor(y_pred)
+    if keras.backend.standardize_dtype(y_pred.dtype) in ("float16", "bfloat16"):  # mixed precision: float32 loss
+        y_pred = ops.cast(y_pred, "float32")
     y_true = ops.cast(y_true, y_pred.dtype)
     bce = keras.losses.binary_crossentropy(y_true, y_pred)  # mean over the channel axis: (B, H, W)
     if per_pixel_dice:

@@ -94,7 +94,7 @@ class EpochOrder:
         return order
 
 
-def array_dataset(x, y, batch_size, shuffle=False, seed=None, transform=None):
+def array_dataset(x, y, batch_size, shuffle=False, seed=None, transform=None, num_parallel_calls=1):
     """A ``tf.data.Dataset`` of float32 batches gathered from NumPy arrays (or memory maps) without copying.
 
     Only indices go through tf.data; each batch is gathered from the arrays, cast to float32 and passed
@@ -102,6 +102,8 @@ def array_dataset(x, y, batch_size, shuffle=False, seed=None, transform=None):
     ``shuffle`` reshuffles every epoch like ``Model.fit(shuffle=True)``; the order of epoch ``e`` is a function
     of ``(seed, e)`` (:class:`EpochOrder`, reachable as the dataset's ``epoch_order`` attribute, which ``fit``
     uses to resume with the same batches).
+    ``num_parallel_calls`` > 1 gathers and transforms that many batches at once (``bench/input_pipeline.py``);
+    the batches and their order stay the same (``deterministic=True``).
     """
     n = len(x)
     if len(y) != n:
@@ -128,7 +130,7 @@ def array_dataset(x, y, batch_size, shuffle=False, seed=None, transform=None):
 
     ds = tf.data.Dataset.from_tensors(np.int64(0)).flat_map(indices)
     ds = ds.apply(tf.data.experimental.assert_cardinality(n))  # Keras then knows the steps per epoch
-    ds = without_autotune(ds.batch(batch_size).map(load, num_parallel_calls=1))
+    ds = without_autotune(ds.batch(batch_size).map(load, num_parallel_calls=num_parallel_calls, deterministic=True))
     ds.epoch_order = epoch_order
     return ds
 

@@ -68,7 +68,7 @@ def _bcdu_decoder(x, skips, lstm_filters, bidirectional, se_ratio=None):
 def _head(x):
     x = layers.Conv2D(2, 3, padding="same", activation="relu", kernel_initializer="he_normal",
                       name="head_conv")(x)
-    return layers.Conv2D(1, 1, activation="sigmoid", name="head_output")(x)
+    return layers.Conv2D(1, 1, activation="sigmoid", dtype="float32", name="head_output")(x)  # f32 (mixed precision)
 
 
 def _bcdu_net(input_shape, dense_blocks, bidirectional, bottleneck_dropout, name):

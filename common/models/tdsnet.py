@@ -45,9 +45,10 @@ def _conv(x, filters, kernel_size, fan_in_channels, name, activation="relu", zer
                          kernel_initializer=kernel_init, bias_initializer=bias_init, name=name)(x)
 
 
-def _dense(x, units, fan_in, name):
+def _dense(x, units, fan_in, name, dtype=None):
     kernel_init, bias_init = torch_default_initializers(fan_in)
-    return layers.Dense(units, kernel_initializer=kernel_init, bias_initializer=bias_init, name=name)(x)
+    return layers.Dense(units, kernel_initializer=kernel_init, bias_initializer=bias_init, dtype=dtype,
+                        name=name)(x)
 
 
 def _classification_head(a, b, units, name):
@@ -55,7 +56,7 @@ def _classification_head(a, b, units, name):
     x = layers.Concatenate(axis=-1, name=f"{name}_concat")([a, b])
     x = layers.GlobalAveragePooling2D(name=f"{name}_pool")(x)
     x = _dense(x, _HEAD_UNITS, 2 * _CE_FILTERS, name=f"{name}_fc")
-    return _dense(x, units, _HEAD_UNITS, name=name)
+    return _dense(x, units, _HEAD_UNITS, name=name, dtype="float32")  # f32 (mixed precision)
 
 
 @register("tdsnet")
@@ -126,7 +127,7 @@ def tdsnet(input_shape=(1024, 1280, 3), num_classes=NUM_CLASSES, num_scenes=NUM_
     y = _conv(y, 32, 3, 64, "seg_dec1_conv2")
     y = _conv(y, 32, 3, 32, "seg_dec0_conv")
     y = _conv(y, num_classes, 1, 32, "seg_logits", activation=None)
-    seg = layers.Activation("log_softmax", name="seg")(y)
+    seg = layers.Activation("log_softmax", dtype="float32", name="seg")(y)  # f32 (mixed precision)
 
     model = keras.Model(inputs, [seg, cls, scene], name=name)
     if weights_file:

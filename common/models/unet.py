@@ -41,5 +41,5 @@ def nerve_unet(input_shape=(96, 96, 1), filters=(32, 64, 128, 256, 512)):
     """
     inputs = keras.Input(shape=input_shape, name="image")
     x = unet_backbone(inputs, filters)
-    outputs = layers.Conv2D(1, 1, activation="sigmoid", name="head_conv")(x)
+    outputs = layers.Conv2D(1, 1, activation="sigmoid", dtype="float32", name="head_conv")(x)  # f32 (mixed precision)
     return keras.Model(inputs, outputs, name="nerve_unet")

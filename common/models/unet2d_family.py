@@ -98,7 +98,8 @@ def _unet2d_model(input_shape, filters, name, weights=None, **backbone_options):
         raise ValueError(f"{name}: input height and width must be divisible by {factor}, got {input_shape}")
     inputs = keras.Input(input_shape, name="input")
     features = unet2d_backbone(inputs, filters, **backbone_options)
-    outputs = layers.Conv2D(1, 1, activation="sigmoid", name=f"conv{2 * len(filters)}")(features)
+    outputs = layers.Conv2D(1, 1, activation="sigmoid", dtype="float32",  # f32 (mixed precision)
+                            name=f"conv{2 * len(filters)}")(features)
     model = keras.Model(inputs, outputs, name=name)
     if weights:
         model.load_weights(weights)

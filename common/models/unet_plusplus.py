@@ -110,7 +110,7 @@ def segmentation_output(branches, n_classes, name="seg"):
     else:
         heads = [torch_conv2d(b, n_classes, 1, name=f"{name}_head{k}") for k, b in enumerate(branches, 1)]
         logits = layers.Average(name=f"{name}_logits")(heads)
-    return layers.Activation("log_softmax", name=name)(logits)
+    return layers.Activation("log_softmax", dtype="float32", name=name)(logits)  # f32 (mixed precision)
 
 
 def detection_output(x, n_detect=3, dropout=0.5, name="det"):
@@ -118,7 +118,7 @@ def detection_output(x, n_detect=3, dropout=0.5, name="det"):
     x = layers.Dropout(dropout, name=f"{name}_dropout")(x)
     x = torch_conv2d(x, n_detect, 1, name=f"{name}_conv")
     x = layers.GlobalMaxPooling2D(name=f"{name}_pool")(x)
-    return layers.Activation("sigmoid", name=name)(x)
+    return layers.Activation("sigmoid", dtype="float32", name=name)(x)  # f32 (mixed precision)
 
 
 def _build(input_shape, variant, n_classes, feature_scale, multi_task, n_detect, dropout, bn_momentum,

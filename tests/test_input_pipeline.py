@@ -1,0 +1,29 @@
+"""``array_dataset(num_parallel_calls=N)`` delivers the batches of the serial pipeline, in the same order."""
+
+import numpy as np
+
+from common.training import array_dataset
+
+
+def _epochs(calls, n=53, batch=4, epochs=2):
+    x = np.arange(n, dtype=np.float32)[:, None, None, None] * np.ones((1, 2, 3, 1), np.float32)
+    y = np.arange(n, dtype=np.uint8)[:, None, None, None] * np.ones((1, 2, 3, 1), np.uint8)
+    ds = array_dataset(x, y, batch, shuffle=True, seed=3, transform=lambda xb, yb: (xb * 2.0, yb),
+                       num_parallel_calls=calls)
+    return [[(xb.numpy(), yb.numpy()) for xb, yb in ds] for _ in range(epochs)]
+
+
+def test_parallel_calls_give_the_serial_batches():
+    serial, parallel = _epochs(1), _epochs(4)
+    for serial_epoch, parallel_epoch in zip(serial, parallel):
+        assert len(serial_epoch) == len(parallel_epoch) == 14  # ceil(53 / 4)
+        for (xs, ys), (xp, yp) in zip(serial_epoch, parallel_epoch):
+            np.testing.assert_array_equal(xp, xs)
+            np.testing.assert_array_equal(yp, ys)
+    for epoch in serial:
+        ids = np.concatenate([yb[:, 0, 0, 0] for _, yb in epoch])
+        assert sorted(ids) == list(range(53))  # every sample once per epoch
+        for xb, yb in epoch:  # the transform ran on the gathered samples
+            np.testing.assert_array_equal(xb[:, 0, 0, 0], 2.0 * yb[:, 0, 0, 0])
+    first, second = (np.concatenate([yb[:, 0, 0, 0] for _, yb in e]) for e in serial)
+    assert not np.array_equal(first, second)  # reshuffled between epochs
