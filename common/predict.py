@@ -125,12 +125,12 @@ def checkpoint_path(args, default_run_dir=None):
 
 
 def load_model(args, default_run_dir=None):
-    """``(model, checkpoint)``: the checkpoint of :func:`checkpoint_path` loaded uncompiled, after
-    ``--mixed-precision`` was applied and the project's custom layers were registered."""
+    """``(model, checkpoint)``: the checkpoint of :func:`checkpoint_path` loaded uncompiled (the project's
+    custom layers registered), computing under ``--mixed-precision`` (``common.devices.apply_precision``)."""
     import keras
 
     import common.models  # noqa: F401  (registers the custom layers for deserialisation)
-    from common.devices import set_precision
+    from common.devices import apply_precision, set_precision
     from common.models import available_models
 
     available_models()  # imports every family module, so every custom layer is registered
@@ -141,7 +141,8 @@ def load_model(args, default_run_dir=None):
     except (OSError, ValueError, TypeError) as exc:
         raise UserError(f"{path}: cannot load the model ({exc.__class__.__name__}: "
                         f"{' '.join(str(exc).split())[:200]})") from None
-    return model, path
+    # a loaded model keeps the policies it was saved with: compute under --mixed-precision as asked
+    return apply_precision(model, getattr(args, "mixed_precision", "off")), path
 
 
 def overlay_image(image, mask, color=(255, 0, 0), alpha=0.4):

@@ -457,6 +457,10 @@ def fit(model, train, validation=None, *, run_dir, epochs, batch_size=32, monito
     initial_epoch, best, saved_callbacks = 0, None, {}
     state = read_state(run_dir)
     if resume and state is not None and (run_dir / "last.keras").is_file():
+        from common.devices import check_saved_precision
+
+        # resuming under another dtype policy would silently drop the optimizer state
+        check_saved_precision(run_dir / "last.keras", keras.mixed_precision.dtype_policy().name)
         with strategy.scope():
             model = keras.models.load_model(run_dir / "last.keras")
         initial_epoch, best = int(state["epoch"]), state.get("best")

@@ -177,3 +177,19 @@ def test_split_last_and_monitor_mode():
     assert list(b) == [8, 9] and len(a) == 8
     assert monitor_mode("val_loss") == "min" and monitor_mode("val_dice_coef") == "max"
     assert monitor_mode("val_accuracy") == "max" and monitor_mode("val_dice_loss") == "min"
+
+
+def test_resume_under_another_precision_is_refused(tmp_path):
+    from common.devices import set_precision
+
+    train, val = _data()
+    fit(_tiny_model(), train, val, run_dir=tmp_path, epochs=1, batch_size=10, verbose=0, tensorboard=False)
+    set_precision("bfloat16")
+    try:
+        with pytest.raises(OptionError, match="--mixed-precision: .*last.keras was trained under float32; "
+                                              "resume it with --mixed-precision off"):
+            fit(_tiny_model(), train, val, run_dir=tmp_path, epochs=2, batch_size=10, verbose=0,
+                tensorboard=False, resume=True)
+    finally:
+        set_precision("off")
+    assert read_state(tmp_path)["epoch"] == 1
