@@ -124,25 +124,33 @@ def checkpoint_path(args, default_run_dir=None):
     return path
 
 
-def load_model(args, default_run_dir=None):
-    """``(model, checkpoint)``: the checkpoint of :func:`checkpoint_path` loaded uncompiled (the project's
-    custom layers registered), computing under ``--mixed-precision`` (``common.devices.apply_precision``)."""
+def load_checkpoint(path, mixed_precision="off"):
+    """A ``.keras`` checkpoint loaded uncompiled (the project's custom layers registered), computing under
+    ``--mixed-precision`` (``common.devices.apply_precision``: a loaded model otherwise keeps the policies it
+    was saved with). A missing or unreadable file is a one-line ``UserError``."""
     import keras
 
-    import common.models  # noqa: F401  (registers the custom layers for deserialisation)
     from common.devices import apply_precision, set_precision
     from common.models import available_models
 
     available_models()  # imports every family module, so every custom layer is registered
-    set_precision(getattr(args, "mixed_precision", "off"))
-    path = checkpoint_path(args, default_run_dir)
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: checkpoint not found; train first, or give --run-dir / --model")
+    set_precision(mixed_precision)
     try:
         model = keras.models.load_model(path, compile=False)
     except (OSError, ValueError, TypeError) as exc:
         raise UserError(f"{path}: cannot load the model ({exc.__class__.__name__}: "
                         f"{' '.join(str(exc).split())[:200]})") from None
-    # a loaded model keeps the policies it was saved with: compute under --mixed-precision as asked
-    return apply_precision(model, getattr(args, "mixed_precision", "off")), path
+    return apply_precision(model, mixed_precision)
+
+
+def load_model(args, default_run_dir=None):
+    """``(model, checkpoint)``: the checkpoint of :func:`checkpoint_path` (``--run-dir``/``--weights`` or
+    ``--model``) loaded by :func:`load_checkpoint` under ``args.mixed_precision``."""
+    path = checkpoint_path(args, default_run_dir)
+    return load_checkpoint(path, getattr(args, "mixed_precision", "off")), path
 
 
 def overlay_image(image, mask, color=(255, 0, 0), alpha=0.4):

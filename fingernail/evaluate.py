@@ -176,18 +176,10 @@ def predict_probabilities(model, images, tta="none", batch_size=BATCH_SIZE, verb
 
 
 def load_run_model(checkpoint, mixed_precision="off"):
-    """A trained network (uncompiled) after ``--mixed-precision`` was applied; UserError if unreadable."""
-    import keras
+    """A trained network (uncompiled) under ``--mixed-precision``; UserError if missing or unreadable."""
+    from common.predict import load_checkpoint
 
-    import common.layers  # noqa: F401  (registers SpatialRNN2D for loading)
-    from common.devices import set_precision
-
-    set_precision(mixed_precision)
-    try:
-        return keras.models.load_model(checkpoint, compile=False)
-    except (OSError, ValueError, TypeError) as exc:
-        raise UserError(f"{checkpoint}: cannot load the model ({exc.__class__.__name__}: "
-                        f"{' '.join(str(exc).split())[:200]})") from None
+    return load_checkpoint(checkpoint, mixed_precision)
 
 
 def evaluate(run_dir, work_dir, out_dir, study=None, model_name=None, loss=None, weights="last",

@@ -238,7 +238,7 @@ def main(argv=None):
     images, labels = read_list(args.list_dir, args.phase)
     mean, std = read_stats(args.list_dir)
     set_precision(args.mixed_precision)  # before the models are loaded
-    models = load_models(checkpoints)
+    models = load_models(checkpoints, args.mixed_precision)
     result = evaluate_cubes(models, args.data_dir, images, labels, mean, std, args.batch, not args.quiet,
                             keep=args.vis, tta=args.tta, min_size=args.min_size,
                             surface=not args.no_surface_distances)

@@ -63,10 +63,13 @@ def default_checkpoints(names, weights="best"):
     return [default_run_dir(name, preset(name)["loss"], preset(name)["lr"]) / f"{weights}.keras" for name in names]
 
 
-def load_models(checkpoints):
-    """Load ``.keras`` checkpoints for inference (no optimizer state needed); a missing or unreadable file is
+def load_models(checkpoints, mixed_precision="off"):
+    """Load ``.keras`` checkpoints for inference (no optimizer state needed), computing under
+    ``--mixed-precision`` (a loaded model otherwise keeps its saved policies); a missing or unreadable file is
     a one-line ``UserError``."""
     import keras
+
+    from common.devices import apply_precision
 
     import common.losses  # noqa: F401  (registers the edema losses)
     import common.optimizers  # noqa: F401  (registers AdamL2)
@@ -84,7 +87,7 @@ def load_models(checkpoints):
         if not isinstance(model.output, dict) or "seg" not in model.output:
             raise UserError(f"{path}: not a retinal-edema network (no 'seg' output); pass a checkpoint of "
                             f"retinal_edema/train.py")
-        models.append(model)
+        models.append(apply_precision(model, mixed_precision))
     return models
 
 

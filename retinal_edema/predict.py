@@ -177,7 +177,7 @@ def main(argv=None):
     checkpoint = checkpoint_path(args, DEFAULT_RUN)
     mean, std = resolve_stats(args, checkpoint)
     set_precision(args.mixed_precision)  # before the model is loaded
-    models = load_models([checkpoint])
+    models = load_models([checkpoint], args.mixed_precision)
 
     def outputs(cube):
         stem = cube_stem(cube)

@@ -99,7 +99,7 @@ def main(argv=None):
     images = read_list(args.list_dir, "test", labels=False)
     mean, std = read_stats(args.list_dir, test=not args.train_stats)
     set_precision(args.mixed_precision)  # before the models are loaded
-    models = load_models(checkpoints)
+    models = load_models(checkpoints, args.mixed_precision)
     archive = write_submission(models, args.data_dir, images, mean, std, out_dir, args.batch, not args.quiet,
                                tta=args.tta, min_size=args.min_size, overwrite=args.overwrite)
     write_provenance(out_dir, label, checkpoints, vars(args), [str(Path(args.data_dir) / p) for p in images])

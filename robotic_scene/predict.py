@@ -129,11 +129,11 @@ def main(argv=None):
     files = collect_inputs(args.inputs, EXTENSIONS)
     checkpoint, run = resolve_checkpoint(args)
     normalise = resolve_normalise(args, run)
-    from common.devices import set_precision
+    from common.devices import apply_precision, set_precision
 
     set_precision(args.mixed_precision)  # before the model is loaded
     try:
-        network = load_trainer(checkpoint).network
+        network = apply_precision(load_trainer(checkpoint).network, args.mixed_precision)
     except (OSError, ValueError, TypeError) as exc:
         raise UserError(f"{checkpoint}: cannot load the model ({type(exc).__name__}: "
                         f"{' '.join(str(exc).split())[:160]})") from None

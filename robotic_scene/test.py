@@ -213,19 +213,21 @@ def final_checkpoint(run_dir):
 
 
 def evaluate(data_dir, checkpoint, out_dir, seqs=VAL_SEQS, normalise="torch", tta_sizes=(), min_size=0,
-             n_overlay=4, verbose=True, tta="none", overwrite=False, min_region=None, surface=False):
+             n_overlay=4, verbose=True, tta="none", overwrite=False, min_region=None, surface=False,
+             mixed_precision="off"):
     """Predict, write the colour PNGs, tables and figures; returns ``{"model": rows, "trivial": rows, ...}``.
 
     The colour PNGs go to a temporary folder renamed to ``<out_dir>/predictions`` once every frame is done, so
     a bad frame leaves no partial predictions. ``min_region`` is the former name of ``min_size``. ``surface``
     adds HD95/ASSD columns to the per-class table (:func:`surface_table`)."""
+    from common.devices import apply_precision
     from common.report import overlay_grid, write_table
 
     if min_region is not None:
         min_size = min_region
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     frames = sequence_frames(data_dir, seqs)
-    network = load_trainer(checkpoint).network
+    network = apply_precision(load_trainer(checkpoint).network, mixed_precision)
     predictor = Predictor(network, normalise, tta_sizes, tta)
     truths, preds, videos, shown = [], [], [], []
     with atomic_dir(out_dir / "predictions", overwrite=overwrite) as predictions:
@@ -347,7 +349,7 @@ def main(argv=None):
     set_precision(args.mixed_precision)  # before the model is loaded
     result = evaluate(args.work_dir / PREPARED, checkpoint, out_dir, args.seqs, normalise, args.tta_sizes,
                       args.min_size, verbose=not args.quiet, tta=args.tta, overwrite=args.overwrite,
-                      surface=not args.no_surface_distances)
+                      surface=not args.no_surface_distances, mixed_precision=args.mixed_precision)
     frames = sequence_frames(args.work_dir / PREPARED, args.seqs)
     write_run_json(out_dir, model_name="tdsnet", weights=[checkpoint],
                    options={**vars(args), "normalise": normalise}, inputs=[str(f[0]) for f in frames])

@@ -139,21 +139,13 @@ def predict(model, images, batch_size=BATCH_SIZE, raw_input=False, verbose=1, tt
 
 def load_checkpoint(checkpoint, mixed_precision="off"):
     """The saved model (uncompiled) under ``--mixed-precision``; ``UserError`` naming a missing or bad file."""
-    import keras
-
-    import common.layers  # noqa: F401  (registers the Keras-2 hard sigmoid of the ConvLSTM fusions)
-    from common.devices import set_precision
     from common.errors import UserError
+    from common.predict import load_checkpoint as load
 
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise UserError(f"{checkpoint}: not found; run skin_lesion/train_isic18.py first, or pass --run-dir")
-    set_precision(mixed_precision)
-    try:
-        return keras.models.load_model(checkpoint, compile=False)
-    except (OSError, ValueError, TypeError) as exc:
-        raise UserError(f"{checkpoint}: cannot load the model ({exc.__class__.__name__}: "
-                        f"{' '.join(str(exc).split())[:200]})") from None
+    return load(checkpoint, mixed_precision)
 
 
 def out_name(run_dir, weights="best", raw_input=False, tta="none"):
