@@ -220,9 +220,11 @@ def main(argv=None):
     settings.update(train_ids=train_ids, held_out=held_out)
     print(f"DRIVE split: train {' '.join(train_ids)}; held out {' '.join(held_out)}", flush=True)
     if not reuse:
+        # inside this bench's own --out-dir (an existing one was refused or explicitly resumed/overwritten)
         prepare_datasets_DRIVE.prepare(out_dir / "DRIVE", out_dir, n_train=len(train_ids), n_test=len(held_out),
-                                       verbose=bool(args.verbose))
-        save_patch.save_patches(out_dir, save_patch.PATCH, patches, args.seed, verbose=bool(args.verbose))
+                                       verbose=bool(args.verbose), overwrite=True)
+        save_patch.save_patches(out_dir, save_patch.PATCH, patches, args.seed, verbose=bool(args.verbose),
+                                overwrite=True)
     t0 = time.time()
     _, history = train_retina.train(out_dir, out_dir / "run", epochs, train_retina.BATCH_SIZE, args.lr,
                                     train_retina.VAL_SPLIT, args.seed, args.bidirectional, args.prior_bias,

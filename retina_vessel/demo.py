@@ -38,9 +38,9 @@ def run(work_dir, epochs=None, verbose=0, seed=None):
     work = ["--work-dir", str(work_dir)]
     prepare_datasets_DRIVE.main(work + ["--drive-dir", str(work_dir / "DRIVE"), "--n-train", str(cfg["n_train"]),
                                         "--n-test", str(cfg["n_test"]), "--height", str(cfg["height"]),
-                                        "--width", str(cfg["width"])] + quiet)
+                                        "--width", str(cfg["width"]), "--overwrite"] + quiet)
     save_patch.main(work + ["--patch", str(cfg["patch"]), "--n-patches", str(cfg["n_patches"]),
-                            "--seed", str(cfg["seed"])] + quiet)
+                            "--seed", str(cfg["seed"]), "--overwrite"] + quiet)
     run_dir = ["--run-dir", str(work_dir / "run")]
     train_retina.main(work + run_dir + ["--epochs", str(cfg["epochs"]), "--batch-size", str(cfg["batch_size"]),
                                         "--lr", str(cfg["lr"]), "--seed", str(cfg["seed"]),

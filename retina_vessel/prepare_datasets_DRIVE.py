@@ -107,9 +107,17 @@ def read_split(drive_dir, split, n_images=N_IMAGES, height=HEIGHT, width=WIDTH, 
     return imgs, truth, border
 
 
-def prepare(drive_dir, work_dir, n_train=N_IMAGES, n_test=N_IMAGES, height=HEIGHT, width=WIDTH, verbose=True):
+def prepare(drive_dir, work_dir, n_train=N_IMAGES, n_test=N_IMAGES, height=HEIGHT, width=WIDTH, verbose=True,
+            overwrite=False):
     """Read both splits, then write the six HDF5 files (nothing is written if any file is bad); returns
-    ``{path: shape}``."""
+    ``{path: shape}``. Existing HDF5 files are refused (before reading anything) unless ``overwrite``."""
+    from common.errors import UserError
+
+    existing = [hdf5_path(work_dir, kind, split) for split in SPLITS for kind in KINDS]
+    existing = [p for p in existing if p.exists()]
+    if existing and not overwrite:
+        raise UserError(f"{existing[0]}: a prepared DRIVE dataset is already there ({len(existing)} of the HDF5 "
+                        f"files); pass --overwrite to replace it, or another --work-dir")
     data = {split: read_split(drive_dir, split, n, height, width, verbose)
             for split, n in (("train", n_train), ("test", n_test))}
     written = {}
@@ -132,6 +140,7 @@ def build_parser():
     parser.add_argument("--n-test", type=int, default=N_IMAGES, help="test images required (default: %(default)s)")
     parser.add_argument("--height", type=int, default=HEIGHT, help="image rows (default: %(default)s)")
     parser.add_argument("--width", type=int, default=WIDTH, help="image columns (default: %(default)s)")
+    parser.add_argument("--overwrite", action="store_true", help="replace HDF5 files already in --work-dir")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -143,7 +152,8 @@ def main(argv=None):
                           ("--width", args.width)):
         if value < 1:
             raise cli.option_error(option, f"{value} must be at least 1")
-    written = prepare(args.drive_dir, args.work_dir, args.n_train, args.n_test, args.height, args.width, not args.quiet)
+    written = prepare(args.drive_dir, args.work_dir, args.n_train, args.n_test, args.height, args.width, not args.quiet,
+                      overwrite=args.overwrite)
     for path, shape in written.items():
         print(f"{path}: {shape} float64")
     return 0

@@ -59,13 +59,18 @@ def training_arrays(work_dir):
     return crop_square_rows(my_preproc(imgs)), crop_square_rows((truth / 255.0).astype(np.uint8))
 
 
-def save_patches(work_dir, patch=PATCH, n_patches=N_PATCHES, seed=SEED, inside_fov=False, verbose=True):
-    """Sample and write the patch arrays; returns their paths."""
+def save_patches(work_dir, patch=PATCH, n_patches=N_PATCHES, seed=SEED, inside_fov=False, verbose=True,
+                 overwrite=False):
+    """Sample and write the patch arrays; returns their paths. Existing patch files are refused (before any
+    work) unless ``overwrite``."""
     from common.data.io import open_npy_writer
     from common.data.patches import extract_random
+    from common.errors import OptionError, UserError
 
-    from common.errors import OptionError
-
+    existing = [Path(work_dir) / name for name in (IMGS_FILE, MASKS_FILE) if (Path(work_dir) / name).exists()]
+    if existing and not overwrite:
+        raise UserError(f"{existing[0]}: patches are already there; pass --overwrite to replace them, or another "
+                        f"--work-dir")
     if patch < 1 or n_patches < 1:
         raise OptionError(f"--patch/--n-patches: must be positive (got {patch}, {n_patches})")
     images, masks = training_arrays(work_dir)
@@ -105,6 +110,7 @@ def build_parser():
                         help="only centres whose whole patch lies inside the FOV circle (the original's rule, "
                              "which its own call never applies; default: off)")
     parser.add_argument("--seed", type=int, default=SEED, help="random seed (default: %(default)s)")
+    parser.add_argument("--overwrite", action="store_true", help="replace patch files already in --work-dir")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -112,7 +118,8 @@ def build_parser():
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    paths = save_patches(args.work_dir, args.patch, args.n_patches, args.seed, args.inside_fov, not args.quiet)
+    paths = save_patches(args.work_dir, args.patch, args.n_patches, args.seed, args.inside_fov, not args.quiet,
+                         overwrite=args.overwrite)
     for path in paths:
         array = np.load(path, mmap_mode="r")
         print(f"{path}: {array.shape} {array.dtype}")

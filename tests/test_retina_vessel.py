@@ -87,6 +87,12 @@ def test_save_patch_crops_samples_seeded_patches_and_writes_the_arrays(tmp_path)
     work = tmp_path / "work"
     _prepare(drive, work)
     save_patch.main(["--work-dir", str(work), "--patch", "16", "--n-patches", "30", "--seed", "5", "--quiet"])
+    before = {p.name: p.read_bytes() for p in work.rglob("*") if p.is_file()}
+    with pytest.raises(UserError, match="a prepared DRIVE dataset is already there.*--overwrite"):
+        _prepare(drive, work)  # never replaced without --overwrite
+    with pytest.raises(UserError, match="patches_imgs_train.npy: patches are already there.*--overwrite"):
+        save_patch.main(["--work-dir", str(work), "--patch", "8", "--n-patches", "6", "--quiet"])
+    assert {p.name: p.read_bytes() for p in work.rglob("*") if p.is_file()} == before
     x = np.load(work / "patches_imgs_train.npy")
     y = np.load(work / "patches_masks_train.npy")
     assert x.shape == y.shape == (30, 16, 16, 1) and x.dtype == np.float32 and y.dtype == np.uint8
@@ -100,12 +106,13 @@ def test_save_patch_crops_samples_seeded_patches_and_writes_the_arrays(tmp_path)
         assert len(hit)
         np.testing.assert_array_equal(y[k, ..., 0], masks[i, hit[0][0]:hit[0][0] + 16, hit[0][1]:hit[0][1] + 16, 0])
     first = x.copy()
-    save_patch.main(["--work-dir", str(work), "--patch", "16", "--n-patches", "30", "--seed", "5", "--quiet"])
+    save_patch.main(["--work-dir", str(work), "--patch", "16", "--n-patches", "30", "--seed", "5", "--quiet",
+                     "--overwrite"])
     np.testing.assert_array_equal(np.load(work / "patches_imgs_train.npy"), first)
     from common.errors import OptionError
 
     with pytest.raises(OptionError, match=r"--n-patches: 31 is not a multiple of the number of training images"):
-        save_patch.main(["--work-dir", str(work), "--n-patches", "31", "--patch", "16", "--quiet"])
+        save_patch.main(["--work-dir", str(work), "--n-patches", "31", "--patch", "16", "--quiet", "--overwrite"])
 
 
 def test_scores_count_only_fov_pixels_and_kill_border_zeroes_outside():
@@ -312,7 +319,7 @@ def test_every_script_refuses_a_bad_option_and_a_bad_file_in_one_line(trained, t
                        "2", "--height", str(H), "--width", str(W), "--quiet"], capsys,
            r"error: .*22_training\.tif: cannot decode.*")
     # save_patch.py
-    _fails(save_patch.main, ["--work-dir", work, "--patch", "16", "--n-patches", "7", "--quiet"], capsys,
+    _fails(save_patch.main, ["--work-dir", work, "--patch", "16", "--n-patches", "7", "--quiet", "--overwrite"], capsys,
            r"error: --n-patches: 7 is not a multiple of the number of training images \(4\)")
     bad_work = tmp_path / "badwork" / prep.HDF5_DIR
     bad_work.mkdir(parents=True)
