@@ -21,7 +21,7 @@ from common.data.synthetic import write_isic_dataset
 from skin_lesion import evaluate, prepare_isic2018, train_isic18
 
 DEMO = {"train": 48, "val": 8, "test": 16, "size": 32, "model": "bcdu_net_d3", "epochs": 8, "lr": 1e-3,
-        "batch_size": 8, "prior_output_bias": True, "restarts": 3, "seed": 1}
+        "batch_size": 8, "prior_output_bias": True, "restarts": 3, "seed": 2}
 PASS_DICE = 0.7
 
 
