@@ -26,6 +26,25 @@ def test_dataset_normalized_equals_the_original_two_step_form():
     assert np.all(preprocess.dataset_normalized(np.full((1, 3, 3), 7.0)) == 0)
 
 
+def test_dataset_normalized_of_uint8_images_is_the_float64_formula_exactly():
+    """ISIC's uint8 arrays go through a per-image lookup table: the same values as the float64 formula, cast."""
+    rng = np.random.default_rng(1)
+    imgs = rng.integers(0, 256, (5, 6, 7, 3)).astype(np.uint8)
+    imgs[1] = np.clip(imgs[1], 40, 90)  # a narrow range
+    imgs[3] = 17  # a constant image: zeros
+    reference = _original_dataset_normalized(imgs.astype(np.float64))
+    reference[3] = 0.0  # the original divides 0 by 0 here (NaN); documented as zeros
+    for dtype in (np.float64, np.float32):
+        ours = preprocess.dataset_normalized(imgs, dtype=dtype)
+        assert ours.dtype == dtype and ours.shape == imgs.shape
+        np.testing.assert_allclose(ours, reference.astype(dtype), rtol=1e-12 if dtype == np.float64 else 1e-6,
+                                   atol=1e-9 if dtype == np.float64 else 1e-4)
+        # the lookup table equals the formula on the same values in float64, bit for bit
+        as_float = preprocess.dataset_normalized(imgs.astype(np.float64)).astype(dtype)
+        np.testing.assert_array_equal(ours, as_float)
+    assert preprocess.dataset_normalized(imgs).max() == 255.0
+
+
 def test_rgb2gray_weights_and_shape():
     rgb = np.zeros((1, 2, 2, 3))
     rgb[0, 0, 0] = (100, 0, 0)

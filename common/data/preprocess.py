@@ -28,9 +28,23 @@ def dataset_normalized(images, dtype=np.float64):
     multiplication by 255, as the original, so each image's brightest pixel is exactly 255.0 (multiplying by
     ``255 / span`` gives 254.99999999999997 for some spans, which a later uint8 cast truncates to 254). A
     constant image, for which the original divides 0 by 0 and yields NaN, maps to zeros.
+
+    uint8 images (ISIC's stored arrays) take a lookup table per image: the 256 possible values through the
+    same float64 formula, then cast to ``dtype``, so the result is the float64 computation's, bit for bit,
+    about 3x faster (the ISIC input pipeline's bound, bench/input_pipeline.py).
     """
-    x = np.asarray(images, dtype=dtype)
+    x = np.asarray(images)
     axes = tuple(range(1, x.ndim))
+    if x.dtype == np.uint8 and x.ndim > 1:
+        low = x.min(axis=axes).astype(np.float64)[:, None]
+        span = x.max(axis=axes).astype(np.float64)[:, None] - low
+        table = np.where(span > 0, (np.arange(256.0) - low) / np.where(span > 0, span, 1.0) * 255.0, 0.0)
+        table = table.astype(dtype)
+        out = np.empty(x.shape, dtype)
+        for i in range(len(x)):
+            np.take(table[i], x[i], out=out[i])
+        return out
+    x = x.astype(dtype, copy=False)
     low = x.min(axis=axes, keepdims=True)
     span = x.max(axis=axes, keepdims=True) - low
     out = (x - low) / np.where(span > 0, span, 1.0) * 255.0
