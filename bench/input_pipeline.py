@@ -1,24 +1,31 @@
 """Benchmark: batches/s each task's training input pipeline delivers with no model attached, against the step
 rate a GPU would ask for.
 
-For each task at its paper input size and batch, on random arrays stored as the task stores them (dtype,
-memory map on disk) and with the task's own batch transform (``common.training.array_dataset(...,
-transform=...)`` of its train script):
+For each of the seven tasks at its paper input size and batch, with the task's own training pipeline:
 
-* batches/s of the whole pipeline (shuffled, as in training), with 1 and with ``--parallel`` map calls;
-* the parts of one batch timed alone in NumPy: the gather of the shuffled indices from the memory map, the
-  cast to float32 and the task's transform (normalisation), so the bound is named;
+* array tasks (nerve, ISIC, DRIVE, lung, fingernail): ``common.training.array_dataset(..., transform=...)`` of
+  the train script on random memory maps stored as the task stores them (dtype, on disk);
+* file tasks: retinal_edema's ``training_dataset`` (1024x512 RGB PNG slices and grey BMP labels, read per
+  batch, flipped, normalised) and robotic_scene's ``make_dataset`` (1024x1280 RGB PNG frames and index-mask
+  PNGs, decoded, flipped, normalised), on synthetic files of that size and format written to a temporary
+  folder (smooth images with noise, so that PNG compresses them about as much as photographs);
+
+and reports:
+
+* batches/s of the whole pipeline (shuffled, as in training), with 1 and with ``--parallel`` map calls (the
+  train scripts' ``--data-workers``);
+* the parts of one batch timed alone, so the bound is named: array tasks: the gather of the shuffled indices
+  from the memory map and the task's transform (normalisation and the cast to float32); file tasks: reading
+  and decoding the batch's files and the normalisation;
 * the step rate a GPU needs: a stated peak (``--gpu-tflops``, default 400 TFLOP/s float16) divided by the
   step's FLOPs (``bench/train_step.py``'s count, 3x the forward pass), and the goal ratio (3x that rate).
-
-Not covered: retinal_edema and robotic_scene, whose pipelines decode image files (BMP slices, PNG frames)
-rather than gather from arrays; their decode rate is not measured here.
 
     python bench/input_pipeline.py
     python bench/input_pipeline.py --tasks lung fingernail --parallel 4 --seconds 5
 """
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -30,7 +37,7 @@ import numpy as np  # noqa: E402
 
 
 def _identity(xb, yb):
-    return xb, yb
+    return np.asarray(xb, np.float32), np.asarray(yb, np.float32)
 
 
 def _transform(task):
@@ -57,7 +64,11 @@ TASKS = {
     "retina_vessel": ("bcdu_net_d3@64", np.float32, np.uint8, 160000, "float32 patch memory maps"),
     "lung": ("bcdu_net_d3@512", np.uint8, np.uint8, 2000, "uint8 slices / 255 (2,000 slices assumed)"),
     "fingernail": ("unet2d_8_128", np.uint8, np.uint8, 172, "uint8 photos / 255"),
+    "retinal_edema": ("unet_nested", None, None, 8960, "RGB PNG slices + BMP labels, read per batch"),
+    "robotic_scene": ("tdsnet", None, None, 1639, "RGB PNG frames + PNG masks, tf.io.decode_png"),
 }
+FILE_TASKS = ("retinal_edema", "robotic_scene")
+FILES = 16  # synthetic files written per file task (the pipeline repeats them)
 
 
 def _arrays(folder, task, shape, n):
@@ -77,6 +88,71 @@ def _arrays(folder, task, shape, n):
     return arrays
 
 
+def _photo(rng, shape):
+    """A smooth RGB image with noise (compresses in PNG roughly like a photograph)."""
+    rows, cols = shape
+    yy, xx = np.mgrid[0:rows, 0:cols].astype(np.float32)
+    phase = rng.random(3) * 6.3
+    base = np.stack([np.sin(xx / (40 + 20 * c) + yy / 55 + phase[c]) for c in range(3)], axis=-1)
+    noise = rng.normal(0, 6, (rows, cols, 3))
+    return np.clip(120 + 80 * base + noise, 0, 255).astype(np.uint8)
+
+
+def _file_pipeline(task, folder, shape, batch, calls):
+    """(dataset, read_batch, normalise) of a file task over ``FILES`` synthetic files in ``folder``."""
+    from common.data.io import write_image
+
+    rng = np.random.default_rng(0)
+    folder = Path(folder) / task
+    rows, cols = shape[:2]
+    if task == "retinal_edema":
+        from retinal_edema import dataset
+
+        images, labels = [], []
+        for k in range(FILES):
+            image, label = f"cube.img/{k:03d}.png", f"cube_labelMark/{k + 1}.bmp"
+            if not (folder / label).is_file():
+                write_image(folder / image, _photo(rng, (rows, cols)))
+                grey = np.zeros((rows, cols), np.uint8)
+                grey[rows // 3:rows // 2, cols // 4:cols // 2] = dataset.GREY_CODES[k % 3]
+                write_image(folder / label, grey)
+            images.append(image)
+            labels.append(label)
+        mean, std = (np.float32(dataset.ORIGINAL_STATS[k]) for k in ("mean", "std"))
+        ds = dataset.training_dataset(folder, images, labels, batch, mean, std, flip=True, seed=0,
+                                      num_parallel_calls=calls)
+
+        def read_batch(start):
+            return [dataset.load_pair(folder, images[(start + i) % FILES], labels[(start + i) % FILES])
+                    for i in range(batch)]
+
+        first = np.stack([p[0] for p in read_batch(0)])
+        return ds, read_batch, lambda: dataset.normalise(first, mean, std)
+    import tensorflow as tf
+
+    from robotic_scene import train
+
+    frames = []
+    for k in range(FILES):
+        image, mask = folder / "images" / f"{k:03d}.png", folder / "masks" / f"{k:03d}.png"
+        if not mask.is_file():
+            write_image(image, _photo(rng, (rows, cols)))
+            index = np.zeros((rows, cols), np.uint8)
+            index[rows // 4:rows // 2, cols // 3:cols // 2] = 1 + k % 10
+            write_image(mask, index)
+        frames.append((image, mask, 1))
+    ds = train.make_dataset(frames, (rows, cols), batch, augment=True, shuffle=True, seed=0,
+                            num_parallel_calls=calls)
+
+    def read_batch(start):
+        return [(tf.io.decode_png(tf.io.read_file(str(frames[(start + i) % FILES][0])), channels=3),
+                 tf.io.decode_png(tf.io.read_file(str(frames[(start + i) % FILES][1])), channels=1))
+                for i in range(batch)]
+
+    first = tf.stack([p[0] for p in read_batch(0)])
+    return ds, read_batch, lambda: np.asarray(train.normalise_images(first, "torch"))
+
+
 def _rate(fn, seconds):
     """Calls per second of ``fn`` over at least ``seconds`` (after one warm-up call)."""
     fn()
@@ -93,17 +169,26 @@ def measure(task, parallel, seconds, folder, max_samples):
     from bench.gpu import ALL_CASES
     from bench.train_step import forward_flops
     from common.models import build_model
-    from common.training import array_dataset
 
     case = TASKS[task][0]
     model_name, shape, batch, _ = ALL_CASES[case]
     gflop = 3 * forward_flops(build_model(model_name, shape)) * batch / 1e9
     keras.backend.clear_session()
+    result = {"task": task, "case": case, "input": "x".join(map(str, shape)), "batch": batch, "gflop": gflop}
+    if task in FILE_TASKS:
+        for calls in sorted({1, parallel}):
+            ds, read_batch, normalise = _file_pipeline(task, folder, shape, batch, calls)
+            iterator = iter(ds.repeat())
+            result[f"pipeline_{calls}"] = _rate(lambda: next(iterator), seconds)
+        start = iter(range(10 ** 9))
+        result["parts"] = {"read + decode": _rate(lambda: read_batch(next(start)), seconds / 2),
+                           "normalise": _rate(normalise, seconds / 2)}
+        return result
+    from common.training import array_dataset
+
     n = min(TASKS[task][3], max_samples)
     x, y = _arrays(folder, task, shape, n)
     transform = _transform(task)
-    result = {"task": task, "case": case, "input": "x".join(map(str, shape)), "batch": batch, "gflop": gflop,
-              "samples": n}
     for calls in sorted({1, parallel}):
         ds = array_dataset(x, y, batch_size=batch, shuffle=True, seed=0, transform=transform,
                            num_parallel_calls=calls)
@@ -112,27 +197,51 @@ def measure(task, parallel, seconds, folder, max_samples):
     rng = np.random.default_rng(1)
     idx = np.sort(rng.choice(n, batch, replace=False))
     xb, yb = np.asarray(x[idx]), np.asarray(y[idx])
-    xf, yf = xb.astype(np.float32), yb.astype(np.float32)
-    result["gather"] = _rate(lambda: (np.asarray(x[np.sort(rng.choice(n, batch, replace=False))]),
-                                      np.asarray(y[idx])), seconds / 2)
-    result["cast"] = _rate(lambda: (xb.astype(np.float32), yb.astype(np.float32)), seconds / 2)
-    result["transform"] = _rate(lambda: transform(xf, yf), seconds / 2)
+    result["parts"] = {
+        "gather": _rate(lambda: (np.asarray(x[np.sort(rng.choice(n, batch, replace=False))]), np.asarray(y[idx])),
+                        seconds / 2),
+        "transform": _rate(lambda: transform(xb, yb), seconds / 2)}  # as array_dataset: stored dtype in
     return result
 
 
+def bound(result, need, parallel):
+    """What bounds the pipeline: the goal met, the slowest part alone, or the pipeline's own cost per batch."""
+    best = max(result["pipeline_1"], result[f"pipeline_{parallel}"])
+    parts = result["parts"]
+    slowest = min(parts, key=parts.get)
+    if best >= 3 * need:
+        return "meets the goal"
+    serial = 1.0 / sum(1.0 / rate for rate in parts.values())  # one batch's parts one after the other
+    if serial >= 3 * need:  # the parts together are fast enough: the pipeline's own cost per batch
+        return (f"per-batch cost of the tf.data map ({1e3 / best:.2g} ms a batch; its parts take "
+                f"{1e3 / serial:.2g} ms)")
+    return (f"{slowest} ({parts[slowest]:.3g}/s alone; all parts one after the other {serial:.3g}/s, "
+            f"{serial / (3 * need):.2g}x of the goal)")
+
+
 def main(argv=None):
+    from common.data.io import atomic_path
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tasks", nargs="+", choices=sorted(TASKS), default=list(TASKS))
+    parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
     parser.add_argument("--parallel", type=int, default=4, help="map calls of the parallel pipeline (default 4)")
     parser.add_argument("--seconds", type=float, default=3.0, help="timing per measurement (default 3 s)")
     parser.add_argument("--gpu-tflops", type=float, default=400.0,
                         help="GPU peak the step rate is computed for (default: 400 TFLOP/s float16)")
     parser.add_argument("--max-samples", type=int, default=4096,
                         help="samples in each random memory map (default 4096; fewer when the task has fewer)")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "input_pipeline.md",
+                        help="Markdown file for the table (default: %(default)s)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     args = parser.parse_args(argv)
+    if args.parallel < 1:
+        parser.error(f"--parallel: expected a whole number >= 1, got {args.parallel}")
+    if args.out.exists() and not args.overwrite:
+        print(f"error: --out {args.out}: exists; pass --overwrite to replace it, or another --out", file=sys.stderr)
+        return 2
     header = (f"| task | model | input | batch | GFLOP/step | GPU step rate at {args.gpu_tflops:g} TFLOP/s | "
               f"pipeline batches/s 1 / {args.parallel} calls | ratio to the step rate (goal 3) | "
-              "gather / cast / transform alone, batches/s | bound |")
+              "parts alone, batches/s | bound |")
     lines = [header, "|" + "---|" * 10]
     print(header + "\n" + lines[1], flush=True)
     with tempfile.TemporaryDirectory() as folder:
@@ -140,19 +249,19 @@ def main(argv=None):
             r = measure(task, args.parallel, args.seconds, folder, args.max_samples)
             need = args.gpu_tflops * 1e3 / r["gflop"]
             best = max(r["pipeline_1"], r[f"pipeline_{args.parallel}"])
-            parts = {"gather": r["gather"], "cast": r["cast"], "transform": r["transform"]}
-            slowest = min(parts, key=parts.get)
-            if best >= 3 * need:
-                bound = "meets the goal"
-            elif parts[slowest] >= 3 * need:  # every part alone is fast enough: the pipeline's own cost per batch
-                bound = f"per-batch cost of the tf.data map ({1e3 / best:.2g} ms a batch; each part alone is faster)"
-            else:
-                bound = f"{slowest} ({parts[slowest]:.3g}/s alone, {parts[slowest] / (3 * need):.2g}x of the goal)"
+            parts = " / ".join(f"{name} {rate:.3g}" for name, rate in r["parts"].items())
             line = (f"| {task} | {r['case']} | {r['input']} | {r['batch']} | {r['gflop']:.1f} | {need:.1f}/s | "
                     f"{r['pipeline_1']:.1f} / {r[f'pipeline_{args.parallel}']:.1f} | {best / need:.2f} | "
-                    f"{r['gather']:.3g} / {r['cast']:.3g} / {r['transform']:.3g} | {bound} |")
+                    f"{parts} | {bound(r, need, args.parallel)} |")
             lines.append(line)
             print(line, flush=True)
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    lines.append(f"\n{os.cpu_count()} CPU cores, load average at the end {load}; --seconds {args.seconds:g} "
+                 f"--max-samples {args.max_samples}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(args.out) as tmp:
+        Path(tmp).write_text("\n".join(lines) + "\n")
+    print(f"written to {args.out}")
     return 0
 
 
