@@ -242,6 +242,21 @@ def run_inputs(files, process, *, args, outputs, model_name, weights, extra=None
     return 1 if bad else 0
 
 
+def extra_outputs(stem, args, *, prob=None, overlay=None, prob_ext=".png"):
+    """The optional files of one input as ``{name: value}``: ``<stem>_prob<prob_ext>`` with
+    ``--save-probabilities`` and ``<stem>_overlay.png`` with ``--overlay`` (:func:`add_predict_arguments`).
+
+    ``prob`` and ``overlay`` are functions returning the values, called only for the files asked for; left
+    out, the values are None: the names alone, for ``run_inputs(outputs=...)``.
+    """
+    out = {}
+    if args.save_probabilities:
+        out[f"{stem}_prob{prob_ext}"] = prob() if prob else None
+    if args.overlay:
+        out[f"{stem}_overlay.png"] = overlay() if overlay else None
+    return out
+
+
 def probability_png(prob):
     """A probability map in [0, 1] as a uint8 PNG image (0..255)."""
     return np.clip(np.rint(np.asarray(prob, np.float64) * 255), 0, 255).astype(np.uint8)

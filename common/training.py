@@ -97,8 +97,9 @@ class EpochOrder:
 def array_dataset(x, y, batch_size, shuffle=False, seed=None, transform=None, num_parallel_calls=1):
     """A ``tf.data.Dataset`` of float32 batches gathered from NumPy arrays (or memory maps) without copying.
 
-    Only indices go through tf.data; each batch is gathered from the arrays, cast to float32 and passed
-    through ``transform(xb, yb) -> (xb, yb)`` if given (normalisation or augmentation on uint8 storage).
+    Only indices go through tf.data; each batch is gathered from the arrays, passed through
+    ``transform(xb, yb) -> (xb, yb)`` if given (normalisation or augmentation; it receives the arrays' own
+    dtype, e.g. uint8 storage, so it may use lookup tables) and cast to float32.
     ``shuffle`` reshuffles every epoch like ``Model.fit(shuffle=True)``; the order of epoch ``e`` is a function
     of ``(seed, e)`` (:class:`EpochOrder`, reachable as the dataset's ``epoch_order`` attribute, which ``fit``
     uses to resume with the same batches).
@@ -112,7 +113,7 @@ def array_dataset(x, y, batch_size, shuffle=False, seed=None, transform=None, nu
 
     def gather(idx):
         idx = np.sort(idx)  # sorted reads are faster on memory maps; order inside a batch is irrelevant
-        xb, yb = np.asarray(x[idx], dtype=np.float32), np.asarray(y[idx], dtype=np.float32)
+        xb, yb = np.asarray(x[idx]), np.asarray(y[idx])
         if transform is not None:
             xb, yb = transform(xb, yb)
         return np.asarray(xb, np.float32), np.asarray(yb, np.float32)
@@ -177,12 +178,31 @@ def get_strategy(name="default"):
     raise OptionError(f"--strategy: unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
 
 
+def positive_int(text):
+    """argparse type: an integer >= 1."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
 def add_strategy_argument(parser):
-    """The ``--strategy`` option every train script offers."""
+    """``--strategy`` and ``--data-workers``: how a run uses the machine's devices and CPU cores (neither
+    changes what is computed)."""
     parser.add_argument("--strategy", choices=STRATEGIES, default="default",
                         help="tf.distribute strategy: default (one device), mirrored (all local devices) or "
                              "multi_worker (several machines, cluster given by TF_CONFIG; run the same command "
                              "on every worker). Default: %(default)s")
+    parser.add_argument("--data-workers", type=positive_int, default=1, metavar="N",
+                        help="batches the input pipeline prepares in parallel (tf.data map calls); the batches and "
+                             "their order are the same for every N. On a GPU machine give it a few CPU cores "
+                             "(e.g. 4-8: see bench/input_pipeline.py); on a CPU-only machine the default leaves "
+                             "the cores to the model. Default: %(default)s")
 
 
 def is_chief(strategy=None):
@@ -399,16 +419,36 @@ def remove_run(run_dir):
     shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
 
 
-def add_overwrite_argument(parser):
-    """The ``--overwrite`` option of every train script."""
+def tagged_name(base, tags):
+    """A default run or results folder's name: ``base`` plus ``_<tag>`` for every ``(value, default, tag)`` of
+    ``tags`` whose value is given (not None) and differs from its default; ``tag`` is a format string of the
+    value (``"lr{:g}"``, ``"bidirectional"``) or a function of it. Every train script names its default run
+    folder so, and every evaluate script its results folder: the original's settings get ``base``, and two
+    recipes (or evaluations) never share a folder."""
+    parts = [base]
+    for value, default, tag in tags:
+        if value is not None and value != default:
+            parts.append(tag(value) if callable(tag) else tag.format(value))
+    return "_".join(parts)
+
+
+def add_run_arguments(parser, resume_help="continue an interrupted run in --run-dir"):
+    """The options every train script shares: ``--resume``, ``--overwrite``, ``--verbose``, ``--strategy``,
+    ``--data-workers``, ``--mixed-precision`` and ``--jit-compile``."""
+    from common.devices import add_precision_arguments
+
+    parser.add_argument("--resume", action="store_true", help=resume_help)
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the run already in the run folder (default: refuse to start a fresh run "
                              "there; --resume continues it)")
+    parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress output")
+    add_strategy_argument(parser)
+    add_precision_arguments(parser, jit_compile=True)
 
 
 def fit(model, train, validation=None, *, run_dir, epochs, batch_size=32, monitor="val_loss", mode="auto",
         resume=False, overwrite=False, seed=None, shuffle=True, reduce_lr=None, early_stopping=None,
-        tensorboard=True, verbose=1, callbacks=(), settings=None):
+        tensorboard=True, verbose=1, callbacks=(), settings=None, data_workers=1):
     """Train a compiled ``model`` with the project's checkpointing and logging.
 
     Args:
@@ -432,6 +472,7 @@ def fit(model, train, validation=None, *, run_dir, epochs, batch_size=32, monito
         callbacks: extra Keras callbacks. They run before the checkpoint and log callbacks, so one may add
             a value to the epoch logs (e.g. a custom validation score) that ``monitor`` then uses.
         settings: JSON-able dict stored in state.json (the script's arguments).
+        data_workers: ``num_parallel_calls`` of the datasets made from array inputs (``--data-workers``).
 
     The model's distribution strategy (the scope it was built in, see ``get_strategy``) is used as is; in a
     multi-worker cluster the batches are sharded between workers and only the chief writes to ``run_dir``.
@@ -473,9 +514,10 @@ def fit(model, train, validation=None, *, run_dir, epochs, batch_size=32, monito
         remove_run(run_dir)
 
     if isinstance(train, tuple):
-        train = array_dataset(*train, batch_size=batch_size, shuffle=shuffle, seed=seed)
+        train = array_dataset(*train, batch_size=batch_size, shuffle=shuffle, seed=seed,
+                              num_parallel_calls=data_workers)
     if isinstance(validation, tuple):
-        validation = array_dataset(*validation, batch_size=batch_size)
+        validation = array_dataset(*validation, batch_size=batch_size, num_parallel_calls=data_workers)
 
     epoch_order = getattr(train, "epoch_order", None)
     if epoch_order is not None:

@@ -290,14 +290,11 @@ def build_parser():
 def default_out_dir(work_dir, run_dir, weights="last", tta="none", mixed_precision="off"):
     """``<work-dir>/results/<run folder name>[_BEST][_TTA_FLIP][_FLOAT16]``: keyed by the run and by every
     evaluation option that changes the numbers, so two evaluations never share a folder."""
-    name = Path(run_dir).name
-    if weights != "last":
-        name += f"_{weights.upper()}"
-    if tta != "none":
-        name += f"_TTA_{tta.upper()}"
-    if mixed_precision != "off":
-        name += f"_{mixed_precision.upper()}"
-    return Path(work_dir) / "results" / name
+    from common.training import tagged_name
+
+    return Path(work_dir) / "results" / tagged_name(Path(run_dir).name, [
+        (weights, "last", lambda w: w.upper()), (tta, "none", lambda t: f"TTA_{t.upper()}"),
+        (mixed_precision, "off", lambda p: p.upper())])
 
 
 def main(argv=None):

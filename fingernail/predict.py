@@ -77,7 +77,7 @@ def build_parser():
 
 def main(argv=None):
     from common.data.io import read_image
-    from common.predict import collect_inputs, load_model, overlay_image, probability_png, run_inputs
+    from common.predict import collect_inputs, extra_outputs, load_model, overlay_image, probability_png, run_inputs
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -87,22 +87,13 @@ def main(argv=None):
     model, checkpoint = load_model(args, default_run_dir=DEFAULT_RUN)
 
     def outputs(path):
-        names = [f"{path.stem}.png"]
-        if args.overlay:
-            names.append(f"{path.stem}_overlay.png")
-        if args.save_probabilities:
-            names.append(f"{path.stem}_prob.png")
-        return names
+        return [f"{path.stem}.png", *extra_outputs(path.stem, args)]
 
     def process(path):
         image = read_image(path, "rgb")
         mask, prob = segment(model, image, args.threshold, args.tta, not args.no_rotate)
-        values = [mask]
-        if args.overlay:
-            values.append(overlay_image(image, mask))
-        if args.save_probabilities:
-            values.append(probability_png(prob))
-        return dict(zip(outputs(path), values))
+        return {f"{path.stem}.png": mask, **extra_outputs(path.stem, args, prob=lambda: probability_png(prob),
+                                                          overlay=lambda: overlay_image(image, mask))}
 
     return run_inputs(files, process, args=args, outputs=outputs, model_name=model.name, weights=[checkpoint],
                       extra={"threshold": args.threshold, "input_size": list(model.input_shape[1:3])})

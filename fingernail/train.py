@@ -36,8 +36,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from common import cli
-from common.devices import add_precision_arguments
-from common.training import add_overwrite_argument, add_strategy_argument
+from common.training import add_run_arguments
 from fingernail.prepare_data import DEFAULT_WORK, SEED, load_split, prepared_size
 
 MODELS = {  # registry name -> the original's Model name
@@ -76,19 +75,12 @@ def run_id(study, model, loss, epochs, batch_size, rows, cols, *, dice="pixel", 
            seed=SEED, shuffle=False, mixed_precision="off"):
     """The original's run id ``Fingernail_<study>_<Model>_<DICE|BCE>_EP<e>_BS<b>_<rows>x<cols>``, plus a tag
     for each recipe option that differs from the original's (so two recipes never share a run folder)."""
+    from common.training import tagged_name
+
     tag = "BCE" if loss == "bce" else ("DICE" if dice == "pixel" else "DICE_IMG")
-    rid = f"Fingernail_{study}_{MODELS[model]}_{tag}_EP{epochs}_BS{batch_size}_{rows}x{cols}"
-    if lr != LR:
-        rid += f"_LR{lr:g}"
-    if lr_decay != LR_DECAY:
-        rid += f"_DECAY{lr_decay:g}"
-    if seed != SEED:
-        rid += f"_SEED{seed}"
-    if shuffle:
-        rid += "_SHUFFLE"
-    if mixed_precision != "off":
-        rid += f"_{mixed_precision.upper()}"
-    return rid
+    return tagged_name(f"Fingernail_{study}_{MODELS[model]}_{tag}_EP{epochs}_BS{batch_size}_{rows}x{cols}", [
+        (lr, LR, "LR{:g}"), (lr_decay, LR_DECAY, "DECAY{:g}"), (seed, SEED, "SEED{}"), (shuffle, False, "SHUFFLE"),
+        (mixed_precision, "off", lambda p: p.upper())])
 
 
 def default_run_dir(model, study, loss, epochs, batch_size, rows, cols, **tags):
@@ -126,12 +118,14 @@ def compile_model(model, loss="bce_dice", dice="pixel", lr=LR, lr_decay=LR_DECAY
 
 def scale_images(xb, yb):
     """uint8 storage -> the original's float input: images / 255, masks 0/1 as float."""
-    return xb / 255.0, yb
+    import numpy as np
+
+    return np.asarray(xb, np.float32) / 255.0, yb
 
 
 def train(work_dir, run_dir, *, study="dataset1", model_name="unet2d_8_128", loss="bce_dice", dice="pixel",
           epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, lr_decay=LR_DECAY, seed=SEED, shuffle=False, resume=False,
-          overwrite=False, mixed_precision="off", jit_compile=False, verbose=1, strategy="default"):
+          overwrite=False, mixed_precision="off", jit_compile=False, verbose=1, strategy="default", data_workers=1):
     """Build, compile and fit; returns ``(model, history)`` with the last epoch's weights.
 
     ``dice`` (``"pixel"``, the original's, or ``"image"``) is used with ``loss="bce_dice"`` only; the run's
@@ -159,8 +153,9 @@ def train(work_dir, run_dir, *, study="dataset1", model_name="unet2d_8_128", los
                 "lr_decay": lr_decay, "seed": seed, "shuffle": shuffle, "mixed_precision": mixed_precision,
                 "jit_compile": jit_compile, "rows": int(x_tr.shape[1]), "cols": int(x_tr.shape[2]),
                 "train": len(x_tr), "test": len(x_te)}
-    train_ds = array_dataset(x_tr, y_tr, batch_size, shuffle=shuffle, seed=seed, transform=scale_images)
-    val_ds = array_dataset(x_te, y_te, batch_size, transform=scale_images)
+    train_ds = array_dataset(x_tr, y_tr, batch_size, shuffle=shuffle, seed=seed, transform=scale_images,
+                             num_parallel_calls=data_workers)
+    val_ds = array_dataset(x_te, y_te, batch_size, transform=scale_images, num_parallel_calls=data_workers)
     return fit(model, train_ds, val_ds, run_dir=run_dir, epochs=epochs, monitor="val_dice_metric", mode="max",
                resume=resume, overwrite=overwrite, seed=seed, verbose=verbose, settings=settings)
 
@@ -188,11 +183,7 @@ def build_parser():
     parser.add_argument("--shuffle", action="store_true", help="reshuffle every epoch (the original does not)")
     parser.add_argument("--run-dir", type=Path, default=None,
                         help="checkpoints and logs (default: weights/fingernail/<model>/<run id>)")
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --run-dir")
-    add_overwrite_argument(parser)
-    parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress output")
-    add_precision_arguments(parser, jit_compile=True)
-    add_strategy_argument(parser)
+    add_run_arguments(parser)
     return parser
 
 
@@ -220,7 +211,8 @@ def main(argv=None):
                            dice=dice, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                            lr_decay=args.lr_decay, seed=args.seed, shuffle=args.shuffle, resume=args.resume,
                            overwrite=args.overwrite, mixed_precision=args.mixed_precision,
-                           jit_compile=args.jit_compile, verbose=args.verbose, strategy=args.strategy)
+                           jit_compile=args.jit_compile, verbose=args.verbose, strategy=args.strategy,
+                           data_workers=args.data_workers)
     if history:
         print(f"{model.name}: last val_dice_metric {history['val_dice_metric'][-1]:.4f}, best "
               f"{max(history['val_dice_metric']):.4f}; checkpoints in {run_dir}")

@@ -141,13 +141,11 @@ def default_out_dir(work_dir, run_dir, weights="best", tta="none", mixed_precisi
     """``<work-dir>/results/<run folder name>[_last][_tta-flip][_<precision>]``: keyed by the run, so two runs
     (or two evaluations of one run) never share a default folder; ``init-<file name>`` for the authors'
     weights."""
-    name = f"init-{Path(init_weights).name}" if init_weights is not None else Path(run_dir).name
-    if weights != "best" and init_weights is None:
-        name += f"_{weights}"
-    if tta != "none":
-        name += f"_tta-{tta}"
-    if mixed_precision != "off":
-        name += f"_{mixed_precision}"
+    from common.training import tagged_name
+
+    name = tagged_name(f"init-{Path(init_weights).name}" if init_weights is not None else Path(run_dir).name, [
+        (weights if init_weights is None else None, "best", "{}"), (tta, "none", "tta-{}"),
+        (mixed_precision, "off", "{}")])
     return Path(work_dir) / "results" / name
 
 

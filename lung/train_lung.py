@@ -30,9 +30,8 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from common import cli
-from common.devices import add_precision_arguments
 from common.legacy_weights import add_init_weights_argument
-from common.training import add_overwrite_argument, add_strategy_argument
+from common.training import add_run_arguments
 from lung.prepare_data import DEFAULT_WORK, load_arrays
 
 MODELS = ("bcdu_net_d3", "bcdu_net_d1")
@@ -43,7 +42,7 @@ REDUCE_LR = {"factor": 0.1, "patience": 7, "min_delta": 1e-4, "cooldown": 0, "mi
 RECIPE_DEFAULTS = {"epochs": EPOCHS, "batch_size": BATCH_SIZE, "lr": LR, "val_split": VAL_SPLIT, "seed": None,
                    "mixed_precision": "off", "init_weights": None}
 _NAME_PARTS = {"epochs": "epochs{}", "batch_size": "batch{}", "lr": "lr{:g}", "val_split": "val{:g}",
-               "seed": "seed{}", "mixed_precision": "{}", "init_weights": "init-{}"}
+               "seed": "seed{}", "mixed_precision": "{}", "init_weights": lambda p: f"init-{Path(p).name}"}
 
 
 def run_name(model_name, bidirectional=False, **recipe):
@@ -55,13 +54,10 @@ def run_name(model_name, bidirectional=False, **recipe):
     unknown = set(recipe) - set(RECIPE_DEFAULTS)
     if unknown:
         raise TypeError(f"unknown recipe options {sorted(unknown)}")
-    parts = [model_name] + (["bidirectional"] if bidirectional else [])
-    for key, default in RECIPE_DEFAULTS.items():
-        value = recipe.get(key, default)
-        if value != default:
-            value = Path(value).name if key == "init_weights" else value
-            parts.append(_NAME_PARTS[key].format(value))
-    return "_".join(parts)
+    from common.training import tagged_name
+
+    return tagged_name(model_name, [(bidirectional, False, "bidirectional")] + [
+        (recipe.get(key, default), default, _NAME_PARTS[key]) for key, default in RECIPE_DEFAULTS.items()])
 
 
 def default_run_dir(model_name, bidirectional=False, **recipe):
@@ -90,12 +86,14 @@ def compile_model(model, lr=LR, jit_compile=False):
 
 def scale_images(xb, yb):
     """Stored slices (0..255) -> the original's network input ``/ 255``; the 0/1 target as float."""
-    return xb / 255.0, yb
+    import numpy as np
+
+    return np.asarray(xb, np.float32) / 255.0, yb
 
 
 def train(work_dir, run_dir, model_name="bcdu_net_d3", bidirectional=False, epochs=EPOCHS, batch_size=BATCH_SIZE,
           lr=LR, val_split=VAL_SPLIT, seed=None, resume=False, verbose=1, strategy="default", overwrite=False,
-          mixed_precision="off", jit_compile=False, init_weights=None):
+          mixed_precision="off", jit_compile=False, init_weights=None, data_workers=1):
     """Build, compile and fit; returns ``(model, history)``.
 
     The run folder is checked first (:func:`common.training.check_run_dir`: a folder holding a run is
@@ -126,8 +124,9 @@ def train(work_dir, run_dir, model_name="bcdu_net_d3", bidirectional=False, epoc
                 "lr": lr, "val_split": val_split, "seed": seed, "slice_size": size, "train": len(x_tr),
                 "validation": len(x_val), "mixed_precision": mixed_precision, "jit_compile": jit_compile,
                 "init_weights": None if init_weights is None else str(init_weights)}
-    train_ds = array_dataset(x_tr, y_tr, batch_size, shuffle=True, seed=seed, transform=scale_images)
-    val_ds = array_dataset(x_val, y_val, batch_size, transform=scale_images)
+    train_ds = array_dataset(x_tr, y_tr, batch_size, shuffle=True, seed=seed, transform=scale_images,
+                             num_parallel_calls=data_workers)
+    val_ds = array_dataset(x_val, y_val, batch_size, transform=scale_images, num_parallel_calls=data_workers)
     return fit(model, train_ds, val_ds, run_dir=run_dir, epochs=epochs, monitor="val_loss", mode="min",
                resume=resume, overwrite=overwrite, seed=seed, reduce_lr=REDUCE_LR, verbose=verbose,
                settings=settings)
@@ -165,12 +164,8 @@ def build_parser():
     parser.add_argument("--run-dir", type=Path, default=None,
                         help="checkpoints and logs (default: weights/lung/<model>[_bidirectional][_<each "
                              "recipe option that differs from the original, e.g. epochs4_lr0.001>])")
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --run-dir")
-    add_overwrite_argument(parser)
+    add_run_arguments(parser)
     add_init_weights_argument(parser)
-    parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress output")
-    add_strategy_argument(parser)
-    add_precision_arguments(parser, jit_compile=True)
     return parser
 
 
@@ -184,7 +179,8 @@ def main(argv=None):
     model, history = train(args.work_dir, run_dir, args.model, args.bidirectional, args.epochs, args.batch_size,
                            args.lr, args.val_split, args.seed, args.resume, args.verbose, args.strategy,
                            overwrite=args.overwrite, mixed_precision=args.mixed_precision,
-                           jit_compile=args.jit_compile, init_weights=args.init_weights)
+                           jit_compile=args.jit_compile, init_weights=args.init_weights,
+                           data_workers=args.data_workers)
     if history:
         print(f"{model.name}: best val_loss {min(history['val_loss']):.4f}; checkpoints in {run_dir}")
     return run_dir

@@ -87,7 +87,7 @@ def build_parser():
 
 def main(argv=None):
     from common.errors import OptionError
-    from common.predict import collect_inputs, load_model, overlay_image, probability_png, run_inputs
+    from common.predict import collect_inputs, extra_outputs, load_model, overlay_image, probability_png, run_inputs
     from retina_vessel.train_retina import default_run_dir
 
     args = build_parser().parse_args(argv)
@@ -121,19 +121,14 @@ def main(argv=None):
         model, checkpoint = load_model(args)
 
     def names(path):
-        stem = path.stem
-        return ([f"{stem}_prob.png", f"{stem}_mask.png"] + ([f"{stem}_prob.npy"] if args.save_probabilities else [])
-                + ([f"{stem}_overlay.png"] if args.overlay else []))
+        return [f"{path.stem}_prob.png", f"{path.stem}_mask.png", *extra_outputs(path.stem, args, prob_ext=".npy")]
 
     def process(path):
         rgb, prob = segment_file(model, path, fovs[path], args.inference, args.stride, args.batch_size, args.tta)
         mask = ((prob >= args.threshold) * 255).astype(np.uint8)
-        out = dict(zip(names(path)[:2], (probability_png(prob), mask)))
-        if args.save_probabilities:
-            out[f"{path.stem}_prob.npy"] = lambda tmp, p=prob: np.save(tmp, p.astype(np.float32))
-        if args.overlay:
-            out[f"{path.stem}_overlay.png"] = overlay_image(rgb, mask)
-        return out
+        return {f"{path.stem}_prob.png": probability_png(prob), f"{path.stem}_mask.png": mask,
+                **extra_outputs(path.stem, args, prob_ext=".npy", overlay=lambda: overlay_image(rgb, mask),
+                                prob=lambda: lambda tmp: np.save(tmp, prob.astype(np.float32)))}
 
     fov_list = {str(p): (None if f is None else str(f)) for p, f in fovs.items()}
     return run_inputs(files, process, args=args, outputs=names, model_name=model.name, weights=[checkpoint],

@@ -29,9 +29,8 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import numpy as np
 
 from common import cli
-from common.devices import add_precision_arguments
 from common.legacy_weights import add_init_weights_argument
-from common.training import add_overwrite_argument, add_strategy_argument
+from common.training import add_run_arguments
 from retina_vessel.prepare_datasets_DRIVE import DEFAULT_WORK
 from retina_vessel.save_patch import IMGS_FILE, MASKS_FILE
 
@@ -46,16 +45,13 @@ def run_name(bidirectional=False, prior_bias=False, *, epochs=EPOCHS, batch_size
     """``bcdu_net_d3[_bidirectional][_prior_bias]`` plus a tag for every other recipe option that differs from
     the original's (``_e10``, ``_b16``, ``_lr0.001``, ``_val0.1``, ``_seed3``, ``_init-<file stem>``,
     ``_mp-float16``): a variant never lands in another's default run folder; the faithful run is ``bcdu_net_d3``."""
-    tags = [MODEL] + (["bidirectional"] if bidirectional else []) + (["prior_bias"] if prior_bias else [])
-    for tag, value, default in (("e", epochs, EPOCHS), ("b", batch_size, BATCH_SIZE), ("lr", lr, LR),
-                                ("val", val_split, VAL_SPLIT), ("seed", seed, None)):
-        if value != default:
-            tags.append(f"{tag}{value:g}" if isinstance(value, float) else f"{tag}{value}")
-    if init_weights is not None:
-        tags.append(f"init-{Path(init_weights).stem}")
-    if mixed_precision != "off":
-        tags.append(f"mp-{mixed_precision}")
-    return "_".join(tags)
+    from common.training import tagged_name
+
+    return tagged_name(MODEL, [(bidirectional, False, "bidirectional"), (prior_bias, False, "prior_bias"),
+                               (epochs, EPOCHS, "e{}"), (batch_size, BATCH_SIZE, "b{}"), (lr, LR, "lr{:g}"),
+                               (val_split, VAL_SPLIT, "val{:g}"), (seed, None, "seed{}"),
+                               (init_weights, None, lambda p: f"init-{Path(p).stem}"),
+                               (mixed_precision, "off", "mp-{}")])
 
 
 def default_run_dir(bidirectional=False, prior_bias=False, **recipe):
@@ -100,7 +96,7 @@ def compile_model(model, lr=LR, jit_compile=False):
 
 def train(work_dir, run_dir, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, val_split=VAL_SPLIT, seed=None,
           bidirectional=False, prior_bias=False, resume=False, verbose=1, strategy="default", overwrite=False,
-          mixed_precision="off", jit_compile=False, callbacks=(), init_weights=None):
+          mixed_precision="off", jit_compile=False, callbacks=(), init_weights=None, data_workers=1):
     """Build, compile and fit; returns ``(model, history)`` (the trained model, last epoch's weights).
 
     A ``run_dir`` that holds a run is refused (nothing touched) unless ``resume`` or ``overwrite``;
@@ -138,7 +134,7 @@ def train(work_dir, run_dir, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, val_sp
                 "init_weights": None if init_weights is None else str(init_weights)}
     return fit(model, (x_tr, y_tr), (x_val, y_val), run_dir=run_dir, epochs=epochs, batch_size=batch_size,
                monitor="val_loss", mode="min", resume=resume, overwrite=overwrite, seed=seed, reduce_lr=REDUCE_LR,
-               verbose=verbose, settings=settings, callbacks=callbacks)
+               verbose=verbose, settings=settings, callbacks=callbacks, data_workers=data_workers)
 
 
 def add_variant_arguments(parser, trained=False):
@@ -168,11 +164,7 @@ def build_parser():
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: none, as the original)")
     add_variant_arguments(parser)
     add_init_weights_argument(parser)
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --run-dir")
-    add_overwrite_argument(parser)
-    parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress output")
-    add_strategy_argument(parser)
-    add_precision_arguments(parser, jit_compile=True)
+    add_run_arguments(parser)
     return parser
 
 
@@ -185,7 +177,8 @@ def main(argv=None):
     model, history = train(args.work_dir, run_dir, args.epochs, args.batch_size, args.lr, args.val_split,
                            args.seed, args.bidirectional, args.prior_bias, args.resume, args.verbose,
                            args.strategy, overwrite=args.overwrite, mixed_precision=args.mixed_precision,
-                           jit_compile=args.jit_compile, init_weights=args.init_weights)
+                           jit_compile=args.jit_compile, init_weights=args.init_weights,
+                           data_workers=args.data_workers)
     if history:
         print(f"{model.name}: best val_loss {min(history['val_loss']):.4f}; checkpoints in {run_dir}")
     return 0

@@ -149,22 +149,24 @@ def presence(labels, n_classes=N_CLASSES):
 
 
 def training_dataset(data_dir, images, labels, batch_size, mean, std, flip=True, seed=None, multi_task=True,
-                     shuffle=True):
+                     shuffle=True, num_parallel_calls=1):
     """``tf.data`` input of train.py: shuffled slices, horizontal flip p=0.5, /255 and per-channel mean/std.
 
     Yields ``(x, {"seg": labels, "det": presence})`` batches (``drop_remainder``, as ``drop_last=True``);
-    ``x`` float32 (B, H, W, 3), ``seg`` int32 (B, H, W), ``det`` float32 (B, 3). Files are read per batch.
+    ``x`` float32 (B, H, W, 3), ``seg`` int32 (B, H, W), ``det`` float32 (B, 3). Files are read per batch,
+    ``num_parallel_calls`` batches at a time (``--data-workers``). Which slices of a batch are flipped is a
+    function of ``seed`` and the batch's slice indices, so the batches are the same for any number of calls.
     """
     import tensorflow as tf
     from common.training import without_autotune
 
-    rng = np.random.default_rng(seed)
+    base_seed = int(np.random.SeedSequence().entropy % 2**32) if seed is None else int(seed)
 
     def gather(idx):
         xs, ys = zip(*(load_pair(data_dir, images[i], labels[i]) for i in idx))
         x, y = np.stack(xs), np.stack(ys)
         if flip:
-            flipped = rng.random(len(idx)) < 0.5
+            flipped = np.random.default_rng([base_seed, *map(int, idx)]).random(len(idx)) < 0.5
             x[flipped], y[flipped] = x[flipped, :, ::-1], y[flipped, :, ::-1]
         return normalise(x, mean, std), y.astype(np.int32), presence(y)
 
@@ -180,7 +182,8 @@ def training_dataset(data_dir, images, labels, batch_size, mean, std, flip=True,
     ds = tf.data.Dataset.range(len(images))
     if shuffle:
         ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-    return without_autotune(ds.batch(batch_size, drop_remainder=True).map(load))
+    return without_autotune(ds.batch(batch_size, drop_remainder=True).map(
+        load, num_parallel_calls=num_parallel_calls, deterministic=True))
 
 
 def add_path_arguments(parser, lists="lists and info.json of gen_image.py"):

@@ -173,9 +173,10 @@ def run_key(checkpoints):
 
 def default_out_dir(kind, checkpoints, phase=None, tta="none", min_size=0):
     """``work/retinal_edema/<kind>/<run_key>[_<phase>][_tta-flip][_min<N>]``."""
-    name = run_key(checkpoints) + (f"_{phase}" if phase and phase != "val" else "") + \
-        ("_tta-flip" if tta != "none" else "") + (f"_min{min_size}" if min_size > 0 else "")
-    return cli.repo_path("work", "retinal_edema", kind, name)
+    from common.training import tagged_name
+
+    return cli.repo_path("work", "retinal_edema", kind, tagged_name(run_key(checkpoints), [
+        (phase or None, "val", "{}"), (tta, "none", "tta-{}"), (min_size, 0, "min{}")]))
 
 
 def check_out_dir(out_dir, names, overwrite=False):
@@ -202,6 +203,22 @@ EXAMPLES = """examples:
 """
 
 
+def add_inference_arguments(parser, kind, suffixes, replaces):
+    """The options eval.py and test.py share after the model's: batch, TTA, small-region removal, the output
+    folder (``work/retinal_edema/<kind>/...``), overwrite, precision, quiet."""
+    parser.add_argument("--batch", type=int, default=EVAL_BATCH, help="slices per forward pass (default: 8)")
+    add_tta_argument(parser)
+    parser.add_argument("--min-size", type=int, default=0,
+                        help="ours: per slice, lesion regions smaller than this many pixels become background "
+                             "(default: %(default)s = off, as the original)")
+    parser.add_argument("--out-dir", type=Path, default=None,
+                        help=f"output folder (default: work/retinal_edema/{kind}/<run folder>_<best|last>, plus "
+                             f"{suffixes} for non-default options)")
+    parser.add_argument("--overwrite", action="store_true", help=f"replace {replaces} already in --out-dir")
+    add_precision_arguments(parser, jit_compile=False)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=EXAMPLES)
@@ -209,20 +226,10 @@ def build_parser():
     parser.add_argument("--phase", choices=("val", "test"), default="val",
                         help="list to score: val, or test when the test set has labels (default: %(default)s)")
     add_model_arguments(parser)
-    parser.add_argument("--batch", type=int, default=EVAL_BATCH, help="slices per forward pass (default: 8)")
     parser.add_argument("--vis", type=int, default=8, help="cubes shown in overlay.png (default: %(default)s)")
-    add_tta_argument(parser)
-    parser.add_argument("--min-size", type=int, default=0,
-                        help="ours: per slice, lesion regions smaller than this many pixels become background "
-                             "before scoring (default: %(default)s = off, as the original)")
     parser.add_argument("--no-surface-distances", action="store_true",
                         help="skip the HD95/ASSD columns (ours, beside the challenge's Dice; voxel units)")
-    parser.add_argument("--out-dir", type=Path, default=None,
-                        help="output folder (default: work/retinal_edema/eval/<run folder>_<best|last>, plus "
-                             "_test, _tta-flip, _min<N> for non-default options)")
-    parser.add_argument("--overwrite", action="store_true", help="replace the results already in --out-dir")
-    add_precision_arguments(parser, jit_compile=False)
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_inference_arguments(parser, "eval", "_test, _tta-flip, _min<N>", "the results")
     return parser
 
 

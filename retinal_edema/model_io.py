@@ -39,18 +39,13 @@ def run_name(name, loss, lr, *, batch_size=None, epochs=None, lr_mode=None, step
     """``<name>_nopre_<loss>_<lr>`` (the original's result folder name) plus a suffix for every setting that
     differs from the model's preset (``_b8``, ``_e12``, ``_poly``, ``_step10``, ``_wd0``, ``_noflip``,
     ``_nodet``, ``_seed1``), so two recipes never share a default run folder."""
+    from common.training import tagged_name
+
     s = preset(name)
-    parts = [f"{name}_nopre_{loss}_{lr:g}"]
-    for value, default, fmt in ((batch_size, s["batch_size"], "b{}"), (epochs, s["epochs"], "e{}"),
-                                (lr_mode, s["lr_mode"], "{}"), (step, s["step"], "step{}"),
-                                (weight_decay, s["weight_decay"], "wd{:g}"), (seed, s["seed"], "seed{}")):
-        if value is not None and value != default:
-            parts.append(fmt.format(value))
-    if not flip:
-        parts.append("noflip")
-    if not multi_task:
-        parts.append("nodet")
-    return "_".join(parts)
+    return tagged_name(f"{name}_nopre_{loss}_{lr:g}", [
+        (batch_size, s["batch_size"], "b{}"), (epochs, s["epochs"], "e{}"), (lr_mode, s["lr_mode"], "{}"),
+        (step, s["step"], "step{}"), (weight_decay, s["weight_decay"], "wd{:g}"), (seed, s["seed"], "seed{}"),
+        (flip, True, "noflip"), (multi_task, True, "nodet")])
 
 
 def default_run_dir(name, loss, lr, **options):

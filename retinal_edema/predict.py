@@ -37,7 +37,7 @@ import numpy as np
 from common import cli
 from common.data.io import read_image
 from common.errors import UserError
-from common.predict import add_predict_arguments, checkpoint_path, overlay_image, run_inputs
+from common.predict import add_predict_arguments, checkpoint_path, extra_outputs, overlay_image, run_inputs
 from retinal_edema.dataset import CLASS_NAMES, GREY_CODES, sorted_slices
 from retinal_edema.eval import colourise
 from retinal_edema.gen_image import stack_slices
@@ -182,12 +182,7 @@ def main(argv=None):
     def outputs(cube):
         stem = cube_stem(cube)
         names = [f"{stem}_labelMark/{p.name}" for p in sorted_slices(cube, (".bmp",), 1)]
-        names.append(f"{stem}_labelMark_detections.csv")
-        if args.overlay:
-            names.append(f"{stem}_overlay.png")
-        if args.save_probabilities:
-            names.append(f"{stem}_prob.npy")
-        return names
+        return names + [f"{stem}_labelMark_detections.csv", *extra_outputs(stem, args, prob_ext=".npy")]
 
     def process(cube):
         slices, names = read_cube(cube)
@@ -198,13 +193,10 @@ def main(argv=None):
         if det is None:
             det = np.full((len(pred), 3), np.nan, np.float32)
         results[f"{stem}_labelMark_detections.csv"] = detections_csv(names, det)
-        if args.overlay:
-            k = len(slices) // 2
-            results[f"{stem}_overlay.png"] = overlay_image(slices[k], colourise(np.zeros_like(slices[k]), pred[k]),
-                                                           alpha=0.6)
-        if args.save_probabilities:
-            results[f"{stem}_prob.npy"] = lambda tmp, p=prob: np.save(tmp, p.astype(np.float16))
-        return results
+        k = len(slices) // 2
+        return {**results, **extra_outputs(
+            stem, args, prob_ext=".npy", prob=lambda: lambda tmp: np.save(tmp, prob.astype(np.float16)),
+            overlay=lambda: overlay_image(slices[k], colourise(np.zeros_like(slices[k]), pred[k]), alpha=0.6))}
 
     return run_inputs(cubes, process, args=args, outputs=outputs, model_name=models[0].name, weights=[checkpoint],
                       extra={"normalisation": {"mean": mean.tolist(), "std": std.tolist()}})

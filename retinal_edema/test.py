@@ -23,11 +23,9 @@ from tqdm import tqdm
 
 from common import cli
 from common.data.io import atomic_dir, atomic_path, save_npy
-from common.devices import add_precision_arguments
-from common.inference import add_tta_argument
 from retinal_edema.dataset import add_path_arguments, cube_name, load_cube, read_list, read_stats
-from retinal_edema.eval import add_model_arguments, check_common_options, check_out_dir, default_out_dir, \
-    resolve_checkpoints, write_provenance
+from retinal_edema.eval import add_inference_arguments, add_model_arguments, check_common_options, check_out_dir, \
+    default_out_dir, resolve_checkpoints, write_provenance
 from retinal_edema.model_io import EVAL_BATCH, load_models, postprocess_cube, predict_cube
 
 
@@ -73,17 +71,7 @@ def build_parser():
     add_model_arguments(parser)
     parser.add_argument("--train-stats", action="store_true",
                         help="normalise with info.json (training statistics) instead of info_test.json")
-    parser.add_argument("--batch", type=int, default=EVAL_BATCH, help="slices per forward pass (default: 8)")
-    add_tta_argument(parser)
-    parser.add_argument("--min-size", type=int, default=0,
-                        help="ours: per slice, lesion regions smaller than this many pixels become background "
-                             "(default: %(default)s = off, as the original)")
-    parser.add_argument("--out-dir", type=Path, default=None,
-                        help="output folder (default: work/retinal_edema/test/<run folder>_<best|last>, plus "
-                             "_tta-flip, _min<N> for non-default options)")
-    parser.add_argument("--overwrite", action="store_true", help="replace a submission already in --out-dir")
-    add_precision_arguments(parser, jit_compile=False)
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_inference_arguments(parser, "test", "_tta-flip, _min<N>", "a submission")
     return parser
 
 

@@ -28,8 +28,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 from common import cli
 from common.data.io import DataLayoutError
-from common.devices import add_precision_arguments
-from common.training import add_overwrite_argument, add_strategy_argument, check_run_dir
+from common.training import add_run_arguments, check_run_dir
 from retinal_edema.dataset import CLASS_NAMES, add_path_arguments, read_list, read_stats
 from retinal_edema.model_io import (COMMON, LOSSES, NAMES, PRESETS, REGISTRY, VAL_BATCH,  # noqa: F401
                                     default_run_dir, preset, run_name)
@@ -85,7 +84,8 @@ def _check_settings(s):
 
 def train(data_dir, list_dir, run_dir, name="unet_nested", loss=None, epochs=None, batch_size=None, lr=None,
           lr_mode=None, step=None, weight_decay=None, flip=True, multi_task=True, seed=None, resume=False,
-          verbose=1, strategy="default", overwrite=False, mixed_precision="off", jit_compile=False):
+          verbose=1, strategy="default", overwrite=False, mixed_precision="off", jit_compile=False,
+          data_workers=1):
     """Build, compile and fit; ``None`` settings take the model's preset. Returns ``(model, history)``.
 
     A ``run_dir`` that holds a run is refused before any data is read, unless ``resume`` or ``overwrite``.
@@ -132,7 +132,7 @@ def train(data_dir, list_dir, run_dir, name="unet_nested", loss=None, epochs=Non
         model = compile_model(build_model(REGISTRY[name], shape, multi_task=multi_task), s["loss"], s["lr"],
                               s["weight_decay"], multi_task, jit_compile)
     data = training_dataset(data_dir, images, labels, s["batch_size"], mean, std, flip=flip, seed=s["seed"],
-                            multi_task=multi_task)
+                            multi_task=multi_task, num_parallel_calls=data_workers)
     settings = {"name": name, **s, "flip": flip, "multi_task": multi_task, "train_slices": len(images),
                 "input_shape": list(shape), "mean": mean.tolist(), "std": std.tolist(), "dtype_policy": policy,
                 "jit_compile": jit_compile}
@@ -165,11 +165,7 @@ def build_parser():
                         help="checkpoints and logs (default: weights/retinal_edema/<name>_nopre_<loss>_<lr>, the "
                              "original's result folder name, plus a suffix per setting that differs from the "
                              "model's preset, e.g. _b8_e12_noflip)")
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --run-dir")
-    add_overwrite_argument(parser)
-    parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress output")
-    add_strategy_argument(parser)
-    add_precision_arguments(parser, jit_compile=True)
+    add_run_arguments(parser)
     return parser
 
 
@@ -192,7 +188,8 @@ def main(argv=None):
     model, history = train(args.data_dir, args.list_dir, run_dir, args.name, loss, args.epochs, args.batch_size,
                            lr, args.lr_mode, args.step, args.weight_decay, not args.no_flip, not args.no_detection,
                            args.seed, args.resume, args.verbose, args.strategy, overwrite=args.overwrite,
-                           mixed_precision=args.mixed_precision, jit_compile=args.jit_compile)
+                           mixed_precision=args.mixed_precision, jit_compile=args.jit_compile,
+                           data_workers=args.data_workers)
     if history and "dice_val" in history:
         print(f"{args.name}: last dice_val {history['dice_val'][-1]:.4f}, best {max(history['dice_val']):.4f}; "
               f"checkpoints in {run_dir}")

@@ -35,7 +35,7 @@ import numpy as np
 from common import cli
 from common.data.io import read_image
 from common.errors import UserError
-from common.predict import add_predict_arguments, collect_inputs, overlay_image, run_inputs
+from common.predict import add_predict_arguments, collect_inputs, extra_outputs, overlay_image, run_inputs
 from robotic_scene.prepare import index_to_colour
 from robotic_scene.test import MIN_SIZE, remove_small_regions
 from robotic_scene.train import DEFAULT_RUN, load_trainer, normalise_images
@@ -140,12 +140,7 @@ def main(argv=None):
     predictor = FramePredictor(network, normalise, args.tta)
 
     def outputs(path):
-        names = [f"{path.stem}.png"]
-        if args.overlay:
-            names.append(f"{path.stem}_overlay.png")
-        if args.save_probabilities:
-            names.append(f"{path.stem}_prob.npy")
-        return names
+        return [f"{path.stem}.png", *extra_outputs(path.stem, args, prob_ext=".npy")]
 
     def process(path):
         image = read_image(path, "rgb")
@@ -154,12 +149,10 @@ def main(argv=None):
         if args.min_size > 0:
             pred = remove_small_regions(pred, args.min_size)
         colour = index_to_colour(pred)
-        results = {f"{path.stem}.png": colour}
-        if args.overlay:
-            results[f"{path.stem}_overlay.png"] = overlay_image(image, colour, alpha=0.5)
-        if args.save_probabilities:
-            results[f"{path.stem}_prob.npy"] = lambda tmp, p=prob: np.save(tmp, p.astype(np.float16))
-        return results
+        return {f"{path.stem}.png": colour,
+                **extra_outputs(path.stem, args, prob_ext=".npy",
+                                overlay=lambda: overlay_image(image, colour, alpha=0.5),
+                                prob=lambda: lambda tmp: np.save(tmp, prob.astype(np.float16)))}
 
     return run_inputs(files, process, args=args, outputs=outputs, model_name="tdsnet", weights=[checkpoint],
                       extra={"normalise": normalise})

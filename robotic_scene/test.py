@@ -278,15 +278,13 @@ def evaluate(data_dir, checkpoint, out_dir, seqs=VAL_SEQS, normalise="torch", tt
 def default_out_dir(work_dir, checkpoint, tta_sizes=(), tta="none", min_size=0):
     """``<work-dir>/test/<run folder>_<stage folder>_<best|last>[_sizes..][_tta-flip][_min<N>]``: results of
     different runs or checkpoints never share a folder."""
+    from common.training import tagged_name
+
     checkpoint = Path(checkpoint)
-    name = f"{checkpoint.parent.parent.name}_{checkpoint.parent.name}_{checkpoint.stem}"
-    if tta_sizes:
-        name += "_sizes" + "-".join(f"{r}x{c}" for r, c in tta_sizes)
-    if tta != "none":
-        name += "_tta-flip"
-    if min_size > 0:
-        name += f"_min{min_size}"
-    return Path(work_dir) / "test" / name
+    return Path(work_dir) / "test" / tagged_name(f"{checkpoint.parent.parent.name}_{checkpoint.parent.name}_"
+                                                 f"{checkpoint.stem}", [
+        (tuple(tta_sizes), (), lambda sizes: "sizes" + "-".join(f"{r}x{c}" for r, c in sizes)),
+        (tta, "none", "tta-{}"), (min_size, 0, "min{}")])
 
 
 RESULT_FILES = ("scores.json", "scores.md", "per_class.json", "predictions", "run.json")

@@ -40,9 +40,8 @@ import numpy as np
 
 from common import cli
 from common.data.io import DataLayoutError, list_images, pair_files, write_json
-from common.devices import add_precision_arguments
 from common.errors import OptionError, UserError
-from common.training import add_overwrite_argument, add_strategy_argument, without_autotune
+from common.training import add_run_arguments, without_autotune
 from robotic_scene.prepare import DEFAULT_WORK, IMAGES, MASKS, NUM_CLASSES, PREPARED, sequence_number
 
 #: (name, alpha, beta, gamma, Adam lr, cumulative epochs) of train.sh (README "Training" steps 2-5).
@@ -160,30 +159,36 @@ def normalise_images(images, mode="torch"):
 
 
 def make_dataset(frames, size, batch_size=BATCH_SIZE, augment=False, shuffle=False, seed=None, normalise="torch",
-                 scenes=SCENES):
+                 scenes=SCENES, num_parallel_calls=1):
     """``tf.data`` of ``(image, {"seg": index mask (H, W) uint8, "scene": scene id})`` batches read from PNGs
-    of ``size`` (rows, cols) (see :func:`frame_size`)."""
+    of ``size`` (rows, cols) (see :func:`frame_size`), ``num_parallel_calls`` frames decoded at a time
+    (``--data-workers``). The flips of the frame at position ``p`` of an epoch are a function of ``(seed, p)``
+    (stateless random ops), so the batches are the same for any number of calls."""
     import tensorflow as tf
 
     images = [str(f[0]) for f in frames]
     masks = [str(f[1]) for f in frames]
     scene_ids = np.array([scene_of(f[2], scenes) for f in frames], np.int32)
+    base_seed = int(np.random.SeedSequence().entropy % 2**31) if seed is None else int(seed)
 
-    def load(image_path, mask_path, scene):
+    def load(position, frame):
+        image_path, mask_path, scene = frame
         image = tf.io.decode_png(tf.io.read_file(image_path), channels=3)
         mask = tf.io.decode_png(tf.io.read_file(mask_path), channels=1)
         image, mask = tf.ensure_shape(image, (*size, 3)), tf.ensure_shape(mask, (*size, 1))
         if augment:  # albumentations VerticalFlip(p=0.5), HorizontalFlip(p=0.5) on image and mask together
             both = tf.concat([image, mask], axis=-1)
-            both = tf.image.random_flip_up_down(both, seed=seed)  # independent flips: different op seeds
-            both = tf.image.random_flip_left_right(both, seed=None if seed is None else seed + 1)
+            key = tf.stack([tf.constant(base_seed, tf.int64), 2 * position])  # independent flips: two keys
+            both = tf.image.stateless_random_flip_up_down(both, seed=key)
+            both = tf.image.stateless_random_flip_left_right(both, seed=key + tf.constant([0, 1], tf.int64))
             image, mask = both[..., :3], both[..., 3:]
         return normalise_images(image, normalise), {"seg": mask[..., 0], "scene": scene}
 
     ds = tf.data.Dataset.from_tensor_slices((images, masks, scene_ids))
     if shuffle:
         ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-    return without_autotune(ds.map(load, num_parallel_calls=2).batch(batch_size))
+    ds = ds.enumerate().map(load, num_parallel_calls=num_parallel_calls, deterministic=True)
+    return without_autotune(ds.batch(batch_size))
 
 
 # ----------------------------------------------------------------------------------------- model and scores
@@ -413,27 +418,21 @@ def run_name(*, val_seqs=VAL_SEQS, epochs=None, lrs=None, batch_size=BATCH_SIZE,
     """``tdsnet_fold0`` (the original's settings) plus a suffix for every setting that changes the network or
     the recipe (``_val1-3-6``, ``_e8-9-10-11``, ``_lr0.0001-...``, ``_b2``, ``_enc-none`` / ``_enc-<file stem>``,
     ``_caffe`` / ``_torch``, ``_he``, ``_seed1``), so two recipes never share a default run folder."""
-    parts = ["tdsnet_fold0" if tuple(val_seqs) == VAL_SEQS else "tdsnet_val" + "-".join(map(str, val_seqs))]
-    if epochs is not None and tuple(epochs) != tuple(s[5] for s in STAGES):
-        parts.append("e" + "-".join(map(str, epochs)))
-    if lrs is not None and tuple(lrs) != tuple(s[4] for s in STAGES):
-        parts.append("lr" + "-".join(f"{v:g}" for v in lrs))
-    if batch_size != BATCH_SIZE:
-        parts.append(f"b{batch_size}")
-    if str(encoder_weights) != "imagenet":
-        parts.append("enc-none" if str(encoder_weights).lower() == "none" else f"enc-{Path(encoder_weights).stem}")
-    if normalise != "auto":
-        parts.append(normalise)
-    if init != "torch":
-        parts.append(init)
-    if seed != SEED:
-        parts.append(f"seed{seed}")
-    return "_".join(parts)
+    from common.training import tagged_name
+
+    base = "tdsnet_fold0" if tuple(val_seqs) == VAL_SEQS else "tdsnet_val" + "-".join(map(str, val_seqs))
+    return tagged_name(base, [
+        (None if epochs is None else tuple(epochs), tuple(s[5] for s in STAGES), lambda e: "e" + "-".join(map(str, e))),
+        (None if lrs is None else tuple(lrs), tuple(s[4] for s in STAGES),
+         lambda lrs: "lr" + "-".join(f"{v:g}" for v in lrs)),
+        (batch_size, BATCH_SIZE, "b{}"),
+        (str(encoder_weights), "imagenet", lambda w: "enc-none" if w.lower() == "none" else f"enc-{Path(w).stem}"),
+        (normalise, "auto", "{}"), (init, "torch", "{}"), (seed, SEED, "seed{}")])
 
 
 def train(data_dir, run_dir, stages=STAGES, val_seqs=VAL_SEQS, batch_size=BATCH_SIZE, encoder_weights="imagenet",
           normalise="auto", seed=SEED, strategy="default", resume=False, verbose=1, scenes=SCENES, init="torch",
-          overwrite=False, mixed_precision="off", jit_compile=False):
+          overwrite=False, mixed_precision="off", jit_compile=False, data_workers=1):
     """Run the staged schedule; returns the list of stage records (also written to ``stages.json``).
 
     A ``run_dir`` that holds a staged run is refused before any data is read, unless ``resume`` (continue it)
@@ -455,8 +454,9 @@ def train(data_dir, run_dir, stages=STAGES, val_seqs=VAL_SEQS, batch_size=BATCH_
         scene_of(seq, scenes)
     global_batch = batch_size * strategy.num_replicas_in_sync
     train_ds = make_dataset(train_frames, (rows, cols), global_batch, augment=True, shuffle=True, seed=seed,
-                            normalise=normalise, scenes=scenes)
-    val_ds = make_dataset(val_frames, (rows, cols), global_batch, normalise=normalise, scenes=scenes)
+                            normalise=normalise, scenes=scenes, num_parallel_calls=data_workers)
+    val_ds = make_dataset(val_frames, (rows, cols), global_batch, normalise=normalise, scenes=scenes,
+                          num_parallel_calls=data_workers)
     policy = set_precision(mixed_precision)  # before the model is built
     settings = {"data_dir": str(data_dir), "train_seqs": train_seqs, "val_seqs": val_seqs,
                 "train_frames": len(train_frames), "val_frames": len(val_frames), "input": [rows, cols, 3],
@@ -560,11 +560,7 @@ def build_parser():
                              "original) or he (ours: He-normal, zero biases; learns faster from random encoder "
                              "weights) (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=SEED, help="default: %(default)s")
-    parser.add_argument("--resume", action="store_true", help="skip finished stages, continue an interrupted one")
-    add_overwrite_argument(parser)
-    parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress output")
-    add_strategy_argument(parser)
-    add_precision_arguments(parser, jit_compile=True)
+    add_run_arguments(parser, resume_help="skip finished stages, continue an interrupted one")
     return parser
 
 
@@ -579,7 +575,7 @@ def main(argv=None):
     records = train(args.work_dir / PREPARED, run_dir, stages, args.val_seqs, args.batch_size,
                     args.encoder_weights, args.normalise, args.seed, args.strategy, args.resume, args.verbose,
                     init=args.init, overwrite=args.overwrite, mixed_precision=args.mixed_precision,
-                    jit_compile=args.jit_compile)
+                    jit_compile=args.jit_compile, data_workers=args.data_workers)
     for r in records:
         print(f"stage {r['stage']} ({r['name']}): epochs {r['start_epoch'] + 1}..{r['cumulative_epochs']}, best "
               f"val IoU {r['best_iou']} at epoch {r['best_epoch']}")

@@ -150,8 +150,10 @@ def load_checkpoint(checkpoint, mixed_precision="off"):
 
 def out_name(run_dir, weights="best", raw_input=False, tta="none"):
     """Default results folder name: the run folder's name plus every option that changes the scores."""
-    return (Path(run_dir).name + ("_last" if weights == "last" else "") + ("_raw-input" if raw_input else "")
-            + ("_tta-flip" if tta == "flip" else ""))
+    from common.training import tagged_name
+
+    return tagged_name(Path(run_dir).name, [(weights == "last", False, "last"), (raw_input, False, "raw-input"),
+                                            (tta, "none", "tta-{}")])
 
 
 def evaluate(run_dir, work_dir, out_dir, weights="best", raw_input=False, batch_size=BATCH_SIZE, verbose=1, *,

@@ -77,7 +77,7 @@ def build_parser():
 
 def main(argv=None):
     from common.data.io import read_image
-    from common.predict import collect_inputs, load_model, overlay_image, probability_png, run_inputs
+    from common.predict import collect_inputs, extra_outputs, load_model, overlay_image, probability_png, run_inputs
 
     args = build_parser().parse_args(argv)
     files = collect_inputs(args.inputs, EXTENSIONS)
@@ -97,18 +97,14 @@ def main(argv=None):
         model, checkpoint = load_model(args, default_run_dir=default_run_dir("bcdu_net_d3"))
 
     def names(path):
-        return ([f"{path.stem}_segmentation.png"] + ([f"{path.stem}_prob.png"] if args.save_probabilities else [])
-                + ([f"{path.stem}_overlay.png"] if args.overlay else []))
+        return [f"{path.stem}_segmentation.png", *extra_outputs(path.stem, args)]
 
     def process(path):
         image = read_image(path, "rgb")
         mask, prob = segment(model, image, args.raw_input, args.tta)
-        out = {f"{path.stem}_segmentation.png": mask}
-        if args.save_probabilities:
-            out[f"{path.stem}_prob.png"] = probability_png(prob)
-        if args.overlay:
-            out[f"{path.stem}_overlay.png"] = overlay_image(image, mask)
-        return out
+        return {f"{path.stem}_segmentation.png": mask,
+                **extra_outputs(path.stem, args, prob=lambda: probability_png(prob),
+                                overlay=lambda: overlay_image(image, mask))}
 
     return run_inputs(files, process, args=args, outputs=names, model_name=model.name, weights=[checkpoint])
 

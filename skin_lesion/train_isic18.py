@@ -47,24 +47,15 @@ def run_name(model, bidirectional=False, *, prior_output_bias=False, restarts=0,
     (``_bidirectional``, ``_prior-bias``, ``_restarts<K>``, ``_encoder-none`` or ``_encoder-<file stem>``
     for sedu_net_d3, ``_lr<lr>``, ``_batch<n>``, ``_<mixed precision>``, ``_init-<file stem>``), so two
     variants never share one."""
-    parts = [model]
-    if bidirectional:
-        parts.append("bidirectional")
-    if prior_output_bias:
-        parts.append("prior-bias")
-    if restarts:
-        parts.append(f"restarts{restarts}")
-    if model == "sedu_net_d3" and encoder_weights != "imagenet":
-        parts.append("encoder-" + ("none" if encoder_weights in (None, "none") else Path(encoder_weights).stem))
-    if lr != LR:
-        parts.append(f"lr{lr:g}")
-    if batch_size != BATCH_SIZE:
-        parts.append(f"batch{batch_size}")
-    if mixed_precision != "off":
-        parts.append(mixed_precision)
-    if init_weights:
-        parts.append("init-" + Path(init_weights).name.split(".")[0])
-    return "_".join(parts)
+    from common.training import tagged_name
+
+    encoder = "imagenet" if model != "sedu_net_d3" else ("none" if encoder_weights is None else encoder_weights)
+    return tagged_name(model, [
+        (bidirectional, False, "bidirectional"), (prior_output_bias, False, "prior-bias"),
+        (restarts, 0, "restarts{}"),
+        (encoder, "imagenet", lambda w: "encoder-" + ("none" if w == "none" else Path(w).stem)),
+        (lr, LR, "lr{:g}"), (batch_size, BATCH_SIZE, "batch{}"), (mixed_precision, "off", "{}"),
+        (init_weights or None, None, lambda p: "init-" + Path(p).name.split(".")[0])])
 
 
 def default_run_dir(model, bidirectional=False, **options):
@@ -74,12 +65,12 @@ def default_run_dir(model, bidirectional=False, **options):
 
 def network_input(images):
     """uint8 images (N, H, W, 3) -> the original's network input: ``dataset_normalized`` as float32."""
-    return dataset_normalized(images).astype(np.float32)
+    return dataset_normalized(images, dtype=np.float32)  # computed in float64 for uint8 input
 
 
 def normalise_batch(xb, yb):
     """One batch as the original feeds it: images via :func:`network_input`, masks / 255 (soft targets)."""
-    return network_input(xb), yb / 255.0
+    return network_input(xb), np.asarray(yb, np.float32) / 255.0
 
 
 def build(model_name, input_shape, bidirectional=False, encoder_weights="imagenet", lr=LR, jit_compile=False):
@@ -140,7 +131,7 @@ def head_collapsed(model, images):
 def train(work_dir, run_dir, model_name="bcdu_net_d3", bidirectional=False, encoder_weights="imagenet",
           epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, seed=None, resume=False, verbose=1, strategy="default",
           prior_output_bias=False, restarts=0, *, overwrite=False, mixed_precision="off", jit_compile=False,
-          init_weights=None):
+          init_weights=None, data_workers=1):
     """Build, compile and fit; returns ``(model, history)`` (``common.training.fit``).
 
     ``restarts`` > 0: after the first epoch, a network whose head collapsed (:func:`head_collapsed` on the
@@ -169,7 +160,7 @@ def train(work_dir, run_dir, model_name="bcdu_net_d3", bidirectional=False, enco
                 "prior_output_bias": prior_output_bias, "restarts": restarts, "encoder_weights": str(encoder_weights),
                 "mixed_precision": mixed_precision, "jit_compile": jit_compile,
                 "init_weights": str(init_weights) if init_weights else None}
-    val_ds = array_dataset(x_val, y_val, batch_size, transform=normalise_batch)
+    val_ds = array_dataset(x_val, y_val, batch_size, transform=normalise_batch, num_parallel_calls=data_workers)
     options = dict(run_dir=run_dir, monitor="val_loss", mode="min", reduce_lr=REDUCE_LR, verbose=verbose)
     warmed_up = False
     for attempt in range(restarts + 1):
@@ -184,7 +175,8 @@ def train(work_dir, run_dir, model_name="bcdu_net_d3", bidirectional=False, enco
                 load_legacy_weights(model, init_weights)
             if prior_output_bias:
                 set_output_prior(model, foreground_fraction(m_tr, scale=255.0))
-        train_ds = array_dataset(x_tr, y_tr, batch_size, shuffle=True, seed=attempt_seed, transform=normalise_batch)
+        train_ds = array_dataset(x_tr, y_tr, batch_size, shuffle=True, seed=attempt_seed, transform=normalise_batch,
+                                 num_parallel_calls=data_workers)
         settings["attempt_seed"] = attempt_seed
         if not restarts or resume or epochs < 2:
             break
@@ -231,9 +223,8 @@ def check_options(args):
 
 def build_parser():
     """The command line (its defaults are the original's settings; pinned by the tests)."""
-    from common.devices import add_precision_arguments
     from common.legacy_weights import add_init_weights_argument
-    from common.training import add_overwrite_argument, add_strategy_argument
+    from common.training import add_run_arguments
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK,
@@ -258,11 +249,7 @@ def build_parser():
     parser.add_argument("--run-dir", type=Path, default=None,
                         help="checkpoints and logs (default: weights/skin_lesion/<model>[_<option>...], one name "
                              "per variant: see the description)")
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --run-dir")
-    add_overwrite_argument(parser)
-    parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress output")
-    add_strategy_argument(parser)
-    add_precision_arguments(parser, jit_compile=True)
+    add_run_arguments(parser)
     add_init_weights_argument(parser)
     return parser
 
@@ -275,7 +262,7 @@ def main(argv=None):
                            args.epochs, args.batch_size, args.lr, args.seed, args.resume, args.verbose,
                            args.strategy, args.prior_output_bias, args.restarts, overwrite=args.overwrite,
                            mixed_precision=args.mixed_precision, jit_compile=args.jit_compile,
-                           init_weights=args.init_weights)
+                           init_weights=args.init_weights, data_workers=args.data_workers)
     if history:
         print(f"{model.name}: best val_loss {min(history['val_loss']):.4f} after {len(history['val_loss'])} "
               f"epochs; checkpoints in {run_dir}")

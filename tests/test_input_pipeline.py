@@ -1,6 +1,9 @@
 """``array_dataset(num_parallel_calls=N)`` delivers the batches of the serial pipeline, in the same order."""
 
+import importlib
+
 import numpy as np
+import pytest
 
 from common.training import array_dataset
 
@@ -27,3 +30,22 @@ def test_parallel_calls_give_the_serial_batches():
             np.testing.assert_array_equal(xb[:, 0, 0, 0], 2.0 * yb[:, 0, 0, 0])
     first, second = (np.concatenate([yb[:, 0, 0, 0] for _, yb in e]) for e in serial)
     assert not np.array_equal(first, second)  # reshuffled between epochs
+
+
+TRAIN_SCRIPTS = ["skin_lesion.train_isic18", "retina_vessel.train_retina", "lung.train_lung", "ultrasound_nerve.train",
+                 "fingernail.train", "retinal_edema.train", "robotic_scene.train"]
+
+
+@pytest.mark.parametrize("module", TRAIN_SCRIPTS)
+def test_every_train_script_takes_data_workers(module, capsys):
+    """--data-workers N reaches the parser of every train script (default 1); 0 is one `error:` line, exit 2."""
+    from common import cli
+
+    script = importlib.import_module(module)
+    assert script.build_parser().parse_args([]).data_workers == 1
+    assert script.build_parser().parse_args(["--data-workers", "6"]).data_workers == 6
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(script.main, ["--data-workers", "0"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --data-workers: expected a whole number >= 1, got '0'")

@@ -113,6 +113,30 @@ def test_training_input_flips_image_and_label_together(tmp_path):
     assert x.dtype == np.float32 and seg.dtype == np.int32 and 0 < flipped < 4  # seed 3: a mix
 
 
+
+def test_training_input_is_the_same_with_parallel_calls(tmp_path):
+    """--data-workers: the first epoch's batches (order, flips, labels) do not depend on the map calls."""
+    _raw(tmp_path, n_train=2)
+    gen_image.gen_image(tmp_path / "data", tmp_path / "lists", verbose=False)
+    images, labels = dataset.read_list(tmp_path / "lists", "train")
+    mean, std = np.float32([0.2, 0.3, 0.4]), np.float32([0.5, 0.5, 0.25])
+
+    def epoch(calls):
+        ds = dataset.training_dataset(tmp_path / "data", images, labels, 2, mean, std, flip=True, seed=5,
+                                      num_parallel_calls=calls)
+        return [(x.numpy(), y["seg"].numpy(), y["det"].numpy()) for x, y in ds]
+
+    serial, parallel = epoch(1), epoch(3)
+    assert len(serial) == len(parallel) == len(images) // 2
+    for a, b in zip(serial, parallel):
+        for u, v in zip(a, b):
+            np.testing.assert_array_equal(u, v)
+    raw = {dataset.load_pair(tmp_path / "data", i, l)[0].tobytes() for i, l in zip(images, labels)}
+    seen = [(x * std + mean) * 255.0 for x, _, _ in serial]
+    images_seen = [np.rint(b).astype(np.uint8) for batch in seen for b in batch]
+    # every slice once per epoch, as read or flipped left-right
+    assert sum(im.tobytes() in raw or im[:, ::-1].tobytes() in raw for im in images_seen) == len(images)
+
 def test_bad_inputs_name_the_file(tmp_path):
     written = _raw(tmp_path)
     data = tmp_path / "data"

@@ -216,6 +216,19 @@ def test_training_data_are_read_normalised_and_flipped_together(tmp_path):
             if np.array_equal(ya["seg"][0], op(mask)) and np.allclose(xa[0], op(x[0].numpy()), atol=1e-5):
                 seen.add(name)
     assert len(seen) >= 2
+    # --data-workers: the shuffled, flipped batches of an epoch do not depend on the number of map calls
+    frames = train.sequence_frames(data_dir, [3, 5, 6])
+
+    def epoch(calls):
+        ds = train.make_dataset(frames, SHAPE, batch_size=2, augment=True, shuffle=True, seed=4,
+                                num_parallel_calls=calls)
+        return [(x.numpy(), y["seg"].numpy(), y["scene"].numpy()) for x, y in ds]
+
+    serial, parallel = epoch(1), epoch(3)
+    assert len(serial) == len(parallel) == 3
+    for a, b in zip(serial, parallel):
+        for u, v in zip(a, b):
+            np.testing.assert_array_equal(u, v)
 
 
 # --------------------------------------------------------------------------------------- staged schedule

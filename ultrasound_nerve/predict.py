@@ -102,7 +102,8 @@ def build_parser():
 
 def main(argv=None):
     from common.data.io import read_image
-    from common.predict import checkpoint_path, collect_inputs, load_model, overlay_image, probability_png, run_inputs
+    from common.predict import (checkpoint_path, collect_inputs, extra_outputs, load_model, overlay_image,
+                                probability_png, run_inputs)
 
     args = build_parser().parse_args(argv)
     if not 0 <= args.threshold < 1:
@@ -118,19 +119,15 @@ def main(argv=None):
         model, checkpoint = load_model(args, default_run_dir=DEFAULT_RUN)
 
     def names(path):
-        return ([f"{path.stem}_mask.tif"] + ([f"{path.stem}_prob.png"] if args.save_probabilities else [])
-                + ([f"{path.stem}_overlay.png"] if args.overlay else []))
+        return [f"{path.stem}_mask.tif", *extra_outputs(path.stem, args)]
 
     def process(path):
         frame = read_image(path, "gray")
         mask, prob = segment(model, frame, stats, threshold=args.threshold, min_pixels=args.min_pixels,
                              min_size=args.min_size, keep_largest=args.keep_largest, tta=args.tta)
-        out = {f"{path.stem}_mask.tif": mask}
-        if args.save_probabilities:
-            out[f"{path.stem}_prob.png"] = probability_png(prob)
-        if args.overlay:
-            out[f"{path.stem}_overlay.png"] = overlay_image(frame, mask)
-        return out
+        return {f"{path.stem}_mask.tif": mask,
+                **extra_outputs(path.stem, args, prob=lambda: probability_png(prob),
+                                overlay=lambda: overlay_image(frame, mask))}
 
     return run_inputs(files, process, args=args, outputs=names, model_name=model.name, weights=[checkpoint],
                       extra={"norm_stats": stats})

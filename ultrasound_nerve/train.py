@@ -48,20 +48,12 @@ def run_name(*, lr=LR, batch_size=BATCH_SIZE, val_split=VAL_SPLIT, img_size=IMG_
              init_weights=None):
     """``nerve_unet`` plus every recipe option not at the original's value (``_lr``, ``_batch``, ``_val``,
     ``_size``, ``_<mixed precision>``, ``_init-<file stem>``), so two variants never share a default run folder."""
-    parts = ["nerve_unet"]
-    if lr != LR:
-        parts.append(f"lr{lr:g}")
-    if batch_size != BATCH_SIZE:
-        parts.append(f"batch{batch_size}")
-    if val_split != VAL_SPLIT:
-        parts.append(f"val{val_split:g}")
-    if img_size != IMG_SIZE:
-        parts.append(f"size{img_size}")
-    if mixed_precision != "off":
-        parts.append(mixed_precision)
-    if init_weights:
-        parts.append("init-" + Path(init_weights).name.split(".")[0])
-    return "_".join(parts)
+    from common.training import tagged_name
+
+    return tagged_name("nerve_unet", [
+        (lr, LR, "lr{:g}"), (batch_size, BATCH_SIZE, "batch{}"), (val_split, VAL_SPLIT, "val{:g}"),
+        (img_size, IMG_SIZE, "size{}"), (mixed_precision, "off", "{}"),
+        (init_weights or None, None, lambda p: "init-" + Path(p).name.split(".")[0])])
 
 
 def default_run_dir(**options):
@@ -115,7 +107,7 @@ def read_stats(folder):
 
 def train(work_dir, run_dir, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, val_split=VAL_SPLIT, img_size=IMG_SIZE,
           seed=None, resume=False, verbose=1, strategy="default", *, overwrite=False, mixed_precision="off",
-          jit_compile=False, init_weights=None):
+          jit_compile=False, init_weights=None, data_workers=1):
     """Preprocess, normalise, train with ``common.training.fit``.
 
     A ``run_dir`` that holds a run is refused before any data is read unless ``resume`` or ``overwrite``.
@@ -156,7 +148,7 @@ def train(work_dir, run_dir, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, val_sp
         write_json(Path(run_dir) / STATS_FILE, stats)  # what predict.py needs beside the checkpoints
     model, _ = fit(model, (x_tr, y_tr), (x_val, y_val), run_dir=run_dir, epochs=epochs, batch_size=batch_size,
                    monitor="val_loss", resume=resume, overwrite=overwrite, seed=seed, verbose=verbose,
-                   settings=settings)
+                   settings=settings, data_workers=data_workers)
     if not is_chief(strategy):  # only the chief of a multi-worker run wrote checkpoints and predicts
         return None, stats
     best = keras.models.load_model(Path(run_dir) / "best.keras")  # the original reloads the best weights
@@ -204,9 +196,8 @@ def predict_test(model, work_dir, stats, write_png=True, verbose=1, overwrite=Fa
 
 def build_parser():
     """The command line (its defaults are the original's settings; pinned by the tests)."""
-    from common.devices import add_precision_arguments
     from common.legacy_weights import add_init_weights_argument
-    from common.training import add_overwrite_argument, add_strategy_argument
+    from common.training import add_run_arguments
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK,
@@ -221,13 +212,9 @@ def build_parser():
     parser.add_argument("--img-size", type=int, default=IMG_SIZE,
                         help="network input size, divisible by 16 (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=None, help="random seed (the original sets none)")
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --run-dir")
-    add_overwrite_argument(parser)
+    add_run_arguments(parser)
     parser.add_argument("--no-predict", action="store_true", help="skip the test-set prediction")
     parser.add_argument("--no-png", action="store_true", help="do not write preds/<id>_pred.png")
-    parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
-    add_strategy_argument(parser)
-    add_precision_arguments(parser, jit_compile=True)
     add_init_weights_argument(parser)
     return parser
 
@@ -262,7 +249,7 @@ def main(argv=None):
     model, stats = train(args.work_dir, run_dir, args.epochs, args.batch_size, args.lr, args.val_split,
                          args.img_size, args.seed, args.resume, args.verbose, args.strategy, overwrite=args.overwrite,
                          mixed_precision=args.mixed_precision, jit_compile=args.jit_compile,
-                         init_weights=args.init_weights)
+                         init_weights=args.init_weights, data_workers=args.data_workers)
     if not args.no_predict and model is not None:
         predict_test(model, args.work_dir, stats, not args.no_png, args.verbose, overwrite=args.overwrite)
         print(f"Saved test predictions to {args.work_dir / 'imgs_mask_test.npy'}")
