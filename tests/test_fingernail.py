@@ -17,6 +17,7 @@ from common.cli import REPO_ROOT
 from common.data.io import DataLayoutError, ImageReadError, write_image
 from common.data.synthetic import write_fingernail_dataset
 from fingernail import evaluate, prepare_data, train
+from _cli import error_line as _error_line
 
 ROWS, COLS = 32, 48  # tiny, divisible by 16
 SMALL = ((30, 38), (49, 65))  # rows x cols: the real 150x191 and 246x328, scaled down
@@ -534,16 +535,6 @@ def test_default_recipe_builds_the_originals_optimizer_and_loss():
 
 # ---- one line, exit status 2, for a bad option and a bad file in every script ------------------------------
 
-def _error_line(capsys, main, argv):
-    from common import cli
-
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        cli.run(main, argv)
-    err = capsys.readouterr().err.strip().splitlines()
-    assert exit_info.value.code == 2 and "Traceback" not in "\n".join(err)
-    return err[-1]
-
 
 def test_every_script_reports_a_bad_option_and_a_bad_file_in_one_line(tmp_path, capsys):
     import bench.fingernail_repro as repro
@@ -552,24 +543,24 @@ def test_every_script_reports_a_bad_option_and_a_bad_file_in_one_line(tmp_path, 
     _dataset1(tmp_path, n_labeled=6)
     raw, work = tmp_path / "raw", tmp_path / "work"
     prepare = ["--raw-dir", str(raw), "--work-dir", str(work), "--quiet"]
-    assert _error_line(capsys, prepare_data.main, prepare + ["--rows", "100"]).startswith(
+    assert _error_line(prepare_data.main, prepare + ["--rows", "100"]).startswith(
         "error: --rows/--cols: must be positive multiples of 16")
     mask = sorted((raw / "dataset1" / "mask").iterdir())[0]
     good_mask = mask.read_bytes()
     mask.write_bytes(b"\x89PNG\r\n broken")
-    assert _error_line(capsys, prepare_data.main, prepare).startswith(f"error: {mask}: ")
+    assert _error_line(prepare_data.main, prepare).startswith(f"error: {mask}: ")
     assert not work.exists()
     mask.write_bytes(good_mask)
     prepare_data.main(prepare + ["--rows", str(ROWS), "--cols", str(COLS)])
 
-    assert _error_line(capsys, train.main, ["--work-dir", str(work), "--loss", "bce", "--dice", "image"]) == \
+    assert _error_line(train.main, ["--work-dir", str(work), "--loss", "bce", "--dice", "image"]) == \
         "error: --dice: applies to --loss bce_dice only, not bce; drop it"
-    assert _error_line(capsys, train.main, ["--work-dir", str(work), "--epochs", "0"]) == \
+    assert _error_line(train.main, ["--work-dir", str(work), "--epochs", "0"]) == \
         "error: --epochs: must be at least 1, got 0"
     split = work / "dataset1" / "split.json"
     good_split = split.read_text()
     split.write_text("{ not json")
-    assert _error_line(capsys, train.main, ["--work-dir", str(work)]).startswith(
+    assert _error_line(train.main, ["--work-dir", str(work)]).startswith(
         f"error: {split}: not prepare_data.py's split.json")
     split.write_text(good_split)
 
@@ -577,25 +568,25 @@ def test_every_script_reports_a_bad_option_and_a_bad_file_in_one_line(tmp_path, 
     run.mkdir()
     (run / "last.keras").write_bytes(b"not a keras file")
     evaluate_args = ["--work-dir", str(work), "--run-dir", str(run), "--out-dir", str(tmp_path / "res"), "--quiet"]
-    assert _error_line(capsys, evaluate.main, evaluate_args + ["--thresholds", "1.5"]).startswith(
+    assert _error_line(evaluate.main, evaluate_args + ["--thresholds", "1.5"]).startswith(
         "error: --thresholds: each must lie in [0, 1)")
-    assert _error_line(capsys, evaluate.main, evaluate_args).startswith(f"error: {run / 'last.keras'}: cannot load")
+    assert _error_line(evaluate.main, evaluate_args).startswith(f"error: {run / 'last.keras'}: cannot load")
     assert not (tmp_path / "res").exists()
 
     photo = tmp_path / "photo.jpg"
     photo.write_bytes(b"\xff\xd8\xff broken jpeg")
     _tiny_model(tmp_path / "m.keras")
     predict_args = [str(photo), "--out-dir", str(tmp_path / "pred"), "--model", str(tmp_path / "m.keras"), "--quiet"]
-    assert _error_line(capsys, predict.main, predict_args + ["--threshold", "2"]).startswith(
+    assert _error_line(predict.main, predict_args + ["--threshold", "2"]).startswith(
         "error: --threshold: must lie in [0, 1)")
-    assert _error_line(capsys, predict.main, predict_args).startswith(f"error: {photo}: ")
+    assert _error_line(predict.main, predict_args).startswith(f"error: {photo}: ")
     assert not (tmp_path / "pred" / "photo.png").exists()
 
     bench_args = ["--raw-dir", str(raw), "--out-dir", str(tmp_path / "b"), "--losses", "bce", "--studies", "dataset1",
                   "--time-steps", "0", "--verbose", "0"]
-    assert _error_line(capsys, repro.main, bench_args + ["--epochs", "0"]).startswith("error: --epochs/--time-steps:")
+    assert _error_line(repro.main, bench_args + ["--epochs", "0"]).startswith("error: --epochs/--time-steps:")
     mask.write_bytes(b"\x89PNG\r\n broken")
-    assert _error_line(capsys, repro.main, bench_args).startswith(f"error: {mask}: ")
+    assert _error_line(repro.main, bench_args).startswith(f"error: {mask}: ")
 
 
 def test_paper_comparison_names_every_recipe_difference():

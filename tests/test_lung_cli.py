@@ -12,11 +12,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from common import cli
 from common.data.io import DataLayoutError, ImageReadError
 from common.data.synthetic import write_lung_dataset
 from common.errors import UserError
 from lung import evaluate_performance, predict, prepare_data, segment, train_lung
+from _cli import error_line as _error_line
 
 SIZE = 32
 
@@ -67,16 +67,6 @@ def test_predict_defaults_follow_evaluate():
     assert (args["min_size"], args["keep_largest"], args["mask_value"]) == (0, 0, ORIGINAL_LUNG_VALUE)
 
 
-def _error_line(main, argv, capsys):
-    """Run ``main`` as its script does (``common.cli.run``); return the last stderr line after exit 2."""
-    with pytest.raises(SystemExit) as exit_info:
-        cli.run(main, argv)
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err and not any("Traceback" in line for line in err)
-    return err[-1]
-
-
 def _fake_prepared(work, n_train=1, n_test=2):
     """A prepared folder with tiny zero arrays (enough for the scripts to get past loading)."""
     work.mkdir(parents=True, exist_ok=True)
@@ -87,16 +77,16 @@ def _fake_prepared(work, n_train=1, n_test=2):
 
 
 def test_prepare_errors_are_one_line(tmp_path, capsys):
-    line = _error_line(prepare_data.main, ["--slice-size", "30", "--data-dir", str(tmp_path)], capsys)
+    line = _error_line(prepare_data.main, ["--slice-size", "30", "--data-dir", str(tmp_path)])
     assert line.startswith("error: --slice-size: 30 is not a positive multiple of 8")
-    line = _error_line(prepare_data.main, ["--train-fraction", "1", "--data-dir", str(tmp_path)], capsys)
+    line = _error_line(prepare_data.main, ["--train-fraction", "1", "--data-dir", str(tmp_path)])
     assert line.startswith("error: --train-fraction: 1.0 must lie strictly between 0 and 1")
     write_lung_dataset(tmp_path / "raw", 2, 6, SIZE, n_empty=1, seed=0)
     folder = tmp_path / "raw" / "3d_images"
     (folder / "MASK_0001.nii.gz").rename(folder / "MASK_0009.nii.gz")  # IMG_0001 and MASK_0009 orphans
     argv = ["--data-dir", str(tmp_path / "raw"), "--work-dir", str(tmp_path / "w"), "--slice-size", str(SIZE),
             "--quiet"]
-    line = _error_line(prepare_data.main, argv, capsys)
+    line = _error_line(prepare_data.main, argv)
     assert line == (f"error: {folder / 'IMG_0001.nii.gz'}: mask MASK_0001.nii.gz not found; add it or move the "
                     "volume out of 3d_images")
     assert not (tmp_path / "w").exists()
@@ -149,22 +139,22 @@ def test_prepare_never_replaces_a_prepared_dataset_without_overwrite(tmp_path):
 
 def test_train_errors_are_one_line(tmp_path, capsys, monkeypatch):
     work = tmp_path / "work"
-    line = _error_line(train_lung.main, ["--epochs", "0", "--work-dir", str(work)], capsys)
+    line = _error_line(train_lung.main, ["--epochs", "0", "--work-dir", str(work)])
     assert line == "error: --epochs: 0 must be at least 1"
-    line = _error_line(train_lung.main, ["--val-split", "1.5", "--work-dir", str(work)], capsys)
+    line = _error_line(train_lung.main, ["--val-split", "1.5", "--work-dir", str(work)])
     assert line == "error: --val-split: 1.5 must lie strictly between 0 and 1"
-    line = _error_line(train_lung.main, ["--work-dir", str(work), "--run-dir", str(tmp_path / "r")], capsys)
+    line = _error_line(train_lung.main, ["--work-dir", str(work), "--run-dir", str(tmp_path / "r")])
     assert line == f"error: {work / 'data_train.npy'}: not found; run lung/prepare_data.py first"
     monkeypatch.delenv("TF_CONFIG", raising=False)
     line = _error_line(train_lung.main, ["--work-dir", str(work), "--run-dir", str(tmp_path / "r"), "--strategy",
-                                         "multi_worker"], capsys)
+                                         "multi_worker"])
     assert line.startswith("error: --strategy multi_worker: needs the TF_CONFIG environment variable")
     _fake_prepared(work, n_train=1)
     (work / "Train_maska.npy").write_bytes(b"\x93NUMPY garbage")
-    line = _error_line(train_lung.main, ["--work-dir", str(work), "--run-dir", str(tmp_path / "r")], capsys)
+    line = _error_line(train_lung.main, ["--work-dir", str(work), "--run-dir", str(tmp_path / "r")])
     assert line.startswith(f"error: {work / 'Train_maska.npy'}: cannot read the prepared array")
     _fake_prepared(work, n_train=1)
-    line = _error_line(train_lung.main, ["--work-dir", str(work), "--run-dir", str(tmp_path / "r")], capsys)
+    line = _error_line(train_lung.main, ["--work-dir", str(work), "--run-dir", str(tmp_path / "r")])
     assert line.startswith("error: validation split: 0.2 of 1 samples leaves an empty training or validation part")
     assert not (tmp_path / "r").exists()
 
@@ -172,32 +162,32 @@ def test_train_errors_are_one_line(tmp_path, capsys, monkeypatch):
 def test_evaluate_errors_are_one_line(tmp_path, capsys):
     work = tmp_path / "work"
     _fake_prepared(work)
-    line = _error_line(evaluate_performance.main, ["--batch-size", "0", "--work-dir", str(work)], capsys)
+    line = _error_line(evaluate_performance.main, ["--batch-size", "0", "--work-dir", str(work)])
     assert line == "error: --batch-size: 0 must be at least 1"
     line = _error_line(evaluate_performance.main, ["--work-dir", str(work), "--run-dir", str(tmp_path / "r"),
-                                                   "--init-weights", str(tmp_path / "w")], capsys)
+                                                   "--init-weights", str(tmp_path / "w")])
     assert line.startswith("error: --init-weights/--run-dir: choose one")
     run = tmp_path / "run"
-    line = _error_line(evaluate_performance.main, ["--work-dir", str(work), "--run-dir", str(run)], capsys)
+    line = _error_line(evaluate_performance.main, ["--work-dir", str(work), "--run-dir", str(run)])
     assert line.startswith(f"error: {run / 'best.keras'}: not found; train a network")
     run.mkdir()
     (run / "best.keras").write_bytes(b"not a keras file")
     out = tmp_path / "out"
     line = _error_line(evaluate_performance.main, ["--work-dir", str(work), "--run-dir", str(run), "--out-dir",
-                                                   str(out), "--quiet"], capsys)
+                                                   str(out), "--quiet"])
     assert line.startswith(f"error: {run / 'best.keras'}: cannot load the network")
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
 
 
 def test_predict_errors_are_one_line(tmp_path, capsys):
-    line = _error_line(predict.main, [str(tmp_path), "--out-dir", "o", "--keep-largest", "-1"], capsys)
+    line = _error_line(predict.main, [str(tmp_path), "--out-dir", "o", "--keep-largest", "-1"])
     assert line == "error: --keep-largest: -1 must be 0 (off) or positive"
-    line = _error_line(predict.main, [str(tmp_path / "nope.nii.gz"), "--out-dir", "o"], capsys)
+    line = _error_line(predict.main, [str(tmp_path / "nope.nii.gz"), "--out-dir", "o"])
     assert line == f"error: {tmp_path / 'nope.nii.gz'}: no such file or folder"
     (tmp_path / "scan.nii.gz").write_bytes(b"garbage")
     model = tmp_path / "net.keras"
     train_lung.build("bcdu_net_d1", SIZE).save(model)
     line = _error_line(predict.main, [str(tmp_path / "scan.nii.gz"), "--model", str(model), "--out-dir",
-                                      str(tmp_path / "o"), "--quiet"], capsys)
+                                      str(tmp_path / "o"), "--quiet"])
     assert line.startswith(f"error: {tmp_path / 'scan.nii.gz'}: cannot read NIfTI volume")
     assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())

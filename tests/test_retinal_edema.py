@@ -22,6 +22,7 @@ from common.report import read_history
 from common import cli
 from retinal_edema import dataset, gen_image, model_io, predict, test, train
 from retinal_edema import eval as evaluate
+from _cli import error_line as _error
 
 SHAPE = (32, 16)  # rows x cols, multiples of 16 (the real slices are 1024 x 512)
 
@@ -111,7 +112,6 @@ def test_training_input_flips_image_and_label_together(tmp_path):
         np.testing.assert_array_equal(seg[k], label[:, ::-1] if was_flipped else label)
         np.testing.assert_array_equal(det[k], [(label == c).any() for c in (1, 2, 3)])
     assert x.dtype == np.float32 and seg.dtype == np.int32 and 0 < flipped < 4  # seed 3: a mix
-
 
 
 def test_training_input_is_the_same_with_parallel_calls(tmp_path):
@@ -240,15 +240,6 @@ def trained(tmp_path_factory):
     return {"tmp": tmp, "data": data, "lists": lists, "paths": paths, "run": run}
 
 
-def _error(capsys, main, argv):
-    """Run ``main`` as the command line does; returns the last stderr line (exit status 2 asserted)."""
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exc:
-        cli.run(main, argv)
-    assert exc.value.code == 2
-    return capsys.readouterr().err.strip().splitlines()[-1]
-
-
 def test_end_to_end_train_eval_test_and_reload(trained, tmp_path):
     import keras
 
@@ -299,10 +290,10 @@ def test_a_run_is_never_replaced_without_overwrite(trained, capsys, monkeypatch)
     before = {p.name: p.stat().st_mtime_ns for p in run.iterdir() if p.is_file()}
     state = json.loads((run / "state.json").read_text())
     monkeypatch.setattr(cli, "REPO_ROOT", trained["tmp"] / "repo")
-    line = _error(capsys, train.main, paths + TRAIN_ARGS)
+    line = _error(train.main, paths + TRAIN_ARGS)
     assert line == (f"error: {run}: holds a run of 3 epochs (best dice_val {state['best']:.6g}); pass --resume to "
                     f"continue it, --overwrite to replace it, or another --run-dir")
-    assert _error(capsys, train.main, paths + TRAIN_ARGS + ["--resume", "--overwrite"]).startswith(
+    assert _error(train.main, paths + TRAIN_ARGS + ["--resume", "--overwrite"]).startswith(
         "error: --resume/--overwrite: choose one")
     assert {p.name: p.stat().st_mtime_ns for p in run.iterdir() if p.is_file()} == before  # nothing touched
     # another recipe goes to its own default folder: both runs intact
@@ -314,7 +305,7 @@ def test_a_run_is_never_replaced_without_overwrite(trained, capsys, monkeypatch)
     row = evaluate.main(paths + ["--checkpoints", str(other / "best.keras"), "--quiet"])
     out = trained["tmp"] / "repo" / "work" / "retinal_edema" / "eval" / f"{other.name}_best"
     assert json.loads((out / "summary.json").read_text())[0]["Dice"] == pytest.approx(row["Dice"])
-    line = _error(capsys, evaluate.main, paths + ["--checkpoints", str(other / "best.keras"), "--quiet"])
+    line = _error(evaluate.main, paths + ["--checkpoints", str(other / "best.keras"), "--quiet"])
     assert line == (f"error: --out-dir: {out} already holds results (dice.md, dice.json, summary.json); pass "
                     f"--overwrite to replace them, or another --out-dir")
     assert evaluate.default_out_dir("eval", [run / "best.keras"], "test", "flip", 5).name == \
@@ -475,21 +466,21 @@ def test_predict_writes_challenge_label_slices_and_detections(trained, tmp_path,
 
     # refused: an empty folder, a corrupt slice (nothing written for it), an existing output, a bad option
     (tmp_path / "empty").mkdir()
-    assert _error(capsys, predict.main, [str(tmp_path / "empty"), "--model", str(run / "best.keras"), "--out-dir",
+    assert _error(predict.main, [str(tmp_path / "empty"), "--model", str(run / "best.keras"), "--out-dir",
                                          str(tmp_path / "p3")]) == (
         f"error: {tmp_path / 'empty'}: no .bmp slices and no cube folders with .bmp slices in it")
     (odd / "2.bmp").write_bytes(b"BM not really")
-    line = _error(capsys, predict.main, [str(odd), "--model", str(run / "best.keras"), "--out-dir",
+    line = _error(predict.main, [str(odd), "--model", str(run / "best.keras"), "--out-dir",
                                          str(tmp_path / "p3"), "--quiet"])
     assert line.startswith(f"error: {odd / '2.bmp'}: ") and not (tmp_path / "p3" / "P0002_cube_z_labelMark").exists()
     assert predict.main([str(odd), str(cube), "--model", str(run / "best.keras"), "--out-dir", str(tmp_path / "p3"),
                          "--skip-bad", "--quiet"]) == 1
     assert (tmp_path / "p3" / f"{stem}_labelMark" / "4.bmp").is_file()
     assert not (tmp_path / "p3" / "P0002_cube_z_labelMark").exists()
-    assert _error(capsys, predict.main, [str(cube), "--model", str(run / "best.keras"), "--out-dir",
+    assert _error(predict.main, [str(cube), "--model", str(run / "best.keras"), "--out-dir",
                                          str(tmp_path / "p3")]).endswith("pass --overwrite to replace, or another "
                                                                          "--out-dir")
-    assert _error(capsys, predict.main, [str(cube), "--model", str(run / "best.keras"), "--out-dir",
+    assert _error(predict.main, [str(cube), "--model", str(run / "best.keras"), "--out-dir",
                                          str(tmp_path / "p4"), "--batch-size", "0"]) == (
         "error: --batch-size: must be positive, got 0")
 
@@ -499,25 +490,25 @@ def test_every_script_reports_bad_options_and_files_in_one_line(trained, tmp_pat
     garbage = tmp_path / "run" / "best.keras"
     garbage.parent.mkdir()
     garbage.write_bytes(b"not a zip")
-    assert _error(capsys, train.main, paths + ["--epochs", "0", "--run-dir", str(tmp_path / "r")]) == \
+    assert _error(train.main, paths + ["--epochs", "0", "--run-dir", str(tmp_path / "r")]) == \
         "error: --epochs: must be positive, got 0"
-    assert _error(capsys, train.main, ["-d", str(trained["data"]), "-l", str(tmp_path / "nolists"), "--run-dir",
+    assert _error(train.main, ["-d", str(trained["data"]), "-l", str(tmp_path / "nolists"), "--run-dir",
                                        str(tmp_path / "r")]) == (
         f"error: {tmp_path / 'nolists' / 'train_images.txt'}: not found; run retinal_edema/gen_image.py first")
     assert not (tmp_path / "r").exists()
-    assert _error(capsys, evaluate.main, paths + ["--batch", "0", "--checkpoints", str(garbage)]) == \
+    assert _error(evaluate.main, paths + ["--batch", "0", "--checkpoints", str(garbage)]) == \
         "error: --batch: must be positive, got 0"
-    line = _error(capsys, evaluate.main, paths + ["--checkpoints", str(garbage), "--out-dir", str(tmp_path / "e")])
+    line = _error(evaluate.main, paths + ["--checkpoints", str(garbage), "--out-dir", str(tmp_path / "e")])
     assert line.startswith(f"error: {garbage}: not a readable Keras model")
-    assert _error(capsys, test.main, paths + ["--min-size", "-1", "--checkpoints", str(garbage)]) == \
+    assert _error(test.main, paths + ["--min-size", "-1", "--checkpoints", str(garbage)]) == \
         "error: --min-size: must be >= 0, got -1"
-    assert _error(capsys, test.main, paths + ["--checkpoints", str(tmp_path / "missing.keras"), "--out-dir",
+    assert _error(test.main, paths + ["--checkpoints", str(tmp_path / "missing.keras"), "--out-dir",
                                               str(tmp_path / "t")]) == \
         f"error: {tmp_path / 'missing.keras'}: not found; run retinal_edema/train.py first"
     assert not (tmp_path / "e").exists() and not (tmp_path / "t").exists()
-    assert _error(capsys, gen_image.main, ["-d", str(tmp_path / "none"), "-l", str(tmp_path / "l")]).startswith(
+    assert _error(gen_image.main, ["-d", str(tmp_path / "none"), "-l", str(tmp_path / "l")]).startswith(
         f"error: {tmp_path / 'none' / 'Edema_trainingset'}: folder not found")
-    assert _error(capsys, gen_image.main, paths) .startswith("error: ")  # the stacked slices exist already
+    assert _error(gen_image.main, paths) .startswith("error: ")  # the stacked slices exist already
 
 
 def test_gen_image_is_all_or_nothing_across_sets(tmp_path):

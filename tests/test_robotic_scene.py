@@ -18,6 +18,7 @@ from common.data.io import DataLayoutError, write_image
 from common.data.synthetic import write_robotic_scene_dataset
 from common.metrics import multiclass_image_scores
 from robotic_scene import predict, prepare, test as rtest, train
+from _cli import error_line as _error
 
 SHAPE = (32, 64)  # tiny frames, multiples of 32
 SEQS = {1: 0, 3: 1, 5: 0, 6: 2}  # seq_1 validates; scenes as the original's table
@@ -344,15 +345,6 @@ def test_test_script_scores_and_writes_figures(trained):
 # ------------------------------------------------------------------------------ trust: errors, runs, defaults
 
 
-def _error(capsys, main, argv):
-    """Run ``main`` as the command line does; returns the last stderr line (exit status 2 asserted)."""
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exc:
-        cli.run(main, argv)
-    assert exc.value.code == 2
-    return capsys.readouterr().err.strip().splitlines()[-1]
-
-
 def _prepare_args(tmp_path, *extra):
     return ["--raw-dir", str(tmp_path / "raw"), "--work-dir", str(tmp_path / "work"), "--height", str(SHAPE[0]),
             "--width", str(SHAPE[1]), "--quiet", *extra]
@@ -365,7 +357,7 @@ def test_prepare_reports_every_unknown_colour_at_once_and_writes_nothing(tmp_pat
         label = np.asarray(Image.open(path)).copy()
         label[0, :n] = colour
         write_image(path, label)
-    line = _error(capsys, prepare.main, _prepare_args(tmp_path))
+    line = _error(prepare.main, _prepare_args(tmp_path))
     first = tmp_path / "raw" / "seq_3" / "labels" / "frame001.png"
     assert line == (f"error: {tmp_path / 'raw'}: 3 label files hold 2 colours not in the ROBOT18 table: RGB "
                     f"(128, 155, 25) (5 px in 2 files, first {first.relative_to(tmp_path / 'raw')}, "
@@ -385,24 +377,24 @@ def test_prepare_orphans_all_or_nothing_and_overwrite(tmp_path, capsys):
     raw, out = tmp_path / "raw", tmp_path / "work" / "cropted_train"
     extra = raw / "seq_5" / "labels" / "frame009.png"  # a label without its frame
     write_image(extra, prepare.index_to_colour(np.zeros(SHAPE, np.uint8)))
-    assert _error(capsys, prepare.main, _prepare_args(tmp_path)) == (
+    assert _error(prepare.main, _prepare_args(tmp_path)) == (
         f"error: {extra}: label without its frame {raw / 'seq_5' / 'left_frames' / 'frame009.png'}; every "
         f"seq_<N>/left_frames/<name>.png needs seq_<N>/labels/<name>.png and the reverse")
     extra.unlink()
     (raw / "seq_6" / "left_frames" / "frame001.png").write_bytes(b"\x89PNG broken")  # the LAST frame is corrupt
-    line = _error(capsys, prepare.main, _prepare_args(tmp_path))
+    line = _error(prepare.main, _prepare_args(tmp_path))
     assert line.startswith(f"error: {raw / 'seq_6' / 'left_frames' / 'frame001.png'}: ")
     assert not out.exists() and not [p for p in (tmp_path / "work").iterdir()]  # no earlier frame was left
     write_image(raw / "seq_6" / "left_frames" / "frame001.png", np.zeros((*SHAPE, 3), np.uint8))
     prepare.main(_prepare_args(tmp_path))
     before = (out / "prepare.json").stat().st_mtime_ns
-    assert _error(capsys, prepare.main, _prepare_args(tmp_path)) == (
+    assert _error(prepare.main, _prepare_args(tmp_path)) == (
         f"error: {out}: already exists (a previous prepare.py run); pass --overwrite to replace it, or another "
         f"--work-dir")
     assert (out / "prepare.json").stat().st_mtime_ns == before
     prepare.main(_prepare_args(tmp_path, "--overwrite"))
     assert (out / "prepare.json").stat().st_mtime_ns != before
-    assert _error(capsys, prepare.main, _prepare_args(tmp_path, "--height", "0")) == \
+    assert _error(prepare.main, _prepare_args(tmp_path, "--height", "0")) == \
         "error: --height/--width: must be positive, got 0x64"
 
 
@@ -460,35 +452,35 @@ def test_script_defaults_are_the_originals():
 def test_a_staged_run_is_never_replaced_without_overwrite(trained, capsys):
     run = trained["run"]
     before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
-    line = _error(capsys, train.main, ["--work-dir", str(trained["work"]), "--run-dir", str(run)] + TRAIN_ARGS)
+    line = _error(train.main, ["--work-dir", str(trained["work"]), "--run-dir", str(run)] + TRAIN_ARGS)
     assert line.startswith(f"error: {run}: holds a staged TDSNet run (stage1_segmentation 1 epochs (best val_iou ")
     assert line.endswith("); pass --resume to continue it, --overwrite to replace it, or another --run-dir")
-    assert _error(capsys, train.main, ["--work-dir", str(trained["work"]), "--run-dir", str(run), "--resume",
+    assert _error(train.main, ["--work-dir", str(trained["work"]), "--run-dir", str(run), "--resume",
                                        "--overwrite"]).startswith("error: --resume/--overwrite: choose one")
     assert {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()} == before
 
 
 def test_train_test_predict_report_bad_options_and_files_in_one_line(trained, tmp_path, capsys):
     work = ["--work-dir", str(trained["work"])]
-    assert _error(capsys, train.main, work + ["--epochs", "3", "2", "4", "5", "--run-dir", str(tmp_path / "r")]) == \
+    assert _error(train.main, work + ["--epochs", "3", "2", "4", "5", "--run-dir", str(tmp_path / "r")]) == \
         "error: --epochs: cumulative epochs must not decrease from stage to stage, got [3, 2, 4, 5]"
-    assert _error(capsys, train.main, work + ["--batch-size", "0"]) == "error: --batch-size: must be positive, got 0"
-    line = _error(capsys, train.main, work + ["--encoder-weights", str(tmp_path / "no.h5"), "--run-dir",
+    assert _error(train.main, work + ["--batch-size", "0"]) == "error: --batch-size: must be positive, got 0"
+    line = _error(train.main, work + ["--encoder-weights", str(tmp_path / "no.h5"), "--run-dir",
                                               str(tmp_path / "r")])
     assert line.startswith(f"error: --encoder-weights {tmp_path / 'no.h5'}: ")
     (tmp_path / "junk.h5").write_bytes(b"not hdf5")
-    line = _error(capsys, train.main, work + TRAIN_ARGS[:-4] + ["--encoder-weights", str(tmp_path / "junk.h5"),
+    line = _error(train.main, work + TRAIN_ARGS[:-4] + ["--encoder-weights", str(tmp_path / "junk.h5"),
                                                                 "--run-dir", str(tmp_path / "r"), "--verbose", "0"])
     assert line.startswith(f"error: --encoder-weights {tmp_path / 'junk.h5'}: not a VGG16 notop weights file")
     assert not (tmp_path / "r").exists()
-    assert _error(capsys, rtest.main, work + ["--min-size", "-1"]) == "error: --min-size: must be >= 0, got -1"
-    assert _error(capsys, rtest.main, work + ["--checkpoint", str(tmp_path / "none.keras"), "--normalise",
+    assert _error(rtest.main, work + ["--min-size", "-1"]) == "error: --min-size: must be >= 0, got -1"
+    assert _error(rtest.main, work + ["--checkpoint", str(tmp_path / "none.keras"), "--normalise",
                                               "torch"]) == (
         f"error: {tmp_path / 'none.keras'}: checkpoint not found; run robotic_scene/train.py first")
     (tmp_path / "empty").mkdir()
-    assert _error(capsys, predict.main, [str(tmp_path / "empty"), "--run-dir", str(trained["run"]), "--out-dir",
+    assert _error(predict.main, [str(tmp_path / "empty"), "--run-dir", str(trained["run"]), "--out-dir",
                                          str(tmp_path / "p")]).startswith(f"error: {tmp_path / 'empty'}: no input files")
-    assert _error(capsys, predict.main, [str(tmp_path / "empty"), "--out-dir", str(tmp_path / "p"),
+    assert _error(predict.main, [str(tmp_path / "empty"), "--out-dir", str(tmp_path / "p"),
                                          "--min-size", "-2"]) == "error: --min-size: must be >= 0, got -2"
 
 
@@ -520,7 +512,7 @@ def test_predict_writes_palette_labels_at_the_frame_size(trained, tmp_path, caps
     odd = tmp_path / "odd"
     write_image(odd / "a.png", np.random.default_rng(0).integers(0, 255, (40, 70, 3)).astype(np.uint8))
     (odd / "b.png").write_bytes(b"\x89PNG truncated")
-    line = _error(capsys, predict.main, [str(odd), "--run-dir", str(run), "--out-dir", str(tmp_path / "p2"),
+    line = _error(predict.main, [str(odd), "--run-dir", str(run), "--out-dir", str(tmp_path / "p2"),
                                          "--quiet"])
     assert line.startswith(f"error: {odd / 'b.png'}: ") and not (tmp_path / "p2" / "b.png").exists()
     assert predict.main([str(odd), "--run-dir", str(run), "--out-dir", str(tmp_path / "p3"), "--skip-bad",

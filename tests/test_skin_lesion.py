@@ -17,6 +17,7 @@ from common.cli import REPO_ROOT
 from common.data.io import DataLayoutError, ImageReadError, write_image
 from common.data.synthetic import ISIC_IMAGE_DIR, ISIC_MASK_DIR, write_isic_dataset
 from skin_lesion import evaluate, prepare_isic2018, train_isic18
+from _cli import error_line as _error_line
 
 SMALL = ((45, 60), (77, 102))  # the real 450x600 .. 768x1024 range, scaled down ten times
 SIZE = 32
@@ -233,20 +234,6 @@ def test_end_to_end_prepare_train_evaluate(tmp_path, monkeypatch):
         "--data-dir", str(tmp_path / "raw"), "--work-dir", str(work), "--size", str(SIZE)])
     after = {p.name: p.stat().st_mtime_ns for p in list(run.iterdir()) + list(out.iterdir()) + list(work.iterdir())}
     assert after == before
-
-
-def _error_line(main, argv):
-    """The last stderr line and exit status 2 of ``cli.run(main, argv)`` (a user error)."""
-    import contextlib
-    import io
-
-    from common import cli
-
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as exit_info:
-        cli.run(main, argv)
-    assert exit_info.value.code == 2
-    return err.getvalue().strip().splitlines()[-1]
 
 
 def _tiny_arrays(work, n=4, size=16, masks=None):

@@ -1,7 +1,5 @@
 """The ultrasound nerve task (specs/ultrasound_nerve.md): data, preprocessing, training, submission, predict."""
 
-import contextlib
-import io
 import json
 import subprocess
 import sys
@@ -19,6 +17,7 @@ from common.data.synthetic import write_nerve_dataset
 from common.models import build_model
 from common.rle import rle_decode, rle_encode
 from ultrasound_nerve import data, predict, submission, train
+from _cli import error_line as _error_line
 
 
 def test_unet_matches_the_original():
@@ -208,17 +207,6 @@ def test_help_works_from_any_directory(tmp_path, script):
     result = subprocess.run([sys.executable, str(REPO_ROOT / "ultrasound_nerve" / script), "--help"],
                             capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0 and "usage:" in result.stdout
-
-
-def _error_line(main, argv):
-    """The last stderr line of ``cli.run(main, argv)``, which must exit with status 2 (a user error)."""
-    from common import cli
-
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as exit_info:
-        cli.run(main, argv)
-    assert exit_info.value.code == 2
-    return err.getvalue().strip().splitlines()[-1]
 
 
 def test_each_script_reports_bad_options_and_bad_files_in_one_line(tmp_path):
