@@ -266,4 +266,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from common import cli
+
+    sys.exit(cli.run(main))
