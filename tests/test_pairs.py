@@ -101,6 +101,12 @@ def test_images_and_masks_in_one_folder(tmp_path):
     found = own.find_pairs(tmp_path / "d", tmp_path / "d")
     assert [(p.name, p.image[0].name, p.mask.name) for p in found] == [
         ("p1", "p1.png", "p1_mask.png"), ("p2", "p2.jpg", "p2_gt.png")]
+    for n in ("q1.png", "q2.png"):  # a masks folder inside the images folder: not searched for images
+        _write(tmp_path / "e" / n, _grey(5, 5))
+        _write(tmp_path / "e" / "masks" / n, _grey(5, 5))
+    found = own.find_pairs(tmp_path / "e", tmp_path / "e" / "masks")
+    assert [(p.name, p.mask) for p in found] == [("q1", tmp_path / "e" / "masks" / "q1.png"),
+                                                 ("q2", tmp_path / "e" / "masks" / "q2.png")]
 
 
 def test_unpaired_files_on_both_sides_one_error(tmp_path):
@@ -402,3 +408,58 @@ def test_real_nerve_frames():
             side.setdefault(int(name.split("_")[0]), set()).add(part)
     assert sorted(side) == list(range(1, 38)) and all(len(s) == 1 for s in side.values())
     assert all(split[p] for p in split)
+
+
+# ------------------------------------------------------------------------------------------------ more
+
+def test_palette_indices_0_255_read_as_binary(tmp_path):
+    indices = np.array([[0, 255, 255], [0, 0, 255]], np.uint8)
+    img = Image.fromarray(indices, mode="P")
+    img.putpalette([v for k in range(256) for v in (k, k, k)])
+    img.save(tmp_path / "p.gif")
+    np.testing.assert_array_equal(own.read_label_map(tmp_path / "p.gif"), indices // 255)
+
+
+def test_nifti_volume_pairs(tmp_path):
+    nib = pytest.importorskip("nibabel")
+    vol = np.arange(3 * 5 * 4, dtype=np.int16).reshape(3, 5, 4) - 30
+    labels = np.zeros((3, 5, 4), np.uint8)
+    labels[1, 2:4, 1:3] = 1
+    (tmp_path / "img").mkdir()
+    (tmp_path / "msk").mkdir()
+    nib.save(nib.Nifti1Image(vol, np.eye(4)), tmp_path / "img" / "ct1.nii.gz")
+    nib.save(nib.Nifti1Image(labels, np.eye(4)), tmp_path / "msk" / "ct1_mask.nii.gz")
+    nib.save(nib.Nifti1Image(vol, np.eye(4)), tmp_path / "img" / "ct2.nii")
+    nib.save(nib.Nifti1Image(labels[:, :4], np.eye(4)), tmp_path / "msk" / "ct2.nii")
+    found = own.find_pairs(tmp_path / "img", tmp_path / "msk")
+    assert [(p.name, p.image[0].name, p.mask.name, p.volume) for p in found] == [
+        ("ct1", "ct1.nii.gz", "ct1_mask.nii.gz", True), ("ct2", "ct2.nii", "ct2.nii", True)]
+    image, mask = own.read_pair(found[0])
+    np.testing.assert_array_equal(image, vol)
+    np.testing.assert_array_equal(mask, labels == 1)
+    with pytest.raises(own.UserError, match=r"ct2\.nii: mask is 3x4x4 but its image .*ct2\.nii is 3x5x4"):
+        own.read_pair(found[1])
+
+
+def test_help_lists_the_own_data_options(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _main_factory()(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for option in ("--images", "--masks", "--nnunet-dataset", "--skip-unpaired", "--foreground", "--label-colours",
+                   "--val-fraction", "--test-fraction", "--group-by"):
+        assert option in out
+
+
+def test_nnunet_reader_missing_is_one_error(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "common.data.nnunet", None)
+    (tmp_path / "ds").mkdir()
+    line = _bad(tmp_path, ["--nnunet-dataset", str(tmp_path / "ds")])
+    assert line.startswith("error: --nnunet-dataset: the nnU-Net reader"), line
+
+
+def test_images_and_nnunet_dataset_together(tmp_path):
+    line = _bad(tmp_path, ["--nnunet-dataset", str(tmp_path), "--images", str(tmp_path), "--masks", str(tmp_path)])
+    assert line.startswith("error: --nnunet-dataset: give either"), line

@@ -20,7 +20,8 @@ Mask rules (``read_label_map``, ``binary_mask``)
     =====================================  ==================================================================
     grey 0/255 or 0/1 (8-bit; 0/65535)     {0, 1}
     grey 8- or 16-bit label map            the values as stored (16-bit NOT scaled to 8 bits)
-    palette PNG / GIF (mode ``P``)         the palette index of each pixel (not its colour's luminance)
+    palette PNG / GIF (mode ``P``)         the palette index of each pixel (not its colour's luminance);
+                                           indices 0/255 only -> {0, 1} as for grey
     RGB with three equal channels          as grey
     RGB colour-coded                       ``label_colours`` {label: [r, g, b]} (a colour not in it is an
                                            error); without it: black = 0, the other colours found numbered
@@ -132,7 +133,7 @@ def _image_files(folder, exclude=None):
         rel = path.relative_to(folder)
         if any(part.startswith(".") for part in rel.parts) or not path.is_file():
             continue
-        if exclude is not None and exclude in path.parents:
+        if exclude is not None and exclude in path.resolve().parents:
             continue
         stem, ext = _split_extension(rel.as_posix())
         if ext is not None:
@@ -179,7 +180,7 @@ def find_pairs(images_dir, masks_dir, *, skip_unpaired=False, warn=print_to_stde
     masks_dir = _check_folder(masks_dir, "--masks")
     same = images_dir.resolve() == masks_dir.resolve()
     masks_inside = not same and images_dir.resolve() in masks_dir.resolve().parents
-    image_files = _image_files(images_dir, exclude=masks_dir if masks_inside else None)
+    image_files = _image_files(images_dir, exclude=masks_dir.resolve() if masks_inside else None)
     mask_files = image_files if same else _image_files(masks_dir)
     if same:  # one folder: the files with a mask suffix are the masks
         mask_files = {s: p for s, p in image_files.items() if _mask_stem_key(s) is not None}
@@ -389,16 +390,14 @@ def read_label_map(path, *, label_colours=None):
                                 "save it with integer labels")
             voxels = voxels.astype(np.int32)
         return voxels
-    stored = read_image(path, mode="unchanged")  # validates the file: missing, empty, truncated -> one error
     pil_mode, pil_format = _open_mode(path)
     if pil_format == "JPEG" or ext in JPEG_EXTENSIONS:
+        grey = read_image(path, mode="gray")  # a missing, empty or truncated file -> one error naming it
         _note_once("jpeg", f"JPEG masks are lossy: binarised at {JPEG_THRESHOLD} (grey >= {JPEG_THRESHOLD} is "
                            "foreground); save masks as PNG to keep exact labels")
-        grey = read_image(path, mode="gray")
         return (grey >= JPEG_THRESHOLD).astype(np.uint8)
-    if pil_mode in ("P", "PA"):
-        return _palette_indices(path)
-    array = np.asarray(stored)
+    stored = read_image(path, mode="unchanged")  # validates the file: missing, empty, truncated -> one error
+    array = _palette_indices(path) if pil_mode in ("P", "PA") else np.asarray(stored)
     if array.ndim == 3:
         if array.shape[-1] in (2, 4):  # grey + alpha, RGBA: drop the alpha
             array = array[..., :-1]
@@ -507,8 +506,10 @@ def dataset_colours(masks):
     """The colour table ``{label: (r, g, b)}`` of colour-coded RGB masks: black 0, the other colours found in
     any of ``masks`` 1, 2, ... in sorted (r, g, b) order; None when no mask is colour-coded (only the file
     headers are read for grey, palette and JPEG masks)."""
+    from tqdm import tqdm
+
     colours = set()
-    for path in masks:
+    for path in tqdm(list(masks), desc="mask colours", unit="mask", leave=False, disable=None):
         if path is None:
             continue
         mode, fmt = _open_mode(path)
@@ -700,7 +701,9 @@ def load_own_data(args, *, binary=True):
     if nnunet is not None:
         try:
             from common.data.nnunet import read_nnunet_dataset
-        except ImportError:
+        except ModuleNotFoundError as exc:
+            if exc.name != "common.data.nnunet":
+                raise
             raise option_error("--nnunet-dataset", "the nnU-Net reader (common/data/nnunet.py) is not in this "
                                "checkout; convert the dataset to --images/--masks folders") from None
         dataset = read_nnunet_dataset(Path(nnunet))
