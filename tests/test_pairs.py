@@ -140,6 +140,9 @@ def test_name_matching_two_masks(tmp_path):
     argv = _folders(tmp_path, ["a.png", "x.png"], ["a.png", "x.png", "x_mask.png"])
     line = _bad(tmp_path, argv)
     assert re.search(r"1 name\(s\) matching two files: x \(masks x\.png, x_mask\.png\)", line), line
+    argv = _folders(tmp_path / "two", ["a.png", "Y.png", "y.JPG"], ["a.png", "y_mask.png"])
+    line = _bad(tmp_path / "two", argv)
+    assert re.search(r": 1 name\(s\) matching two files: Y \(images Y\.png, y\.JPG\)\. The mask", line), line
 
 
 def test_empty_folder(tmp_path):

@@ -201,13 +201,15 @@ def find_pairs(images_dir, masks_dir, *, skip_unpaired=False, warn=print_to_stde
         for key in {stem.lower(), _mask_stem_key(stem)} - {None}:
             masks_by_key.setdefault(key, []).extend(paths)
 
-    pairs, lonely_images, ambiguous, used = [], [], [], {}
+    pairs, lonely_images, ambiguous, used, claimed = [], [], [], {}, set()
     for key in sorted(images_by_key):
         images = images_by_key[key]
         masks = sorted(set(masks_by_key.get(key, [])))
-        if len(images) > 1:
-            ambiguous.append(f"{key} (images " + ", ".join(p.relative_to(images_dir).as_posix() for p in images)
+        name = _split_extension(images[0].relative_to(images_dir).as_posix())[0]
+        if len(images) > 1:  # x.png and x.jpg (or X.png and x.png) among the images
+            ambiguous.append(f"{name} (images " + ", ".join(p.relative_to(images_dir).as_posix() for p in images)
                              + ")")
+            claimed.update(masks)
             continue
         if not masks:
             lonely_images.append(images[0])
@@ -215,7 +217,7 @@ def find_pairs(images_dir, masks_dir, *, skip_unpaired=False, warn=print_to_stde
         for m in masks:
             used.setdefault(m, []).append(images[0])
         if len(masks) > 1:
-            ambiguous.append(f"{key} (masks " + ", ".join(p.relative_to(masks_dir).as_posix() for p in masks) + ")")
+            ambiguous.append(f"{name} (masks " + ", ".join(p.relative_to(masks_dir).as_posix() for p in masks) + ")")
             continue
         pairs.append((images[0], masks[0]))
     # a mask claimed by two images (images x.png and x_mask.png, mask x_mask.png): ambiguous too
@@ -225,7 +227,7 @@ def find_pairs(images_dir, masks_dir, *, skip_unpaired=False, warn=print_to_stde
             ambiguous.append(f"{m.relative_to(masks_dir).as_posix()} (mask of images "
                              + ", ".join(p.relative_to(images_dir).as_posix() for p in used[m]) + ")")
         pairs = [(i, m) for i, m in pairs if m not in shared]
-    lonely_masks = sorted(p for paths in mask_files.values() for p in paths if p not in used)
+    lonely_masks = sorted(p for paths in mask_files.values() for p in paths if p not in used and p not in claimed)
 
     problems = []
     if lonely_images:
