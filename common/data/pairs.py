@@ -11,7 +11,13 @@ Pairing rule (``find_pairs``)
     (``a/b/x``); pairs are sorted by it. Every image without a mask, every mask without an image, every name
     matching two masks (or two images) is reported in ONE error (the first 10 of each, and the count);
     ``skip_unpaired`` warns with the same list and goes on with the pairs found. When ``--images`` and
-    ``--masks`` are the same folder, files whose name ends with a mask suffix are the masks.
+    ``--masks`` are the same folder, files whose name ends with a mask suffix are the masks; a masks folder
+    inside the images folder is not searched for images.
+
+Images and sizes (``read_pair``)
+    Images are read by ``common.data.io.read_image`` (``"gray"`` or ``"rgb"`` uint8, as the benchmark path
+    reads them); sizes may differ between pairs (the task's recipe resizes), but an image and its mask of
+    different sizes is an error naming both files and both sizes.
 
 Mask rules (``read_label_map``, ``binary_mask``)
 
