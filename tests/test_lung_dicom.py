@@ -104,6 +104,17 @@ def test_series_reads_back_the_hu_volume_along_the_normal_with_its_geometry(hu, 
         np.testing.assert_allclose(series.affine @ [s, r, c, 1], [*ras(world), 1], atol=1e-9)
     if orientation == AXIAL:  # increasing slice = superior (+z), row = posterior (+y LPS), column = left
         assert nib.aff2axcodes(series.affine) == ("S", "P", "L")
+    # nibabel's own DICOM geometry (nibabel.nicom: LPS of (row, column, 0) of each slice) agrees voxel by voxel
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from nibabel.nicom.dicomwrappers import wrapper_from_data
+    lps_to_ras = np.diag([-1.0, -1.0, 1.0, 1.0])
+    for s, path in enumerate(series.files):
+        nibabel_affine = lps_to_ras @ wrapper_from_data(pydicom.dcmread(path)).affine
+        for r, c in [(0, 0), (ROWS - 1, 0), (0, COLS - 1), (5, 7)]:
+            np.testing.assert_allclose(series.affine @ [s, r, c, 1], nibabel_affine @ [r, c, 0, 1], atol=1e-9)
 
 
 @pytest.mark.parametrize("kind", ["uneven", "tilted"])
