@@ -286,3 +286,21 @@ def test_a_single_dicom_file_and_dicom_seg_without_a_series_are_refused(hu, netw
     line = error_line(predict.main, [str(nifti), "--model", str(network), "--out-dir", str(out), "--dicom-seg"])
     assert line.startswith("error: --dicom-seg: needs a DICOM series folder among the inputs")
     assert not _files(out)
+
+
+def test_skip_bad_lists_a_bad_series_and_writes_the_good_one(hu, network, tmp_path):
+    import json
+
+    from lung import predict
+
+    write_series(tmp_path / "good", hu)
+    write_series(tmp_path / "bad", hu)
+    (tmp_path / "bad" / "notes.txt").write_text("not DICOM")
+    out = tmp_path / "out"
+    assert predict.main([str(tmp_path / "good"), str(tmp_path / "bad"), "--model", str(network), "--out-dir",
+                         str(out), "--dicom-seg", "--skip-bad", "--quiet"]) == 1
+    assert _files(out) == ["MASK_good.nii.gz", "SEG_good.dcm", "run.json"]
+    skipped = json.loads((out / "run.json").read_text())["skipped"]
+    assert [s["input"] for s in skipped] == [str(tmp_path / "bad")]
+    assert skipped[0]["error"].endswith("notes.txt: not a DICOM file; a series folder must hold only the files "
+                                        "of one CT series")
