@@ -171,6 +171,10 @@ def _shape(root):
     _png(root / "labelsTr/case_b.png", np.zeros((7, 6), np.uint8))
 
 
+# Cross-checked once by hand (nnunetv2 2.8.1 in a scratch venv, not a requirement): each of these datasets written
+# by two_channel_png + the mutation, given to nnU-Net's own verify_dataset_integrity. nnU-Net rejects all of them
+# (assertion / RuntimeError / JSONDecodeError) except "regions" and "ignore label", which are valid nnU-Net
+# features this project does not support (refused on purpose); the unmutated dataset is accepted.
 BAD = {
     "missing channel": (lambda r: (r / "imagesTr/case_b_0001.png").unlink(),
                         ["imagesTr/case_b_0001.png: missing", "channel 1 'ADC'"]),
@@ -221,6 +225,20 @@ def test_nifti_spacing_mismatch(tmp_path):
     nifti_dataset(root)
     _nii(root / "labelsTr/vol_1.nii.gz", np.zeros((6, 4, 2), np.uint8), (1.0, 1.0, 1.0))
     _bad(root, ["labelsTr/vol_1.nii.gz: voxel spacing", "differs"])
+
+
+def test_corrupt_image(tmp_path):
+    root = tmp_path / "ds"
+    two_channel_png(root)
+    (root / "imagesTr/case_c_0001.png").write_bytes(b"\x89PNG not really")
+    _bad(root, ["imagesTr/case_c_0001.png: cannot decode image"])
+
+
+def test_missing_test_channel(tmp_path):
+    root = tmp_path / "ds"
+    two_channel_png(root)
+    _png(root / "imagesTs/t2_0000.png", np.zeros((4, 8), np.uint8))
+    _bad(root, ["imagesTs/t2_0001.png: missing"])
 
 
 def test_missing_folder(tmp_path):
