@@ -45,10 +45,11 @@ from tqdm import tqdm
 from common import cli
 from common.data.io import (DataLayoutError, atomic_dir, list_images, pair_files, read_image, save_npy,
                             write_json)
+from fingernail.task import INPUT, RECIPE
 
-ROWS, COLS = 160, 192
+ROWS, COLS = INPUT["rows"], INPUT["cols"]  # task.py
 TEST_RATIO = 0.1
-SEED = 144
+SEED = RECIPE["seed"]  # task.py
 DATASETS = ("dataset1", "dataset2")
 DEFAULT_RAW = cli.repo_path("data", "fingernail")
 DEFAULT_WORK = cli.repo_path("work", "fingernail")
