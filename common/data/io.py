@@ -10,6 +10,7 @@
 
 import contextlib
 import os
+import re
 import tempfile
 import threading
 import warnings
@@ -134,6 +135,40 @@ def _default_file_mode():
 _UMASK_LOCK = threading.Lock()
 
 
+def _temporary_affixes(path):
+    """``(prefix, suffix)`` of :func:`atomic_path`'s temporary names for ``path``: ``.<stem>.`` and
+    ``.tmp<suffix>`` (both suffixes of ``.nii.gz``); ``mkstemp`` puts 8 random characters between them."""
+    suffix = "".join(path.suffixes[-2:]) if path.suffix in (".gz", ".bz2", ".xz") else path.suffix  # .nii.gz
+    stem = path.name[:len(path.name) - len(suffix)] if suffix else path.name
+    return f".{stem}.", f".tmp{suffix}"
+
+
+def stale_temporaries(path):
+    """The temporary files that interrupted :func:`atomic_path` writes of ``path`` left beside it.
+
+    A process killed while writing (SIGKILL, power loss) cannot delete its temporary file; this finds exactly
+    those names (``.<stem>.<8 random characters of mkstemp>.tmp<suffix>`` in ``path``'s folder), nothing else.
+    """
+    path = Path(path)
+    prefix, suffix = _temporary_affixes(path)
+    pattern = re.compile(re.escape(prefix) + r"[a-z0-9_]{8}" + re.escape(suffix))
+    if not path.parent.is_dir():
+        return []
+    return sorted(p for p in path.parent.iterdir() if pattern.fullmatch(p.name) and p.is_file())
+
+
+def remove_stale_temporaries(paths):
+    """Delete :func:`stale_temporaries` of each of ``paths`` (call it only where no other process writes
+    them); returns the removed files."""
+    removed = []
+    for path in paths:
+        for tmp in stale_temporaries(path):
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path beside ``path``; on success rename it to ``path``, on error delete it.
@@ -144,9 +179,8 @@ def atomic_path(path):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes[-2:]) if path.suffix in (".gz", ".bz2", ".xz") else path.suffix  # .nii.gz
-    stem = path.name[:len(path.name) - len(suffix)] if suffix else path.name
-    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".tmp{suffix}", dir=path.parent)
+    prefix, suffix = _temporary_affixes(path)
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
     os.close(fd)
     os.chmod(tmp, _default_file_mode())  # mkstemp's 0600 -> what open() would give (0666 minus the umask)
     try:
