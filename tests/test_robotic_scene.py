@@ -243,6 +243,31 @@ def test_stage_table_and_overrides_follow_train_sh():
     assert train.SCENES[3] == 1 and train.SCENES[6] == 2 and 8 not in train.SCENES and len(train.SCENES) == 15
 
 
+def _epoch_totals(cumulative):
+    """Every total number of epochs the original's chaining can run (spec 2.1), by brute force: stage k runs
+    epochs start+1 .. N_k, its best checkpoint can be any of them, and stage k+1 starts at that epoch."""
+    states = {(0, 0)}  # (start epoch, epochs run so far)
+    for n in cumulative:
+        states = {(best, run + n - start) for start, run in states for best in range(start + 1, n + 1)} | \
+                 {(start, run) for start, run in states if start >= n}
+    return {run for _, run in states}
+
+
+def test_training_budget_min_and_max_follow_the_stage_table():
+    """70 epochs when every stage's best epoch is its last, 154 when it is its first (10 + 29 + 48 + 67); the
+    README and bench/gpu.py's projection say so."""
+    totals = _epoch_totals([10, 30, 50, 70])  # train.sh's cumulative --n-epochs (spec 2.1)
+    assert (min(totals), max(totals)) == (70, 154)
+    assert _epoch_totals([s[5] for s in train.STAGES]) == totals
+    from bench.gpu import TRAINING
+
+    assert TRAINING["tdsnet"][:2] == ((70, 154), 1639)  # fold 0: 11 sequences x 149 frames
+    text = " ".join((REPO_ROOT / "robotic_scene" / "README.md").read_text().split())
+    for claim in ("10 + 29 + 48 + 67 = 154", f"{70 * 1639:,} to {154 * 1639:,} steps", "70 to 154 epochs"):
+        assert claim in text, claim
+    assert "at most 70 epochs" not in text and "70 epochs in all," not in text
+
+
 def test_best_epoch_is_the_first_maximum(tmp_path):
     (tmp_path / "history.csv").write_text("epoch,loss,val_iou\n0,1,0.2\n1,1,0.5\n2,1,0.5\n3,1,0.1\n")
     assert train.best_epoch(tmp_path) == 1
