@@ -88,6 +88,32 @@ def test_prepare_crops_and_converts_labels(tmp_path):
     assert (work / "cropted_train" / "class_pixels.png").is_file()
 
 
+def test_prepare_applies_orientation_tags_as_cv2_imread_and_warns(tmp_path):
+    """The original reads frames and labels with cv2.imread (IMREAD_COLOR), which turns an image as its EXIF
+    orientation tag says (PNG: OpenCV 4.5.2+); prepare.py does the same and names the tagged files once."""
+    import cv2
+
+    _raw(tmp_path, shape=(32, 64))
+    frame = tmp_path / "raw" / "seq_6" / "left_frames" / "frame001.png"
+    label = tmp_path / "raw" / "seq_6" / "labels" / "frame001.png"
+    raw_image, raw_label = np.asarray(Image.open(frame)), np.asarray(Image.open(label))
+    exif = Image.Exif()
+    exif[0x0112] = 3  # "rotate 180 degrees to display"
+    for path, array in ((frame, raw_image), (label, raw_label)):
+        Image.fromarray(array).save(path, exif=exif)
+    work = tmp_path / "work"
+    with pytest.warns(UserWarning, match=r"2 of the training files carry an EXIF orientation tag: .*frame001\.png "
+                                         r"\(tag 3\).*rotated/mirrored as the tag says.*cv2\.imread"):
+        prepare.main(["--raw-dir", str(tmp_path / "raw"), "--work-dir", str(work), "--height", "32", "--width",
+                      "64", "--quiet"])
+    out = work / "cropted_train" / "seq_6"
+    image = np.asarray(Image.open(out / "images" / "frame001.png"))
+    np.testing.assert_array_equal(image, raw_image[::-1, ::-1])
+    np.testing.assert_array_equal(image, cv2.imread(str(frame), cv2.IMREAD_COLOR)[..., ::-1])
+    np.testing.assert_array_equal(np.asarray(Image.open(out / "instruments_masks" / "frame001.png")),
+                                  prepare.colour_to_index(raw_label[::-1, ::-1]))
+
+
 def test_prepare_bad_inputs_name_the_file(tmp_path):
     _raw(tmp_path)
     raw, work = tmp_path / "raw", tmp_path / "work"
@@ -544,6 +570,29 @@ def test_predict_writes_palette_labels_at_the_frame_size(trained, tmp_path, caps
                          "--quiet"]) == 1
     assert np.asarray(Image.open(tmp_path / "p3" / "a.png")).shape == (40, 70, 3)
     assert not (tmp_path / "p3" / "b.png").exists()
+
+
+def test_predict_turns_a_tagged_frame_as_prepare_and_cv2_imread_do(trained, tmp_path):
+    """predict.py reads a frame as prepare.py (the original's cv2.imread): an EXIF orientation tag is applied,
+    so the label PNG is in the orientation a viewer (and cv2.imread) shows, at that size."""
+    import cv2
+
+    frame = np.random.default_rng(2).integers(0, 255, (*SHAPE, 3)).astype(np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned 90 degrees clockwise: 64 rows x 32 columns
+    (tmp_path / "in").mkdir()
+    Image.fromarray(frame).save(tmp_path / "in" / "f.png", exif=exif)
+    shown = cv2.imread(str(tmp_path / "in" / "f.png"), cv2.IMREAD_COLOR)[..., ::-1]
+    np.testing.assert_array_equal(shown, np.rot90(frame, -1))
+    out = tmp_path / "out"
+    assert predict.main([str(tmp_path / "in"), "--run-dir", str(trained["run"]), "--out-dir", str(out),
+                         "--quiet"]) == 0
+    got = np.asarray(Image.open(out / "f.png"))
+    assert got.shape == (SHAPE[1], SHAPE[0], 3)
+    network = train.load_trainer(json.loads((trained["run"] / "stages.json").read_text())["final_checkpoint"]).network
+    x = (shown.astype(np.float32) / 255 - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]
+    pred = np.asarray(network(x[None].astype(np.float32), training=False)[0])[0].argmax(-1)
+    np.testing.assert_array_equal(prepare.colour_to_index(got), pred)
 
 
 def test_flip_tta_bookkeeping_on_a_network_that_is_not_flip_invariant():
