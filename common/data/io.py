@@ -4,7 +4,10 @@
   (or the file's own integer dtype with ``mode="unchanged"``). A missing, empty, truncated or undecodable
   file raises ``ImageReadError`` whose message names the file.
 * ``atomic_path(path)`` yields a temporary name beside ``path`` and renames it into place only when the
-  block succeeds, so an interrupted run never leaves a half-written output.
+  block succeeds, so an interrupted run never leaves a half-written output; ``stale_temporaries(path)`` finds
+  the temporaries a killed process left (``remove_stale_temporaries`` deletes them).
+* ``read_image(..., exif=False)`` returns the stored pixel grid; ``exif=True`` applies an orientation tag as
+  ``cv2.imread`` does; ``warn_orientation`` names, in one warning, the files that carry such a tag.
 * ``pair_files`` matches images to masks by a key and reports unmatched names.
 """
 
