@@ -39,7 +39,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import numpy as np
 
 from common import cli
-from common.data.io import DataLayoutError, list_images, pair_files, write_json
+from common.data.io import DataLayoutError, list_images, pair_files, remove_stale_temporaries, write_json
 from common.errors import OptionError, UserError
 from common.training import add_run_arguments, without_autotune
 from robotic_scene.prepare import DEFAULT_WORK, IMAGES, MASKS, NUM_CLASSES, PREPARED, sequence_number
@@ -463,6 +463,7 @@ def train(data_dir, run_dir, stages=STAGES, val_seqs=VAL_SEQS, batch_size=BATCH_
         trainer = build_trainer((rows, cols, 3), weights_file, stages[0][4], init, seed, jit_compile)
     if overwrite:
         remove_staged_run(run_dir)  # the data and the model are fine: replace the old run now
+    remove_stale_temporaries([run_dir / "stages.json"])  # left by a run killed while writing it (fit: the rest)
 
     records, start, checkpoint = [], 0, None
     for index, (name, alpha, beta, gamma, lr, cumulative) in enumerate(stages, 1):
