@@ -7,9 +7,9 @@ writes, whatever ``TF_CPP_MIN_LOG_LEVEL`` says (0, 1, 2 and 3 tried)::
     I0000 ... port.cc:153] oneDNN custom operations are on. You may see slightly different numerical ...
     I0000 ... cudart_stub.cc:31] Could not find cuda drivers on your machine, GPU will not be used.
 
-twice (libtensorflow_framework.so.2 and the profiler plugin ``_pywrap_profiler_plugin.so`` each carry a copy
-of the code and log it from their static initialisers, through absl, before TensorFlow has read
-``TF_CPP_MIN_LOG_LEVEL``), and the first device listing or operation writes
+twice (two libraries carry that code: the messages are in ``libtensorflow_framework.so.2`` and in the
+profiler plugin ``_pywrap_profiler_plugin.so``; each logs them through absl while it loads, before TensorFlow
+has read ``TF_CPP_MIN_LOG_LEVEL``), and the first device listing or operation writes
 ``E0000 ... cuda_platform.cc:52] failed call to cuInit: ... UNKNOWN ERROR (303)`` (an error-level line that
 ``TF_CPP_MIN_LOG_LEVEL=2`` keeps, as it keeps every real error). Setting ``CUDA_VISIBLE_DEVICES`` to ``""`` or
 ``-1`` changes none of them; ``TF_ENABLE_ONEDNN_OPTS=0`` removes the oneDNN notice only by switching oneDNN
