@@ -22,6 +22,13 @@ def pyplot():
     return plt
 
 
+def __getattr__(name):
+    """``common.report.plt`` (``from common.report import plt``) still works: pyplot, imported on first use."""
+    if name == "plt":
+        return pyplot()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def _fmt(value, digits=4):
     if isinstance(value, float):
         return "nan" if math.isnan(value) else f"{value:.{digits}f}"
