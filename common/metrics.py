@@ -34,8 +34,6 @@ and ASSD as MONAI defines them (empty masks included), in units of the pixel/vox
 import warnings
 
 import numpy as np
-from scipy import ndimage
-from sklearn.metrics import precision_recall_curve, roc_auc_score
 
 SCORE_KEYS = ("f1", "sensitivity", "specificity", "accuracy", "precision", "jaccard", "auc")
 
@@ -53,6 +51,8 @@ def confusion_counts(y_true, y_pred):
 
 
 def _scores_from_flat(t, s, threshold, legacy, curves):
+    from sklearn.metrics import roc_auc_score
+
     pred = s >= threshold
     tn, fp, fn, tp = confusion_counts(t, pred)
     scores = {
@@ -115,6 +115,8 @@ def segmentation_scores(y_true, y_score, threshold=0.5, fov=None, per_image=Fals
 
 def auc_pr(y_true, y_score):
     """Area under the precision-recall curve by the trapezoid rule over recall (BCDU-Net's PR AUC)."""
+    from sklearn.metrics import precision_recall_curve
+
     precision, recall, _ = precision_recall_curve(np.asarray(y_true).ravel() != 0, np.asarray(y_score).ravel())
     return float(np.trapezoid(precision[::-1], recall[::-1]))
 
@@ -175,6 +177,8 @@ def nan_skipping_means(per_scan):
 
 def per_class_auc(y_true, y_score):
     """ROC-AUC of each column of (N, K) binary targets vs scores; NaN for a column with one class only."""
+    from sklearn.metrics import roc_auc_score
+
     t = np.asarray(y_true) != 0
     s = np.asarray(y_score, dtype=np.float64)
     if t.shape != s.shape or t.ndim != 2:
@@ -243,6 +247,8 @@ def _spacing(spacing, ndim):
 def _surface(mask):
     """Boundary voxels: the mask minus its binary erosion (scipy's default, face-connected structuring
     element; outside the array counts as background), as MONAI's ``get_mask_edges``."""
+    from scipy import ndimage
+
     return mask & ~ndimage.binary_erosion(mask)
 
 
@@ -283,6 +289,8 @@ def surface_distances(y_true, y_pred, spacing=None):
     Returns:
         dict ``{"hd95": float, "assd": float}`` in units of ``spacing``.
     """
+    from scipy import ndimage
+
     t, p = _spatial(y_true), _spatial(y_pred)
     if t.shape != p.shape:
         raise ValueError(f"y_true has shape {t.shape} but y_pred has {p.shape}")

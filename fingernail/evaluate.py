@@ -79,9 +79,9 @@ def dice_coefficient(y_true, y_prob, threshold=0.3):
 def plot_training_curves(history, path, title=None):
     """The original's live plot as a PNG: Dice (solid, left axis) and loss (dashed, right axis), train
     orange and test blue."""
-    import common.report  # noqa: F401  (selects matplotlib's Agg backend)
     from common.data.io import atomic_path
-    import matplotlib.pyplot as plt
+    from common.report import pyplot
+    plt = pyplot()
 
     epochs = np.arange(len(history["loss"]))
     fig, ax1 = plt.subplots(figsize=(10, 5))
@@ -290,7 +290,7 @@ def build_parser():
 def default_out_dir(work_dir, run_dir, weights="last", tta="none", mixed_precision="off"):
     """``<work-dir>/results/<run folder name>[_BEST][_TTA_FLIP][_FLOAT16]``: keyed by the run and by every
     evaluation option that changes the numbers, so two evaluations never share a folder."""
-    from common.training import tagged_name
+    from common.run_options import tagged_name
 
     return Path(work_dir) / "results" / tagged_name(Path(run_dir).name, [
         (weights, "last", lambda w: w.upper()), (tta, "none", lambda t: f"TTA_{t.upper()}"),

@@ -36,7 +36,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from common import cli
-from common.training import add_run_arguments
+from common.run_options import add_run_arguments
 from fingernail.prepare_data import DEFAULT_WORK, SEED, load_split, prepared_size
 from fingernail.task import RECIPE
 
@@ -76,7 +76,7 @@ def run_id(study, model, loss, epochs, batch_size, rows, cols, *, dice="pixel", 
            seed=SEED, shuffle=False, mixed_precision="off"):
     """The original's run id ``Fingernail_<study>_<Model>_<DICE|BCE>_EP<e>_BS<b>_<rows>x<cols>``, plus a tag
     for each recipe option that differs from the original's (so two recipes never share a run folder)."""
-    from common.training import tagged_name
+    from common.run_options import tagged_name
 
     tag = "BCE" if loss == "bce" else ("DICE" if dice == "pixel" else "DICE_IMG")
     return tagged_name(f"Fingernail_{study}_{MODELS[model]}_{tag}_EP{epochs}_BS{batch_size}_{rows}x{cols}", [

@@ -31,7 +31,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 from common import cli
 from common.legacy_weights import add_init_weights_argument
-from common.training import add_run_arguments
+from common.run_options import add_run_arguments
 from lung.prepare_data import DEFAULT_WORK, load_arrays
 from lung.task import MODELS, RECIPE  # noqa: F401  (MODELS: the networks, one place)
 
@@ -54,7 +54,7 @@ def run_name(model_name, bidirectional=False, **recipe):
     unknown = set(recipe) - set(RECIPE_DEFAULTS)
     if unknown:
         raise TypeError(f"unknown recipe options {sorted(unknown)}")
-    from common.training import tagged_name
+    from common.run_options import tagged_name
 
     return tagged_name(model_name, [(bidirectional, False, "bidirectional")] + [
         (recipe.get(key, default), default, _NAME_PARTS[key]) for key, default in RECIPE_DEFAULTS.items()])

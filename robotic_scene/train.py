@@ -41,7 +41,7 @@ import numpy as np
 from common import cli
 from common.data.io import DataLayoutError, list_images, pair_files, remove_stale_temporaries, write_json
 from common.errors import OptionError, UserError
-from common.training import add_run_arguments, without_autotune
+from common.run_options import add_run_arguments
 from robotic_scene.prepare import DEFAULT_WORK, IMAGES, MASKS, NUM_CLASSES, PREPARED, sequence_number
 from robotic_scene.task import INPUT, RECIPE
 
@@ -159,6 +159,8 @@ def make_dataset(frames, size, batch_size=BATCH_SIZE, augment=False, shuffle=Fal
     (``--data-workers``). The flips of the frame at position ``p`` of an epoch are a function of ``(seed, p)``
     (stateless random ops), so the batches are the same for any number of calls."""
     import tensorflow as tf
+
+    from common.training import without_autotune
 
     images = [str(f[0]) for f in frames]
     masks = [str(f[1]) for f in frames]
@@ -412,7 +414,7 @@ def run_name(*, val_seqs=VAL_SEQS, epochs=None, lrs=None, batch_size=BATCH_SIZE,
     """``tdsnet_fold0`` (the original's settings) plus a suffix for every setting that changes the network or
     the recipe (``_val1-3-6``, ``_e8-9-10-11``, ``_lr0.0001-...``, ``_b2``, ``_enc-none`` / ``_enc-<file stem>``,
     ``_caffe`` / ``_torch``, ``_he``, ``_seed1``), so two recipes never share a default run folder."""
-    from common.training import tagged_name
+    from common.run_options import tagged_name
 
     base = "tdsnet_fold0" if tuple(val_seqs) == VAL_SEQS else "tdsnet_val" + "-".join(map(str, val_seqs))
     return tagged_name(base, [

@@ -150,7 +150,7 @@ def load_checkpoint(checkpoint, mixed_precision="off"):
 
 def out_name(run_dir, weights="best", raw_input=False, tta="none"):
     """Default results folder name: the run folder's name plus every option that changes the scores."""
-    from common.training import tagged_name
+    from common.run_options import tagged_name
 
     return tagged_name(Path(run_dir).name, [(weights == "last", False, "last"), (raw_input, False, "raw-input"),
                                             (tta, "none", "tta-{}")])

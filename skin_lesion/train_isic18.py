@@ -47,7 +47,7 @@ def run_name(model, bidirectional=False, *, prior_output_bias=False, restarts=0,
     (``_bidirectional``, ``_prior-bias``, ``_restarts<K>``, ``_encoder-none`` or ``_encoder-<file stem>``
     for sedu_net_d3, ``_lr<lr>``, ``_batch<n>``, ``_<mixed precision>``, ``_init-<file stem>``), so two
     variants never share one."""
-    from common.training import tagged_name
+    from common.run_options import tagged_name
 
     encoder = "imagenet" if model != "sedu_net_d3" else ("none" if encoder_weights is None else encoder_weights)
     return tagged_name(model, [
@@ -224,7 +224,7 @@ def check_options(args):
 def build_parser():
     """The command line (its defaults are the original's settings; pinned by the tests)."""
     from common.legacy_weights import add_init_weights_argument
-    from common.training import add_run_arguments
+    from common.run_options import add_run_arguments
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK,

@@ -27,15 +27,11 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import cv2
-import keras
 import numpy as np
 
 from common import cli
 from common.data.io import atomic_dir, save_npy, write_image, write_json
 from common.errors import UserError
-from common.losses import dice_coef, dice_coef_loss
-from common.models import build_model
-from common.training import fit, get_strategy, is_chief, split_last
 from ultrasound_nerve.data import DEFAULT_WORK, load_test_data, load_train_data
 from ultrasound_nerve.task import RECIPE, normalise  # noqa: F401  (one place: task.py)
 from ultrasound_nerve.task import resize_frames as preprocess
@@ -52,7 +48,7 @@ def run_name(*, lr=LR, batch_size=BATCH_SIZE, val_split=VAL_SPLIT, img_size=IMG_
              init_weights=None):
     """``nerve_unet`` plus every recipe option not at the original's value (``_lr``, ``_batch``, ``_val``,
     ``_size``, ``_<mixed precision>``, ``_init-<file stem>``), so two variants never share a default run folder."""
-    from common.training import tagged_name
+    from common.run_options import tagged_name
 
     return tagged_name("nerve_unet", [
         (lr, LR, "lr{:g}"), (batch_size, BATCH_SIZE, "batch{}"), (val_split, VAL_SPLIT, "val{:g}"),
@@ -72,6 +68,10 @@ def norm_stats(imgs, img_size=IMG_SIZE):
 
 
 def compile_model(model, lr, jit_compile=False):
+    import keras
+
+    from common.losses import dice_coef, dice_coef_loss
+
     # Keras 2.0's Adam had epsilon 1e-8 (Keras 3 defaults to 1e-7).
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr, epsilon=EPSILON), loss=dice_coef_loss,
                   metrics=[dice_coef], jit_compile=jit_compile)
@@ -100,8 +100,11 @@ def train(work_dir, run_dir, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, val_sp
     which are also written to ``<run_dir>/norm_stats.json``. ``init_weights``: start from the tutorial's
     Keras-2 ``weights.h5`` (``common.legacy_weights``) instead of a random initialisation.
     """
+    import keras
+
     from common.devices import set_precision
-    from common.training import check_run_dir
+    from common.models import build_model
+    from common.training import check_run_dir, fit, get_strategy, is_chief, split_last
 
     check_run_dir(run_dir, resume=resume, overwrite=overwrite)  # before the data is loaded
     strategy = get_strategy(strategy)  # before any other TensorFlow work
@@ -182,7 +185,7 @@ def predict_test(model, work_dir, stats, write_png=True, verbose=1, overwrite=Fa
 def build_parser():
     """The command line (its defaults are the original's settings; pinned by the tests)."""
     from common.legacy_weights import add_init_weights_argument
-    from common.training import add_run_arguments
+    from common.run_options import add_run_arguments
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK,
@@ -221,10 +224,10 @@ def check_options(args):
 
 
 def main(argv=None):
-    from common.training import check_run_dir
-
     args = build_parser().parse_args(argv)
     check_options(args)
+    from common.training import check_run_dir
+
     run_dir = args.run_dir or default_run_dir(lr=args.lr, batch_size=args.batch_size, val_split=args.val_split,
                                               img_size=args.img_size, mixed_precision=args.mixed_precision,
                                               init_weights=args.init_weights)
