@@ -22,7 +22,9 @@ Scores (``common.metrics``, binary masks at ``--threshold`` on the network-size 
 (``surface_distances``, pixels; images where exactly one mask is empty are left out of their mean and counted),
 then parameters, forward GFLOPs per image (counted from the layers), training wall time (sum of the epochs),
 epochs run, best epoch and inference images/s (batch 8, after one warm-up batch). Where the paper reports a
-number for the model on this dataset (``PAPER``), it is put beside ours.
+number for the model on this dataset (``PAPER``), it is put beside ours. Every network starts from a random
+initialisation (SEDU-Net's VGG16 encoder too: nothing is downloaded), and the scores are those of the network's
+input size (the prepared images as the network sees them), the same for every model.
 
 Output (``--out``, default ``<data>/comparison``): ``comparison.md`` / ``.json``, ``comparison_scores.png``
 (Dice and HD95 per model, bars = mean, dots = test images), ``comparison_grid.png`` (the same test images:
@@ -52,7 +54,7 @@ import time
 from pathlib import Path
 
 from common import cli
-from common.errors import OptionError, UserError
+from common.errors import UserError
 from common.run_options import positive_int
 
 #: models that cannot take a binary-mask dataset, and why (listed as skipped, never silently dropped)
@@ -203,6 +205,8 @@ def recipe_for(model, data_task, args):
                   "source": f"{task.NAME} (paper)"}
     # budget: --epochs (10 when --minutes is not given either), or --minutes alone; paper: --epochs caps its own
     epochs = (args.epochs or NO_EPOCH_LIMIT) if args.recipe == "budget" else (args.epochs or recipe["epochs"])
+    if args.recipe == "paper" and epochs != recipe["epochs"]:
+        recipe["paper_epochs"] = recipe["epochs"]
     recipe.update(epochs=int(epochs), minutes=args.minutes)
     return recipe
 
@@ -212,8 +216,11 @@ def recipe_text(recipe):
     budget = f"{recipe['epochs']} ep" if not recipe.get("minutes") else f"{recipe['minutes']:g} min"
     if recipe.get("minutes") and recipe["epochs"] < NO_EPOCH_LIMIT:
         budget += f" (max {recipe['epochs']} ep)"
+    if recipe.get("paper_epochs"):
+        budget += f" (the paper's {recipe['paper_epochs']} capped)"
     schedule = f", {recipe['schedule']}" if recipe.get("schedule") else ""
-    return f"{recipe['source']}: Adam {recipe['lr']:g}{schedule}, {recipe['loss']}, batch {recipe['batch_size']}, {budget}"
+    return (f"{recipe['source']}: Adam {recipe['lr']:g}{schedule}, {recipe['loss']}, batch {recipe['batch_size']}, "
+            f"{budget}")
 
 
 def make_loss(name):
@@ -323,16 +330,17 @@ def train_model(model_name, recipe, data, task, run_dir, *, seed, resume, args):
     return model, history, float(elapsed)
 
 
-def predict(model, images, task, stats, batch_size=8):
-    """Probabilities (N, H, W) of ``images`` and the inference rate (images/s after one warm-up batch)."""
+def predict(model, images, task, stats, batch_size=8, chunk=256):
+    """Probabilities (N, H, W) of ``images`` and the inference rate (images/s after one warm-up batch), in chunks
+    of ``chunk`` images (memory stays bounded on a large test part)."""
     import numpy as np
 
     n = len(images)
     model.predict(task.prepared_input(images[:batch_size], **stats), batch_size=batch_size, verbose=0)  # warm-up
     start = time.perf_counter()
-    probs = [np.asarray(model.predict(task.prepared_input(images[i:i + batch_size], **stats),
-                                      batch_size=batch_size, verbose=0), np.float32)
-             for i in range(0, n, batch_size)]
+    probs = [np.asarray(model.predict(task.prepared_input(images[i:i + chunk], **stats), batch_size=batch_size,
+                                      verbose=0), np.float32)
+             for i in range(0, n, chunk)]
     seconds = time.perf_counter() - start
     prob = np.concatenate(probs)
     return prob.reshape(prob.shape[:3]), n / seconds if seconds > 0 else float("nan")

@@ -9,7 +9,6 @@ synthetic nerve and skin-lesion folders.
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -222,7 +221,8 @@ def test_nerve_load_prepared_kaggle_layout(tmp_path):
     ref = np.stack([cv2.resize(i.astype(np.float64), (96, 96), interpolation=cv2.INTER_LINEAR) for i in imgs])
     ref = ref.astype(np.uint8)[..., None]
     np.testing.assert_array_equal(np.concatenate([data["train"][0], data["val"][0], data["test"][0]]), ref)
-    assert data["stats"]["mean"] == pytest.approx(ref[:8].mean()) and data["stats"]["std"] == pytest.approx(ref[:8].std())
+    assert data["stats"]["mean"] == pytest.approx(ref[:8].mean())
+    assert data["stats"]["std"] == pytest.approx(ref[:8].std())
     assert set(np.unique(data["test"][1])) == {0, 1} and data["test"][1].shape == (2, 96, 96, 1)
 
 
@@ -259,3 +259,16 @@ def test_skin_lesion_load_prepared(tmp_path):
     low, high = x.reshape(2, -1).min(1), x.reshape(2, -1).max(1)
     ref = (x - low[:, None, None, None]) / (high - low)[:, None, None, None] * 255.0  # dataset_normalized
     np.testing.assert_allclose(task.prepared_input(x), ref, rtol=1e-5, atol=1e-3)
+
+
+def test_minutes_budget_stops_after_the_epoch_that_reaches_it(study, tmp_path):
+    """--minutes: the run ends after the epoch in which the budget is used up (here the first), and the time
+    is kept in state.json for --resume."""
+    out = tmp_path / "minutes"
+    _run(["--data", study, "--models", MODELS[0], "--recipe", "budget", "--minutes", "0.001", "--out", out,
+          "--verbose", 0])
+    row = json.loads((out / "comparison.json").read_text())["rows"][0]
+    assert row["epochs_run"] == 1
+    state = json.loads((out / "runs" / MODELS[0] / "seed0" / "state.json").read_text())
+    assert state["epoch"] == 1 and state["callbacks"]["TimeBudget"]["elapsed"] == pytest.approx(row["train_seconds"])
+    assert "0.001 min" in (out / "comparison.md").read_text()
