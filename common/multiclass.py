@@ -15,7 +15,7 @@ from common import cli
 
 NUM_CLASSES_HELP = ("classes including the background: 1 or 2 = binary (the original), K > 2 = K-channel "
                     "softmax head on label maps 0..K-1 (default: from the training masks: K when they hold "
-                    "integer labels 0..K-1 with some label in 2..254, else 2)")
+                    "integer labels 0..K-1 with K - 1 in 2..63, else 2)")
 
 
 def add_num_classes_arguments(parser, default_loss):
@@ -46,11 +46,15 @@ def label_values(masks, chunk=64):
     return {int(v) for v in np.flatnonzero(counts)}
 
 
+MAX_INFERRED_CLASSES = 64
+
+
 def infer_num_classes(masks):
-    """2 (binary) for 0/1 or 0/255 masks and soft masks; K = max label + 1 for integer label maps whose labels
-    are not 0/1 and do not include 255 (so K > 2)."""
+    """2 (binary) for 0/1 or 0/255 masks and soft masks (non-integer values, or 0..255 values of resized 0/255
+    masks); K = max label + 1 for integer label maps whose labels are not only 0/1 and stay below
+    ``MAX_INFERRED_CLASSES`` (64; more classes: pass ``--num-classes``)."""
     values = label_values(masks)
-    if values is None or values <= {0, 1} or 255 in values:
+    if values is None or values <= {0, 1} or max(values) >= MAX_INFERRED_CLASSES:
         return 2
     return max(values) + 1
 

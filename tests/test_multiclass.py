@@ -226,3 +226,71 @@ def test_small_model_learns_three_shapes():
     assert np.nan_to_num(majority["mean"]["dice"]) == 0.0
     assert scores["mean"]["dice"] > 0.6, scores
     assert min(scores["classes"][c]["dice"] for c in (1, 2, 3)) > 0.4, scores
+
+
+# ---- task scripts: --num-classes from the data, per-class evaluation ----------------------------------------------
+
+def _error_line(main, argv):
+    from tests._cli import error_line
+
+    return error_line(main, argv)
+
+
+def test_infer_and_resolve_num_classes():
+    from common.errors import UserError
+    from common.multiclass import infer_num_classes, resolve_num_classes
+
+    rng = np.random.default_rng(0)
+    binary = (rng.random((3, 8, 8)) > 0.5).astype(np.uint8)
+    assert infer_num_classes(binary) == 2 and infer_num_classes(binary * 255) == 2
+    for top in (255, 254):  # soft 0..255 masks (resized 0/255 ones), with or without 255 itself
+        assert infer_num_classes(rng.integers(0, top + 1, (3, 8, 8)).astype(np.uint8)) == 2
+    assert infer_num_classes(rng.random((3, 8, 8)).astype(np.float32)) == 2  # soft 0..1 masks
+    labels = rng.integers(0, 4, (130, 8, 8)).astype(np.uint8)  # more than one chunk
+    assert infer_num_classes(labels) == 4 and infer_num_classes(labels.astype(np.float32)) == 4
+    assert resolve_num_classes(None, labels) == 4 and resolve_num_classes(6, labels) == 6
+    assert resolve_num_classes(1, labels) == 1 and resolve_num_classes(2, binary * 255) == 2
+    with pytest.raises(UserError, match="--num-classes: 3 classes need masks with integer labels 0..2, the "
+                                        "training masks hold labels up to 3"):
+        resolve_num_classes(3, labels)
+    with pytest.raises(UserError, match="labels up to 255"):
+        resolve_num_classes(4, binary * 255)
+
+
+def _skin_label_arrays(work, size=16):
+    """A prepared-looking skin_lesion work folder whose masks are label maps 0..3 (np.save, not the code)."""
+    work.mkdir(parents=True)
+    for split, n, seed in (("train", 16, 0), ("val", 4, 1), ("test", 4, 2)):
+        x, y = multiclass_shapes(n, size=size, channels=3, seed=seed)
+        np.save(work / f"data_{split}.npy", (x * 255).astype(np.uint8))
+        np.save(work / f"mask_{split}.npy", y)
+
+
+def test_skin_lesion_trains_and_evaluates_label_maps(tmp_path, monkeypatch):
+    import json
+
+    from skin_lesion import evaluate, train_isic18
+
+    work, out = tmp_path / "work", tmp_path / "out"
+    _skin_label_arrays(work)
+    monkeypatch.setattr("common.cli.repo_path", lambda *parts: tmp_path.joinpath(*parts))
+    assert "3 classes need masks with integer labels 0..2" in _error_line(
+        train_isic18.main, ["--work-dir", str(work), "--num-classes", "3", "--model", "bcdu_unet"])
+    assert "--restarts: applies to the original's binary head" in _error_line(
+        train_isic18.main, ["--work-dir", str(work), "--model", "bcdu_unet", "--restarts", "1"])
+    train_isic18.main(["--work-dir", str(work), "--model", "bcdu_unet", "--epochs", "1", "--batch-size", "4",
+                       "--seed", "0", "--verbose", "0", "--multiclass-loss", "ce_dice"])
+    run = tmp_path / "weights" / "skin_lesion" / "bcdu_unet_batch4_classes4_ce_dice"  # K read from the masks
+    state = json.loads((run / "state.json").read_text())
+    assert state["settings"]["num_classes"] == 4 and state["settings"]["multiclass_loss"] == "ce_dice"
+    assert train_isic18.run_name("bcdu_unet") == "bcdu_unet"  # binary names unchanged
+    assert evaluate.main(["--work-dir", str(work), "--run-dir", str(run), "--out-dir", str(out), "--quiet"]) == 0
+    assert np.load(out / "pred_test.npy").shape == (4, 16, 16, 4)
+    labels = np.load(out / "labels_test.npy")
+    truth = np.load(work / "mask_test.npy")
+    expected = multiclass_scores(truth, labels, 4)
+    rows = json.loads((out / "scores.json").read_text())
+    assert [r["class"] for r in rows] == ["1", "2", "3", "mean (foreground)"]
+    for row, c in zip(rows, (1, 2, 3)):
+        assert row["dice"] == pytest.approx(expected["classes"][c]["dice"], nan_ok=True)
+    assert (out / "overlay.png").is_file() and (out / "multiclass.json").is_file()
