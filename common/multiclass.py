@@ -24,9 +24,10 @@ def add_num_classes_arguments(parser, default_loss):
     from common.losses import MULTICLASS_LOSSES
 
     parser.add_argument("--num-classes", type=int, default=None, help=NUM_CLASSES_HELP)
+    default = default_loss or "the multi-class form of --loss"
     parser.add_argument("--multiclass-loss", choices=MULTICLASS_LOSSES, default=default_loss,
-                        help="loss when --num-classes > 2: ce = categorical cross-entropy, dice = soft Dice "
-                             "averaged over the foreground classes, ce_dice = their sum (default: %(default)s)")
+                        help=f"loss when --num-classes > 2: ce = categorical cross-entropy, dice = soft Dice "
+                             f"averaged over the foreground classes, ce_dice = their sum (default: {default})")
 
 
 def label_values(masks, chunk=64):

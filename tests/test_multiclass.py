@@ -294,3 +294,38 @@ def test_skin_lesion_trains_and_evaluates_label_maps(tmp_path, monkeypatch):
     for row, c in zip(rows, (1, 2, 3)):
         assert row["dice"] == pytest.approx(expected["classes"][c]["dice"], nan_ok=True)
     assert (out / "overlay.png").is_file() and (out / "multiclass.json").is_file()
+
+
+def test_fingernail_trains_and_evaluates_label_maps(tmp_path, monkeypatch):
+    import json
+
+    from fingernail import evaluate, train
+
+    study = tmp_path / "work" / "labels"
+    study.mkdir(parents=True)
+    for split, n, seed in (("train", 8, 0), ("test", 4, 1)):
+        x, y = multiclass_shapes(n, size=32, channels=3, seed=seed)
+        np.save(study / f"x_{split}.npy", (x * 255).astype(np.uint8))
+        np.save(study / f"y_{split}.npy", y[..., None])
+    (study / "split.json").write_text(json.dumps({"rows": 32, "cols": 32}))
+    monkeypatch.setattr("common.cli.repo_path", lambda *parts: tmp_path.joinpath(*parts))
+    common = ["--work-dir", str(tmp_path / "work"), "--study", "labels", "--epochs", "1"]
+    train.main(common + ["--verbose", "0"])
+    run = (tmp_path / "weights" / "fingernail" / "unet2d_8_128"
+           / "Fingernail_labels_Unet_8x128_DICE_EP1_BS2_32x32_CLASSES4")  # K from the masks, ce_dice for bce_dice
+    state = json.loads((run / "state.json").read_text())
+    assert state["monitor"] == "val_foreground_dice" and state["settings"]["num_classes"] == 4
+    assert state["settings"]["multiclass_loss"] == "ce_dice"
+    assert train.run_id("dataset1", "unet2d_8_128", "bce", 220, 2, 160, 192) == \
+        "Fingernail_dataset1_Unet_8x128_BCE_EP220_BS2_160x192"  # binary ids unchanged
+    assert train.run_id("d", "unet2d_8_128", "bce", 1, 2, 32, 32, num_classes=3, multiclass_loss="dice") == \
+        "Fingernail_d_Unet_8x128_BCE_EP1_BS2_32x32_CLASSES3_ML-dice"
+    row = evaluate.main(common + ["--quiet"])  # the default run folder, found with K read from the masks
+    out = tmp_path / "work" / "results" / run.name
+    labels = np.load(out / "labels_test.npy")
+    expected = multiclass_scores(np.load(study / "y_test.npy")[..., 0], labels, 4)
+    assert row["num_classes"] == 4
+    assert row["mean foreground Dice"] == pytest.approx(expected["mean"]["dice"], nan_ok=True)
+    rows = json.loads((out / "scores.json").read_text())
+    assert [r["class"] for r in rows] == ["1", "2", "3", "mean (foreground)"]
+    assert (out / "run.json").is_file() and (out / "overlay.png").is_file()
