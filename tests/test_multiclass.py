@@ -329,3 +329,33 @@ def test_fingernail_trains_and_evaluates_label_maps(tmp_path, monkeypatch):
     rows = json.loads((out / "scores.json").read_text())
     assert [r["class"] for r in rows] == ["1", "2", "3", "mean (foreground)"]
     assert (out / "run.json").is_file() and (out / "overlay.png").is_file()
+
+
+def test_ultrasound_nerve_trains_on_label_maps_and_writes_palette_pngs(tmp_path, monkeypatch):
+    import json
+
+    from ultrasound_nerve import train
+
+    work = tmp_path / "work"
+    work.mkdir()
+    x, y = multiclass_shapes(10, size=64, seed=0)
+    np.save(work / "imgs_train.npy", (x[..., 0] * 255).astype(np.uint8))
+    np.save(work / "imgs_mask_train.npy", y)
+    np.save(work / "imgs_test.npy", (x[:3, ..., 0] * 255).astype(np.uint8))
+    np.save(work / "imgs_id_test.npy", np.array([1, 2, 3], np.int32))
+    # nearest-neighbour label resizing never invents a label between two classes (bilinear would)
+    small = train.preprocess_labels(y, 32)[..., 0]
+    np.testing.assert_array_equal(small, y[:, ::2, ::2])  # cv2's nearest samples the even rows/cols at 1/2
+    monkeypatch.setattr("common.cli.repo_path", lambda *parts: tmp_path.joinpath(*parts))
+    train.main(["--work-dir", str(work), "--epochs", "1", "--batch-size", "4", "--img-size", "32", "--seed", "0",
+                "--verbose", "0"])
+    run = tmp_path / "weights" / "ultrasound_nerve" / "nerve_unet_batch4_size32_classes4"
+    state = json.loads((run / "state.json").read_text())
+    assert state["settings"]["num_classes"] == 4 and state["settings"]["multiclass_loss"] == "dice"
+    assert train.run_name() == "nerve_unet"  # binary names unchanged
+    pred = np.load(work / "imgs_mask_test.npy")
+    assert pred.shape == (3, 32, 32, 4)
+    for i in (1, 2, 3):
+        with Image.open(work / "preds" / f"{i}_pred.png") as image:
+            assert image.mode == "P"
+            np.testing.assert_array_equal(np.array(image), pred[i - 1].argmax(-1))
