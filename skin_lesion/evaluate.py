@@ -281,7 +281,12 @@ def main(argv=None):
         raise cli.option_error("--bidirectional", "needs a model with ConvLSTM fusions (not bcdu_unet)")
     if args.init_weights and (args.run_dir or args.weights != "best"):
         raise cli.option_error("--init-weights", "evaluates that file: leave out --run-dir and --weights")
-    run_dir = args.run_dir or default_run_dir(args.model, args.bidirectional)
+    if not args.run_dir and not args.init_weights:  # train_isic18.py's default folder names K > 2 classes
+        from common.multiclass import infer_num_classes
+
+        classes = infer_num_classes(load_split(args.work_dir, "train")[1])
+    run_dir = args.run_dir or default_run_dir(args.model, args.bidirectional,
+                                              num_classes=2 if args.init_weights else classes)
     named = Path(args.init_weights.name.split(".")[0]) if args.init_weights else run_dir
     out_dir = args.out_dir or args.work_dir / "results" / out_name(named, args.weights, args.raw_input, args.tta)
     scores = evaluate(run_dir, args.work_dir, out_dir, args.weights, args.raw_input, args.batch_size,
