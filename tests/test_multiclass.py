@@ -359,3 +359,23 @@ def test_ultrasound_nerve_trains_on_label_maps_and_writes_palette_pngs(tmp_path,
         with Image.open(work / "preds" / f"{i}_pred.png") as image:
             assert image.mode == "P"
             np.testing.assert_array_equal(np.array(image), pred[i - 1].argmax(-1))
+
+
+def test_lung_trains_label_map_targets(tmp_path, monkeypatch):
+    import json
+
+    from lung import train_lung
+    from lung.prepare_data import OUTPUTS
+
+    work = tmp_path / "work"
+    work.mkdir()
+    x, y = multiclass_shapes(10, size=16, seed=0)
+    np.save(work / f"{OUTPUTS['image'][0]}.npy", (x[..., 0] * 255).astype(np.float32))
+    np.save(work / f"{OUTPUTS['target'][0]}.npy", y)
+    monkeypatch.setattr("common.cli.repo_path", lambda *parts: tmp_path.joinpath(*parts))
+    run = train_lung.main(["--work-dir", str(work), "--model", "bcdu_net_d1", "--epochs", "1", "--batch-size", "4",
+                           "--verbose", "0", "--multiclass-loss", "dice"])
+    assert run.name == "bcdu_net_d1_epochs1_batch4_classes4_dice"
+    state = json.loads((run / "state.json").read_text())
+    assert state["settings"]["num_classes"] == 4 and state["settings"]["multiclass_loss"] == "dice"
+    assert train_lung.run_name("bcdu_net_d3") == "bcdu_net_d3"
