@@ -69,7 +69,7 @@ def resolve_num_classes(option, masks, option_name="--num-classes"):
         raise cli.option_error(option_name, f"must be 1 or more, got {option}")
     if option > 2:
         values = label_values(masks)
-        if values is None or max(values) >= option:
+        if values is None or max(values, default=0) >= option:
             found = "soft (non-integer) values" if values is None else f"labels up to {max(values)}"
             raise cli.option_error(option_name, f"{option} classes need masks with integer labels 0..{option - 1}, "
                                                 f"the training masks hold {found}")
