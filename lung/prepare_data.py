@@ -339,10 +339,13 @@ def _own_case(pair, *, slice_axis, foreground, label_colours):
     where = pair.image[0]
     if len(pair.image) > 1:
         raise DataLayoutError(f"{where}: the case has {len(pair.image)} channel files; lung takes one CT channel")
+    if pair.volume:
+        shape = tuple(_load(where, data=False).shape)
+        if len(shape) != 3:
+            raise ImageReadError(f"{where}: expected a 3-D volume (slices, rows, cols in some order), got shape "
+                                 f"{shape}")
     image, lung = read_pair(pair, mode="gray", binary=True, foreground=foreground, label_colours=label_colours)
     if pair.volume:
-        if image.ndim != 3:
-            raise ImageReadError(f"{where}: expected a 3-D volume, got shape {image.shape}")
         check_finite(image, where)
         zooms = voxel_spacing(where)
         spacing = [zooms[slice_axis]] + [z for axis, z in enumerate(zooms) if axis != slice_axis]
