@@ -82,18 +82,17 @@ from common import cli
 from common.data.io import DataLayoutError, ImageReadError, atomic_path, open_npy_writer
 from common.data.pairs import add_own_data_arguments, load_own_data, read_pair, split_pairs, write_split
 from common.errors import UserError
+from lung.task import INFERENCE, INPUT, OWN_DATA
 
-SLICE_SIZE = 512
-HU_RANGE = (-512, 512)
-EROSION_SIZE, FILL_SIZE = 15, 5
+SLICE_SIZE = INPUT["size"]  # task.py
+HU_RANGE = INPUT["hu_range"]  # task.py
+EROSION_SIZE, FILL_SIZE = INFERENCE["erosion_size"], INFERENCE["fill_size"]  # task.py
 TRAIN_FRACTION = 0.7
-LUNG_VALUE = 255
+LUNG_VALUE = INFERENCE["mask_value"]  # task.py
 DEFAULT_DATA = cli.repo_path("data", "lung")
 DEFAULT_WORK = cli.repo_path("work", "lung")
-# own data (--images/--masks, --nnunet-dataset): of the original's slices 30 % test, 70 % x 20 % = 14 % validation
-OWN_DATA = {"val_fraction": 0.14, "test_fraction": 0.3, "group_by": None, "mode": "gray"}
-# 2-D slices, default grouping: the relative path without the trailing slice number (folder and name)
-SLICE_GROUP = r"^(.+?)[-_. ]*\d+$"
+# own data (task.py OWN_DATA): 2-D slices are grouped by the relative path without the trailing slice number
+SLICE_GROUP = OWN_DATA["slice_group"]
 # output name -> (part, dtype); part 0 = train, 1 = test
 OUTPUTS = {"image": ("data_train", "data_test", np.float32), "lung": ("mask_train", "mask_test", np.uint8),
            "target": ("Train_maska", "Test_maska", np.uint8), "fov": ("FOV_tr", "FOV_te", np.uint8)}
@@ -500,7 +499,7 @@ def build_parser():
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a prepared dataset already in --work-dir (default: refuse)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.add_argument("--slice-axis", type=int, choices=(0, 1, 2), default=0,
+    parser.add_argument("--slice-axis", type=int, choices=(0, 1, 2), default=OWN_DATA["slice_axis"],
                         help="own NIfTI volumes: the array axis of the slices as nibabel reads the file (default: "
                              "%(default)s, as the Kaggle volumes; 2 for (x, y, z) axial volumes)")
     parser.add_argument("--seed", type=int, default=0,

@@ -54,18 +54,16 @@ from PIL import Image
 from tqdm import tqdm
 
 from common import cli
-from common.data.io import DataLayoutError, atomic_path, list_images, pair_files, read_image
+from common.data.io import DataLayoutError, atomic_path, list_images, pair_files, read_image, warn_orientation
 from common.data.pairs import add_own_data_arguments, load_own_data, read_pair, split_pairs, write_split
 from common.data.synthetic import ISIC_IMAGE_DIR, ISIC_MASK_DIR
+from skin_lesion.task import INPUT, OWN_DATA  # OWN_DATA: the own-data split defaults
 
-SIZE = 256
+SIZE = INPUT["size"]  # the network side (task.py)
 SPLITS = (("train", 1815), ("val", 259), ("test", 520))
 MASK_SUFFIX = "_segmentation"
 DEFAULT_DATA = cli.repo_path("data", "isic2018")
 DEFAULT_WORK = cli.repo_path("work", "skin_lesion")
-# own data (--images/--masks, --nnunet-dataset): the original's 259/2594 and 520/2594 to 4 digits (on 2,594
-# photos they give its 1815/259/520 split sizes)
-OWN_DATA = {"val_fraction": 0.0998, "test_fraction": 0.2005, "group_by": None, "mode": "rgb"}
 
 
 def resize(array, size=SIZE):
@@ -170,6 +168,7 @@ def prepare(data_dir=DEFAULT_DATA, work_dir=DEFAULT_WORK, size=SIZE, splits=SPLI
         specs[work_dir / f"data_{name}.npy"] = ((stop - start, size, size, 3), np.uint8)
         specs[work_dir / f"mask_{name}.npy"] = ((stop - start, size, size), np.uint8)
     summary = {"size": size, "splits": {name: [p[0].stem for p in pairs[start:stop]] for name, start, stop in bounds}}
+    warn_orientation([p for pair in pairs for p in pair], applied=False, reader="scipy.misc.imread (PIL)")
     with contextlib.ExitStack() as stack:  # split.json is renamed into place after the arrays, or not at all
         split_tmp = stack.enter_context(atomic_path(work_dir / "split.json"))
         streams = stack.enter_context(npy_streams(specs))
@@ -177,7 +176,7 @@ def prepare(data_dir=DEFAULT_DATA, work_dir=DEFAULT_WORK, size=SIZE, splits=SPLI
         for name, start, stop in bounds:
             images, masks = streams[work_dir / f"data_{name}.npy"], streams[work_dir / f"mask_{name}.npy"]
             for image_path, mask_path in pairs[start:stop]:
-                image, mask = read_image(image_path, "rgb"), read_image(mask_path, "gray")
+                image, mask = read_image(image_path, "rgb", exif=False), read_image(mask_path, "gray", exif=False)
                 if mask.shape != image.shape[:2]:
                     raise DataLayoutError(f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but its "
                                           f"image is {image.shape[1]}x{image.shape[0]}")
@@ -208,6 +207,8 @@ def prepare_own(dataset, work_dir=DEFAULT_WORK, size=SIZE, *, val_fraction=OWN_D
               f"is drawn from imagesTr (--test-fraction); run skin_lesion/predict.py on imagesTs", file=sys.stderr)
     split = split_pairs([p.name for p in dataset.pairs], val_fraction=val_fraction, test_fraction=test_fraction,
                         seed=seed, group_by=group_by)
+    warn_orientation([f for p in dataset.pairs for f in (*p.image, p.mask) if not p.volume], applied=False,
+                     reader="scipy.misc.imread (PIL)")
     by_name = {p.name: p for p in dataset.pairs}
     work_dir = Path(work_dir)
     specs = {}
