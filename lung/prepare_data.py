@@ -506,6 +506,10 @@ def build_parser():
                         help="seed of the own-data split (--images/--nnunet-dataset; default: %(default)s)")
     add_own_data_arguments(parser, val_fraction=OWN_DATA["val_fraction"], test_fraction=OWN_DATA["test_fraction"],
                            group_by=OWN_DATA["group_by"])
+    parser._option_string_actions["--group-by"].help = (
+        "cases whose file name gives the same regex group 1 stay on one side of the split (default: each volume "
+        "its own group; 2-D slices grouped by their folder and name without the trailing number, so vol1/012.png "
+        "and case3_slice012.png belong to vol1/ and case3_slice)")
     return parser
 
 
