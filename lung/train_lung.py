@@ -7,7 +7,9 @@ Adam(lr 1e-4, eps 1e-7), accuracy as metric, batch 2, 50 epochs, shuffled every 
 training slices as validation (Keras ``validation_split``), the best checkpoint on val_loss and
 ReduceLROnPlateau(val_loss, factor 0.1, patience 7, min_delta 1e-4). The run folder (default
 ``weights/lung/<model>``) gets ``best.keras`` (the original's ``weight_lung``), ``last.keras``,
-``history.csv`` (the original's ``hist_lung`` pickle) and training curves.
+``history.csv`` (the original's ``hist_lung`` pickle) and training curves. Data prepared from your own
+volumes or slices (prepare_data.py ``--images`` / ``--nnunet-dataset``) is validated on its validation cases'
+slices, stored last in the train arrays (``n_val`` in split.json), instead of the last ``--val-split``.
 
 A run folder that already holds a run is refused (``--resume`` continues it, ``--overwrite`` replaces it);
 every option that changes the network or the recipe is part of the default folder's name, so two variants
@@ -35,7 +37,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 from common import cli
 from common.legacy_weights import add_init_weights_argument
 from common.run_options import add_run_arguments
-from lung.prepare_data import DEFAULT_WORK, load_arrays
+from lung.prepare_data import DEFAULT_WORK, load_arrays, read_summary
 from lung.task import MODELS, RECIPE  # noqa: F401  (MODELS: the networks, one place)
 
 EPOCHS, BATCH_SIZE, LR, VAL_SPLIT = (RECIPE[k] for k in ("epochs", "batch_size", "lr", "val_split"))  # task.py
@@ -98,6 +100,17 @@ def scale_images(xb, yb):
     return np.asarray(xb, np.float32) / 255.0, yb
 
 
+def own_val_count(work_dir):
+    """The number of validation slices at the end of the train arrays of an own-data folder (split.json's
+    ``n_val``, written by prepare_data.py for --images/--nnunet-dataset), or None (the Kaggle layout: the
+    last ``--val-split`` validates, as the original's Keras ``validation_split``)."""
+    path = Path(work_dir) / "split.json"
+    if not path.is_file():
+        return None
+    n_val = read_summary(work_dir).get("n_val")
+    return None if n_val is None else int(n_val)
+
+
 def train(work_dir, run_dir, model_name="bcdu_net_d3", bidirectional=False, epochs=EPOCHS, batch_size=BATCH_SIZE,
           lr=LR, val_split=VAL_SPLIT, seed=None, resume=False, verbose=1, strategy="default", overwrite=False,
           mixed_precision="off", jit_compile=False, init_weights=None, data_workers=1, num_classes=None,
@@ -127,7 +140,12 @@ def train(work_dir, run_dir, model_name="bcdu_net_d3", bidirectional=False, epoc
     if multiclass and init_weights is not None:
         raise cli.option_error("--init-weights", f"the authors' checkpoint has the binary head, not {num_classes} "
                                                  f"classes")
-    (x_tr, y_tr), (x_val, y_val) = split_last(val_split, x, y)
+    n_val = own_val_count(work_dir)
+    if n_val is None:
+        (x_tr, y_tr), (x_val, y_val) = split_last(val_split, x, y)
+    else:  # own data: the validation cases' slices are the last n_val (split.json), not the last val_split
+        (x_tr, y_tr), (x_val, y_val) = (x[:len(x) - n_val], y[:len(y) - n_val]), (x[len(x) - n_val:],
+                                                                                  y[len(y) - n_val:])
     if seed is not None:
         keras.utils.set_random_seed(seed)  # before the weights are initialised (fit() seeds again)
     set_precision(mixed_precision)  # before the model is built
@@ -143,7 +161,8 @@ def train(work_dir, run_dir, model_name="bcdu_net_d3", bidirectional=False, epoc
         else:
             model = compile_model(model, lr, jit_compile)
     settings = {"model": model_name, "bidirectional": bidirectional, "epochs": epochs, "batch_size": batch_size,
-                "lr": lr, "val_split": val_split, "seed": seed, "slice_size": size, "train": len(x_tr),
+                "lr": lr, "val_split": val_split if n_val is None else "split.json n_val", "seed": seed,
+                "slice_size": size, "train": len(x_tr),
                 "validation": len(x_val), "mixed_precision": mixed_precision, "jit_compile": jit_compile,
                 "init_weights": None if init_weights is None else str(init_weights), "num_classes": num_classes,
                 "multiclass_loss": multiclass_loss if multiclass else None}
