@@ -69,7 +69,9 @@ def test_recommendation_when_flags_are_unknown_or_a_gpu_is_visible():
 def test_measured_speedup_is_quoted_only_from_a_results_file_of_this_cpu(tmp_path):
     path = tmp_path / "train_step_precision.json"
     assert devices.measured_speedups(path, model="AMD EPYC") == {}  # no file
-    path.write_text(json.dumps({"cpu": "AMD EPYC", "rows": [
+    path.write_text(json.dumps({"cpu": "AMD EPYC", "precision": "float16", "rows": [{"case": "x", "ratio": 2}]}))
+    assert devices.measured_speedups(path, model="AMD EPYC") == {}  # a float16 table is not quoted for bfloat16
+    path.write_text(json.dumps({"cpu": "AMD EPYC", "precision": "bfloat16", "rows": [
         {"case": "nerve_unet", "ratio": 1.91}, {"case": "tdsnet", "ratio": None}]}))
     assert devices.measured_speedups(path, model="Intel(R) Xeon(R) Platinum 8480C") == {}
     measured = devices.measured_speedups(path, model="AMD EPYC")
