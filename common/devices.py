@@ -246,7 +246,7 @@ def measured_speedups(path=PRECISION_RESULTS, model=None):
             results = json.load(f)
     except (OSError, ValueError):
         return {}
-    if model is not None and results.get("cpu") != model:
+    if results.get("precision") != "bfloat16" or (model is not None and results.get("cpu") != model):
         return {}
     return {row["case"]: row["ratio"] for row in results.get("rows", []) if row.get("ratio")}
 
