@@ -42,9 +42,25 @@ MIN_COMPUTE_CAPABILITY = {"float16": (7, 0), "bfloat16": (8, 0)}
 XLA_UNSUPPORTED = {}
 
 
+#: The ``--mixed-precision`` default of the scripts run in this process: ``off`` (the originals' float32).
+#: Only ``demo.py --mixed-precision`` changes it, in the process of each task's demo
+#: (:func:`set_default_precision`); a script run from the command line always starts from ``off``.
+_DEFAULT_PRECISION = "off"
+
+
+def set_default_precision(name):
+    """Make ``name`` (``off``, ``float16``, ``bfloat16``) the ``--mixed-precision`` default of the scripts run
+    in this process from now on (``demo.py --mixed-precision``). Returns the previous default."""
+    global _DEFAULT_PRECISION
+
+    policy_name(name)  # an unknown value is a one-line OptionError
+    previous, _DEFAULT_PRECISION = _DEFAULT_PRECISION, name
+    return previous
+
+
 def add_precision_arguments(parser, jit_compile=True):
     """Add ``--mixed-precision {off,float16,bfloat16}`` (default off) and, if ``jit_compile``, ``--jit-compile``."""
-    parser.add_argument("--mixed-precision", choices=tuple(PRECISIONS), default="off",
+    parser.add_argument("--mixed-precision", choices=tuple(PRECISIONS), default=_DEFAULT_PRECISION,
                         help="Keras mixed-precision policy: off (float32, the original's), float16 "
                              "(mixed_float16, loss-scaled; GPUs of compute capability >= 7.0) or bfloat16 "
                              "(mixed_bfloat16; >= 8.0). Outputs and losses stay float32. Default: %(default)s")
