@@ -14,7 +14,9 @@ Two sections, in one run (``--sections``):
   default the best checkpoint of ``bench/drive_repro.py``'s run; skipped when absent) in both precisions:
   seconds per image, the largest probability difference (inside the FOV and anywhere) and the scores (AUC,
   F1 @0.5, ...) inside the FOV of each, with their differences. A score that moves by more than 0.002 is
-  flagged: keep float32 for evaluation then.
+  flagged: keep float32 for evaluation then. The images are DRIVE's 20 training images, 16 of which
+  drive_repro's checkpoint was trained on: the scores compare the two precisions, they are not a held-out
+  result (drive_repro.py's held-out scores are in retina_vessel/README.md).
 
 The table is printed and written to ``--out`` (JSON, default ``bench/results/inference.json``; never
 replaced without ``--overwrite``). Run it alone on an idle machine: times of a shared machine mean little.

@@ -25,7 +25,7 @@ printed and written as JSON to ``--out`` (default ``bench/results/train_step_pre
 adds, per model and precision, the N op types and the N ops that took the most time in 3 profiled steps
 (TensorFlow profiler, times summed over the threads that ran them)::
 
-    python bench/train_step.py --mixed-precision bfloat16                       # every model, ~2 h on 2 cores
+    python bench/train_step.py --mixed-precision bfloat16                       # every model (hours on 2 cores)
     python bench/train_step.py --mixed-precision bfloat16 --models nerve_unet bcdu_net_d3@64 --profile 15
 """
 
