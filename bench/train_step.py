@@ -269,10 +269,10 @@ def main(argv=None):
     parser.add_argument("--path", choices=("naive", "ours"), help=argparse.SUPPRESS)
     parser.add_argument("--precision", default="off", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    for option, value in (("--steps", args.steps), ("--epochs", args.epochs - 1), ("--profile", args.profile + 1)):
-        if value < 1:
-            parser.error(f"{option}: too small ({value if option != '--epochs' else args.epochs}); "
-                         "--steps >= 1, --epochs >= 2, --profile >= 0")
+    for option, value, minimum in (("--steps", args.steps, 1), ("--epochs", args.epochs, 2),
+                                   ("--profile", args.profile, 0)):
+        if value < minimum:
+            parser.error(f"{option}: expected a whole number >= {minimum}, got {value}")
     if args.one:
         print("RESULT " + json.dumps(run_one(args.one, args.steps, args.path, args.epochs,
                                              precision=args.precision, profile=args.profile)))
@@ -390,7 +390,11 @@ def _print_row(r, rate):
           f"{r['peak_rss_gb']:.1f} |", flush=True)
 
 
-if __name__ == "__main__":
-    from common import cli
+def _run_cli():
+    from common import cli  # inside a function: bench/gpu.py imports this module without the CLI's modules
 
-    sys.exit(cli.run(main))
+    return cli.run(main)
+
+
+if __name__ == "__main__":
+    sys.exit(_run_cli())
