@@ -170,6 +170,52 @@ def write_image(path, array):
         Image.fromarray(array).save(tmp, format=fmt)
 
 
+#: Default label-map palette: background black, then well separated colours (class 1 red, 2 green, 3 blue, ...).
+LABEL_PALETTE = ((0, 0, 0), (230, 25, 75), (60, 180, 75), (0, 130, 200), (255, 225, 25), (245, 130, 48),
+                 (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128),
+                 (220, 190, 255), (170, 110, 40), (255, 250, 200), (128, 0, 0), (170, 255, 195), (128, 128, 0),
+                 (255, 215, 180), (0, 0, 128), (128, 128, 128))
+
+
+def label_palette(num_colors, palette=None):
+    """``num_colors`` RGB triples: ``palette`` (a sequence of (R, G, B)) or :data:`LABEL_PALETTE`, and for labels
+    beyond it distinct colours spread over the hue circle."""
+    import colorsys
+
+    colors = [tuple(int(v) for v in c) for c in (LABEL_PALETTE if palette is None else palette)]
+    if any(len(c) != 3 or not all(0 <= v <= 255 for v in c) for c in colors):
+        raise ValueError("palette must be a sequence of (R, G, B) triples of 0..255")
+    for i in range(len(colors), num_colors):
+        r, g, b = colorsys.hsv_to_rgb((i * 0.618034) % 1.0, 0.75, 0.95)
+        colors.append((int(255 * r), int(255 * g), int(255 * b)))
+    return colors
+
+
+def write_label_map(path, labels, palette=None):
+    """Write an integer label map (H, W) (or (H, W, 1)), values 0..255, as a palette PNG: the file holds the
+    labels themselves (``np.array(PIL.Image.open(path))`` gives them back; ``read_image`` would give
+    the colours) and any image viewer shows them in colour (``palette``: (R, G, B) per label, default
+    :data:`LABEL_PALETTE`, background black). Atomic (:func:`atomic_path`).
+    """
+    path = Path(path)
+    labels = np.asarray(labels)
+    if labels.ndim == 3 and labels.shape[-1] == 1:
+        labels = labels[..., 0]
+    if labels.ndim != 2:
+        raise ValueError(f"write_label_map expects an (H, W) label map, got shape {labels.shape}")
+    if labels.dtype.kind not in "iub" or (labels.size and (labels.min() < 0 or labels.max() > 255)):
+        raise ValueError("write_label_map expects integer labels 0..255")
+    if path.suffix.lower() != ".png":
+        raise ValueError(f"{path}: a label map is written as .png")
+    colors = label_palette(int(labels.max()) + 1 if labels.size else 1, palette)
+    labels = np.ascontiguousarray(labels, dtype=np.uint8)
+    image = Image.frombytes("P", (labels.shape[1], labels.shape[0]), labels.tobytes())
+    image.putpalette([v for c in colors[:256] for v in c])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
+
+
 def _umask():
     with _UMASK_LOCK:
         umask = os.umask(0o022)
