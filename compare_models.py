@@ -133,6 +133,18 @@ def find_task(data, task_name=None):
     return found[0]
 
 
+def check_binary(data, path, chunk=1024):
+    """``UserError`` when the masks hold more than the labels 0 and 1 (a multi-class dataset)."""
+    import numpy as np
+
+    for part in ("train", "val", "test"):
+        masks = data[part][1]
+        top = max(int(np.asarray(masks[i:i + chunk]).max(initial=0)) for i in range(0, len(masks), chunk))
+        if top > 1:
+            raise UserError(f"{path}: the {part} masks hold labels up to {top}; compare_models.py compares binary "
+                            f"segmentation: prepare the data with one foreground (--foreground)")
+
+
 def study_of(task, data):
     """The study name the PAPER table is keyed by (fingernail: split.json's datasets joined by +)."""
     info = data.get("info") or {}
@@ -573,6 +585,7 @@ def main(argv=None):
     print(f"{args.data}: a prepared {task.NAME} dataset; loading it once for every model", flush=True)
     data = task.load_prepared(args.data)
     shape = tuple(int(s) for s in data["train"][0].shape[1:])
+    check_binary(data, args.data)
     skipped = {m: r for m in models if (r := skip_reason(m, shape))}
     chosen = [m for m in models if m not in skipped]
     check_fit(chosen, shape)

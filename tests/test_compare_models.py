@@ -154,6 +154,12 @@ def _bad_inputs(study, tmp_path):
         np.save(odd / f"x_{part}.npy", rng.integers(0, 256, (n, 24, 24, 3), dtype=np.uint8))
         np.save(odd / f"y_{part}.npy", rng.integers(0, 2, (n, 24, 24, 1), dtype=np.uint8))
     (odd / "split.json").write_text(json.dumps({"datasets": ["own"]}))
+    labels = tmp_path / "labels"  # a 32x32 study whose masks hold three labels
+    labels.mkdir()
+    for part, n in (("train", 6), ("test", 2)):
+        np.save(labels / f"x_{part}.npy", rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8))
+        np.save(labels / f"y_{part}.npy", rng.integers(0, 3, (n, 32, 32, 1), dtype=np.uint8))
+    (labels / "split.json").write_text(json.dumps({"datasets": ["own"]}))
     common = ["--recipe", "budget", "--epochs", "1"]
     return {
         "unknown model": (["--data", study, "--models", "unet_9000", *common], "unet_9000"),
@@ -165,11 +171,13 @@ def _bad_inputs(study, tmp_path):
         "size does not fit": (["--data", odd, "--models", "bcdu_net_d1", MODELS[0], *common], "divisible by 16"),
         "unknown task": (["--data", study, "--task", "nothing", "--models", MODELS[0], *common], "--task"),
         "only skipped models": (["--data", study, "--models", "tdsnet", *common], "none of them"),
+        "multi-class masks": (["--data", labels, "--models", MODELS[0], *common], "labels up to 2"),
     }
 
 
 @pytest.mark.parametrize("case", ["unknown model", "no prepared dataset", "missing folder", "repeats 0", "epochs 0",
-                                  "minutes 0", "size does not fit", "unknown task", "only skipped models"])
+                                  "minutes 0", "size does not fit", "unknown task", "only skipped models",
+                                  "multi-class masks"])
 def test_bad_input_one_line_nothing_written(study, tmp_path, case):
     argv, expected = _bad_inputs(study, tmp_path)[case]
     out = tmp_path / "out"
