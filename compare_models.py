@@ -84,6 +84,7 @@ PAPER = {
     ("fingernail", "dataset1", "unet2d_res_srnn_32_512"): 0.932680,
     ("fingernail", "dataset1", "unet2d_res_srnn_8_128"): 0.852748,
 }
+DATASET1_LABELLED = 192  # the labelled photos of the real dataset1 (specs/fingernail.md section 4)
 PAPER_SOURCE = ("paper: the fingernail notebook's dataset-1 test Dice (BCE-Dice, last epoch, threshold 0.3, its own "
                 "split of 20 test images; Spatial_RNN_Fingernail, ../shared/specs/fingernail.md section 5)")
 BUDGET = {"optimizer": "adam", "lr": 1e-3, "loss": "bce_dice_image", "batch_size": 8, "shuffle": True,
@@ -146,11 +147,12 @@ def check_binary(data, path, chunk=1024):
 
 
 def study_of(task, data):
-    """The study name the PAPER table is keyed by (fingernail: split.json's datasets joined by +)."""
+    """The study the PAPER table is keyed by, or None: fingernail's real ``dataset1`` is prepare_data.py's
+    benchmark study of that name with its 192 labelled photos (any other data gets no paper number)."""
     info = data.get("info") or {}
-    if task.NAME == "fingernail" and info.get("datasets") and "counts" not in info:
-        return "+".join(info["datasets"])
-    return None
+    if task.NAME != "fingernail" or "counts" in info or info.get("datasets") != ["dataset1"]:
+        return None
+    return "dataset1" if len(info.get("train", [])) + len(info.get("test", [])) == DATASET1_LABELLED else None
 
 
 # ----------------------------------------------------------------------------------------------- the models

@@ -280,3 +280,19 @@ def test_minutes_budget_stops_after_the_epoch_that_reaches_it(study, tmp_path):
     state = json.loads((out / "runs" / MODELS[0] / "seed0" / "state.json").read_text())
     assert state["epoch"] == 1 and state["callbacks"]["TimeBudget"]["elapsed"] == pytest.approx(row["train_seconds"])
     assert "0.001 min" in (out / "comparison.md").read_text()
+
+
+def test_paper_number_only_for_the_real_dataset1(compared):
+    """The paper's dataset-1 Dice stands beside ours only for prepare_data.py's dataset1 of 192 labelled photos."""
+    from fingernail import task as fingernail
+    from skin_lesion import task as skin
+
+    real = {"info": {"datasets": ["dataset1"], "train": ["a"] * 172, "test": ["b"] * 20}}
+    assert compare_models.study_of(fingernail, real) == "dataset1"
+    assert compare_models.PAPER[("fingernail", "dataset1", "unet2d_res_srnn_32_512")] == 0.932680  # spec section 5
+    for other in ({"info": {"datasets": ["dataset1"], "train": ["a"] * 9, "test": ["b"] * 3}},
+                  {"info": {**real["info"], "counts": {"train": 150, "val": 22, "test": 20}}}):
+        assert compare_models.study_of(fingernail, other) is None
+    assert compare_models.study_of(skin, real) is None
+    rows = json.loads((compared / "comparison.json").read_text())["rows"]
+    assert all(r["paper_dice"] is None for r in rows)  # the synthetic study is not the paper's
