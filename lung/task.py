@@ -70,9 +70,65 @@ def postprocess(prob, *, images, erosion_size=INFERENCE["erosion_size"], fill_si
                 min_size=0, keep_largest=0, **context):
     """Around-lung probabilities (S, H, W) and the scaled slices ``images`` (0..255) -> the lung mask (bool):
     ``FOV AND NOT (p > 0.5)``, then the optional 3-D post-processing (``min_size``, ``keep_largest``)."""
-    lung = estimated_lung(prob, body_fov(images, erosion_size, fill_size))
+    fov = context.get("fov")
+    lung = estimated_lung(prob, body_fov(images, erosion_size, fill_size) if fov is None else fov)
     if min_size > 1 or keep_largest > 0:
         from common.postprocess import postprocess_mask
 
         lung = postprocess_mask(lung, min_size=min_size, keep_largest=keep_largest)
     return lung
+
+
+def network_side(h, w):
+    """The square network size for ``h x w`` slices: the next multiple of 8 of the larger side."""
+    return -(-max(h, w) // INPUT["multiple"]) * INPUT["multiple"]
+
+
+def predict_around_lung(network, images, *, tta="none", batch_size=INFERENCE["batch_size"], verbose=False,
+                        **context):
+    """Around-lung probabilities (S, H, W) float32 of scaled slices (S, H, W) 0..255, ``batch_size`` at a time:
+    input ``/ 255`` zero-padded at the bottom/right to the square network side, cropped back (``tta="flip"``:
+    the mean over each slice's flips). ``network``: a NumPy callable (``common.predict.KerasNetwork`` /
+    ``OnnxNetwork``)."""
+    from tqdm import tqdm
+
+    from common.inference import TTA_CHOICES, with_flips
+
+    if tta not in TTA_CHOICES:
+        raise ValueError(f"tta must be one of {TTA_CHOICES}, got {tta!r}")
+    images = np.asarray(images)
+    n, h, w = images.shape
+    side = network_side(h, w)
+
+    def run(x):
+        x = np.pad(x, ((0, 0), (0, side - h), (0, side - w), (0, 0)))
+        return np.asarray(network(x), np.float32)[:, :h, :w]
+
+    if tta == "flip":
+        run = with_flips(run)
+    out = np.empty((n, h, w), np.float32)
+    for i in tqdm(range(0, n, batch_size), desc="slices", disable=not verbose):
+        out[i:i + batch_size] = run((np.asarray(images[i:i + batch_size], np.float32) / 255.0)[..., None])[..., 0]
+    return out
+
+
+def segment(volume, network, *, erosion_size=INFERENCE["erosion_size"], fill_size=INFERENCE["fill_size"],
+            min_size=0, keep_largest=0, **context):
+    """The lung mask of one volume (S, H, W) in HU, as evaluate_performance.py estimates it (leak-free FOV).
+
+    Returns ``{"mask": bool lung after the optional post-processing, "prob": lung score FOV*(1-p) float32,
+    "images": scaled slices float32, "around_lung": p, "fov": body FOV}``.
+    """
+    images = scaled_slices(volume)
+    prob = predict_around_lung(network, images, **context)
+    fov = body_fov(images, erosion_size, fill_size)
+    lung = postprocess(prob, images=images, fov=fov, min_size=min_size, keep_largest=keep_largest)
+    return {"mask": lung, "prob": lung_score(prob, fov).astype(np.float32), "images": images, "around_lung": prob,
+            "fov": fov}
+
+
+def load_keras_network(checkpoint, mixed_precision="off"):
+    """A lung checkpoint as a Keras model (checked to be a lung network; lazy Keras import)."""
+    from lung.segment import load_network
+
+    return load_network(checkpoint=checkpoint, mixed_precision=mixed_precision)

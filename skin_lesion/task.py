@@ -46,3 +46,14 @@ def postprocess(prob, *, shape=None, threshold=INFERENCE["threshold"], **context
     if shape is not None:
         prob = resize_back(prob, shape)
     return np.where(prob > threshold, 255, 0).astype(np.uint8)
+
+
+def segment(image, network, *, raw_input=False, tta="none", threshold=INFERENCE["threshold"], **context):
+    """One RGB photo (H, W, 3) uint8 -> ``{"mask": uint8 0/255 (H, W), "prob": float32 (H, W)}`` (evaluate.py's
+    path at the network's input size, the probabilities resized back bilinearly)."""
+    from common.inference import with_flips
+
+    x = preprocess(image, size=network.input_size[0], raw_input=raw_input)
+    prob = (with_flips(network) if tta == "flip" else network)(x)[0, :, :, 0]
+    prob = resize_back(prob, np.shape(image)[:2])
+    return {"mask": postprocess(prob, threshold=threshold), "prob": prob}

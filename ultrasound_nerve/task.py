@@ -66,3 +66,37 @@ def postprocess(prob, *, shape, threshold=INFERENCE["threshold"], min_pixels=INF
     if mask.sum() < min_pixels:  # submission.py's rule: tiny predictions are submitted empty
         mask[:] = False
     return np.where(mask, 255, 0).astype(np.uint8)
+
+
+def read_stats(folder):
+    """The ``norm_stats.json`` (mean, std, img_size) of a run folder; ``UserError`` when it is missing."""
+    import json
+    from pathlib import Path
+
+    from common.errors import UserError
+
+    path = Path(folder) / INPUT["stats_file"]
+    if not path.is_file():
+        raise UserError(f"{path}: not found; the nerve network needs its training mean/std: give the --run-dir "
+                        f"of the training run (train.py writes it there)")
+    stats = json.loads(path.read_text())
+    if not {"mean", "std", "img_size"} <= set(stats) or not stats["std"] > 0:
+        raise UserError(f"{path}: expected mean, std > 0 and img_size, got {stats}")
+    return stats
+
+
+def run_context(run_dir, **options):
+    """The run's own preprocessing: its training mean/std (norm_stats.json), unless ``options`` give them."""
+    return {} if {"mean", "std", "img_size"} <= set(options) else read_stats(run_dir)
+
+
+def segment(frame, network, *, mean, std, img_size=INPUT["size"], tta="none", **context):
+    """One grey frame (H, W) uint8 -> ``{"mask": uint8 0/255 (H, W), "prob": float32 (s, s) at the network's
+    size}`` (train.py's test prediction, then submission.py's rule; ``context``: postprocess's options)."""
+    from common.inference import with_flips
+
+    frame = np.asarray(frame)
+    x = preprocess(frame, mean=mean, std=std, img_size=img_size)
+    prob = (with_flips(network) if tta == "flip" else network)(x)[0, :, :, 0]
+    options = {k: context[k] for k in ("threshold", "min_pixels", "min_size", "keep_largest") if k in context}
+    return {"mask": postprocess(prob, shape=frame.shape[:2], **options), "prob": prob}
