@@ -269,6 +269,7 @@ def _main_onnx(args):
 
     task, model, checkpoint, run_context = load_keras_model(args.model or args.run_dir, task=args.task,
                                                             weights=args.weights)
+    run_context.pop("weights", None)
     if args.input_size is not None:
         model = rebuilt_for_shape(model, (*args.input_size, model.inputs[0].shape[-1]))
     context = {**getattr(task, "INFERENCE", {}), **run_context}

@@ -482,14 +482,15 @@ def segmenter_from_model(model, task, *, batch_size=None, source=None, **options
     return Segmenter(task, KerasNetwork(model, batch), options, source)
 
 
-def load_segmenter(path, *, task=None, weights="best", mixed_precision="off", **options):
+def load_segmenter(path, *, task=None, weights=None, mixed_precision="off", **options):
     """A :class:`Segmenter` from a run folder, a ``.keras`` file or an ``.onnx`` file (+ its preprocessing.json).
 
     Args:
         path: training run folder (its ``<weights>.keras``), a ``.keras`` checkpoint, or an exported ``.onnx``.
         task: the task name; found from preprocessing.json (ONNX) or the path (``weights/<task>/...``) if left
             out. A model of another task than ``task`` is a ``UserError``.
-        weights: ``best`` or ``last`` checkpoint of a run folder.
+        weights: ``best`` or ``last`` checkpoint of a run folder (default: the task's, ``best`` but for
+            fingernail, whose original reports its last epoch).
         mixed_precision: ``off``, ``float16``, ``bfloat16`` (Keras models only).
         options: the task's inference options (``tta="flip"``, ``threshold=``, ``inference="overlap"``, ...);
             the run's own preprocessing statistics (e.g. the nerve run's norm_stats.json) are read from the run.
@@ -518,7 +519,7 @@ def load_segmenter(path, *, task=None, weights="best", mixed_precision="off", **
     return segmenter_from_model(model, module, source=checkpoint, **{**run_context, **options})
 
 
-def load_keras_model(path, *, task=None, weights="best", mixed_precision="off", **options):
+def load_keras_model(path, *, task=None, weights=None, mixed_precision="off", **options):
     """``(task module, keras model, checkpoint, run context)`` of a run folder or ``.keras`` file: the task from
     ``task`` or the path, the checkpoint by the task's rule (``<weights>.keras``, or its ``checkpoint_of``),
     the model by the task's loader, the run's own preprocessing (``run_context``: e.g. norm_stats.json)."""
@@ -529,6 +530,7 @@ def load_keras_model(path, *, task=None, weights="best", mixed_precision="off", 
     if name is None:
         raise UserError(f"{path}: cannot tell the task of this model from its path; pass task=<name> (--task)")
     module = get_task(name)
+    weights = weights or getattr(module, "INFERENCE", {}).get("weights", "best")
     if path.is_dir():
         checkpoint = (module.checkpoint_of(path, weights) if hasattr(module, "checkpoint_of")
                       else path / f"{weights}.keras")

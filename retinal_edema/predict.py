@@ -38,11 +38,10 @@ from common.data.io import read_image
 from common.errors import UserError
 from common.predict import add_predict_arguments, checkpoint_path, extra_outputs, overlay_image, run_inputs
 from retinal_edema.dataset import CLASS_NAMES, sorted_slices
-from retinal_edema.eval import colourise
-from retinal_edema.model_io import EVAL_BATCH, default_run_dir, preset
-from retinal_edema.task import read_stats_file
+from retinal_edema.task import DEFAULT_MODEL, INFERENCE, colourise, read_stats_file
 
-DEFAULT_RUN = default_run_dir("unet_nested", preset("unet_nested")["loss"], preset("unet_nested")["lr"])
+EVAL_BATCH = INFERENCE["batch_size"]
+DEFAULT_RUN = f"weights/retinal_edema/{DEFAULT_MODEL}_nopre_mix_33_0.001"  # train.py's default run folder
 EXAMPLES = """examples:
   python retinal_edema/predict.py data/retinal_edema/Edema_testset/original_images --out-dir work/edema_pred
   python retinal_edema/predict.py my_scans/P0001_cube_z.img --model run/best.keras --overlay --out-dir out
@@ -140,9 +139,13 @@ def main(argv=None):
     if args.stats is not None:
         mean, std = read_stats_file(args.stats)
         options.update(mean=mean.tolist(), std=std.tolist())
+    default_run = None
     if args.onnx is None:
-        checkpoint_path(args, DEFAULT_RUN)  # a missing checkpoint named before anything else
-    seg, weights = segmenter_from_args(args, "retinal_edema", default_run_dir=DEFAULT_RUN, **options)
+        from retinal_edema.model_io import default_run_dir, preset
+
+        default_run = default_run_dir(DEFAULT_MODEL, preset(DEFAULT_MODEL)["loss"], preset(DEFAULT_MODEL)["lr"])
+        checkpoint_path(args, default_run)  # a missing checkpoint named before anything else
+    seg, weights = segmenter_from_args(args, "retinal_edema", default_run_dir=default_run, **options)
     mean, std = np.float32(seg.options["mean"]), np.float32(seg.options["std"])
 
     def outputs(cube):

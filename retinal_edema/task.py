@@ -28,6 +28,8 @@ RECIPE = {"optimizer": "adam_l2", "adam": {"beta_1": 0.9, "beta_2": 0.99, "epsil
               "unet_nested": {"loss": "mix_33", "batch_size": 16, "lr_mode": "poly"},
               "unet_nested_dilated": {"loss": "mix_33", "batch_size": 16, "lr_mode": "poly"}}}
 INFERENCE = {"batch_size": 8}
+#: overlay colours of REA, SRF, PED
+COLOURS = np.array([[0, 0, 255], [0, 255, 0], [255, 0, 0]], np.uint8)
 OWN_DATA = None
 
 
@@ -194,3 +196,11 @@ def load_keras_network(checkpoint, mixed_precision="off"):
 
     set_precision(mixed_precision)
     return load_models([checkpoint], mixed_precision)[0]
+
+
+def colourise(grey, classes):
+    """Grey slice (H, W) with the classes 1..3 filled in REA blue, SRF green, PED red -> (H, W, 3) uint8."""
+    rgb = np.repeat(np.asarray(grey, np.uint8)[..., None], 3, axis=-1)
+    for c in range(1, 4):
+        rgb[classes == c] = COLOURS[c - 1]
+    return rgb
