@@ -64,8 +64,9 @@ def build_parser():
     parser.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="SavedModel folder to create")
     parser.add_argument("--model", type=Path, default=None, metavar="FILE.keras",
                         help="export this saved .keras model instead of a run folder's checkpoint")
-    parser.add_argument("--weights", choices=("best", "last"), default="best",
-                        help="checkpoint of the run folder (default: %(default)s)")
+    parser.add_argument("--weights", choices=("best", "last"), default=None,
+                        help="checkpoint of the run folder (default: best; --format onnx: the task's, i.e. best but "
+                             "last for fingernail)")
     parser.add_argument("--format", choices=("savedmodel", "onnx"), default="savedmodel",
                         help="savedmodel (TensorFlow serving) or onnx (+ preprocessing.json, for onnxruntime and "
                              "every predict.py --onnx; default: %(default)s)")
@@ -256,6 +257,7 @@ def main(argv=None):
 
     from common.predict import load_model
 
+    args.weights = args.weights or "best"
     model, checkpoint = load_model(args)
     record = export_saved_model(model, args.out_dir, overwrite=args.overwrite, weights=[checkpoint],
                                 options={"weights": args.weights if args.model is None else None})
@@ -269,10 +271,9 @@ def _main_onnx(args):
 
     task, model, checkpoint, run_context = load_keras_model(args.model or args.run_dir, task=args.task,
                                                             weights=args.weights)
-    run_context.pop("weights", None)
     if args.input_size is not None:
         model = rebuilt_for_shape(model, (*args.input_size, model.inputs[0].shape[-1]))
-    context = {**getattr(task, "INFERENCE", {}), **run_context}
+    context = {k: v for k, v in {**getattr(task, "INFERENCE", {}), **run_context}.items() if k != "weights"}
     record = export_onnx(model, args.out_dir, task=task, context=context, overwrite=args.overwrite,
                          weights=[checkpoint], options={"weights": args.weights, "input_size": args.input_size})
     print(f"wrote {args.out_dir}: {ONNX_FILE} + preprocessing.json of '{model.name}' ({task.NAME}) from {checkpoint}; "
