@@ -61,6 +61,7 @@ def _run_folder(root, task, model):
                                                      "settings": {"normalise": "torch"}}))
         return run
     model.save(run / "best.keras")
+    model.save(run / "last.keras")  # fingernail predicts with its last epoch, as the original
     if task == "ultrasound_nerve":
         stats = {"mean": 100.0, "std": 50.0, "img_size": model.input_shape[1]}
         (run / "norm_stats.json").write_text(json.dumps(stats))
