@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from common.errors import UserError
-from lung.task import INFERENCE, body_fov, estimated_lung, lung_score, network_side  # noqa: F401  (task.py)
+from lung.task import INFERENCE, body_fov, check_lung_network, estimated_lung, lung_score, network_side  # noqa: F401
 from lung.task import predict_around_lung as task_predict
 from lung.train_lung import BATCH_SIZE, MODELS, build
 
@@ -84,14 +84,6 @@ def load_network(*, checkpoint=None, init_weights=None, model_name="bcdu_net_d3"
                         f"{' '.join(str(exc).split())[:200]})") from None
     check_lung_network(model, checkpoint)
     return network_for(model, size or model.input_shape[1], mixed_precision)
-
-
-def check_lung_network(model, source):
-    """``UserError`` naming ``source`` unless ``model`` takes one-channel square slices and gives one channel."""
-    shape = tuple(model.input_shape) if len(model.inputs) == 1 else None
-    if shape is None or len(shape) != 4 or shape[-1] != 1 or shape[1] != shape[2] or model.output_shape[-1] != 1:
-        raise UserError(f"{source}: a network with inputs {model.input_shape} and outputs {model.output_shape} is "
-                        "not a lung network (one-channel square slices in, one around-lung channel out)")
 
 
 def network_input(images):

@@ -190,12 +190,18 @@ def segment(slices, network, *, mean, std, batch_size=INFERENCE["batch_size"], t
 
 
 def load_keras_network(checkpoint, mixed_precision="off"):
-    """A retinal-edema checkpoint as a Keras model (lazy Keras import; checked to have a 'seg' output)."""
-    from common.devices import set_precision
-    from retinal_edema.model_io import load_models
+    """A retinal-edema checkpoint as a Keras model (lazy Keras import; ``UserError`` without a 'seg' output)."""
+    from common.errors import UserError
+    from common.predict import load_checkpoint
 
-    set_precision(mixed_precision)
-    return load_models([checkpoint], mixed_precision)[0]
+    import common.losses  # noqa: F401  (registers the edema losses)
+    import common.optimizers  # noqa: F401  (registers AdamL2)
+
+    model = load_checkpoint(checkpoint, mixed_precision)
+    if not isinstance(model.output, dict) or "seg" not in model.output:
+        raise UserError(f"{checkpoint}: not a retinal-edema network (no 'seg' output); pass a checkpoint of "
+                        f"retinal_edema/train.py")
+    return model
 
 
 def colourise(grey, classes):

@@ -5,6 +5,7 @@ their defaults from here (``common.tasks`` finds this module by scanning the rep
 """
 
 import numpy as np
+from PIL import Image
 
 NAME = "skin_lesion"
 MODELS = ("bcdu_net_d3", "bcdu_net_d1", "sedu_net_d3", "bcdu_unet")
@@ -21,11 +22,16 @@ INFERENCE = {"threshold": 0.5}
 OWN_DATA = None
 
 
+def resize(array, size=INPUT["size"]):
+    """Pillow bilinear resize of a uint8 (H, W) or (H, W, 3) array to (size, size) uint8 (antialiased when
+    shrinking, like scipy.misc.imresize)."""
+    return np.asarray(Image.fromarray(array).resize((size, size), Image.BILINEAR))
+
+
 def preprocess(image, *, size=INPUT["size"], raw_input=False, **context):
     """One RGB photo (H, W, 3) uint8 -> (1, size, size, 3) float32: resized as prepare_isic2018.py, then
     ``dataset_normalized`` (``raw_input``: the raw 0..255 values, as the original's evaluate.py)."""
     from common.data.preprocess import dataset_normalized
-    from skin_lesion.prepare_isic2018 import resize
 
     x = resize(np.asarray(image)[..., :3], size)[None]
     return x.astype(np.float32) if raw_input else dataset_normalized(x, dtype=np.float32)
