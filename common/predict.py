@@ -511,7 +511,7 @@ def load_segmenter(path, *, task=None, weights=None, mixed_precision="off", **op
         _check_task(task, record.get("task"), path)
         module = get_task(record["task"])
         context = {**getattr(module, "INFERENCE", {}), **record.get("context", {}), **options}
-        network = OnnxNetwork(path, output_keys=record.get("output_keys"), name=record.get("model"),
+        network = OnnxNetwork(path, output_keys=record.get("output", {}).get("keys"), name=record.get("model"),
                               batch_size=context.get("batch_size") or 1)
         return Segmenter(module, network, context, source=path)
     module, model, checkpoint, run_context = load_keras_model(path, task=task, weights=weights,
