@@ -45,7 +45,7 @@ from tqdm import tqdm
 from common import cli
 from common.data.io import (DataLayoutError, atomic_dir, list_images, pair_files, read_image, save_npy,
                             warn_orientation, write_json)
-from fingernail.task import INPUT, RECIPE
+from fingernail.task import INPUT, RECIPE, network_input  # noqa: F401  (task.py)
 
 ROWS, COLS = INPUT["rows"], INPUT["cols"]  # task.py
 TEST_RATIO = 0.1
@@ -66,17 +66,6 @@ def study_name(datasets):
 def _resize(array, rows, cols, resample=Image.BICUBIC):
     """PIL resize of a uint8 array to (rows, cols); BICUBIC is PIL's default for RGB and L images."""
     return np.asarray(Image.fromarray(array).resize((cols, rows), resample))
-
-
-def network_input(image, rows=ROWS, cols=COLS, rotate_portrait=True):
-    """A photo (H, W, 3) uint8 -> the network's uint8 input (rows, cols, 3), as the loaders prepare images:
-    a portrait photo (width < height) is rotated by +90 degrees (counter-clockwise, dataset2's loader; no
-    dataset1 photo is portrait), then resized bicubic. Returns ``(input, rotated)``."""
-    pil = Image.fromarray(np.asarray(image))
-    rotated = rotate_portrait and pil.size[0] < pil.size[1]
-    if rotated:
-        pil = pil.rotate(90, expand=True)
-    return np.asarray(pil.resize((cols, rows), Image.BICUBIC)), rotated
 
 
 def _folders(folder, dataset):

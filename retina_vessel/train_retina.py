@@ -33,7 +33,7 @@ from common.legacy_weights import add_init_weights_argument
 from common.run_options import add_run_arguments
 from retina_vessel.prepare_datasets_DRIVE import DEFAULT_WORK
 from retina_vessel.save_patch import IMGS_FILE, MASKS_FILE
-from retina_vessel.task import DEFAULT_MODEL, RECIPE
+from retina_vessel.task import DEFAULT_MODEL, RECIPE, add_variant_arguments  # noqa: F401  (one place: task.py)
 
 MODEL = DEFAULT_MODEL  # task.py
 EPOCHS, BATCH_SIZE, LR, VAL_SPLIT = (RECIPE[k] for k in ("epochs", "batch_size", "lr", "val_split"))  # task.py
@@ -136,18 +136,6 @@ def train(work_dir, run_dir, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, val_sp
     return fit(model, (x_tr, y_tr), (x_val, y_val), run_dir=run_dir, epochs=epochs, batch_size=batch_size,
                monitor="val_loss", mode="min", resume=resume, overwrite=overwrite, seed=seed, reduce_lr=REDUCE_LR,
                verbose=verbose, settings=settings, callbacks=callbacks, data_workers=data_workers)
-
-
-def add_variant_arguments(parser, trained=False):
-    """``--bidirectional`` and ``--prior-output-bias``: the options that name the default run folder (shared with
-    evaluate.py, where they select that folder)."""
-    did = "the run used " if trained else ""
-    parser.add_argument("--bidirectional", action="store_true",
-                        help=did + "forward + backward ConvLSTM fusion (the paper's description; the original code "
-                                   "has only the backward layer)")
-    parser.add_argument("--prior-output-bias", "--prior-bias", dest="prior_bias", action="store_true",
-                        help=did + "start the sigmoid output at the training vessel share instead of 0.5 (keeps the "
-                                   "original's 2-channel ReLU head from dying early; default: off, as the original)")
 
 
 def build_parser():

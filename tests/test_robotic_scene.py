@@ -600,6 +600,8 @@ def test_predict_turns_a_tagged_frame_as_prepare_and_cv2_imread_do(trained, tmp_
 def test_flip_tta_bookkeeping_on_a_network_that_is_not_flip_invariant():
     import keras
 
+    from common.predict import segmenter_from_model
+
     keras.utils.set_random_seed(3)
     network = train.build_trainer((*SHAPE, 3)).network
     image = np.random.default_rng(1).integers(0, 255, (*SHAPE, 3)).astype(np.uint8)
@@ -611,7 +613,8 @@ def test_flip_tta_bookkeeping_on_a_network_that_is_not_flip_invariant():
     p0, p_lr, p_ud = softmax(x), softmax(x[:, :, ::-1].copy()), softmax(x[:, ::-1].copy())
     assert not np.allclose(p0, p_lr[:, :, ::-1], atol=1e-4)
     expected = ((p0 + p_lr[:, :, ::-1] + p_ud[:, ::-1]) / 3)[0]
-    np.testing.assert_allclose(predict.FramePredictor(network, "torch", "flip")(image), expected, atol=1e-5)
+    seg = segmenter_from_model(network, "robotic_scene", normalise_mode="torch", tta="flip")
+    np.testing.assert_allclose(seg.probabilities(image), expected, atol=1e-5)
     np.testing.assert_allclose(rtest.Predictor(network, "torch", tta="flip")(image), expected, atol=1e-5)
     np.testing.assert_allclose(rtest.Predictor(network, "torch")(image), p0[0], atol=1e-5)
 
