@@ -37,7 +37,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 from common import cli
 from common.training import add_run_arguments
-from fingernail.prepare_data import DEFAULT_WORK, SEED, load_split, prepared_size
+from fingernail.prepare_data import DEFAULT_WORK, SEED, load_split, prepared_size, val_count
 
 MODELS = {  # registry name -> the original's Model name
     "unet2d_8_128": "Unet_8x128",
@@ -142,6 +142,9 @@ def train(work_dir, run_dir, *, study="dataset1", model_name="unet2d_8_128", los
     dice = dice if loss == "bce_dice" else None
     strategy = get_strategy(strategy)  # before any other TensorFlow work
     (x_tr, y_tr), (x_te, y_te) = load_split(work_dir, study)
+    n_val = val_count(work_dir, study)  # own data with a val split: the last n_val training cases
+    (x_tr, y_tr), (x_val, y_val) = (((x_tr[:-n_val], y_tr[:-n_val]), (x_tr[-n_val:], y_tr[-n_val:])) if n_val
+                                    else ((x_tr, y_tr), (x_te, y_te)))
     set_precision(mixed_precision)  # before the model is built
     if seed is not None:
         keras.utils.set_random_seed(seed)  # before the weights are initialised (fit() seeds again)
@@ -153,9 +156,11 @@ def train(work_dir, run_dir, *, study="dataset1", model_name="unet2d_8_128", los
                 "lr_decay": lr_decay, "seed": seed, "shuffle": shuffle, "mixed_precision": mixed_precision,
                 "jit_compile": jit_compile, "rows": int(x_tr.shape[1]), "cols": int(x_tr.shape[2]),
                 "train": len(x_tr), "test": len(x_te)}
+    if n_val:  # own data: validated on its val split, not on the test split
+        settings["validation"] = n_val
     train_ds = array_dataset(x_tr, y_tr, batch_size, shuffle=shuffle, seed=seed, transform=scale_images,
                              num_parallel_calls=data_workers)
-    val_ds = array_dataset(x_te, y_te, batch_size, transform=scale_images, num_parallel_calls=data_workers)
+    val_ds = array_dataset(x_val, y_val, batch_size, transform=scale_images, num_parallel_calls=data_workers)
     return fit(model, train_ds, val_ds, run_dir=run_dir, epochs=epochs, monitor="val_dice_metric", mode="max",
                resume=resume, overwrite=overwrite, seed=seed, verbose=verbose, settings=settings)
 
@@ -165,8 +170,8 @@ def build_parser():
     parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK,
                         help="root of prepare_data.py's output (default: %(default)s)")
     parser.add_argument("--study", default="dataset1",
-                        help="prepared study folder under --work-dir: dataset1 or dataset1+dataset2 "
-                             "(default: %(default)s)")
+                        help="prepared study folder under --work-dir: dataset1, dataset1+dataset2 or the "
+                             "--study of your own data (default: %(default)s)")
     parser.add_argument("--model", choices=sorted(MODELS), default="unet2d_8_128",
                         help="network (default: %(default)s)")
     parser.add_argument("--loss", choices=LOSSES, default="bce_dice",
