@@ -239,3 +239,54 @@ def test_bad_own_input_is_one_error_line_and_writes_nothing(tmp_path):
     assert error_line(prepare_data.main, ["--study", "x", "--work-dir", str(tmp_path / "w2")]).startswith(
         "error: --study: names the folder of --images/--masks")
     shutil.rmtree(work)
+
+
+def _nnunet_dataset(root, n=6, n_test=2, seed=0):
+    """An nnU-Net v2 raw dataset written by hand: RGB PNG photos as one _0000 file, 0/1 label PNGs, imagesTs."""
+    rng = np.random.default_rng(seed)
+    folder = root / "Dataset001_Nails"
+    for sub in ("imagesTr", "labelsTr", "imagesTs"):
+        (folder / sub).mkdir(parents=True)
+    cases = {}
+    for i in range(n):
+        photo, mask = _photo(rng, 30 + i, 40), _nail_mask(rng, 30 + i, 40)
+        Image.fromarray(photo).save(folder / "imagesTr" / f"nail_{i:03d}_0000.png")
+        Image.fromarray(mask).save(folder / "labelsTr" / f"nail_{i:03d}.png")
+        cases[f"nail_{i:03d}"] = (photo, mask)
+    for i in range(n_test):
+        Image.fromarray(_photo(rng, 30, 40)).save(folder / "imagesTs" / f"new_{i:03d}_0000.png")
+    (folder / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "R", "1": "G", "2": "B"}, "labels": {"background": 0, "nail": 1},
+        "numTraining": n, "file_ending": ".png"}))
+    return folder, cases
+
+
+def test_an_nnunet_dataset_gives_the_same_arrays(tmp_path, capsys):
+    folder, cases = _nnunet_dataset(tmp_path)
+    record = prepare_data.main(["--nnunet-dataset", str(folder), "--work-dir", str(tmp_path / "work"), "--rows",
+                                str(ROWS), "--cols", str(COLS), "--test-fraction", "0.34", "--quiet"])
+    assert "imagesTs cases (2) have no masks and are not used" in capsys.readouterr().err
+    assert record["counts"] == {"train": 4, "val": 0, "test": 2} and record["source"] == "nnunet"
+    mine = _by_name(tmp_path / "work" / "own")
+    assert sorted(mine) == sorted(cases)
+    for name, (x, y) in mine.items():
+        ref_x, ref_y = _reference(*cases[name])
+        np.testing.assert_array_equal(x, ref_x)
+        np.testing.assert_array_equal(y[..., 0], ref_y)
+    # a label not in dataset.json: one error line, nothing written
+    Image.fromarray(np.full((30, 40), 2, np.uint8)).save(folder / "labelsTr" / "nail_000.png")
+    line = error_line(prepare_data.main, ["--nnunet-dataset", str(folder), "--work-dir", str(tmp_path / "w2")])
+    assert line.startswith("error: ") and "nail_000.png" in line
+    assert not (tmp_path / "w2").exists()
+
+
+def test_an_own_study_with_a_val_part_exports_to_nnunet_under_its_case_names(own, tmp_path):
+    from common.data import to_nnunet
+
+    root, cases, _ = own
+    to_nnunet.main([str(root / "work" / "own"), "--task", "fingernail", "--out", str(tmp_path / "nn"), "--quiet"])
+    split = json.loads((root / "work" / "own" / "split.json").read_text())
+    exported = sorted(p.name[:-len("_0000.png")] for p in (tmp_path / "nn" / "imagesTr").glob("*_0000.png"))
+    assert exported == sorted(n.replace("/", "__") for n in split["train"] + split["val"])  # train then val
+    tested = sorted(p.name[:-len("_0000.png")] for p in (tmp_path / "nn" / "imagesTs").glob("*_0000.png"))
+    assert tested == sorted(n.replace("/", "__") for n in split["test"])

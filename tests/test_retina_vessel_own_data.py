@@ -241,3 +241,34 @@ def test_bad_own_input_is_one_error_line_and_writes_nothing(tmp_path):
     line = error_line(prep.main, _argv(root, work))
     assert "a prepared DRIVE dataset is already there" in line and "--overwrite" in line
     assert prep.hdf5_path(work, "imgs", "train").read_bytes() == before
+
+
+def test_an_nnunet_dataset_gives_the_same_arrays(tmp_path, capsys):
+    """RGB PNG fundus photos (one _0000 file), 0/1 vessel labels, imagesTs: the whole image is the FOV."""
+    rng = np.random.default_rng(4)
+    folder = tmp_path / "Dataset002_Vessels"
+    for sub in ("imagesTr", "labelsTr", "imagesTs"):
+        (folder / sub).mkdir(parents=True)
+    cases = {}
+    for i in range(6):
+        image, vessels, _ = _fundus(rng, H, W)
+        Image.fromarray(image).save(folder / "imagesTr" / f"eye_{i:03d}_0000.png")
+        Image.fromarray(vessels).save(folder / "labelsTr" / f"eye_{i:03d}.png")
+        cases[f"eye_{i:03d}"] = (image, vessels)
+    Image.fromarray(_fundus(rng, H, W)[0]).save(folder / "imagesTs" / "new_000_0000.png")
+    (folder / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "R", "1": "G", "2": "B"}, "labels": {"background": 0, "vessel": 1},
+        "numTraining": 6, "file_ending": ".png"}))
+    work = tmp_path / "work"
+    assert prep.main(["--nnunet-dataset", str(folder), "--work-dir", str(work), "--quiet"]) == 0
+    assert "imagesTs cases (1) have no masks and are not used" in capsys.readouterr().err
+    record = json.loads(prep.split_path(work).read_text())
+    assert record["counts"] == {"train": 2, "val": 1, "test": 3} and record["source"] == "nnunet"
+    for name, (imgs, truth, fov) in _by_name(work).items():
+        np.testing.assert_array_equal(imgs, cases[name][0].transpose(2, 0, 1).astype(np.float64))
+        np.testing.assert_array_equal(truth[0], cases[name][1] * 255.0)
+        assert np.all(fov == 255)
+    line = error_line(prep.main, ["--nnunet-dataset", str(folder), "--fov", str(tmp_path), "--work-dir",
+                                  str(tmp_path / "w2")])
+    assert line.startswith("error: --fov: goes with --images/--masks")
+    assert not (tmp_path / "w2").exists()
