@@ -63,10 +63,11 @@ from tqdm import tqdm
 from common import cli
 from common.data.io import (DataLayoutError, atomic_dir, list_images, pair_files, read_image, save_npy,
                             write_json)
+from fingernail.task import INPUT, OWN_DATA, RECIPE
 
-ROWS, COLS = 160, 192
+ROWS, COLS = INPUT["rows"], INPUT["cols"]  # task.py
 TEST_RATIO = 0.1
-SEED = 144
+SEED = RECIPE["seed"]  # task.py
 DATASETS = ("dataset1", "dataset2")
 DEFAULT_RAW = cli.repo_path("data", "fingernail")
 DEFAULT_WORK = cli.repo_path("work", "fingernail")
@@ -74,10 +75,6 @@ MASK_WHITE = 250  # dataset1: a resized mask pixel whose RGB mean is >= 250 is n
 
 EXTENSIONS = {"dataset1": (".png",), "dataset2": (".jpg", ".jpeg")}
 MASK_RULES = ("labels", "photo")  # own data: common.data.pairs' table, or dataset1's photo-mask rule
-# own data (--images/--masks, --nnunet-dataset): the original's proportions (a test ratio of 0.1, seed 144, the
-# test split as validation data, hence no val part by default)
-OWN_DATA = {"val_fraction": 0.0, "test_fraction": TEST_RATIO, "group_by": None, "mode": "rgb", "seed": SEED,
-            "study": "own", "mask_rule": "labels"}
 
 
 def study_name(datasets):
@@ -257,9 +254,10 @@ def own_pair(pair, rows=ROWS, cols=COLS, *, mask_rule="labels", rotate_portrait=
     if pair.volume:
         raise UserError(f"{pair.image[0]}: a NIfTI volume; the fingernail networks take 2-D RGB photos")
     if mask_rule == "photo":
-        image, mask = read_pair(pair, mode="rgb", mask_reader=read_photo_mask)
+        image, mask = read_pair(pair, mode=OWN_DATA["mode"], mask_reader=read_photo_mask)
     else:
-        image, mask = read_pair(pair, mode="rgb", binary=True, foreground=foreground, label_colours=label_colours)
+        image, mask = read_pair(pair, mode=OWN_DATA["mode"], binary=True, foreground=foreground,
+                               label_colours=label_colours)
         mask = mask.astype(np.uint8)
     if image.ndim != 3 or image.shape[2] != 3:
         raise UserError(f"{pair.image[0]}: case {pair.name} has {1 if image.ndim == 2 else image.shape[2]} "

@@ -54,6 +54,7 @@ from tqdm import tqdm
 
 from common import cli
 from common.data.io import DataLayoutError, ImageReadError, atomic_path, list_images, read_image
+from retina_vessel.task import OWN_DATA
 
 DEFAULT_DRIVE = cli.repo_path("data", "DRIVE")
 DEFAULT_WORK = cli.repo_path("work", "retina_vessel")
@@ -62,9 +63,6 @@ HEIGHT, WIDTH, N_IMAGES = 584, 565, 20
 SPLITS = {"train": "training", "test": "test"}  # HDF5 suffix -> DRIVE folder
 KINDS = ("imgs", "groundTruth", "borderMasks")
 SPLIT_FILE = "split.json"  # own data only: beside the HDF5 files
-# own data (--images/--masks, --nnunet-dataset): DRIVE's proportions, 20 test of 40 images and the last 4 of the
-# 20 training images (Keras validation_split 0.2) for validation
-OWN_DATA = {"val_fraction": 0.1, "test_fraction": 0.5, "group_by": None, "mode": "rgb", "seed": 0}
 
 
 def hdf5_path(work_dir, kind, split):
@@ -176,14 +174,15 @@ def _own_case(pair, fov, foreground=None, label_colours=None):
 
     if pair.volume:
         raise UserError(f"{pair.image[0]}: a NIfTI volume; BCDU-Net takes 2-D fundus images")
-    image, truth = read_pair(pair, mode="rgb", binary=True, foreground=foreground, label_colours=label_colours)
+    image, truth = read_pair(pair, mode=OWN_DATA["mode"], binary=True, foreground=foreground,
+                             label_colours=label_colours)
     if image.ndim != 3 or image.shape[2] != 3:
         raise UserError(f"{pair.image[0]}: case {pair.name} has {image.shape[2]} channels; the recipe reads RGB "
                         f"fundus images (one RGB file, or three channel files)")
     if fov is None:
         border = np.ones(image.shape[:2], bool)
     else:  # the same reader, with the image's size check
-        border = read_pair(Pair(name=pair.name, image=pair.image, mask=fov), mode="rgb", binary=True)[1]
+        border = read_pair(Pair(name=pair.name, image=pair.image, mask=fov), mode=OWN_DATA["mode"], binary=True)[1]
     return image, truth, border
 
 

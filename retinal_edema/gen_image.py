@@ -41,19 +41,11 @@ from common import cli
 from common.data.io import DataLayoutError, atomic_dir, atomic_path, read_image, write_image
 from retinal_edema.dataset import (ORIGINAL_STATS, ORIGINAL_TEST_STATS, add_path_arguments, read_label,
                                    sorted_slices)
+from retinal_edema.task import stack_slices  # noqa: F401  (one place: task.py)
 
 SETS = {"train": "Edema_trainingset", "val": "Edema_validationset", "test": "Edema_testset"}
 STACKED = "trans3channel_images"
 STATS_IMAGES = 2000
-
-
-def stack_slices(slices):
-    """(n, H, W) B-scans of one cube -> (n, H, W, 3) RGB = [next, current, previous], edges replicated."""
-    slices = np.asarray(slices)
-    n = len(slices)
-    prev = slices[np.maximum(np.arange(n) - 1, 0)]
-    nxt = slices[np.minimum(np.arange(n) + 1, n - 1)]
-    return np.stack([nxt, slices, prev], axis=-1)
 
 
 def label_folder(cube):

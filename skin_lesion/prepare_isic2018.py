@@ -43,8 +43,9 @@ from tqdm import tqdm
 from common import cli
 from common.data.io import DataLayoutError, atomic_path, list_images, pair_files, read_image
 from common.data.synthetic import ISIC_IMAGE_DIR, ISIC_MASK_DIR
+from skin_lesion.task import INPUT
 
-SIZE = 256
+SIZE = INPUT["size"]  # the network side (task.py)
 SPLITS = (("train", 1815), ("val", 259), ("test", 520))
 MASK_SUFFIX = "_segmentation"
 DEFAULT_DATA = cli.repo_path("data", "isic2018")

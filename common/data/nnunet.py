@@ -40,24 +40,7 @@ import numpy as np
 from common.data.io import DataLayoutError, ImageReadError
 from common.errors import UserError
 
-try:  # the contract's classes (helper `pairs`, common/data/pairs.py)
-    from common.data.pairs import OwnDataset, Pair
-except ImportError:  # pragma: no cover - until common/data/pairs.py is merged: the contract's definition
-    from dataclasses import dataclass
-
-    @dataclass(frozen=True)
-    class Pair:
-        name: str
-        image: tuple
-        mask: Path | None
-        volume: bool = False
-
-    @dataclass(frozen=True)
-    class OwnDataset:
-        pairs: tuple
-        labels: dict | None
-        test: tuple = ()
-        source: str = ""
+from common.data.pairs import OwnDataset, Pair
 
 IMAGE_ENDINGS = (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg")
 VOLUME_ENDINGS = (".nii.gz", ".nii")
