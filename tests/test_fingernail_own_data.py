@@ -6,6 +6,7 @@ case by name), and the split rule's counts.
 """
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -205,8 +206,6 @@ def test_bad_own_input_is_one_error_line_and_writes_nothing(tmp_path):
             str(ROWS), "--cols", str(COLS), "--quiet"]
 
     def fails(pattern, *extra):
-        import re
-
         line = error_line(prepare_data.main, [*base, *extra])
         assert re.fullmatch(pattern, line), line
         assert _nothing_written(work)
@@ -221,8 +220,26 @@ def test_bad_own_input_is_one_error_line_and_writes_nothing(tmp_path):
     Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(extra)
     fails(r"error: .*1 image\(s\) without a mask: lonely\.png.*--skip-unpaired.*")
     extra.unlink()
-    # a mask of another size than its photo
+    # a name matching two masks
+    shutil.copy(root / "masks" / "p5.png", root / "masks" / "p5_mask.png")
+    fails(r"error: .*1 name\(s\) matching two files: p5 \(masks p5\.png, p5_mask\.png\).*")
+    (root / "masks" / "p5_mask.png").unlink()
+    # an empty images folder
+    (tmp_path / "empty").mkdir()
+    line = error_line(prepare_data.main, [*base[:1], str(tmp_path / "empty"), *base[2:]])
+    assert re.fullmatch(r"error: .*empty: no image files .*--images.*", line), line
+    assert _nothing_written(work)
+    # a colour-coded mask with a colour not in --label-colours
+    colours = tmp_path / "colours.json"
+    colours.write_text(json.dumps({"0": [0, 0, 0], "1": [255, 0, 0]}))
     good = (root / "masks" / "p5.png").read_bytes()
+    rgb = np.zeros((33, 51, 3), np.uint8)
+    rgb[:10, :10] = (255, 0, 0)
+    rgb[20:, 20:] = (0, 255, 0)
+    Image.fromarray(rgb).save(root / "masks" / "p5.png")
+    fails(r"error: .*p5\.png: colour\(s\) \[0, 255, 0\] not in --label-colours.*", "--label-colours", str(colours))
+    (root / "masks" / "p5.png").write_bytes(good)
+    # a mask of another size than its photo
     Image.fromarray(np.zeros((20, 20), np.uint8)).save(root / "masks" / "p5.png")
     fails(r"error: .*p5\.png: mask is 20x20 .* but its image .*p5\.png is 33x51.*")
     # a 3-value mask in this binary task, then --foreground takes it

@@ -232,6 +232,14 @@ def test_bad_own_input_is_one_error_line_and_writes_nothing(tmp_path):
     Image.fromarray(np.array([[0, 128, 255] * 10 + [0, 0]] * H, np.uint8)).save(root / "fov" / "e1.png")
     fails(r"error: .*e1\.png: mask has 3 values .* but the task is binary.*")
     (root / "fov" / "e1.png").write_bytes(good)
+    # a name matching two masks; an empty images folder
+    Image.fromarray(np.zeros((H, W), np.uint8)).save(root / "masks" / "e7_gt.png")
+    fails(r"error: .*1 name\(s\) matching two files: e7 \(masks e7_gt\.png, e7_manual1\.png\).*")
+    (root / "masks" / "e7_gt.png").unlink()
+    (tmp_path / "empty").mkdir()
+    line = error_line(prep.main, ["--images", str(tmp_path / "empty"), "--masks", str(root / "masks"), "--work-dir",
+                                  str(work), "--quiet"])
+    assert re.fullmatch(r"error: .*empty: no image files .*--images.*", line), line
     # unpaired vessel masks, then --skip-unpaired goes on
     Image.fromarray(np.zeros((H, W), np.uint8)).save(root / "masks" / "ghost_manual1.png")
     fails(r"error: .*1 mask\(s\) without an image: ghost_manual1\.png.*--skip-unpaired.*")
