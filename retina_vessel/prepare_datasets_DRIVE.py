@@ -240,15 +240,20 @@ def prepare_own(dataset, work_dir, *, fov_pairs=None, size=None, val_fraction=OW
     parts = {"train": split["train"] + split["val"], "test": split["test"]}
     _refuse_existing(work_dir, overwrite)  # again: another process may have written meanwhile
     with contextlib.ExitStack() as stack:  # on any error no file is renamed into place
-        for part, names in parts.items():
-            resized = [_resized(cases[n], (height, width)) for n in names]
-            arrays = (np.empty((0, 3, height, width)), np.empty((0, 1, height, width)), np.empty((0, 1, height, width)))
-            if resized:
-                arrays = (np.stack([c[0] for c in resized]).transpose(0, 3, 1, 2).astype(np.float64),
-                          np.stack([c[1] for c in resized])[:, None].astype(np.float64) * 255,
-                          np.stack([c[2] for c in resized])[:, None].astype(np.float64) * 255)
-            for kind, array in zip(KINDS, arrays):
-                _write_hdf5_file(stack.enter_context(atomic_path(hdf5_path(work_dir, kind, part))), array)
+        import h5py
+
+        for part, names in parts.items():  # image by image: float64 copies of one image at a time
+            files = [h5py.File(stack.enter_context(atomic_path(hdf5_path(work_dir, kind, part))), "w")
+                     for kind in KINDS]
+            for f in files:
+                stack.callback(f.close)  # closed before the renames (callbacks run in reverse order)
+            datasets = [f.create_dataset("image", shape=(len(names), c, height, width), dtype=np.float64)
+                        for f, c in zip(files, (3, 1, 1))]
+            for i, name in enumerate(names):
+                image, truth, border = _resized(cases[name], (height, width))
+                datasets[0][i] = image.transpose(2, 0, 1)
+                datasets[1][i, 0] = truth * 255.0
+                datasets[2][i, 0] = border * 255.0
         tmp = stack.enter_context(atomic_path(split_path(work_dir)))
         record = write_split(tmp, split, source=dataset.source, seed=seed, group_by=group_by,
                              fractions=(val_fraction, test_fraction), verbose=False,
