@@ -201,8 +201,8 @@ def table_rows(cells):
 
 def plot_table(cells, path):
     """Bars: ours vs the notebook's value for every cell that was run."""
-    import common.report  # noqa: F401  (selects matplotlib's Agg backend)
-    import matplotlib.pyplot as plt
+    from common.report import pyplot
+    plt = pyplot()  # matplotlib on the Agg backend
 
     done = [(k, c) for k, c in cells.items() if isinstance(c, dict)]
     if not done:

@@ -1,6 +1,7 @@
 """Shared library of the medical-image segmentation reproductions (layers, models, losses, metrics, data)."""
 
-import os
+from common import quiet as _quiet
 
-# TensorFlow's C++ start-up chatter (CPU feature notes, oneDNN banners) hides the scripts' own output.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow's C++ start-up chatter (oneDNN notice, "Could not find cuda drivers", cuInit failure on a machine
+# without a GPU) hides the scripts' own output: filtered on its first import (common/quiet.py says how and why).
+_quiet.install()

@@ -259,7 +259,6 @@ def main(argv=None):
     parser.add_argument("--require-gpu", action="store_true",
                         help="exit with status 1 and one line of explanation when no GPU is visible")
     args = parser.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     info = device_info()
     print("\n".join(format_info(info)))
     if args.require_gpu and not info["gpus"]:

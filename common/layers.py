@@ -542,3 +542,27 @@ def context_ensemble(x, filters=256, dilation_rates=(1, 2, 4, 8, 16), initialize
                           name=f"{name}_dilate{rate}")(y)
         paths.append(y)
     return layers.Add(name=f"{name}_sum")(paths)
+
+
+def check_num_classes(num_classes):
+    """``num_classes`` as an int >= 1 (None = 1, the binary default); ``ValueError`` otherwise."""
+    if num_classes is None:
+        return 1
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be an integer >= 1 (background included), got {num_classes!r}")
+    return num_classes
+
+
+def segmentation_output(x, num_classes=None, kernel_size=1, name="head_output"):
+    """The output layer of the binary families: the originals' 1-channel sigmoid conv when ``num_classes``
+    is None, 1 or 2 (binary: foreground probability), a ``num_classes``-channel softmax conv for more classes
+    (class probabilities, background = channel 0).
+
+    Same layer ``name`` and default (Glorot) initialisers either way, so the binary graph and its weights stay
+    the original's. float32 output under mixed precision. A K-channel head has ``(K - 1)·(C_in·kh·kw + 1)``
+    more parameters than the 1-channel one.
+    """
+    num_classes = check_num_classes(num_classes)
+    if num_classes <= 2:
+        return layers.Conv2D(1, kernel_size, activation="sigmoid", dtype="float32", name=name)(x)
+    return layers.Conv2D(num_classes, kernel_size, activation="softmax", dtype="float32", name=name)(x)

@@ -443,3 +443,88 @@ def tdsnet_total_loss(seg_true, class_true, scene_true, seg_pred, class_pred, sc
     """``L_seg + alpha·L_class + beta·L_sync + gamma·L_scene`` (see :func:`tdsnet_loss_terms`)."""
     return tdsnet_loss_terms(seg_true, class_true, scene_true, seg_pred, class_pred, scene_pred,
                              weights, jaccard_weight)["total"]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Multi-class heads of the binary families (``build_model(..., num_classes=K)``, K > 2): the output is softmax
+# probabilities (B, H, W, K), the target an integer label map (B, H, W) or (B, H, W, 1) with values 0..K-1
+# (0 = background). Sums run over the whole batch.
+# --------------------------------------------------------------------------------------------------------------
+
+MULTICLASS_LOSSES = ("ce", "dice", "ce_dice")
+
+
+def _probabilities(y_pred):
+    return ops.cast(y_pred, "float32")  # mixed precision: the loss in float32
+
+
+@keras.saving.register_keras_serializable(package="common")
+def foreground_soft_dice(y_true, y_pred, smooth=1.0):
+    """Soft Dice of each foreground class, pooled over the batch: for c = 1..K-1,
+    ``dice_c = (2·Σ p_c·[y=c] + smooth) / (Σ p_c + Σ [y=c] + smooth)``, with ``p`` the softmax probabilities.
+
+    ``smooth`` 1 as the nerve tutorial's ``dice_coef``: a class absent from the batch and not predicted scores
+    about 1. Returns a float32 (K-1,) tensor.
+    """
+    p = _probabilities(y_pred)
+    k = p.shape[-1]
+    p = ops.reshape(p, (-1, k))
+    y = ops.reshape(ops.one_hot(_label_map(y_true), k, dtype="float32"), (-1, k))
+    intersection = ops.sum(p * y, axis=0)[1:]
+    total = ops.sum(p, axis=0)[1:] + ops.sum(y, axis=0)[1:]
+    return (2.0 * intersection + smooth) / (total + smooth)
+
+
+@keras.saving.register_keras_serializable(package="common")
+def foreground_dice_loss(y_true, y_pred, smooth=1.0):
+    """Multi-class soft Dice loss: ``1 - mean_{c=1..K-1} dice_c`` (:func:`foreground_soft_dice`)."""
+    return 1.0 - ops.mean(foreground_soft_dice(y_true, y_pred, smooth))
+
+
+@keras.saving.register_keras_serializable(package="common")
+def label_crossentropy(y_true, y_pred, epsilon=1e-7):
+    """Categorical cross-entropy of softmax probabilities against an integer label map, per pixel:
+    ``-log(clip(p[y], eps, 1 - eps))`` (Keras' sparse categorical cross-entropy); returns (B, H, W)."""
+    p = ops.clip(_probabilities(y_pred), epsilon, 1.0 - epsilon)
+    y = ops.one_hot(_label_map(y_true), p.shape[-1], dtype="float32")
+    return -ops.sum(y * ops.log(p), axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="common")
+def foreground_dice(y_true, y_pred):
+    """Training metric: Dice of the argmax prediction per foreground class, pooled over the batch, averaged
+    over the classes; a class absent from both the batch's labels and its prediction counts 1."""
+    p = _probabilities(y_pred)
+    k = p.shape[-1]
+    hard = ops.reshape(ops.one_hot(ops.argmax(p, axis=-1), k, dtype="float32"), (-1, k))[:, 1:]
+    y = ops.reshape(ops.one_hot(_label_map(y_true), k, dtype="float32"), (-1, k))[:, 1:]
+    total = ops.sum(hard, axis=0) + ops.sum(y, axis=0)
+    dice = ops.where(total > 0, 2.0 * ops.sum(hard * y, axis=0) / ops.maximum(total, 1.0), 1.0)
+    return ops.mean(dice)
+
+
+@keras.saving.register_keras_serializable(package="common")
+class MulticlassLoss(keras.losses.Loss):
+    """Loss of a K-class softmax head on integer label maps.
+
+    ``kind``: ``"ce"`` = :func:`label_crossentropy` (mean over pixels); ``"dice"`` = :func:`foreground_dice_loss`
+    (batch-pooled soft Dice averaged over the foreground classes); ``"ce_dice"`` = their sum.
+    """
+
+    def __init__(self, kind="ce", smooth=1.0, name=None, **kwargs):
+        if kind not in MULTICLASS_LOSSES:
+            raise ValueError(f"kind must be one of {', '.join(MULTICLASS_LOSSES)}, got {kind!r}")
+        super().__init__(name=name or f"multiclass_{kind}", **kwargs)
+        self.kind = kind
+        self.smooth = float(smooth)
+
+    def call(self, y_true, y_pred):
+        loss = 0.0
+        if self.kind in ("ce", "ce_dice"):
+            loss = label_crossentropy(y_true, y_pred)  # (B, H, W): Keras takes the mean
+        if self.kind in ("dice", "ce_dice"):
+            loss = loss + foreground_dice_loss(y_true, y_pred, self.smooth)
+        return loss
+
+    def get_config(self):
+        return {**super().get_config(), "kind": self.kind, "smooth": self.smooth}

@@ -34,8 +34,6 @@ and ASSD as MONAI defines them (empty masks included), in units of the pixel/vox
 import warnings
 
 import numpy as np
-from scipy import ndimage
-from sklearn.metrics import precision_recall_curve, roc_auc_score
 
 SCORE_KEYS = ("f1", "sensitivity", "specificity", "accuracy", "precision", "jaccard", "auc")
 
@@ -53,6 +51,8 @@ def confusion_counts(y_true, y_pred):
 
 
 def _scores_from_flat(t, s, threshold, legacy, curves):
+    from sklearn.metrics import roc_auc_score
+
     pred = s >= threshold
     tn, fp, fn, tp = confusion_counts(t, pred)
     scores = {
@@ -115,6 +115,8 @@ def segmentation_scores(y_true, y_score, threshold=0.5, fov=None, per_image=Fals
 
 def auc_pr(y_true, y_score):
     """Area under the precision-recall curve by the trapezoid rule over recall (BCDU-Net's PR AUC)."""
+    from sklearn.metrics import precision_recall_curve
+
     precision, recall, _ = precision_recall_curve(np.asarray(y_true).ravel() != 0, np.asarray(y_score).ravel())
     return float(np.trapezoid(precision[::-1], recall[::-1]))
 
@@ -175,6 +177,8 @@ def nan_skipping_means(per_scan):
 
 def per_class_auc(y_true, y_score):
     """ROC-AUC of each column of (N, K) binary targets vs scores; NaN for a column with one class only."""
+    from sklearn.metrics import roc_auc_score
+
     t = np.asarray(y_true) != 0
     s = np.asarray(y_score, dtype=np.float64)
     if t.shape != s.shape or t.ndim != 2:
@@ -243,6 +247,8 @@ def _spacing(spacing, ndim):
 def _surface(mask):
     """Boundary voxels: the mask minus its binary erosion (scipy's default, face-connected structuring
     element; outside the array counts as background), as MONAI's ``get_mask_edges``."""
+    from scipy import ndimage
+
     return mask & ~ndimage.binary_erosion(mask)
 
 
@@ -283,6 +289,8 @@ def surface_distances(y_true, y_pred, spacing=None):
     Returns:
         dict ``{"hd95": float, "assd": float}`` in units of ``spacing``.
     """
+    from scipy import ndimage
+
     t, p = _spatial(y_true), _spatial(y_pred)
     if t.shape != p.shape:
         raise ValueError(f"y_true has shape {t.shape} but y_pred has {p.shape}")
@@ -339,3 +347,56 @@ def surface_scores(y_true, y_pred, spacing=None):
     out["n_one_empty"] = int(np.isinf(out["hd95"]).sum())
     out["n_both_empty"] = int(np.isnan(out["hd95"]).sum())
     return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Multi-class label maps (the K-class heads of the binary families)
+# ---------------------------------------------------------------------------------------------------------
+
+MULTICLASS_KEYS = ("dice", "iou", "sensitivity", "precision", "hd95", "assd")
+
+
+def multiclass_scores(y_true, y_pred, num_classes, spacing=None):
+    """Per-class scores of integer label maps and their mean over the foreground classes.
+
+    For each class c = 1..K-1 the binary masks ``y == c`` are scored as :func:`segmentation_scores` and
+    :func:`surface_scores` score a binary task: ``dice`` = 2TP / (2TP + FP + FN) and ``iou`` = TP / (TP + FP +
+    FN), ``sensitivity``, ``precision``, with pixels pooled over all images (NaN when the denominator is 0, e.g.
+    a class neither in the truth nor in the prediction); ``hd95`` and ``assd`` = the means over the images in
+    which both masks of the class are non-empty (:func:`surface_scores`; NaN when there is none), in units of
+    ``spacing``.
+
+    Args:
+        y_true, y_pred: integer label maps of the same shape (N, H, W[, 1]) (or one image (H, W)), values
+            0..num_classes-1, 0 = background.
+        num_classes: K (background included), at least 2.
+        spacing: pixel size, as :func:`surface_distances` (one for all images).
+    Returns:
+        ``{"classes": {c: {key: float, ..., "n_finite": int}}, "mean": {key: float}}`` with the keys of
+        ``MULTICLASS_KEYS``; ``mean`` is the NaN-skipping mean of each key over the foreground classes.
+    """
+    t, p = np.asarray(y_true), np.asarray(y_pred)
+    if t.shape != p.shape:
+        raise ValueError(f"y_true has shape {t.shape} but y_pred has {p.shape}")
+    if isinstance(num_classes, bool) or int(num_classes) != num_classes or num_classes < 2:
+        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+    for name, labels in (("y_true", t), ("y_pred", p)):
+        if labels.size and (labels.min() < 0 or labels.max() >= num_classes
+                            or (labels.dtype.kind == "f" and np.any(labels != np.round(labels)))):
+            raise ValueError(f"{name} must hold integer labels 0..{num_classes - 1}")
+    if t.ndim >= 3 and t.shape[-1] == 1:
+        t, p = t[..., 0], p[..., 0]
+    if t.ndim == 2:
+        t, p = t[None], p[None]
+    classes = {}
+    for c in range(1, int(num_classes)):
+        g, q = t == c, p == c
+        tn, fp, fn, tp = confusion_counts(g, q)
+        surface = surface_scores(g, q, spacing)
+        classes[c] = {"dice": _ratio(2 * tp, 2 * tp + fp + fn), "iou": _ratio(tp, tp + fp + fn),
+                      "sensitivity": _ratio(tp, tp + fn), "precision": _ratio(tp, tp + fp),
+                      "hd95": surface["hd95_mean"], "assd": surface["assd_mean"], "n_finite": surface["n_finite"]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a key that is NaN for every class
+        mean = {k: float(np.nanmean([row[k] for row in classes.values()])) for k in MULTICLASS_KEYS}
+    return {"classes": classes, "mean": mean}

@@ -7,10 +7,11 @@ scikit-image's default for 2-D masks).
 """
 
 import numpy as np
-from scipy import ndimage
 
 
 def _structure(ndim, connectivity):
+    from scipy import ndimage
+
     connectivity = ndim if connectivity is None else int(connectivity)
     if not 1 <= connectivity <= ndim:
         raise ValueError(f"connectivity must be in 1..{ndim}, got {connectivity}")
@@ -18,6 +19,8 @@ def _structure(ndim, connectivity):
 
 
 def _components(mask, connectivity):
+    from scipy import ndimage
+
     mask = np.asarray(mask) != 0
     labels, n = ndimage.label(mask, structure=_structure(mask.ndim, connectivity))
     sizes = np.bincount(labels.ravel(), minlength=n + 1)

@@ -7,13 +7,26 @@ import csv
 import math
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from common.data.io import atomic_path, write_json
 
-from common.data.io import atomic_path, write_json  # noqa: E402
+
+def pyplot():
+    """``matplotlib.pyplot`` on the Agg backend, imported on the first figure (not for a table or --help)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def __getattr__(name):
+    """``common.report.plt`` (``from common.report import plt``) still works: pyplot, imported on first use."""
+    if name == "plt":
+        return pyplot()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _fmt(value, digits=4):
@@ -60,6 +73,7 @@ def read_history(csv_path):
 
 def _save(fig, path):
     path = Path(path)
+    plt = pyplot()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
     plt.close(fig)
@@ -67,6 +81,7 @@ def _save(fig, path):
 
 def plot_history(history, path, title=None):
     """Training curves: one panel per quantity (loss, each metric), train and validation together."""
+    plt = pyplot()
     names = [k for k in history if k not in ("epoch", "learning_rate", "lr") and not k.startswith("val_")]
     fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.6), squeeze=False)
     epochs = [int(e) + 1 for e in history.get("epoch", range(len(history[names[0]])))]
@@ -85,6 +100,7 @@ def plot_history(history, path, title=None):
 
 def plot_roc_pr(y_true, y_score, path, fov=None, title=None):
     """ROC and precision-recall curves side by side (pixels inside ``fov`` only, if given)."""
+    plt = pyplot()
     from sklearn.metrics import auc, precision_recall_curve, roc_curve
 
     t = np.asarray(y_true).ravel() != 0
@@ -117,6 +133,7 @@ def overlay_grid(images, truths, predictions, path, titles=("image", "ground tru
     ``value_range`` (low, high) fixes the grey scale of the single-channel columns after the image (e.g.
     (0, 1) for probabilities); by default each panel is stretched to its own extremes.
     """
+    plt = pyplot()
     columns = [images, truths, predictions] + list(extra or [])
     n = min(len(images), max_rows)
     fig, axes = plt.subplots(n, len(columns), figsize=(3 * len(columns), 3 * n), squeeze=False)

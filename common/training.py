@@ -10,7 +10,9 @@ A run folder ``run_dir`` receives:
   uninterrupted run would have (shuffled batches included: see :func:`array_dataset`);
 * ``history.csv`` (appended on resume), ``tensorboard/`` and ``training_curves.png``.
 
-Every file is written atomically (temporary name + rename). A fresh run never replaces an earlier one
+Every file is written atomically (temporary name + rename); a run or resume first deletes the temporaries of
+those files that a killed run left in its folder (``common.data.io.stale_temporaries``: that exact name
+pattern, nothing else). A fresh run never replaces an earlier one
 silently: :func:`check_run_dir` refuses a run folder that holds a run unless ``resume`` or ``overwrite``.
 
 Distribution (``--strategy``): ``get_strategy("mirrored")`` trains on all local devices,
@@ -28,9 +30,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from common.data.io import atomic_path, write_json
+from common.data.io import atomic_path, remove_stale_temporaries, write_json
 from common.errors import OptionError, UserError
 from common.report import plot_history, read_history
+# The command-line options live in common/run_options.py (no TensorFlow there, so that --help is quick).
+from common.run_options import (STRATEGIES, add_run_arguments, add_strategy_argument, positive_int,  # noqa: F401
+                                tagged_name)
 
 _MAX_WORDS = ("acc", "dice", "auc", "f1", "iou", "jaccard", "precision", "recall")
 
@@ -136,9 +141,6 @@ def array_dataset(x, y, batch_size, shuffle=False, seed=None, transform=None, nu
     return ds
 
 
-STRATEGIES = ("default", "mirrored", "multi_worker")
-
-
 def foreground_fraction(masks, scale=1.0, chunk=4096):
     """Mean of ``masks / scale`` over a (possibly memory-mapped) array, read ``chunk`` items at a time."""
     total = sum(float(np.asarray(masks[i:i + chunk], np.float64).sum()) for i in range(0, len(masks), chunk))
@@ -176,33 +178,6 @@ def get_strategy(name="default"):
                               '"task": {"type": "worker", "index": 0}}')
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise OptionError(f"--strategy: unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
-
-
-def positive_int(text):
-    """argparse type: an integer >= 1."""
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return value
-
-
-def add_strategy_argument(parser):
-    """``--strategy`` and ``--data-workers``: how a run uses the machine's devices and CPU cores (neither
-    changes what is computed)."""
-    parser.add_argument("--strategy", choices=STRATEGIES, default="default",
-                        help="tf.distribute strategy: default (one device), mirrored (all local devices) or "
-                             "multi_worker (several machines, cluster given by TF_CONFIG; run the same command "
-                             "on every worker). Default: %(default)s")
-    parser.add_argument("--data-workers", type=positive_int, default=1, metavar="N",
-                        help="batches the input pipeline prepares in parallel (tf.data map calls); the batches and "
-                             "their order are the same for every N. On a GPU machine give it a few CPU cores "
-                             "(e.g. 4-8: see bench/input_pipeline.py); on a CPU-only machine the default leaves "
-                             "the cores to the model. Default: %(default)s")
 
 
 def is_chief(strategy=None):
@@ -419,33 +394,6 @@ def remove_run(run_dir):
     shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
 
 
-def tagged_name(base, tags):
-    """A default run or results folder's name: ``base`` plus ``_<tag>`` for every ``(value, default, tag)`` of
-    ``tags`` whose value is given (not None) and differs from its default; ``tag`` is a format string of the
-    value (``"lr{:g}"``, ``"bidirectional"``) or a function of it. Every train script names its default run
-    folder so, and every evaluate script its results folder: the original's settings get ``base``, and two
-    recipes (or evaluations) never share a folder."""
-    parts = [base]
-    for value, default, tag in tags:
-        if value is not None and value != default:
-            parts.append(tag(value) if callable(tag) else tag.format(value))
-    return "_".join(parts)
-
-
-def add_run_arguments(parser, resume_help="continue an interrupted run in --run-dir"):
-    """The options every train script shares: ``--resume``, ``--overwrite``, ``--verbose``, ``--strategy``,
-    ``--data-workers``, ``--mixed-precision`` and ``--jit-compile``."""
-    from common.devices import add_precision_arguments
-
-    parser.add_argument("--resume", action="store_true", help=resume_help)
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace the run already in the run folder (default: refuse to start a fresh run "
-                             "there; --resume continues it)")
-    parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress output")
-    add_strategy_argument(parser)
-    add_precision_arguments(parser, jit_compile=True)
-
-
 def fit(model, train, validation=None, *, run_dir, epochs, batch_size=32, monitor="val_loss", mode="auto",
         resume=False, overwrite=False, seed=None, shuffle=True, reduce_lr=None, early_stopping=None,
         tensorboard=True, verbose=1, callbacks=(), settings=None, data_workers=1):
@@ -489,6 +437,11 @@ def fit(model, train, validation=None, *, run_dir, epochs, batch_size=32, monito
         seed = 0  # every worker must shuffle identically for the data sharding to partition the samples
     if chief:
         run_dir.mkdir(parents=True, exist_ok=True)
+        # temporaries of this folder's own atomic writes that a killed run left (a full model each)
+        stale = remove_stale_temporaries(run_dir / name for name in RUN_FILES)
+        if stale and verbose:
+            print(f"Removed {len(stale)} temporary file(s) an interrupted run left in {run_dir}: "
+                  f"{', '.join(p.name for p in stale)}")
     if seed is not None:
         keras.utils.set_random_seed(seed)
     if validation is None and monitor.startswith("val_"):

@@ -79,9 +79,9 @@ def dice_coefficient(y_true, y_prob, threshold=0.3):
 def plot_training_curves(history, path, title=None):
     """The original's live plot as a PNG: Dice (solid, left axis) and loss (dashed, right axis), train
     orange and test blue."""
-    import common.report  # noqa: F401  (selects matplotlib's Agg backend)
     from common.data.io import atomic_path
-    import matplotlib.pyplot as plt
+    from common.report import pyplot
+    plt = pyplot()
 
     epochs = np.arange(len(history["loss"]))
     fig, ax1 = plt.subplots(figsize=(10, 5))
@@ -187,6 +187,10 @@ def evaluate(run_dir, work_dir, out_dir, study=None, model_name=None, loss=None,
              options=None):
     """Predict the test split and write the tables and figures; returns the result row (a dict).
 
+    A K-class run (K > 2 output channels, ``train.py --num-classes K``) is scored per class on the label maps
+    instead (``common.multiclass.write_multiclass_results``: ``scores.md``/``.json``, ``multiclass.json``,
+    ``labels_test.npy``, ``overlay.png``); its row holds ``num_classes``, ``mean foreground Dice`` and ``scores``.
+
     ``study`` is the prepared study whose test split is predicted (default: the run's, else dataset1);
     ``model_name``, ``loss`` and ``dice`` are used only for a run without train.py's settings. ``out_dir`` is
     written all at once (a temporary folder renamed at the end) and an existing one is replaced only with
@@ -209,6 +213,26 @@ def evaluate(run_dir, work_dir, out_dir, study=None, model_name=None, loss=None,
     _, (x_te, y_te) = load_split(work_dir, study)
     model = load_run_model(checkpoint, mixed_precision)
     prob = predict_probabilities(model, x_te, tta=tta, verbose=verbose)
+
+    def run_json(folder):
+        write_run_json(folder, model_name=model.name, weights=[checkpoint],
+                       options=dict(options or {}, run_dir=str(run_dir), study=study, weights=weights, tta=tta,
+                                    mixed_precision=mixed_precision, thresholds=list(thresholds)),
+                       inputs=[Path(work_dir) / study / "x_test.npy", Path(work_dir) / study / "y_test.npy"])
+
+    if prob.shape[-1] > 2:  # a multi-class run (train.py --num-classes K): per-class scores of the argmax labels
+        from common.multiclass import write_multiclass_results
+
+        with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+            save_npy(tmp / "pred_test.npy", prob)
+            scores = write_multiclass_results(
+                tmp, model.name, y_te, prob, images=x_te, verbose=verbose,
+                title=f"Test split of {run_dir.name} ({len(x_te)} images, {prob.shape[-1]} classes: per class and "
+                      f"the mean over the foreground classes; HD95/ASSD in pixels)")
+            run_json(tmp)
+        return {"model": model.name, "data": study, "weights": weights, "tta": tta, "test images": len(x_te),
+                "num_classes": int(prob.shape[-1]), "mean foreground Dice": scores["mean"]["dice"],
+                "scores": scores}
 
     nb, readme, note = paper_value(recipe["model"], study, recipe["loss"], recipe["dice"])
     if nb == nb:
@@ -234,10 +258,7 @@ def evaluate(run_dir, work_dir, out_dir, study=None, model_name=None, loss=None,
                      titles=("image", "ground truth", f"prediction > {thresholds[0]:g}"))
         if history and "val_dice_metric" in history:
             plot_training_curves(history, tmp / "training_curves.png", title=run_dir.name)
-        write_run_json(tmp, model_name=model.name, weights=[checkpoint],
-                       options=dict(options or {}, run_dir=str(run_dir), study=study, weights=weights, tta=tta,
-                                    mixed_precision=mixed_precision, thresholds=list(thresholds)),
-                       inputs=[Path(work_dir) / study / "x_test.npy", Path(work_dir) / study / "y_test.npy"])
+        run_json(tmp)
     return row
 
 
@@ -290,7 +311,7 @@ def build_parser():
 def default_out_dir(work_dir, run_dir, weights="last", tta="none", mixed_precision="off"):
     """``<work-dir>/results/<run folder name>[_BEST][_TTA_FLIP][_FLOAT16]``: keyed by the run and by every
     evaluation option that changes the numbers, so two evaluations never share a folder."""
-    from common.training import tagged_name
+    from common.run_options import tagged_name
 
     return Path(work_dir) / "results" / tagged_name(Path(run_dir).name, [
         (weights, "last", lambda w: w.upper()), (tta, "none", lambda t: f"TTA_{t.upper()}"),
@@ -304,13 +325,23 @@ def main(argv=None):
     if any(not 0 <= t < 1 for t in args.thresholds):
         raise cli.option_error("--thresholds", f"each must lie in [0, 1), got {args.thresholds}")
     study = args.study or "dataset1"
+    if not args.run_dir:  # train.py's default run id: the number of classes comes from the training masks
+        from common.multiclass import infer_num_classes
+
+        num_classes = infer_num_classes(load_split(args.work_dir, study)[0][1])
     run_dir = args.run_dir or default_run_dir(args.model, study, args.loss, args.epochs, args.batch_size,
-                                              *prepared_size(args.work_dir, study), dice=args.dice)
+                                              *prepared_size(args.work_dir, study), dice=args.dice,
+                                              num_classes=num_classes)
     out_dir = args.out_dir or default_out_dir(args.work_dir, run_dir, args.weights, args.tta, args.mixed_precision)
     row = evaluate(run_dir, args.work_dir, out_dir, args.study, args.model, args.loss, args.weights,
                    args.thresholds, verbose=0 if args.quiet else 1, dice=args.dice, tta=args.tta,
                    mixed_precision=args.mixed_precision, overwrite=args.overwrite,
                    options={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()})
+    if "num_classes" in row:
+        print(f"{row['model']} ({args.weights} weights, {row['test images']} test images, {row['num_classes']} "
+              f"classes): Dice averaged over the foreground classes {row['mean foreground Dice']:.4f}. Tables and "
+              f"figures in {out_dir}")
+        return row
     scores = ", ".join(f"Dice@{t:g} = {row[f'Dice@{t:g}']:.4f}" for t in args.thresholds)
     paper = (f"paper {row['paper (nb, @0.3)']:.4f}" if row["paper (nb, @0.3)"] == row["paper (nb, @0.3)"]
              else f"paper: {row['paper comparison']}")

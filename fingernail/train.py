@@ -21,11 +21,20 @@ different recipes never share a folder. A folder that holds a run is refused (on
 ``--resume`` continues it or ``--overwrite`` replaces it. ``--mixed-precision`` and ``--jit-compile`` (XLA)
 are options the original did not have (off by default).
 
+Multi-class data (an option, not the original): when the prepared masks are integer label maps 0..K-1 (K > 2,
+0 = background), ``--num-classes`` (default: read from the training masks; 2 = binary, the original) builds the
+network with a K-channel softmax head, trained with the multi-class form of ``--loss`` (``bce`` -> categorical
+cross-entropy ``ce``, ``bce_dice`` -> ``ce_dice`` = cross-entropy + soft Dice averaged over the foreground
+classes; ``--multiclass-loss`` picks another), the metric ``foreground_dice`` (argmax Dice averaged over the
+foreground classes) and the best checkpoint on ``val_foreground_dice``. The run id gets ``_CLASSES<K>`` (and
+``_ML-<loss>`` for a loss other than the multi-class form of ``--loss``); evaluate.py then scores each class.
+
 Examples::
 
     python fingernail/train.py                                      # U-Net2D, BCE-Dice, the paper's recipe
     python fingernail/train.py --model unet2d_res_srnn_32_512 --loss bce
     python fingernail/train.py --study dataset1+dataset2 --dice image
+    python fingernail/train.py --study my_labels --num-classes 4      # label maps 0..3
 """
 
 import argparse
@@ -36,7 +45,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from common import cli
-from common.training import add_run_arguments
+from common.run_options import add_run_arguments
 from fingernail.prepare_data import DEFAULT_WORK, SEED, load_split, prepared_size, val_count
 from fingernail.task import RECIPE
 
@@ -49,6 +58,7 @@ MODELS = {  # registry name -> the original's Model name
 LOSSES = ("bce_dice", "bce")
 DICE_VARIANTS = ("pixel", "image")  # bce_dice's Dice: the original's per-pixel one (default) or image-level
 EPOCHS, BATCH_SIZE, LR, LR_DECAY = (RECIPE[k] for k in ("epochs", "batch_size", "lr", "lr_decay"))  # task.py
+MULTICLASS_FORM = {"bce": "ce", "bce_dice": "ce_dice"}  # --loss -> its multi-class form (--num-classes > 2)
 
 
 def dice_metric(y_true, y_pred):
@@ -73,15 +83,19 @@ def loss_label(loss, dice="pixel"):
 
 
 def run_id(study, model, loss, epochs, batch_size, rows, cols, *, dice="pixel", lr=LR, lr_decay=LR_DECAY,
-           seed=SEED, shuffle=False, mixed_precision="off"):
+           seed=SEED, shuffle=False, mixed_precision="off", num_classes=2, multiclass_loss=None):
     """The original's run id ``Fingernail_<study>_<Model>_<DICE|BCE>_EP<e>_BS<b>_<rows>x<cols>``, plus a tag
-    for each recipe option that differs from the original's (so two recipes never share a run folder)."""
-    from common.training import tagged_name
+    for each recipe option that differs from the original's (so two recipes never share a run folder), and
+    ``_CLASSES<K>`` (plus ``_ML-<multi-class loss>`` when it is not the form of ``loss``) for K > 2."""
+    from common.run_options import tagged_name
 
+    multiclass = bool(num_classes and num_classes > 2)
+    multiclass_loss = (multiclass_loss or MULTICLASS_FORM[loss]) if multiclass else MULTICLASS_FORM[loss]
     tag = "BCE" if loss == "bce" else ("DICE" if dice == "pixel" else "DICE_IMG")
     return tagged_name(f"Fingernail_{study}_{MODELS[model]}_{tag}_EP{epochs}_BS{batch_size}_{rows}x{cols}", [
         (lr, LR, "LR{:g}"), (lr_decay, LR_DECAY, "DECAY{:g}"), (seed, SEED, "SEED{}"), (shuffle, False, "SHUFFLE"),
-        (mixed_precision, "off", lambda p: p.upper())])
+        (mixed_precision, "off", lambda p: p.upper()), (num_classes if multiclass else 2, 2, "CLASSES{}"),
+        (multiclass_loss, MULTICLASS_FORM[loss], "ML-{}")])
 
 
 def default_run_dir(model, study, loss, epochs, batch_size, rows, cols, **tags):
@@ -104,16 +118,24 @@ def make_loss(loss, dice="pixel"):
     raise ValueError(f"unknown loss {loss!r} ({', '.join(LOSSES)})")
 
 
-def compile_model(model, loss="bce_dice", dice="pixel", lr=LR, lr_decay=LR_DECAY, jit_compile=False):
+def compile_model(model, loss="bce_dice", dice="pixel", lr=LR, lr_decay=LR_DECAY, jit_compile=False,
+                  multiclass_loss=None):
     """Adam with the legacy Keras ``decay`` as an inverse-time schedule (eps 1e-8 as Keras 2); no XLA unless
-    ``jit_compile`` (the original ran TF 2.3 graph mode without it)."""
+    ``jit_compile`` (the original ran TF 2.3 graph mode without it). A K-class model (K > 2 output channels)
+    gets ``multiclass_loss`` (default: the multi-class form of ``loss``) and the ``foreground_dice`` metric
+    (``common.multiclass.compile_multiclass``) with the same optimizer."""
     import keras
+
+    from common.multiclass import compile_multiclass
 
     keras.saving.register_keras_serializable(package="fingernail")(dice_metric)
     schedule = keras.optimizers.schedules.InverseTimeDecay(lr, decay_steps=1, decay_rate=lr_decay) \
         if lr_decay else lr
-    model.compile(optimizer=keras.optimizers.Adam(schedule, beta_1=0.9, beta_2=0.999, epsilon=1e-8),
-                  loss=make_loss(loss, dice), metrics=[dice_metric], jit_compile=jit_compile)
+    optimizer = keras.optimizers.Adam(schedule, beta_1=0.9, beta_2=0.999, epsilon=1e-8)
+    if model.output_shape[-1] > 2:
+        return compile_multiclass(model, multiclass_loss or MULTICLASS_FORM[loss], jit_compile=jit_compile,
+                                  optimizer=optimizer)
+    model.compile(optimizer=optimizer, loss=make_loss(loss, dice), metrics=[dice_metric], jit_compile=jit_compile)
     return model
 
 
@@ -126,8 +148,12 @@ def scale_images(xb, yb):
 
 def train(work_dir, run_dir, *, study="dataset1", model_name="unet2d_8_128", loss="bce_dice", dice="pixel",
           epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, lr_decay=LR_DECAY, seed=SEED, shuffle=False, resume=False,
-          overwrite=False, mixed_precision="off", jit_compile=False, verbose=1, strategy="default", data_workers=1):
+          overwrite=False, mixed_precision="off", jit_compile=False, verbose=1, strategy="default", data_workers=1,
+          num_classes=None, multiclass_loss=None):
     """Build, compile and fit; returns ``(model, history)`` with the last epoch's weights.
+
+    ``num_classes``: None = from the training masks (``common.multiclass.resolve_num_classes``); K > 2 trains
+    a K-channel softmax head on the label maps with ``multiclass_loss`` (default: the form of ``loss``).
 
     ``dice`` (``"pixel"``, the original's, or ``"image"``) is used with ``loss="bce_dice"`` only; the run's
     ``state.json`` records it (``settings["dice"]``, None for ``bce``) with every other recipe option. A
@@ -137,6 +163,7 @@ def train(work_dir, run_dir, *, study="dataset1", model_name="unet2d_8_128", los
 
     from common.devices import set_precision
     from common.models import build_model
+    from common.multiclass import is_multiclass, resolve_num_classes
     from common.training import array_dataset, check_run_dir, fit, get_strategy
 
     check_run_dir(run_dir, resume=resume, overwrite=overwrite)
@@ -146,23 +173,29 @@ def train(work_dir, run_dir, *, study="dataset1", model_name="unet2d_8_128", los
     n_val = val_count(work_dir, study)  # own data with a val split: the last n_val training cases
     (x_tr, y_tr), (x_val, y_val) = (((x_tr[:-n_val], y_tr[:-n_val]), (x_tr[-n_val:], y_tr[-n_val:])) if n_val
                                     else ((x_tr, y_tr), (x_te, y_te)))
+    num_classes = resolve_num_classes(num_classes, y_tr)
+    multiclass = is_multiclass(num_classes)
+    multiclass_loss = (multiclass_loss or MULTICLASS_FORM[loss]) if multiclass else None
     set_precision(mixed_precision)  # before the model is built
     if seed is not None:
         keras.utils.set_random_seed(seed)  # before the weights are initialised (fit() seeds again)
     with strategy.scope():
-        model = compile_model(build_model(model_name, x_tr.shape[1:]), loss, dice, lr, lr_decay,
-                              jit_compile=jit_compile)
+        head = {"num_classes": num_classes} if multiclass else {}
+        model = compile_model(build_model(model_name, x_tr.shape[1:], **head), loss, dice, lr, lr_decay,
+                              jit_compile=jit_compile, multiclass_loss=multiclass_loss)
     settings = {"study": study, "model": model_name, "loss": loss, "dice": dice,
                 "loss_label": loss_label(loss, dice), "epochs": epochs, "batch_size": batch_size, "lr": lr,
                 "lr_decay": lr_decay, "seed": seed, "shuffle": shuffle, "mixed_precision": mixed_precision,
                 "jit_compile": jit_compile, "rows": int(x_tr.shape[1]), "cols": int(x_tr.shape[2]),
-                "train": len(x_tr), "test": len(x_te)}
+                "train": len(x_tr), "test": len(x_te), "num_classes": num_classes,
+                "multiclass_loss": multiclass_loss}
     if n_val:  # own data: validated on its val split, not on the test split
         settings["validation"] = n_val
     train_ds = array_dataset(x_tr, y_tr, batch_size, shuffle=shuffle, seed=seed, transform=scale_images,
                              num_parallel_calls=data_workers)
     val_ds = array_dataset(x_val, y_val, batch_size, transform=scale_images, num_parallel_calls=data_workers)
-    return fit(model, train_ds, val_ds, run_dir=run_dir, epochs=epochs, monitor="val_dice_metric", mode="max",
+    monitor = "val_foreground_dice" if multiclass else "val_dice_metric"
+    return fit(model, train_ds, val_ds, run_dir=run_dir, epochs=epochs, monitor=monitor, mode="max",
                resume=resume, overwrite=overwrite, seed=seed, verbose=verbose, settings=settings)
 
 
@@ -190,6 +223,9 @@ def build_parser():
     parser.add_argument("--run-dir", type=Path, default=None,
                         help="checkpoints and logs (default: weights/fingernail/<model>/<run id>)")
     add_run_arguments(parser)
+    from common.multiclass import add_num_classes_arguments
+
+    add_num_classes_arguments(parser, default_loss=None)
     return parser
 
 
@@ -209,19 +245,27 @@ def main(argv=None):
     check_options(args)
     dice = args.dice
     rows, cols = prepared_size(args.work_dir, args.study)
+    num_classes = args.num_classes
+    if not args.run_dir:  # the default run id names the number of classes: read it from the masks first
+        from common.multiclass import resolve_num_classes
+
+        num_classes = resolve_num_classes(num_classes, load_split(args.work_dir, args.study)[0][1])
     run_dir = args.run_dir or default_run_dir(args.model, args.study, args.loss, args.epochs, args.batch_size,
                                               rows, cols, dice=dice, lr=args.lr, lr_decay=args.lr_decay,
                                               seed=args.seed, shuffle=args.shuffle,
-                                              mixed_precision=args.mixed_precision)
+                                              mixed_precision=args.mixed_precision, num_classes=num_classes,
+                                              multiclass_loss=args.multiclass_loss)
     model, history = train(args.work_dir, run_dir, study=args.study, model_name=args.model, loss=args.loss,
                            dice=dice, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                            lr_decay=args.lr_decay, seed=args.seed, shuffle=args.shuffle, resume=args.resume,
                            overwrite=args.overwrite, mixed_precision=args.mixed_precision,
                            jit_compile=args.jit_compile, verbose=args.verbose, strategy=args.strategy,
-                           data_workers=args.data_workers)
+                           data_workers=args.data_workers, num_classes=num_classes,
+                           multiclass_loss=args.multiclass_loss)
+    key = "val_dice_metric" if "val_dice_metric" in (history or {}) else "val_foreground_dice"
     if history:
-        print(f"{model.name}: last val_dice_metric {history['val_dice_metric'][-1]:.4f}, best "
-              f"{max(history['val_dice_metric']):.4f}; checkpoints in {run_dir}")
+        print(f"{model.name}: last {key} {history[key][-1]:.4f}, best {max(history[key]):.4f}; checkpoints in "
+              f"{run_dir}")
     return run_dir
 
 

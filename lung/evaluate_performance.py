@@ -141,7 +141,7 @@ def default_out_dir(work_dir, run_dir, weights="best", tta="none", mixed_precisi
     """``<work-dir>/results/<run folder name>[_last][_tta-flip][_<precision>]``: keyed by the run, so two runs
     (or two evaluations of one run) never share a default folder; ``init-<file name>`` for the authors'
     weights."""
-    from common.training import tagged_name
+    from common.run_options import tagged_name
 
     name = tagged_name(f"init-{Path(init_weights).name}" if init_weights is not None else Path(run_dir).name, [
         (weights if init_weights is None else None, "best", "{}"), (tta, "none", "tta-{}"),

@@ -12,7 +12,10 @@ ReduceLROnPlateau(val_loss, factor 0.1, patience 7, min_delta 1e-4). The run fol
 A run folder that already holds a run is refused (``--resume`` continues it, ``--overwrite`` replaces it);
 every option that changes the network or the recipe is part of the default folder's name, so two variants
 never share one. Options beyond the original: ``--bidirectional``, ``--mixed-precision``, ``--jit-compile``,
-``--init-weights`` (the authors' Keras-2 ``weight_lung``), ``--strategy``, ``--seed``.
+``--init-weights`` (the authors' Keras-2 ``weight_lung``), ``--strategy``, ``--seed``, and ``--num-classes`` /
+``--multiclass-loss`` for prepared targets that are label maps 0..K-1 (K > 2: a K-channel softmax head; the
+default reads K from the targets, and this task's own around-lung targets are binary, so 2; the run folder gets
+``_classes<K>``; evaluate_performance.py does not score such a run per class yet).
 
 Examples::
 
@@ -31,7 +34,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 from common import cli
 from common.legacy_weights import add_init_weights_argument
-from common.training import add_run_arguments
+from common.run_options import add_run_arguments
 from lung.prepare_data import DEFAULT_WORK, load_arrays
 from lung.task import MODELS, RECIPE  # noqa: F401  (MODELS: the networks, one place)
 
@@ -40,9 +43,10 @@ ADAM = RECIPE["adam"]
 REDUCE_LR = {**RECIPE["reduce_lr"], "verbose": 1}
 #: recipe options that appear in the default run folder's name when they differ from the original's
 RECIPE_DEFAULTS = {"epochs": EPOCHS, "batch_size": BATCH_SIZE, "lr": LR, "val_split": VAL_SPLIT, "seed": None,
-                   "mixed_precision": "off", "init_weights": None}
+                   "mixed_precision": "off", "init_weights": None, "num_classes": 2, "multiclass_loss": "ce"}
 _NAME_PARTS = {"epochs": "epochs{}", "batch_size": "batch{}", "lr": "lr{:g}", "val_split": "val{:g}",
-               "seed": "seed{}", "mixed_precision": "{}", "init_weights": lambda p: f"init-{Path(p).name}"}
+               "seed": "seed{}", "mixed_precision": "{}", "init_weights": lambda p: f"init-{Path(p).name}",
+               "num_classes": "classes{}", "multiclass_loss": "{}"}
 
 
 def run_name(model_name, bidirectional=False, **recipe):
@@ -54,7 +58,7 @@ def run_name(model_name, bidirectional=False, **recipe):
     unknown = set(recipe) - set(RECIPE_DEFAULTS)
     if unknown:
         raise TypeError(f"unknown recipe options {sorted(unknown)}")
-    from common.training import tagged_name
+    from common.run_options import tagged_name
 
     return tagged_name(model_name, [(bidirectional, False, "bidirectional")] + [
         (recipe.get(key, default), default, _NAME_PARTS[key]) for key, default in RECIPE_DEFAULTS.items()])
@@ -65,11 +69,14 @@ def default_run_dir(model_name, bidirectional=False, **recipe):
     return cli.repo_path("weights", "lung", run_name(model_name, bidirectional, **recipe))
 
 
-def build(model_name, size, bidirectional=False):
-    """The Lung folder's network for ``size x size x 1`` slices (its D1 feeds the undropped bottleneck on)."""
+def build(model_name, size, bidirectional=False, num_classes=2):
+    """The Lung folder's network for ``size x size x 1`` slices (its D1 feeds the undropped bottleneck on);
+    ``num_classes`` > 2: a K-channel softmax head (an option for label-map targets)."""
     from common.models import build_model
 
     options = {"bidirectional": bidirectional}
+    if num_classes and num_classes > 2:
+        options["num_classes"] = num_classes
     if model_name == "bcdu_net_d1":
         options["bottleneck_dropout"] = 0.0
     return build_model(model_name, (size, size, 1), **options)
@@ -93,8 +100,13 @@ def scale_images(xb, yb):
 
 def train(work_dir, run_dir, model_name="bcdu_net_d3", bidirectional=False, epochs=EPOCHS, batch_size=BATCH_SIZE,
           lr=LR, val_split=VAL_SPLIT, seed=None, resume=False, verbose=1, strategy="default", overwrite=False,
-          mixed_precision="off", jit_compile=False, init_weights=None, data_workers=1):
+          mixed_precision="off", jit_compile=False, init_weights=None, data_workers=1, num_classes=None,
+          multiclass_loss="ce"):
     """Build, compile and fit; returns ``(model, history)``.
+
+    ``num_classes``: None = from the training targets (``common.multiclass.resolve_num_classes``; the prepared
+    around-lung targets are 0/1, so 2); K > 2 (targets that are label maps 0..K-1) trains a K-channel softmax
+    head with ``multiclass_loss`` (an option, not the original).
 
     The run folder is checked first (:func:`common.training.check_run_dir`: a folder holding a run is
     refused without ``resume`` or ``overwrite``), before any data is read.
@@ -102,6 +114,7 @@ def train(work_dir, run_dir, model_name="bcdu_net_d3", bidirectional=False, epoc
     import keras
 
     from common.devices import set_precision
+    from common.multiclass import compile_multiclass, is_multiclass, resolve_num_classes
     from common.training import array_dataset, check_run_dir, fit, get_strategy, split_last
 
     check_run_dir(run_dir, resume=resume, overwrite=overwrite)
@@ -109,21 +122,31 @@ def train(work_dir, run_dir, model_name="bcdu_net_d3", bidirectional=False, epoc
     arrays = load_arrays(work_dir, "train", ("image", "target"))
     x, y = arrays["image"][..., None], arrays["target"][..., None]  # (n, S, S, 1) views of the memory maps
     size = x.shape[1]
+    num_classes = resolve_num_classes(num_classes, arrays["target"])
+    multiclass = is_multiclass(num_classes)
+    if multiclass and init_weights is not None:
+        raise cli.option_error("--init-weights", f"the authors' checkpoint has the binary head, not {num_classes} "
+                                                 f"classes")
     (x_tr, y_tr), (x_val, y_val) = split_last(val_split, x, y)
     if seed is not None:
         keras.utils.set_random_seed(seed)  # before the weights are initialised (fit() seeds again)
     set_precision(mixed_precision)  # before the model is built
     with strategy.scope():
-        model = build(model_name, size, bidirectional)
+        model = build(model_name, size, bidirectional, **({"num_classes": num_classes} if multiclass else {}))
         if init_weights is not None:
             from common.legacy_weights import load_legacy_weights
 
             load_legacy_weights(model, init_weights)
-        model = compile_model(model, lr, jit_compile)
+        if multiclass:
+            model = compile_multiclass(model, multiclass_loss, jit_compile=jit_compile,
+                                       optimizer=keras.optimizers.Adam(learning_rate=lr, **ADAM))
+        else:
+            model = compile_model(model, lr, jit_compile)
     settings = {"model": model_name, "bidirectional": bidirectional, "epochs": epochs, "batch_size": batch_size,
                 "lr": lr, "val_split": val_split, "seed": seed, "slice_size": size, "train": len(x_tr),
                 "validation": len(x_val), "mixed_precision": mixed_precision, "jit_compile": jit_compile,
-                "init_weights": None if init_weights is None else str(init_weights)}
+                "init_weights": None if init_weights is None else str(init_weights), "num_classes": num_classes,
+                "multiclass_loss": multiclass_loss if multiclass else None}
     train_ds = array_dataset(x_tr, y_tr, batch_size, shuffle=True, seed=seed, transform=scale_images,
                              num_parallel_calls=data_workers)
     val_ds = array_dataset(x_val, y_val, batch_size, transform=scale_images, num_parallel_calls=data_workers)
@@ -166,21 +189,33 @@ def build_parser():
                              "recipe option that differs from the original, e.g. epochs4_lr0.001>])")
     add_run_arguments(parser)
     add_init_weights_argument(parser)
+    from common.multiclass import add_num_classes_arguments
+
+    add_num_classes_arguments(parser, default_loss="ce")
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     check_options(args)
+    num_classes = args.num_classes
+    if not args.run_dir:  # the default run folder names K > 2 classes: read K from the targets first
+        from common.multiclass import resolve_num_classes
+
+        num_classes = resolve_num_classes(num_classes, load_arrays(args.work_dir, "train", ("target",))["target"])
+    multiclass = bool(num_classes and num_classes > 2)
     run_dir = args.run_dir or default_run_dir(args.model, args.bidirectional, epochs=args.epochs,
                                               batch_size=args.batch_size, lr=args.lr, val_split=args.val_split,
                                               seed=args.seed, mixed_precision=args.mixed_precision,
-                                              init_weights=args.init_weights)
+                                              init_weights=args.init_weights,
+                                              num_classes=num_classes if multiclass else 2,
+                                              multiclass_loss=args.multiclass_loss if multiclass else "ce")
     model, history = train(args.work_dir, run_dir, args.model, args.bidirectional, args.epochs, args.batch_size,
                            args.lr, args.val_split, args.seed, args.resume, args.verbose, args.strategy,
                            overwrite=args.overwrite, mixed_precision=args.mixed_precision,
                            jit_compile=args.jit_compile, init_weights=args.init_weights,
-                           data_workers=args.data_workers)
+                           data_workers=args.data_workers, num_classes=num_classes,
+                           multiclass_loss=args.multiclass_loss)
     if history:
         print(f"{model.name}: best val_loss {min(history['val_loss']):.4f}; checkpoints in {run_dir}")
     return run_dir

@@ -30,7 +30,7 @@ import numpy as np
 
 from common import cli
 from common.legacy_weights import add_init_weights_argument
-from common.training import add_run_arguments
+from common.run_options import add_run_arguments
 from retina_vessel.prepare_datasets_DRIVE import DEFAULT_WORK, read_own_split, split_path
 from retina_vessel.save_patch import IMGS_FILE, MASKS_FILE
 from retina_vessel.task import DEFAULT_MODEL, RECIPE
@@ -46,7 +46,7 @@ def run_name(bidirectional=False, prior_bias=False, *, epochs=EPOCHS, batch_size
     """``bcdu_net_d3[_bidirectional][_prior_bias]`` plus a tag for every other recipe option that differs from
     the original's (``_e10``, ``_b16``, ``_lr0.001``, ``_val0.1``, ``_seed3``, ``_init-<file stem>``,
     ``_mp-float16``): a variant never lands in another's default run folder; the faithful run is ``bcdu_net_d3``."""
-    from common.training import tagged_name
+    from common.run_options import tagged_name
 
     return tagged_name(MODEL, [(bidirectional, False, "bidirectional"), (prior_bias, False, "prior_bias"),
                                (epochs, EPOCHS, "e{}"), (batch_size, BATCH_SIZE, "b{}"), (lr, LR, "lr{:g}"),

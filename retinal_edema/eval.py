@@ -70,8 +70,8 @@ def colourise(grey, classes):
 
 def plot_detection_roc(targets, scores, path, title=None):
     """One ROC curve per lesion class (detection), AUC in the legend."""
-    import common.report  # noqa: F401  (Agg backend)
-    import matplotlib.pyplot as plt
+    from common.report import pyplot
+    plt = pyplot()
     from sklearn.metrics import auc, roc_curve
 
     from common.data.io import atomic_path
@@ -93,8 +93,8 @@ def plot_detection_roc(targets, scores, path, title=None):
 
 def plot_cube_dice(rows, path, title=None):
     """Grouped bars: Dice of each lesion class per cube (NaN = class absent, no bar)."""
-    import common.report  # noqa: F401
-    import matplotlib.pyplot as plt
+    from common.report import pyplot
+    plt = pyplot()
 
     from common.data.io import atomic_path
 
@@ -173,7 +173,7 @@ def run_key(checkpoints):
 
 def default_out_dir(kind, checkpoints, phase=None, tta="none", min_size=0):
     """``work/retinal_edema/<kind>/<run_key>[_<phase>][_tta-flip][_min<N>]``."""
-    from common.training import tagged_name
+    from common.run_options import tagged_name
 
     return cli.repo_path("work", "retinal_edema", kind, tagged_name(run_key(checkpoints), [
         (phase or None, "val", "{}"), (tta, "none", "tta-{}"), (min_size, 0, "min{}")]))

@@ -91,8 +91,9 @@ def gen_cube(set_dir, cube, with_labels, stacked_dir=None):
     set_dir = Path(set_dir)
     stacked_dir = Path(stacked_dir) if stacked_dir is not None else set_dir / STACKED
     files = sorted_slices(set_dir / "original_images" / cube, (".bmp",), 1)
-    first = read_image(files[0], "gray")
-    slices = np.stack([first] + [read_image(p, "gray", first.shape) for p in files[1:]])
+    # BMP slices carry no orientation tag: the stored grid, as the original's cv2.imread (and PIL for labels)
+    first = read_image(files[0], "gray", exif=False)
+    slices = np.stack([first] + [read_image(p, "gray", first.shape, exif=False) for p in files[1:]])
     label_paths = None
     if with_labels:
         label_dir = set_dir / "label_images" / label_folder(cube)

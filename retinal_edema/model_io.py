@@ -35,7 +35,7 @@ def run_name(name, loss, lr, *, batch_size=None, epochs=None, lr_mode=None, step
     """``<name>_nopre_<loss>_<lr>`` (the original's result folder name) plus a suffix for every setting that
     differs from the model's preset (``_b8``, ``_e12``, ``_poly``, ``_step10``, ``_wd0``, ``_noflip``,
     ``_nodet``, ``_seed1``), so two recipes never share a default run folder."""
-    from common.training import tagged_name
+    from common.run_options import tagged_name
 
     s = preset(name)
     return tagged_name(f"{name}_nopre_{loss}_{lr:g}", [

@@ -28,7 +28,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 from common import cli
 from common.data.io import DataLayoutError
-from common.training import add_run_arguments, check_run_dir
+from common.run_options import add_run_arguments
 from retinal_edema.dataset import CLASS_NAMES, add_path_arguments, read_list, read_stats
 from retinal_edema.model_io import (COMMON, LOSSES, NAMES, PRESETS, REGISTRY, VAL_BATCH,  # noqa: F401
                                     default_run_dir, preset, run_name)
@@ -94,8 +94,9 @@ def train(data_dir, list_dir, run_dir, name="unet_nested", loss=None, epochs=Non
     s.update({k: v for k, v in dict(loss=loss, epochs=epochs, batch_size=batch_size, lr=lr, lr_mode=lr_mode,
                                     step=step, weight_decay=weight_decay, seed=seed).items() if v is not None})
     _check_settings(s)
+    from common.training import check_run_dir, get_strategy
+
     check_run_dir(run_dir, resume=resume, overwrite=overwrite)  # before any data is read
-    from common.training import get_strategy
 
     strategy = get_strategy(strategy)  # before other TensorFlow work
     import keras

@@ -271,7 +271,7 @@ def evaluate(data_dir, checkpoint, out_dir, seqs=VAL_SEQS, normalise="torch", tt
 def default_out_dir(work_dir, checkpoint, tta_sizes=(), tta="none", min_size=0):
     """``<work-dir>/test/<run folder>_<stage folder>_<best|last>[_sizes..][_tta-flip][_min<N>]``: results of
     different runs or checkpoints never share a folder."""
-    from common.training import tagged_name
+    from common.run_options import tagged_name
 
     checkpoint = Path(checkpoint)
     return Path(work_dir) / "test" / tagged_name(f"{checkpoint.parent.parent.name}_{checkpoint.parent.name}_"

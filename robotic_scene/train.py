@@ -39,9 +39,9 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import numpy as np
 
 from common import cli
-from common.data.io import DataLayoutError, list_images, pair_files, write_json
+from common.data.io import DataLayoutError, list_images, pair_files, remove_stale_temporaries, write_json
 from common.errors import OptionError, UserError
-from common.training import add_run_arguments, without_autotune
+from common.run_options import add_run_arguments
 from robotic_scene.prepare import DEFAULT_WORK, IMAGES, MASKS, NUM_CLASSES, PREPARED, sequence_number
 from robotic_scene.task import INPUT, RECIPE
 
@@ -159,6 +159,8 @@ def make_dataset(frames, size, batch_size=BATCH_SIZE, augment=False, shuffle=Fal
     (``--data-workers``). The flips of the frame at position ``p`` of an epoch are a function of ``(seed, p)``
     (stateless random ops), so the batches are the same for any number of calls."""
     import tensorflow as tf
+
+    from common.training import without_autotune
 
     images = [str(f[0]) for f in frames]
     masks = [str(f[1]) for f in frames]
@@ -412,7 +414,7 @@ def run_name(*, val_seqs=VAL_SEQS, epochs=None, lrs=None, batch_size=BATCH_SIZE,
     """``tdsnet_fold0`` (the original's settings) plus a suffix for every setting that changes the network or
     the recipe (``_val1-3-6``, ``_e8-9-10-11``, ``_lr0.0001-...``, ``_b2``, ``_enc-none`` / ``_enc-<file stem>``,
     ``_caffe`` / ``_torch``, ``_he``, ``_seed1``), so two recipes never share a default run folder."""
-    from common.training import tagged_name
+    from common.run_options import tagged_name
 
     base = "tdsnet_fold0" if tuple(val_seqs) == VAL_SEQS else "tdsnet_val" + "-".join(map(str, val_seqs))
     return tagged_name(base, [
@@ -463,6 +465,7 @@ def train(data_dir, run_dir, stages=STAGES, val_seqs=VAL_SEQS, batch_size=BATCH_
         trainer = build_trainer((rows, cols, 3), weights_file, stages[0][4], init, seed, jit_compile)
     if overwrite:
         remove_staged_run(run_dir)  # the data and the model are fine: replace the old run now
+    remove_stale_temporaries([run_dir / "stages.json"])  # left by a run killed while writing it (fit: the rest)
 
     records, start, checkpoint = [], 0, None
     for index, (name, alpha, beta, gamma, lr, cumulative) in enumerate(stages, 1):

@@ -115,7 +115,7 @@ def good_predictions(masks, prob, max_errors=GOOD_PREDICTION_ERRORS, n=10):
 
 
 def predict(model, images, batch_size=BATCH_SIZE, raw_input=False, verbose=1, tta="none"):
-    """Probabilities (N, H, W, 1) float32 for uint8 images (N, H, W, 3) of the network's input size,
+    """Probabilities (N, H, W, 1) float32 (N, H, W, K for a K-class model) for uint8 images (N, H, W, 3) of the network's input size,
     normalised chunk by chunk as in training (``raw_input``: the raw 0..255 values, as the original's
     evaluate.py). ``tta="flip"``: the mean over the image and its horizontal and vertical flips
     (``common.inference.with_flips``)."""
@@ -128,7 +128,7 @@ def predict(model, images, batch_size=BATCH_SIZE, raw_input=False, verbose=1, tt
 
     if tta == "flip":
         run = with_flips(run)
-    out = np.empty(images.shape[:3] + (1,), np.float32)
+    out = np.empty(images.shape[:3] + (model.output_shape[-1],), np.float32)  # K channels for a K-class head
     chunk = 8 * batch_size
     for start in tqdm(range(0, len(images), chunk), desc="predict", unit="chunk", disable=not verbose):
         x = np.asarray(images[start:start + chunk])
@@ -150,7 +150,7 @@ def load_checkpoint(checkpoint, mixed_precision="off"):
 
 def out_name(run_dir, weights="best", raw_input=False, tta="none"):
     """Default results folder name: the run folder's name plus every option that changes the scores."""
-    from common.training import tagged_name
+    from common.run_options import tagged_name
 
     return tagged_name(Path(run_dir).name, [(weights == "last", False, "last"), (raw_input, False, "raw-input"),
                                             (tta, "none", "tta-{}")])
@@ -160,6 +160,9 @@ def evaluate(run_dir, work_dir, out_dir, weights="best", raw_input=False, batch_
              tta="none", overwrite=False, mixed_precision="off", options=None, init_weights=None,
              model_name="bcdu_net_d3", bidirectional=False):
     """Predict the test split, write the tables and figures; returns ``isic_scores``' dict.
+
+    A K-class model (K > 2, ``train_isic18.py --num-classes K``) is scored per class on the label maps instead
+    (``common.multiclass.write_multiclass_results``; returns ``common.metrics.multiclass_scores``' dict).
 
     ``out_dir`` is written as a whole (``common.data.io.atomic_dir``): a non-empty folder is refused unless
     ``overwrite``, checked before the model is loaded. ``init_weights``: evaluate the authors' Keras-2
@@ -187,7 +190,15 @@ def evaluate(run_dir, work_dir, out_dir, weights="best", raw_input=False, batch_
         save_npy(tmp / "pred_test.npy", prob)
         source = (f"{checkpoint.name} (Keras-2 checkpoint)" if init_weights
                   else f"{weights} checkpoint of {run_dir.name}")
-        scores = _write_results(tmp, model.name, images, masks, prob, source, weights, raw_input, tta, verbose)
+        if prob.shape[-1] > 2:  # a multi-class run (--num-classes K): scores per class, labels = the masks
+            from common.multiclass import write_multiclass_results
+
+            scores = write_multiclass_results(
+                tmp, model.name, masks, prob, verbose=verbose, images=images,
+                title=f"test split ({len(masks)} images, {source}, {prob.shape[-1]} classes: per class and the "
+                      f"mean over the foreground classes; HD95/ASSD in pixels)")
+        else:
+            scores = _write_results(tmp, model.name, images, masks, prob, source, weights, raw_input, tta, verbose)
         write_run_json(tmp, model_name=model.name, weights=[checkpoint],
                        options=dict(options or {}, weights=weights, raw_input=raw_input, tta=tta,
                                     mixed_precision=mixed_precision, batch_size=batch_size),
@@ -270,7 +281,12 @@ def main(argv=None):
         raise cli.option_error("--bidirectional", "needs a model with ConvLSTM fusions (not bcdu_unet)")
     if args.init_weights and (args.run_dir or args.weights != "best"):
         raise cli.option_error("--init-weights", "evaluates that file: leave out --run-dir and --weights")
-    run_dir = args.run_dir or default_run_dir(args.model, args.bidirectional)
+    if not args.run_dir and not args.init_weights:  # train_isic18.py's default folder names K > 2 classes
+        from common.multiclass import infer_num_classes
+
+        classes = infer_num_classes(load_split(args.work_dir, "train")[1])
+    run_dir = args.run_dir or default_run_dir(args.model, args.bidirectional,
+                                              num_classes=2 if args.init_weights else classes)
     named = Path(args.init_weights.name.split(".")[0]) if args.init_weights else run_dir
     out_dir = args.out_dir or args.work_dir / "results" / out_name(named, args.weights, args.raw_input, args.tta)
     scores = evaluate(run_dir, args.work_dir, out_dir, args.weights, args.raw_input, args.batch_size,
@@ -278,8 +294,12 @@ def main(argv=None):
                       mixed_precision=args.mixed_precision,
                       options={"model": args.model, "bidirectional": args.bidirectional},
                       init_weights=args.init_weights, model_name=args.model, bidirectional=args.bidirectional)
-    print(f"test F1 (Dice) {scores['correct']['F1']:.4f} (original definitions {scores['original']['F1']:.4f}); "
-          f"tables and figures in {out_dir}")
+    if "mean" in scores:  # a multi-class run
+        print(f"test Dice averaged over the foreground classes {scores['mean']['dice']:.4f}; tables and figures "
+              f"in {out_dir}")
+    else:
+        print(f"test F1 (Dice) {scores['correct']['F1']:.4f} (original definitions "
+              f"{scores['original']['F1']:.4f}); tables and figures in {out_dir}")
     return 0
 
 

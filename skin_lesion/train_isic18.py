@@ -15,12 +15,20 @@ gets ``best.keras`` (the original's ``weight_isic18``), ``last.keras``, ``histor
 the history to ``hist_isic18``), TensorBoard logs and ``training_curves.png``. A folder that already holds a
 run is never replaced: ``--resume`` continues it, ``--overwrite`` replaces it.
 
+Multi-class data (an option, not the original): when the prepared masks are integer label maps 0..K-1 (K > 2,
+0 = background), ``--num-classes`` (default: read from the training masks; 2 = binary, the original) builds the
+network with a K-channel softmax head and trains it on the labels (not divided by 255) with
+``--multiclass-loss`` (default ``ce``, categorical cross-entropy, the multi-class form of the original's
+binary cross-entropy; ``dice`` or ``ce_dice`` use the soft Dice averaged over the foreground classes). The run
+folder gets ``_classes<K>`` (and ``_<loss>`` for a loss other than ce). evaluate.py then scores each class.
+
 Examples::
 
     python skin_lesion/train_isic18.py                          # the original: BCDU_net_D3, 100 epochs
     python skin_lesion/train_isic18.py --model sedu_net_d3 --encoder-weights ~/vgg16_notop.h5
     python skin_lesion/train_isic18.py --resume                 # continue an interrupted run
     python skin_lesion/train_isic18.py --mixed-precision bfloat16 --jit-compile   # faster on a recent GPU
+    python skin_lesion/train_isic18.py --work-dir my_labels --num-classes 4 --multiclass-loss ce_dice
 """
 
 import argparse
@@ -42,12 +50,13 @@ REDUCE_LR = {**RECIPE["reduce_lr"], "verbose": 1}
 
 
 def run_name(model, bidirectional=False, *, prior_output_bias=False, restarts=0, encoder_weights="imagenet",
-             lr=LR, batch_size=BATCH_SIZE, mixed_precision="off", init_weights=None):
+             lr=LR, batch_size=BATCH_SIZE, mixed_precision="off", init_weights=None, num_classes=2,
+             multiclass_loss="ce"):
     """The default run folder's name: ``<model>`` plus every network / recipe option not at its default
     (``_bidirectional``, ``_prior-bias``, ``_restarts<K>``, ``_encoder-none`` or ``_encoder-<file stem>``
-    for sedu_net_d3, ``_lr<lr>``, ``_batch<n>``, ``_<mixed precision>``, ``_init-<file stem>``), so two
-    variants never share one."""
-    from common.training import tagged_name
+    for sedu_net_d3, ``_lr<lr>``, ``_batch<n>``, ``_<mixed precision>``, ``_init-<file stem>``,
+    ``_classes<K>`` and ``_<multi-class loss>`` when K > 2), so two variants never share one."""
+    from common.run_options import tagged_name
 
     encoder = "imagenet" if model != "sedu_net_d3" else ("none" if encoder_weights is None else encoder_weights)
     return tagged_name(model, [
@@ -55,7 +64,9 @@ def run_name(model, bidirectional=False, *, prior_output_bias=False, restarts=0,
         (restarts, 0, "restarts{}"),
         (encoder, "imagenet", lambda w: "encoder-" + ("none" if w == "none" else Path(w).stem)),
         (lr, LR, "lr{:g}"), (batch_size, BATCH_SIZE, "batch{}"), (mixed_precision, "off", "{}"),
-        (init_weights or None, None, lambda p: "init-" + Path(p).name.split(".")[0])])
+        (init_weights or None, None, lambda p: "init-" + Path(p).name.split(".")[0]),
+        (num_classes if num_classes and num_classes > 2 else 2, 2, "classes{}"),
+        (multiclass_loss if num_classes and num_classes > 2 else "ce", "ce", "{}")])
 
 
 def default_run_dir(model, bidirectional=False, **options):
@@ -73,8 +84,17 @@ def normalise_batch(xb, yb):
     return network_input(xb), np.asarray(yb, np.float32) / 255.0
 
 
-def build(model_name, input_shape, bidirectional=False, encoder_weights="imagenet", lr=LR, jit_compile=False):
+def multiclass_batch(xb, yb):
+    """One batch of a multi-class run: images as :func:`normalise_batch`, label maps unchanged."""
+    return network_input(xb), np.asarray(yb, np.float32)
+
+
+def build(model_name, input_shape, bidirectional=False, encoder_weights="imagenet", lr=LR, jit_compile=False,
+          num_classes=2, multiclass_loss="ce"):
     """The registered network compiled as the original: Adam(lr), binary cross-entropy, accuracy.
+
+    ``num_classes`` > 2: a K-channel softmax head compiled with ``multiclass_loss``
+    (``common.multiclass.compile_multiclass``) instead.
 
     ``encoder_weights`` only applies to sedu_net_d3 (``imagenet``, ``none`` or a file path); a file that is
     not Keras's VGG16 notop weights file raises ``UserError`` naming it. ``jit_compile``: XLA (an option).
@@ -84,9 +104,13 @@ def build(model_name, input_shape, bidirectional=False, encoder_weights="imagene
     from common.errors import UserError
     from common.models import build_model
 
+    from common.multiclass import compile_multiclass, is_multiclass
+
     options = {"bidirectional": bidirectional} if bidirectional else {}
     if model_name == "sedu_net_d3":
         options["encoder_weights"] = None if encoder_weights in (None, "none") else encoder_weights
+    if is_multiclass(num_classes):
+        options["num_classes"] = num_classes
     try:
         model = build_model(model_name, input_shape, **options)
     except ValueError as exc:  # load_vgg16_notop_weights: "<file>: not a Keras VGG16 notop weights file"
@@ -94,6 +118,8 @@ def build(model_name, input_shape, bidirectional=False, encoder_weights="imagene
             raise UserError(f"{' '.join(str(exc).split())[:300]}; pass --encoder-weights imagenet, none or the "
                             f"path of Keras's VGG16 notop weights file") from None
         raise
+    if is_multiclass(num_classes):
+        return compile_multiclass(model, multiclass_loss, lr=lr, jit_compile=jit_compile)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr), loss="binary_crossentropy",
                   metrics=["accuracy"], jit_compile=jit_compile)
     return model
@@ -131,9 +157,12 @@ def head_collapsed(model, images):
 def train(work_dir, run_dir, model_name="bcdu_net_d3", bidirectional=False, encoder_weights="imagenet",
           epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, seed=None, resume=False, verbose=1, strategy="default",
           prior_output_bias=False, restarts=0, *, overwrite=False, mixed_precision="off", jit_compile=False,
-          init_weights=None, data_workers=1):
+          init_weights=None, data_workers=1, num_classes=None, multiclass_loss="ce"):
     """Build, compile and fit; returns ``(model, history)`` (``common.training.fit``).
 
+    ``num_classes``: None = from the training masks (``common.multiclass.resolve_num_classes``); K > 2 trains
+    a K-channel softmax head on the label maps with ``multiclass_loss`` (``--restarts``, ``--prior-output-bias``
+    and ``--init-weights`` are for the original's binary head only).
     ``restarts`` > 0: after the first epoch, a network whose head collapsed (:func:`head_collapsed` on the
     first training images) is rebuilt with the next seed (``seed + 1000 k``) and its first epoch trained again, at
     most ``restarts`` times; then training continues from that epoch's checkpoint.
@@ -155,12 +184,23 @@ def train(work_dir, run_dir, model_name="bcdu_net_d3", bidirectional=False, enco
     set_precision(mixed_precision)  # before the model is built
     (x_tr, m_tr), (x_val, m_val) = load_split(work_dir, "train"), load_split(work_dir, "val")
     y_tr, y_val = m_tr[..., None], m_val[..., None]  # views of the memory maps, (N, H, W, 1)
+    from common.multiclass import is_multiclass, resolve_num_classes
+
+    num_classes = resolve_num_classes(num_classes, m_tr)
+    multiclass = is_multiclass(num_classes)
+    if multiclass:
+        for flag, given in (("--restarts", restarts), ("--prior-output-bias", prior_output_bias),
+                            ("--init-weights", init_weights)):
+            if given:
+                raise cli.option_error(flag, f"applies to the original's binary head, not to {num_classes} classes")
+    transform = multiclass_batch if multiclass else normalise_batch
     settings = {"model": model_name, "bidirectional": bidirectional, "epochs": epochs, "batch_size": batch_size,
                 "lr": lr, "seed": seed, "train": len(x_tr), "val": len(x_val), "input_shape": list(x_tr.shape[1:]),
                 "prior_output_bias": prior_output_bias, "restarts": restarts, "encoder_weights": str(encoder_weights),
                 "mixed_precision": mixed_precision, "jit_compile": jit_compile,
-                "init_weights": str(init_weights) if init_weights else None}
-    val_ds = array_dataset(x_val, y_val, batch_size, transform=normalise_batch, num_parallel_calls=data_workers)
+                "init_weights": str(init_weights) if init_weights else None, "num_classes": num_classes,
+                "multiclass_loss": multiclass_loss if multiclass else None}
+    val_ds = array_dataset(x_val, y_val, batch_size, transform=transform, num_parallel_calls=data_workers)
     options = dict(run_dir=run_dir, monitor="val_loss", mode="min", reduce_lr=REDUCE_LR, verbose=verbose)
     warmed_up = False
     for attempt in range(restarts + 1):
@@ -168,14 +208,15 @@ def train(work_dir, run_dir, model_name="bcdu_net_d3", bidirectional=False, enco
         if attempt_seed is not None:
             keras.utils.set_random_seed(attempt_seed)  # before the weights are initialised
         with strategy.scope():
-            model = build(model_name, x_tr.shape[1:], bidirectional, encoder_weights, lr, jit_compile)
+            model = build(model_name, x_tr.shape[1:], bidirectional, encoder_weights, lr, jit_compile,
+                          num_classes, multiclass_loss)
             if init_weights:
                 from common.legacy_weights import load_legacy_weights
 
                 load_legacy_weights(model, init_weights)
             if prior_output_bias:
                 set_output_prior(model, foreground_fraction(m_tr, scale=255.0))
-        train_ds = array_dataset(x_tr, y_tr, batch_size, shuffle=True, seed=attempt_seed, transform=normalise_batch,
+        train_ds = array_dataset(x_tr, y_tr, batch_size, shuffle=True, seed=attempt_seed, transform=transform,
                                  num_parallel_calls=data_workers)
         settings["attempt_seed"] = attempt_seed
         if not restarts or resume or epochs < 2:
@@ -197,7 +238,8 @@ def variant_options(args):
     """The options of ``args`` that name the default run folder (:func:`run_name`), as keywords."""
     return {"prior_output_bias": args.prior_output_bias, "restarts": args.restarts,
             "encoder_weights": args.encoder_weights, "lr": args.lr, "batch_size": args.batch_size,
-            "mixed_precision": args.mixed_precision, "init_weights": args.init_weights}
+            "mixed_precision": args.mixed_precision, "init_weights": args.init_weights,
+            "num_classes": getattr(args, "resolved_classes", 2), "multiclass_loss": args.multiclass_loss}
 
 
 def check_options(args):
@@ -224,7 +266,7 @@ def check_options(args):
 def build_parser():
     """The command line (its defaults are the original's settings; pinned by the tests)."""
     from common.legacy_weights import add_init_weights_argument
-    from common.training import add_run_arguments
+    from common.run_options import add_run_arguments
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK,
@@ -251,18 +293,27 @@ def build_parser():
                              "per variant: see the description)")
     add_run_arguments(parser)
     add_init_weights_argument(parser)
+    from common.multiclass import add_num_classes_arguments
+
+    add_num_classes_arguments(parser, default_loss="ce")
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     check_options(args)
+    if not args.run_dir:  # the default run folder names the number of classes: read it from the masks first
+        from common.multiclass import resolve_num_classes
+
+        args.resolved_classes = resolve_num_classes(args.num_classes, load_split(args.work_dir, "train")[1])
     run_dir = args.run_dir or default_run_dir(args.model, args.bidirectional, **variant_options(args))
     model, history = train(args.work_dir, run_dir, args.model, args.bidirectional, args.encoder_weights,
                            args.epochs, args.batch_size, args.lr, args.seed, args.resume, args.verbose,
                            args.strategy, args.prior_output_bias, args.restarts, overwrite=args.overwrite,
                            mixed_precision=args.mixed_precision, jit_compile=args.jit_compile,
-                           init_weights=args.init_weights, data_workers=args.data_workers)
+                           init_weights=args.init_weights, data_workers=args.data_workers,
+                           num_classes=getattr(args, "resolved_classes", args.num_classes),
+                           multiclass_loss=args.multiclass_loss)
     if history:
         print(f"{model.name}: best val_loss {min(history['val_loss']):.4f} after {len(history['val_loss'])} "
               f"epochs; checkpoints in {run_dir}")

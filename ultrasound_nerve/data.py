@@ -12,8 +12,10 @@ Images are streamed into memory-mapped temporary files (bounded memory); the fou
 together only once every training AND test frame was read, so a corrupt frame anywhere leaves nothing
 behind. Arrays already in ``--work-dir`` are never replaced without ``--overwrite``.
 
-16-bit frames are scaled to 8 bits as OpenCV's 8-bit reader would (``common.data.io.read_image``:
-round(v / 256)); every frame must be 420x580.
+16-bit frames are scaled to 8 bits as OpenCV's 8-bit reader would (``common.data.io.read_image``: the high
+byte, ``v >> 8``); every frame must be 420x580. Frames are read as stored, without applying an orientation tag,
+as the tutorial's ``skimage.io.imread`` (its TIFF reader, tifffile) did; a training frame or mask that carries
+a non-identity tag is named in one warning.
 
 Examples::
 
@@ -35,7 +37,7 @@ import numpy as np
 from tqdm import tqdm
 
 from common import cli
-from common.data.io import DataLayoutError, open_npy_writer, read_image
+from common.data.io import DataLayoutError, open_npy_writer, read_image, warn_orientation
 from common.errors import UserError
 
 IMAGE_ROWS, IMAGE_COLS = 420, 580
@@ -105,14 +107,15 @@ def check_outputs(work_dir, names=OUTPUTS, overwrite=False):
 
 
 def _fill_train(pairs, imgs, masks, verbose):
+    warn_orientation([p for pair in pairs for p in pair], applied=False, reader="skimage.io.imread (tifffile)")
     for i, (img, mask) in enumerate(tqdm(pairs, desc="train images", disable=not verbose)):
-        imgs[i] = read_image(img, "gray", size=(IMAGE_ROWS, IMAGE_COLS))
-        masks[i] = read_image(mask, "gray", size=(IMAGE_ROWS, IMAGE_COLS))
+        imgs[i] = read_image(img, "gray", size=(IMAGE_ROWS, IMAGE_COLS), exif=False)
+        masks[i] = read_image(mask, "gray", size=(IMAGE_ROWS, IMAGE_COLS), exif=False)
 
 
 def _fill_test(items, imgs, ids, verbose):
     for i, (image_id, path) in enumerate(tqdm(items, desc="test images", disable=not verbose)):
-        imgs[i] = read_image(path, "gray", size=(IMAGE_ROWS, IMAGE_COLS))
+        imgs[i] = read_image(path, "gray", size=(IMAGE_ROWS, IMAGE_COLS), exif=False)
         ids[i] = image_id
 
 

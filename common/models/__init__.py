@@ -6,6 +6,11 @@ is adding a module; nothing here needs editing.
 
 A builder has the signature ``builder(input_shape, **options) -> keras.Model`` where ``input_shape`` is
 ``(height, width, channels)`` (channels last).
+
+The binary families (BCDU-Net family, ``nerve_unet``, the fingernail ``unet2d_*``) also take
+``num_classes=K``: None, 1 or 2 keep the original's 1-channel sigmoid output; K > 2 gives a K-channel softmax
+output of the same layer name (``common.layers.segmentation_output``). Example:
+``build_model("bcdu_net_d3", (256, 256, 3), num_classes=4)``.
 """
 
 import importlib

@@ -8,7 +8,7 @@ Convolutional Networks for Biomedical Image Segmentation", MICCAI 2015.
 import keras
 from keras import layers
 
-from common.layers import conv_block
+from common.layers import conv_block, segmentation_output
 from common.models import register
 
 
@@ -34,12 +34,14 @@ def unet_backbone(inputs, filters, name_prefix=""):
 
 
 @register("nerve_unet")
-def nerve_unet(input_shape=(96, 96, 1), filters=(32, 64, 128, 256, 512)):
+def nerve_unet(input_shape=(96, 96, 1), filters=(32, 64, 128, 256, 512), num_classes=None):
     """The tutorial's ``get_unet()``: 4 poolings, 32..512 filters, sigmoid 1x1 head.
 
     7,759,521 parameters for one input channel (any size divisible by 16); Keras default initialisers.
+    ``num_classes``: None, 1 or 2 = the tutorial's 1-channel sigmoid head; K > 2 = a K-channel softmax head
+    (an option for multi-class data, 33·(K - 1) more parameters).
     """
     inputs = keras.Input(shape=input_shape, name="image")
     x = unet_backbone(inputs, filters)
-    outputs = layers.Conv2D(1, 1, activation="sigmoid", dtype="float32", name="head_conv")(x)  # f32 (mixed precision)
+    outputs = segmentation_output(x, num_classes, name="head_conv")  # float32 (mixed precision)
     return keras.Model(inputs, outputs, name="nerve_unet")

@@ -29,7 +29,7 @@ as the original's ``pretrained_weight_path``.
 import keras
 from keras import layers
 
-from common.layers import SpatialRNN2D
+from common.layers import SpatialRNN2D, segmentation_output
 from common.models import register
 
 
@@ -90,16 +90,19 @@ def unet2d_backbone(inputs, filters, residual=False, encoder_initializer="glorot
     return x
 
 
-def _unet2d_model(input_shape, filters, name, weights=None, **backbone_options):
-    """Backbone + Conv1x1(1, sigmoid) head as a ``keras.Model``; optionally load ``weights``."""
+def _unet2d_model(input_shape, filters, name, weights=None, num_classes=None, **backbone_options):
+    """Backbone + Conv1x1(1, sigmoid) head as a ``keras.Model``; optionally load ``weights``.
+
+    ``num_classes`` K > 2 replaces the head by a K-channel softmax Conv1x1 of the same name (an option for
+    multi-class data); None, 1 or 2 keep the original's sigmoid head.
+    """
     height, width = input_shape[:2]
     factor = 2 ** (len(filters) - 1)
     if any(s is not None and s % factor for s in (height, width)):
         raise ValueError(f"{name}: input height and width must be divisible by {factor}, got {input_shape}")
     inputs = keras.Input(input_shape, name="input")
     features = unet2d_backbone(inputs, filters, **backbone_options)
-    outputs = layers.Conv2D(1, 1, activation="sigmoid", dtype="float32",  # f32 (mixed precision)
-                            name=f"conv{2 * len(filters)}")(features)
+    outputs = segmentation_output(features, num_classes, name=f"conv{2 * len(filters)}")  # f32 (mixed precision)
     model = keras.Model(inputs, outputs, name=name)
     if weights:
         model.load_weights(weights)
