@@ -6,6 +6,12 @@ The summary table is printed and written to ``<work-dir>/results.md`` and ``resu
 
     python demo.py                       # all tasks
     python demo.py --tasks ultrasound_nerve
+    python demo.py --mixed-precision auto     # bfloat16 where the CPU (or GPU) runs it natively, else float32
+
+``--mixed-precision`` (default off: float32, as the scripts' defaults) is passed to every train / evaluate /
+predict script the demos run; ``auto`` takes the value ``python -m common.devices`` recommends for this
+machine. The pass marks were set in float32; whether every task still passes them under bfloat16 is what
+``python demo.py --mixed-precision bfloat16`` checks (the table's title names the precision).
 
 A task whose process fails is marked FAILED in the table and the others still run; the exit status is 0 only
 when every task ran and beat its pass mark.
@@ -36,14 +42,17 @@ TASKS = {
 _CHILD = """
 import importlib, json, sys
 sys.path.insert(0, sys.argv[1])
+from common.devices import set_default_precision
+set_default_precision(sys.argv[5])
 result = importlib.import_module(sys.argv[2]).run(sys.argv[3])
 with open(sys.argv[4], "w") as f:
     json.dump(result, f, default=lambda o: o.item() if hasattr(o, "item") else str(o))
 """
 
 
-def run_task(module_name, work_dir, result_file):
-    """Run ``module_name.run(work_dir)`` in a fresh Python process and return its result dict.
+def run_task(module_name, work_dir, result_file, precision="off"):
+    """Run ``module_name.run(work_dir)`` in a fresh Python process and return its result dict; the scripts it
+    runs take ``precision`` as their ``--mixed-precision`` default.
 
     Each task then runs as it does alone (``python <task>/demo.py``): it inherits neither TensorFlow's state
     nor the memory of the tasks before it."""
@@ -51,10 +60,24 @@ def run_task(module_name, work_dir, result_file):
     result_file.parent.mkdir(parents=True, exist_ok=True)
     result_file.unlink(missing_ok=True)
     proc = subprocess.run([sys.executable, "-c", _CHILD, str(Path(__file__).resolve().parent), module_name,
-                           str(work_dir), str(result_file)])
+                           str(work_dir), str(result_file), precision])
     if proc.returncode or not result_file.exists():
         raise RuntimeError(f"{module_name}.run failed (exit code {proc.returncode}); its output is above")
     return json.loads(result_file.read_text())
+
+
+def resolve_precision(value):
+    """``(--mixed-precision value for the scripts, reason)``: ``auto`` becomes the value
+    ``common.devices.recommend_precision`` gives for this machine (its reason returned), others stay."""
+    if value != "auto":
+        return value, ""
+    from common.devices import cpu_info, device_info, measured_speedups, recommend_precision
+
+    info = device_info()
+    cpu = cpu_info(info["backend"])
+    chosen, why = recommend_precision(cpu["flags"], cpu["onednn"]["enabled"], gpus=info["gpus"],
+                                      measured=measured_speedups(model=cpu["model"]), system=cpu["system"])
+    return chosen, f"auto: {why}"
 
 
 def main(argv=None):
@@ -63,14 +86,19 @@ def main(argv=None):
                         help="tasks to run (default: all)")
     parser.add_argument("--work-dir", type=Path, default=cli.repo_path("work", "demo"),
                         help="where the synthetic data and runs go (default: %(default)s)")
+    parser.add_argument("--mixed-precision", choices=("off", "auto", "bfloat16"), default="off",
+                        help="precision of the scripts the demos run: off (float32, the default), bfloat16, or "
+                             "auto (what python -m common.devices recommends here)")
     args = parser.parse_args(argv)
+    precision, why = resolve_precision(args.mixed_precision)
+    print(f"--mixed-precision {precision}" + (f" ({why})" if why else ""), flush=True)
     rows, start = [], time.time()
     for task in args.tasks:
         module_name, key = TASKS[task]
         print(f"=== {task} ===", flush=True)
         began = time.time()
         try:
-            result = run_task(module_name, args.work_dir / task, args.work_dir / f"{task}_result.json")
+            result = run_task(module_name, args.work_dir / task, args.work_dir / f"{task}_result.json", precision)
         except RuntimeError as exc:  # the task's process failed: mark it and run the others
             print(f"{task}: FAILED ({exc})", flush=True)
             rows.append({"task": task, "model": "", "metric": "", "score": float("nan"), "pass mark": "",
@@ -84,7 +112,8 @@ def main(argv=None):
                      "score": score, "pass mark": mark, "ok": "yes" if ok else "NO",
                      "seconds": round(result["seconds"]), "settings": result["settings"]})
         print(line, flush=True)
-    table = write_table(rows, args.work_dir / "results", title="Demo results (synthetic data)", digits=3)
+    title = "Demo results (synthetic data)" + ("" if precision == "off" else f", --mixed-precision {precision}")
+    table = write_table(rows, args.work_dir / "results", title=title, digits=3)
     print("\n" + table + f"\n\nTotal {time.time() - start:.0f} s; results in {args.work_dir / 'results.md'}")
     return 0 if all(r["ok"] == "yes" for r in rows) else 1
 

@@ -31,6 +31,7 @@ modes beside the paper's BCDU-Net row, the split, the budget, seconds per epoch,
     python bench/drive_repro.py --paper                  # the original's full budget (a GPU job)
     python bench/drive_repro.py --patches 160 --epochs 1 --inference full --out-dir /tmp/drive_smoke
     python bench/drive_repro.py --resume                 # continue an interrupted run, then evaluate
+    python bench/drive_repro.py --mixed-precision bfloat16 --out-dir work/bench/drive_repro_bf16   # issue 24
 """
 
 import argparse
@@ -179,6 +180,10 @@ def main(argv=None):
     parser.add_argument("--stride", type=int, default=evaluate.STRIDE,
                         help="overlap stride (default: %(default)s, the original's)")
     parser.add_argument("--seed", type=int, default=0, help="patch sampling and training seed (default: 0)")
+    parser.add_argument("--mixed-precision", choices=("off", "bfloat16"), default="off",
+                        help="train under mixed_bfloat16 (bfloat16: the CPU's fast path, issue 24); evaluation stays "
+                             "float32. Default: off (float32, the original's). Give it its own --out-dir, e.g. "
+                             "work/bench/drive_repro_bf16, to keep the float32 result beside it")
     parser.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2),
                         help="Keras progress output (default: %(default)s, one line per epoch)")
     args = parser.parse_args(argv)
@@ -205,6 +210,7 @@ def main(argv=None):
     settings = {"patches": patches, "epochs": epochs, "patch": save_patch.PATCH, "batch_size": train_retina.BATCH_SIZE,
                 "lr": args.lr, "val_split": train_retina.VAL_SPLIT, "seed": args.seed, "prior_bias": args.prior_bias,
                 "bidirectional": args.bidirectional, "threshold": evaluate.THRESHOLD, "stride": args.stride,
+                "mixed_precision": args.mixed_precision,
                 "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores",
                 "load_start": load_average()}
     reuse = args.resume and (out_dir / save_patch.MASKS_FILE).is_file()
@@ -229,7 +235,8 @@ def main(argv=None):
     t0 = time.time()
     _, history = train_retina.train(out_dir, out_dir / "run", epochs, train_retina.BATCH_SIZE, args.lr,
                                     train_retina.VAL_SPLIT, args.seed, args.bidirectional, args.prior_bias,
-                                    resume=args.resume, verbose=args.verbose, callbacks=[EpochTimer()])
+                                    resume=args.resume, verbose=args.verbose, callbacks=[EpochTimer()],
+                                    mixed_precision=args.mixed_precision)
     train_seconds = time.time() - t0
     val = history["val_loss"]
     timed = [t for t in history.get("epoch_seconds", []) if t == t]  # NaN: an epoch run without the timer

@@ -72,18 +72,19 @@ def prepared(raw_dir, out_dir, study, overwrite=False):
     return prepare_data.prepare(raw_dir, out_dir, STUDIES[study], overwrite=overwrite, verbose=False)
 
 
-def cell_id(model, loss, study, epochs, dice):
+def cell_id(model, loss, study, epochs, dice, mixed_precision="off"):
     return train.run_id(study, model, loss, epochs, train.BATCH_SIZE, prepare_data.ROWS, prepare_data.COLS,
-                        dice=dice)
+                        dice=dice, mixed_precision=mixed_precision)
 
 
-def run_cell(out_dir, model, loss, study, epochs, dice, resume=False, overwrite=False, verbose=2):
+def run_cell(out_dir, model, loss, study, epochs, dice, resume=False, overwrite=False, verbose=2,
+             mixed_precision="off"):
     """Train and evaluate one cell; returns its result dict (also written to ``results/<run id>/cell.json``).
 
     A run folder that already holds all ``epochs`` (a cell whose evaluation was interrupted) is evaluated
     without training again; its training time is then unknown (None).
     """
-    rid = cell_id(model, loss, study, epochs, dice)
+    rid = cell_id(model, loss, study, epochs, dice, mixed_precision)
     run_dir, res_dir = Path(out_dir) / "runs" / rid, Path(out_dir) / "results" / rid
     state = train_state(run_dir)
     complete = bool(state) and state["epoch"] >= epochs and not overwrite
@@ -97,7 +98,8 @@ def run_cell(out_dir, model, loss, study, epochs, dice, resume=False, overwrite=
         wall, cpu = time.perf_counter(), time.process_time()
         trained = epochs - (state["epoch"] if state and resume else 0)
         train.train(out_dir, run_dir, study=study, model_name=model, loss=loss, dice=dice, epochs=epochs,
-                    resume=resume, overwrite=overwrite and not resume, verbose=verbose)
+                    resume=resume, overwrite=overwrite and not resume, verbose=verbose,
+                    mixed_precision=mixed_precision)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     # the evaluation outputs of a cell without cell.json are an unfinished cell's: evaluated again
     row = evaluate.evaluate(run_dir, out_dir, res_dir, study, verbose=0, overwrite=True)
@@ -251,6 +253,9 @@ def build_parser():
     parser.add_argument("--out-dir", type=Path, default=cli.repo_path("bench", "results", "fingernail"),
                         help="work folder (default: %(default)s)")
     parser.add_argument("--resume", action="store_true", help="continue a killed cell")
+    parser.add_argument("--mixed-precision", choices=("off", "bfloat16"), default="off",
+                        help="train under mixed_bfloat16 (issue 24; evaluation stays float32); default off. Give it "
+                             "its own --out-dir (e.g. bench/results/fingernail_bf16) so the tables do not mix")
     parser.add_argument("--overwrite", action="store_true",
                         help="re-run cells (and timings) that already have a result, replacing them")
     parser.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2),
@@ -271,7 +276,8 @@ def main(argv=None):
         for model in args.models:
             for loss in args.losses:
                 dice = args.dice if loss == "bce_dice" else None
-                cell_json = out / "results" / cell_id(model, loss, study, args.epochs, dice) / "cell.json"
+                cell_json = out / "results" / cell_id(model, loss, study, args.epochs, dice,
+                                                             args.mixed_precision) / "cell.json"
                 if missing is not None:
                     print(f"{study}: data absent ({missing}); {model} {loss} not run")
                 elif cell_json.is_file() and not args.overwrite:
@@ -282,7 +288,7 @@ def main(argv=None):
                     prepared(args.raw_dir, out, study, args.overwrite)
                     print(f"\n=== {model}, {loss}{f' ({dice} Dice)' if dice else ''}, {study}, {args.epochs} epochs")
                     c = run_cell(out, model, loss, study, args.epochs, dice, args.resume, args.overwrite,
-                                 args.verbose)
+                                 args.verbose, mixed_precision=args.mixed_precision)
                     took = (f"{c['wall s/epoch']:.1f} s/epoch" if c["wall s/epoch"] is not None
                             else "trained earlier (time not known here)")
                     print(f"Dice@0.3 {c['Dice@0.3']:.4f} (paper {c['paper (nb)']:.4f}), {took}")

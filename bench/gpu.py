@@ -40,18 +40,9 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import numpy as np  # noqa: E402
 
-from bench.train_step import CASES, _loss_for, _targets, forward_flops  # noqa: E402
+from bench.train_step import CASES, EXTRA_CASES, _loss_for, _targets, forward_flops  # noqa: E402
 
-# The registered models bench/train_step.py does not time, at their task's paper input size and batch.
-EXTRA_CASES = {
-    "bcdu_net_d3@512": ("bcdu_net_d3", (512, 512, 1), 2, "Lung CT slices"),
-    "bcdu_net_d1@256": ("bcdu_net_d1", (256, 256, 3), 8, "ISIC 2018"),
-    "sedu_net_d3": ("sedu_net_d3", (256, 256, 3), 8, "ISIC 2018"),
-    "bcdu_unet": ("bcdu_unet", (256, 256, 3), 8, "ISIC 2018"),
-    "unet2d_res_32_512": ("unet2d_res_32_512", (160, 192, 3), 2, "fingernail U-Net Res"),
-    "unet2d_res_srnn_8_128": ("unet2d_res_srnn_8_128", (160, 192, 3), 2, "fingernail CR-UNet LW"),
-}
-ALL_CASES = {**CASES, **EXTRA_CASES}
+ALL_CASES = {**CASES, **EXTRA_CASES}  # EXTRA_CASES: the registered models the float32 table of train_step.py leaves out
 
 # case -> (epochs, training samples per epoch, source) of the paper's full training (task script defaults;
 # sample counts from shared/specs); epochs is a (minimum, maximum) pair where the schedule's length varies.

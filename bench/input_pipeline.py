@@ -1,5 +1,5 @@
 """Benchmark: batches/s each task's training input pipeline delivers with no model attached, against the step
-rate a GPU would ask for.
+rate a GPU (or this CPU in bfloat16) would ask for.
 
 For each of the seven tasks at its paper input size and batch, with the task's own training pipeline:
 
@@ -17,8 +17,17 @@ and reports:
 * the parts of one batch timed alone, so the bound is named: array tasks: the gather of the shuffled indices
   from the memory map and the task's transform (normalisation and the cast to float32); file tasks: reading
   and decoding the batch's files and the normalisation;
-* the step rate a GPU needs: a stated peak (``--gpu-tflops``, default 400 TFLOP/s float16) divided by the
-  step's FLOPs (``bench/train_step.py``'s count, 3x the forward pass), and the goal ratio (3x that rate).
+* a realistic device step rate to compare with (goal: the pipeline delivers 3x it), each part stated:
+  - GPU: the smaller of the FLOP-bound rate (a stated peak, ``--gpu-tflops``, default 400 TFLOP/s float16,
+    divided by the step's FLOPs: ``bench/train_step.py``'s count, 3x the forward pass) and the launch-bound
+    rate (``1 / (kernels per step x --launch-us``, default 5 microseconds)), kernels per step counted from the
+    model: the operations of one traced training step (forward, gradients, Adam; without XLA), less those
+    that launch no kernel (constants, variable reads, reshapes, ...). A small network cannot run faster than
+    its kernels can be launched, whatever its FLOPs;
+  - CPU: the measured bfloat16 step rate of this machine, from ``bench/train_step.py --mixed-precision
+    bfloat16``'s results (``--cpu-results``; "to be measured" when the file or the model's row is missing);
+* for the array tasks whose data fit in ``--in-memory-gb`` (default 4 GB of float32), the pipeline with the
+  data held in memory as tensors (``array_dataset(in_memory=True)``, the train scripts' ``--in-memory``).
 
     python bench/input_pipeline.py
     python bench/input_pipeline.py --tasks lung fingernail --parallel 4 --seconds 5
@@ -163,7 +172,61 @@ def _rate(fn, seconds):
     return count / (time.perf_counter() - start)
 
 
-def measure(task, parallel, seconds, folder, max_samples):
+#: Graph operations that launch no device kernel (metadata, variable handles, views).
+NO_KERNEL = {"Const", "ReadVariableOp", "Placeholder", "Identity", "IdentityN", "NoOp", "Shape", "ShapeN", "Size",
+             "Rank", "Reshape", "Squeeze", "ExpandDims", "StopGradient", "VarHandleOp", "BroadcastGradientArgs"}
+
+
+def kernels_per_step(model):
+    """Device kernels of one training step of ``model`` without XLA: the operations of its traced
+    ``train_step`` (forward, gradients, Adam update) less the ``NO_KERNEL`` ones. Compiles ``model``."""
+    import collections
+
+    import keras
+    import tensorflow as tf
+
+    from bench.train_step import _loss_for
+
+    model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=_loss_for(model))
+    model.optimizer.build(model.trainable_variables)
+
+    def spec(tensor):
+        return tf.TensorSpec((1,) + tuple(tensor.shape[1:]), tf.float32)
+
+    if isinstance(model.output, dict):
+        y = {k: spec(v) for k, v in model.output.items()}
+    elif len(model.outputs) > 1:
+        y = {name: spec(t) for name, t in zip(model.output_names, model.outputs)}
+    else:
+        y = spec(model.output)
+    graph = tf.function(model.train_step).get_concrete_function((spec(model.input), y)).graph
+    kinds = collections.Counter(op.type for op in graph.get_operations())
+    return sum(count for kind, count in kinds.items() if kind not in NO_KERNEL)
+
+
+def cpu_step_rates(path):
+    """``{case: bfloat16 steps/s}`` from ``bench/train_step.py --mixed-precision bfloat16``'s JSON, or ``{}``."""
+    import json
+
+    try:
+        results = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    if results.get("precision") != "bfloat16":
+        return {}
+    return {row["case"]: row["bfloat16_img_s"] / row["batch"] for row in results.get("rows", [])
+            if row.get("bfloat16_img_s")}
+
+
+def device_rates(gflop, kernels, gpu_tflops, launch_us, cpu_rate=None):
+    """``{"flop", "launch", "gpu", "cpu"}`` steps/s: the GPU's FLOP-bound and launch-bound rates, the smaller
+    of the two (the realistic GPU rate) and the measured CPU bfloat16 rate (``None``: not measured)."""
+    flop = gpu_tflops * 1e3 / gflop
+    launch = 1e6 / (kernels * launch_us)
+    return {"flop": flop, "launch": launch, "gpu": min(flop, launch), "cpu": cpu_rate}
+
+
+def measure(task, parallel, seconds, folder, max_samples, in_memory_gb=4.0):
     import keras
 
     from bench.gpu import ALL_CASES
@@ -172,9 +235,13 @@ def measure(task, parallel, seconds, folder, max_samples):
 
     case = TASKS[task][0]
     model_name, shape, batch, _ = ALL_CASES[case]
-    gflop = 3 * forward_flops(build_model(model_name, shape)) * batch / 1e9
+    model = build_model(model_name, shape)
+    gflop = 3 * forward_flops(model) * batch / 1e9
+    kernels = kernels_per_step(model)
+    del model
     keras.backend.clear_session()
-    result = {"task": task, "case": case, "input": "x".join(map(str, shape)), "batch": batch, "gflop": gflop}
+    result = {"task": task, "case": case, "input": "x".join(map(str, shape)), "batch": batch, "gflop": gflop,
+              "kernels": kernels}
     if task in FILE_TASKS:
         for calls in sorted({1, parallel}):
             ds, read_batch, normalise = _file_pipeline(task, folder, shape, batch, calls)
@@ -194,6 +261,12 @@ def measure(task, parallel, seconds, folder, max_samples):
                            num_parallel_calls=calls)
         iterator = iter(ds.repeat())
         result[f"pipeline_{calls}"] = _rate(lambda: next(iterator), seconds)
+    full_gb = TASKS[task][3] * 4 * (np.prod(shape) + np.prod(shape[:2])) / 1e9  # the whole set as float32
+    if full_gb <= in_memory_gb:  # (timed on the n samples of the memory maps)
+        ds = array_dataset(x, y, batch_size=batch, shuffle=True, seed=0, transform=transform, in_memory=True)
+        iterator = iter(ds.repeat())
+        result["in_memory"] = _rate(lambda: next(iterator), seconds)
+    result["full_gb"] = float(full_gb)
     rng = np.random.default_rng(1)
     idx = np.sort(rng.choice(n, batch, replace=False))
     xb, yb = np.asarray(x[idx]), np.asarray(y[idx])
@@ -206,7 +279,7 @@ def measure(task, parallel, seconds, folder, max_samples):
 
 def bound(result, need, parallel):
     """What bounds the pipeline: the goal met, the slowest part alone, or the pipeline's own cost per batch."""
-    best = max(result["pipeline_1"], result[f"pipeline_{parallel}"])
+    best = max(result["pipeline_1"], result[f"pipeline_{parallel}"], result.get("in_memory", 0.0))
     parts = result["parts"]
     slowest = min(parts, key=parts.get)
     if best >= 3 * need:
@@ -227,7 +300,16 @@ def main(argv=None):
     parser.add_argument("--parallel", type=int, default=4, help="map calls of the parallel pipeline (default 4)")
     parser.add_argument("--seconds", type=float, default=3.0, help="timing per measurement (default 3 s)")
     parser.add_argument("--gpu-tflops", type=float, default=400.0,
-                        help="GPU peak the step rate is computed for (default: 400 TFLOP/s float16)")
+                        help="GPU peak of the FLOP-bound step rate (default: 400 TFLOP/s float16)")
+    parser.add_argument("--launch-us", type=float, default=5.0,
+                        help="microseconds per kernel launch of the launch-bound GPU step rate (default: 5)")
+    parser.add_argument("--cpu-results", type=Path,
+                        default=Path(__file__).resolve().parent / "results" / "train_step_precision.json",
+                        help="bench/train_step.py --mixed-precision bfloat16's JSON, for the CPU bfloat16 step "
+                             "rate (default: %(default)s)")
+    parser.add_argument("--in-memory-gb", type=float, default=4.0,
+                        help="also time the in-memory pipeline of array tasks whose whole set fits in this many "
+                             "GB as float32 (default: 4)")
     parser.add_argument("--max-samples", type=int, default=4096,
                         help="samples in each random memory map (default 4096; fewer when the task has fewer)")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "input_pipeline.md",
@@ -236,23 +318,33 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.parallel < 1:
         parser.error(f"--parallel: expected a whole number >= 1, got {args.parallel}")
+    if args.launch_us <= 0 or args.gpu_tflops <= 0:
+        parser.error("--launch-us/--gpu-tflops: expected numbers > 0")
+    cpu_rates = cpu_step_rates(args.cpu_results)
     if args.out.exists() and not args.overwrite:
         print(f"error: --out {args.out}: exists; pass --overwrite to replace it, or another --out", file=sys.stderr)
         return 2
-    header = (f"| task | model | input | batch | GFLOP/step | GPU step rate at {args.gpu_tflops:g} TFLOP/s | "
-              f"pipeline batches/s 1 / {args.parallel} calls | ratio to the step rate (goal 3) | "
-              "parts alone, batches/s | bound |")
-    lines = [header, "|" + "---|" * 10]
+    header = (f"| task | model | input | batch | GFLOP/step | kernels/step | GPU steps/s: FLOP-bound at "
+              f"{args.gpu_tflops:g} TFLOP/s / launch-bound at {args.launch_us:g} us / the smaller | CPU bfloat16 "
+              f"steps/s (measured) | pipeline batches/s 1 / {args.parallel} calls / in memory | ratio to the GPU "
+              "rate (goal 3) | ratio to the CPU rate | parts alone, batches/s | bound (vs the GPU rate) |")
+    lines = [header, "|" + "---|" * 12]
     print(header + "\n" + lines[1], flush=True)
     with tempfile.TemporaryDirectory() as folder:
         for task in args.tasks:
-            r = measure(task, args.parallel, args.seconds, folder, args.max_samples)
-            need = args.gpu_tflops * 1e3 / r["gflop"]
-            best = max(r["pipeline_1"], r[f"pipeline_{args.parallel}"])
+            r = measure(task, args.parallel, args.seconds, folder, args.max_samples, args.in_memory_gb)
+            rates = device_rates(r["gflop"], r["kernels"], args.gpu_tflops, args.launch_us, cpu_rates.get(r["case"]))
+            best = max(r["pipeline_1"], r[f"pipeline_{args.parallel}"], r.get("in_memory", 0.0))
             parts = " / ".join(f"{name} {rate:.3g}" for name, rate in r["parts"].items())
-            line = (f"| {task} | {r['case']} | {r['input']} | {r['batch']} | {r['gflop']:.1f} | {need:.1f}/s | "
-                    f"{r['pipeline_1']:.1f} / {r[f'pipeline_{args.parallel}']:.1f} | {best / need:.2f} | "
-                    f"{parts} | {bound(r, need, args.parallel)} |")
+            memory = f"{r['in_memory']:.1f}" if "in_memory" in r else \
+                ("-" if task in FILE_TASKS else f"- ({r['full_gb']:.1f} GB)")
+            cpu = f"{rates['cpu']:.2f}" if rates["cpu"] else "to be measured"
+            cpu_ratio = f"{best / rates['cpu']:.1f}" if rates["cpu"] else "-"
+            line = (f"| {task} | {r['case']} | {r['input']} | {r['batch']} | {r['gflop']:.1f} | {r['kernels']} | "
+                    f"{rates['flop']:.1f} / {rates['launch']:.1f} / {rates['gpu']:.1f} | {cpu} | "
+                    f"{r['pipeline_1']:.1f} / {r[f'pipeline_{args.parallel}']:.1f} / {memory} | "
+                    f"{best / rates['gpu']:.2f} | {cpu_ratio} | "
+                    f"{parts} | {bound(r, rates['gpu'], args.parallel)} |")
             lines.append(line)
             print(line, flush=True)
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())

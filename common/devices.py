@@ -2,7 +2,9 @@
 
 Command line (what TensorFlow, or the Keras backend in ``KERAS_BACKEND``, sees on this machine)::
 
-    python -m common.devices                 # GPUs, their memory, CUDA/cuDNN build, mixed-precision support
+    python -m common.devices                 # GPUs, their memory, CUDA/cuDNN build, mixed-precision support;
+                                             # the CPU's bfloat16 / float16 flags, oneDNN, and the
+                                             # --mixed-precision value recommended for this machine
     python -m common.devices --require-gpu   # same, and exit 1 with one line when no GPU is visible
 
 Script options (train, evaluate and predict scripts)::
@@ -16,8 +18,11 @@ Script options (train, evaluate and predict scripts)::
 wraps the optimizer in a ``LossScaleOptimizer`` when the model is compiled), ``bfloat16`` is
 ``mixed_bfloat16`` (no loss scaling needed). The models' output layers (sigmoid / softmax / log_softmax /
 logits) compute in float32 under either policy and the losses cast to float32, so losses and scores are
-float32. Speed-ups need a GPU with tensor cores: compute capability >= 7.0 for float16 (V100, T4, A100,
-H100, ...), >= 8.0 for bfloat16 (A100, H100, ...); on a CPU both are slower than float32.
+float32. Speed-ups need a GPU with tensor cores (compute capability >= 7.0 for float16: V100, T4, A100,
+H100, ...; >= 8.0 for bfloat16: A100, H100, ...) or, for bfloat16, a CPU with native bfloat16 arithmetic
+(x86 flags ``avx512_bf16`` or ``amx_bf16``: AMD Zen 4 and later, Intel Cooper Lake / Sapphire Rapids and
+later) and TensorFlow's oneDNN on (the default of the Linux x86 wheels). Without them mixed precision is
+emulated and is usually slower than float32 (:func:`recommend_precision`).
 
 No TensorFlow import at module level: the module also serves the JAX and PyTorch backends
 (``bench/gpu.py``).
@@ -37,9 +42,25 @@ MIN_COMPUTE_CAPABILITY = {"float16": (7, 0), "bfloat16": (8, 0)}
 XLA_UNSUPPORTED = {}
 
 
+#: The ``--mixed-precision`` default of the scripts run in this process: ``off`` (the originals' float32).
+#: Only ``demo.py --mixed-precision`` changes it, in the process of each task's demo
+#: (:func:`set_default_precision`); a script run from the command line always starts from ``off``.
+_DEFAULT_PRECISION = "off"
+
+
+def set_default_precision(name):
+    """Make ``name`` (``off``, ``float16``, ``bfloat16``) the ``--mixed-precision`` default of the scripts run
+    in this process from now on (``demo.py --mixed-precision``). Returns the previous default."""
+    global _DEFAULT_PRECISION
+
+    policy_name(name)  # an unknown value is a one-line OptionError
+    previous, _DEFAULT_PRECISION = _DEFAULT_PRECISION, name
+    return previous
+
+
 def add_precision_arguments(parser, jit_compile=True):
     """Add ``--mixed-precision {off,float16,bfloat16}`` (default off) and, if ``jit_compile``, ``--jit-compile``."""
-    parser.add_argument("--mixed-precision", choices=tuple(PRECISIONS), default="off",
+    parser.add_argument("--mixed-precision", choices=tuple(PRECISIONS), default=_DEFAULT_PRECISION,
                         help="Keras mixed-precision policy: off (float32, the original's), float16 "
                              "(mixed_float16, loss-scaled; GPUs of compute capability >= 7.0) or bfloat16 "
                              "(mixed_bfloat16; >= 8.0). Outputs and losses stay float32. Default: %(default)s")
@@ -159,6 +180,160 @@ def mixed_precision_support(compute_capability):
     return [mode for mode, minimum in MIN_COMPUTE_CAPABILITY.items() if cc >= minimum]
 
 
+#: x86 CPU flags (Linux ``/proc/cpuinfo`` names) of native arithmetic in each reduced precision.
+CPU_PRECISION_FLAGS = {"bfloat16": ("avx512_bf16", "amx_bf16"), "float16": ("avx512_fp16", "amx_fp16")}
+
+#: Where ``bench/train_step.py --mixed-precision bfloat16`` writes its float32 / bfloat16 table (JSON).
+PRECISION_RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                 "bench", "results", "train_step_precision.json")
+
+#: The speed-ups measured on this project's machine (reported in issue 24, December 2026): 2-core AMD EPYC
+#: with ``avx512_bf16``, ``mixed_bfloat16`` against float32, same model and batch, ``fit`` on random data.
+PROJECT_CPU_MEASUREMENT = ("this project's 2-core AMD EPYC with avx512_bf16 (issue 24, December 2026) "
+                           "measured 1.86x on nerve_unet 96x96 batch 32 and 1.99x on bcdu_net_d3 64x64 batch 8")
+
+
+def read_cpuinfo(path="/proc/cpuinfo"):
+    """The text of ``/proc/cpuinfo`` on Linux; ``None`` on other systems or when it cannot be read."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def cpu_flags(cpuinfo):
+    """The set of flags of the first processor in ``/proc/cpuinfo`` text (x86 ``flags``, Arm ``Features``);
+    ``None`` when ``cpuinfo`` is ``None`` or has no such line (flags unknown)."""
+    if cpuinfo is None:
+        return None
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return set(value.split())
+    return None
+
+
+def cpu_model(cpuinfo):
+    """The ``model name`` of the first processor in ``/proc/cpuinfo`` text, or ``None``."""
+    for line in (cpuinfo or "").splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name":
+            return value.strip()
+    return None
+
+
+def cpu_precision_support(flags):
+    """``{"bfloat16": [flags present], "float16": [flags present]}`` for a set of CPU flags (``None``: unknown,
+    every list ``None``)."""
+    return {mode: None if flags is None else [f for f in names if f in flags]
+            for mode, names in CPU_PRECISION_FLAGS.items()}
+
+
+def onednn_state(backend=None):
+    """oneDNN (formerly MKL-DNN) for the CPU kernels: ``{"env": TF_ENABLE_ONEDNN_OPTS or None, "enabled":
+    True/False/None (unknown)}``. TensorFlow: whether this build uses it now (built with it and not switched
+    off by ``TF_ENABLE_ONEDNN_OPTS=0``); torch: ``torch.backends.mkldnn.is_available()``; JAX: unknown."""
+    backend = backend or backend_name()
+    enabled = None
+    try:
+        if backend == "tensorflow":
+            from tensorflow.python.util import _pywrap_util_port  # private: None when it moves
+
+            enabled = bool(_pywrap_util_port.IsMklEnabled())
+        elif backend == "torch":
+            import torch
+
+            enabled = bool(torch.backends.mkldnn.is_available())
+    except Exception:
+        enabled = None
+    return {"env": os.environ.get("TF_ENABLE_ONEDNN_OPTS"), "enabled": enabled}
+
+
+def measured_speedups(path=PRECISION_RESULTS, model=None):
+    """``{case: bfloat16 img/s / float32 img/s}`` from the table ``bench/train_step.py --mixed-precision
+    bfloat16`` wrote at ``path``, when it was measured on a CPU of this ``model`` name; else ``{}``."""
+    import json
+
+    try:
+        with open(path) as f:
+            results = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    if results.get("precision") != "bfloat16" or (model is not None and results.get("cpu") != model):
+        return {}
+    return {row["case"]: row["ratio"] for row in results.get("rows", []) if row.get("ratio")}
+
+
+def recommend_precision(flags, onednn_enabled, gpus=(), measured=None, system=None):
+    """``(value, reason)``: the ``--mixed-precision`` value recommended for this machine, and why, in words.
+
+    A visible GPU decides by its compute capability (:func:`mixed_precision_support`). On a CPU: bfloat16
+    when a native bfloat16 flag (``avx512_bf16``, ``amx_bf16``) is present and oneDNN is not off, else off.
+    ``measured`` (``{case: speed-up}``) is quoted when given (from :func:`measured_speedups`: a bench run on
+    this CPU model); otherwise the reason says it was not measured on this machine.
+    """
+    if gpus:
+        modes = mixed_precision_support(gpus[0].get("compute_capability"))
+        if "bfloat16" in modes:
+            return "bfloat16", f"GPU 0 ({gpus[0]['name']}) runs bfloat16 on tensor cores (no loss scaling needed)"
+        if "float16" in modes:
+            return "float16", f"GPU 0 ({gpus[0]['name']}) runs float16 on tensor cores (loss-scaled)"
+        return "off", f"GPU 0 ({gpus[0]['name']}) has no tensor cores for float16 or bfloat16"
+    if flags is None:
+        where = f" on {system}" if system else ""
+        return "off", (f"the CPU's flags are unknown{where} (read from /proc/cpuinfo on Linux only); "
+                       "try: python bench/train_step.py --mixed-precision bfloat16 --models nerve_unet")
+    present = cpu_precision_support(flags)["bfloat16"]
+    if not present:
+        return "off", ("no native bfloat16 on this CPU (no avx512_bf16 or amx_bf16 flag): bfloat16 would be "
+                       "emulated, which is usually slower than float32")
+    if onednn_enabled is False:
+        return "off", (f"{' and '.join(present)} present, but TensorFlow's oneDNN is off "
+                       "(TF_ENABLE_ONEDNN_OPTS=0 or a build without it): unset TF_ENABLE_ONEDNN_OPTS for bfloat16")
+    if measured:
+        speed = ", ".join(f"{ratio:.2f}x on {case}" for case, ratio in measured.items())
+        how = f"measured on this machine: {speed} (bench/train_step.py --mixed-precision bfloat16)"
+    else:
+        how = (f"not measured on this machine (no {os.path.relpath(PRECISION_RESULTS)} for this CPU); "
+               f"{PROJECT_CPU_MEASUREMENT}")
+    return "bfloat16", f"{' and '.join(present)} present (native bfloat16), oneDNN on; {how}"
+
+
+def cpu_info(backend=None, cpuinfo=None):
+    """The CPU's numerics: ``{"system", "model", "flags", "precision": cpu_precision_support(flags),
+    "onednn": onednn_state()}``; ``cpuinfo`` (the ``/proc/cpuinfo`` text) is read when not given."""
+    import platform
+
+    text = read_cpuinfo() if cpuinfo is None else cpuinfo
+    flags = cpu_flags(text)
+    return {"system": platform.system() or sys.platform, "model": cpu_model(text) or platform.processor() or None,
+            "flags": flags, "precision": cpu_precision_support(flags), "onednn": onednn_state(backend)}
+
+
+def format_cpu(cpu, gpus=(), measured=None):
+    """The CPU lines printed by ``python -m common.devices`` and the recommendation (a list of lines)."""
+    lines = [f"CPU: {cpu['model'] or 'model unknown'} ({os.cpu_count()} logical cores, {cpu['system']})"]
+    if cpu["flags"] is None:
+        lines.append(f"CPU native bfloat16 / float16: unknown (flags are read from /proc/cpuinfo on Linux; "
+                     f"this is {cpu['system']})")
+    else:
+        for mode, names in CPU_PRECISION_FLAGS.items():
+            present = cpu["precision"][mode]
+            lines.append(f"CPU native {mode}: {'yes (' + ', '.join(present) + ')' if present else 'no'} "
+                         f"(flags looked for: {', '.join(names)})")
+    onednn = cpu["onednn"]
+    state = {True: "on", False: "off", None: "unknown"}[onednn["enabled"]]
+    env = onednn["env"]
+    lines.append(f"oneDNN: {state} (TF_ENABLE_ONEDNN_OPTS={env if env is not None else 'unset, the default'})")
+    value, reason = recommend_precision(cpu["flags"], onednn["enabled"], gpus=gpus, measured=measured,
+                                        system=cpu["system"])
+    lines.append(f"recommended: --mixed-precision {value}: {reason}")
+    return lines
+
+
 def _tensorflow_gpus():
     import tensorflow as tf
 
@@ -260,7 +435,9 @@ def main(argv=None):
                         help="exit with status 1 and one line of explanation when no GPU is visible")
     args = parser.parse_args(argv)
     info = device_info()
-    print("\n".join(format_info(info)))
+    cpu = cpu_info(info["backend"])
+    print("\n".join(format_info(info) + format_cpu(cpu, gpus=info["gpus"],
+                                                    measured=measured_speedups(model=cpu["model"]))))
     if args.require_gpu and not info["gpus"]:
         why = ""
         if info.get("built_with_cuda") is False:

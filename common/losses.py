@@ -7,6 +7,8 @@ without ``custom_objects``.
 import keras
 from keras import ops
 
+from common.multiclass import MULTICLASS_LOSSES  # one place: the option parser's (Keras-free)
+
 
 def _flatten_per_sample(x, per_image):
     x = ops.cast(x, "float32")
@@ -451,7 +453,6 @@ def tdsnet_total_loss(seg_true, class_true, scene_true, seg_pred, class_pred, sc
 # (0 = background). Sums run over the whole batch.
 # --------------------------------------------------------------------------------------------------------------
 
-MULTICLASS_LOSSES = ("ce", "dice", "ce_dice")
 
 
 def _probabilities(y_pred):

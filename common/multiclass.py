@@ -13,6 +13,8 @@ import numpy as np
 
 from common import cli
 
+#: the multi-class losses of common.losses.MulticlassLoss (named here, so --help needs no Keras)
+MULTICLASS_LOSSES = ("ce", "dice", "ce_dice")
 NUM_CLASSES_HELP = ("classes including the background: 1 or 2 = binary (the original), K > 2 = K-channel "
                     "softmax head on label maps 0..K-1 (default: from the training masks: K when they hold "
                     "integer labels 0..K-1 with K - 1 in 2..63, else 2)")
@@ -21,8 +23,6 @@ NUM_CLASSES_HELP = ("classes including the background: 1 or 2 = binary (the orig
 def add_num_classes_arguments(parser, default_loss):
     """``--num-classes`` and ``--multiclass-loss`` (used only when K > 2; ``default_loss`` is the task loss's
     multi-class analogue)."""
-    from common.losses import MULTICLASS_LOSSES
-
     parser.add_argument("--num-classes", type=int, default=None, help=NUM_CLASSES_HELP)
     default = default_loss or "the multi-class form of --loss"
     parser.add_argument("--multiclass-loss", choices=MULTICLASS_LOSSES, default=default_loss,

@@ -99,7 +99,8 @@ class EpochOrder:
         return order
 
 
-def array_dataset(x, y, batch_size, shuffle=False, seed=None, transform=None, num_parallel_calls=1):
+def array_dataset(x, y, batch_size, shuffle=False, seed=None, transform=None, num_parallel_calls=1,
+                  in_memory=False):
     """A ``tf.data.Dataset`` of float32 batches gathered from NumPy arrays (or memory maps) without copying.
 
     Only indices go through tf.data; each batch is gathered from the arrays, passed through
@@ -110,6 +111,10 @@ def array_dataset(x, y, batch_size, shuffle=False, seed=None, transform=None, nu
     uses to resume with the same batches).
     ``num_parallel_calls`` > 1 gathers and transforms that many batches at once (``bench/input_pipeline.py``);
     the batches and their order stay the same (``deterministic=True``).
+    ``in_memory=True`` transforms the whole arrays once and holds them as float32 tensors; each batch is then a
+    ``tf.gather`` inside the pipeline (no Python call per batch): the same batches, for small datasets
+    (fingernail, lung slices that fit in memory) whose ``transform`` treats each sample alone and is
+    deterministic (a scaling, a normalisation with fixed statistics; not a random augmentation).
     """
     n = len(x)
     if len(y) != n:
@@ -128,6 +133,16 @@ def array_dataset(x, y, batch_size, shuffle=False, seed=None, transform=None, nu
         xb.set_shape((None,) + tuple(x.shape[1:]))
         yb.set_shape((None,) + tuple(y.shape[1:]))
         return xb, yb
+
+    if in_memory:  # the whole arrays, transformed once, as tensors; batches gathered in the graph
+        xs, ys = (np.asarray(x), np.asarray(y))
+        if transform is not None:
+            xs, ys = transform(xs, ys)
+        xs, ys = tf.constant(np.asarray(xs, np.float32)), tf.constant(np.asarray(ys, np.float32))
+
+        def load(idx):  # noqa: F811 (the in-memory gather replaces the NumPy one)
+            idx = tf.sort(idx)  # the order inside a batch of the NumPy path
+            return tf.gather(xs, idx), tf.gather(ys, idx)
 
     def indices(_):
         order = tf.numpy_function(epoch_order.next_order, [], tf.int64, stateful=True)

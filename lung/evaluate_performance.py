@@ -90,10 +90,11 @@ def paper_rows():
 def slice_spacing(settings, n):
     """In-plane voxel size (rows, cols) of each of the ``n`` test slices, from split.json's ``spacing`` of
     its volume (NIfTI zooms; axis 0 is the slice axis); ``(n, 2)`` ones when split.json has none."""
-    spacing, names = settings.get("spacing"), settings.get("test")
+    spacing, names = settings.get("spacing"), settings.get("test_slices", settings.get("test"))  # own data: slices
     if not spacing or not names or len(names) != n:
         return np.ones((n, 2))
-    return np.array([spacing[name.rsplit(":", 1)[0]][1:3] for name in names], np.float64)
+    return np.array([spacing[name.rsplit(":", 1)[0] if name not in spacing else name][1:3] for name in names],
+                    np.float64)
 
 
 def surface_columns(lung_true, estimate, spacing):

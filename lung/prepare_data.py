@@ -26,16 +26,47 @@ volume, shapes, unreadable or truncated files, NaN/inf voxels: one line ``error:
 the arrays are written under temporary names renamed at the end, and a ``--work-dir`` that already holds a
 prepared dataset is refused without ``--overwrite``.
 
+Your own data (``--images DIR --masks DIR`` or ``--nnunet-dataset DIR`` instead of ``--data-dir``), paired and
+read by ``common/data/pairs.py`` (its table says how masks are read; lung = the mask's foreground, a mask
+with more than two values needs ``--foreground``). Either
+
+* NIfTI volumes in HU and their masks: sliced along ``--slice-axis`` (default 0, the Kaggle volumes' axis; 2
+  for the usual (x, y, z) axial layout of scanners and nnU-Net datasets), then exactly the steps above: the
+  HU window and min-max scaling over the whole volume, only slices with lung, the same body, FOV and target;
+* or 2-D slices (PNG, TIFF, JPEG, BMP; read as 8-bit grey by ``common.data.io.read_image``, 16-bit as its
+  high byte): taken as ALREADY WINDOWED grey values, used as the scaled image 0..255 as they are (no HU
+  window: convert slices in HU to a NIfTI volume first). Grey 0 must be the window's low end (air: the body
+  is ``image > 0``, eroded); then the same FOV and target, and only slices with lung are kept.
+
+Slices of another size than ``--slice-size`` are resized to it (``resize_slices``: the grey image bilinear,
+the lung mask nearest-neighbour) before the body, FOV and target are built, so those keep the recipe's
+15x15 / 5x5 pixel sizes; ``spacing`` in split.json is scaled to match (2-D slices: 1 = one pixel of the file).
+The split is by case (a volume, or a 2-D slice), seeded (``--seed``), from ``--val-fraction`` /
+``--test-fraction`` (defaults 0.14 and 0.3: the original's 70 % train / 30 % test slices, of which the last
+20 % validate); slices of one volume always stay on one side, and 2-D slices are grouped into volumes by
+their folder and their name without its trailing number (``vol1/012.png``, ``case3_slice012.png`` ->
+``vol1/``, ``case3_slice``; ``--group-by REGEX`` instead groups by the regex's group 1 in the file name).
+The arrays are the same as above: the train arrays hold the train cases' slices then the validation cases'
+(``n_val`` in split.json; train_lung.py validates on those instead of its last ``--val-split``), the test
+arrays the test cases'. split.json has ``common.data.pairs.write_split``'s case lists (``train``, ``val``,
+``test``) and the slices of each part (``train_slices``, ``test_slices``, ``<case>:<index>`` for a volume's
+slice, ``<case>`` for a 2-D slice). An nnU-Net dataset's ``imagesTs`` (no masks) is not prepared: run
+predict.py on it.
+
 Examples::
 
     python lung/prepare_data.py                                  # data/lung/3d_images -> work/lung/
     python lung/prepare_data.py --data-dir ~/kaggle/finding-lungs-in-ct-data --work-dir /scratch/lung
+    python lung/prepare_data.py --images ~/ct/volumes --masks ~/ct/masks --slice-axis 2 --work-dir work/my_lung
+    python lung/prepare_data.py --images ~/ct/png_slices --masks ~/ct/png_masks --work-dir work/my_lung_2d
+    python lung/prepare_data.py --nnunet-dataset ~/nnUNet_raw/Dataset510_Lung --slice-axis 2 --work-dir work/l510
 """
 
 import argparse
 import contextlib
 import json
 import math
+import re
 import sys
 import zlib
 from pathlib import Path
@@ -49,8 +80,9 @@ from tqdm import tqdm
 
 from common import cli
 from common.data.io import DataLayoutError, ImageReadError, atomic_path, open_npy_writer
+from common.data.pairs import add_own_data_arguments, load_own_data, read_pair, split_pairs, write_split
 from common.errors import UserError
-from lung.task import INFERENCE, INPUT
+from lung.task import INFERENCE, INPUT, OWN_DATA
 
 SLICE_SIZE = INPUT["size"]  # task.py
 HU_RANGE = INPUT["hu_range"]  # task.py
@@ -59,6 +91,8 @@ TRAIN_FRACTION = 0.7
 LUNG_VALUE = INFERENCE["mask_value"]  # task.py
 DEFAULT_DATA = cli.repo_path("data", "lung")
 DEFAULT_WORK = cli.repo_path("work", "lung")
+# own data (task.py OWN_DATA): 2-D slices are grouped by the relative path without the trailing slice number
+SLICE_GROUP = OWN_DATA["slice_group"]
 # output name -> (part, dtype); part 0 = train, 1 = test
 OUTPUTS = {"image": ("data_train", "data_test", np.float32), "lung": ("mask_train", "mask_test", np.uint8),
            "target": ("Train_maska", "Test_maska", np.uint8), "fov": ("FOV_tr", "FOV_te", np.uint8)}
@@ -213,6 +247,14 @@ def prepared_files(work_dir):
             if p.exists()]
 
 
+def refuse_existing(work_dir, overwrite=False):
+    """``UserError`` when ``work_dir`` already holds a prepared dataset and ``overwrite`` is not given."""
+    existing = prepared_files(work_dir)
+    if existing and not overwrite:
+        raise UserError(f"{work_dir}: already holds a prepared dataset ({existing[0].name}); pass --overwrite "
+                        "to replace it, or another --work-dir")
+
+
 def prepare(data_dir, work_dir, slice_size=SLICE_SIZE, erosion_size=EROSION_SIZE, fill_size=FILL_SIZE,
             train_fraction=TRAIN_FRACTION, verbose=True, overwrite=False):
     """Read, convert, split and save every volume; returns the summary written to ``split.json``.
@@ -221,10 +263,7 @@ def prepare(data_dir, work_dir, slice_size=SLICE_SIZE, erosion_size=EROSION_SIZE
     before any output is opened, the outputs are written under temporary names and renamed together at the
     end, and a ``work_dir`` that already holds a prepared dataset is refused unless ``overwrite``.
     """
-    existing = prepared_files(work_dir)
-    if existing and not overwrite:
-        raise UserError(f"{work_dir}: already holds a prepared dataset ({existing[0].name}); pass --overwrite "
-                        "to replace it, or another --work-dir")
+    refuse_existing(work_dir, overwrite)
     pairs = volume_pairs(data_dir)
     kept, spacing = {}, {}
     for vol_id, image_path, mask_path in tqdm(pairs, desc="checking volumes", disable=not verbose):
@@ -275,6 +314,142 @@ def prepare(data_dir, work_dir, slice_size=SLICE_SIZE, erosion_size=EROSION_SIZE
     return summary
 
 
+def resize_slices(images, lung, size):
+    """Slices (k, H, W) and their lung masks -> (k, size, size): the grey image bilinear (``cv2.INTER_LINEAR``;
+    ``cv2.INTER_AREA``, the mean over each output pixel's area, when shrinking) as float64, the lung mask
+    nearest-neighbour. Unchanged when the slices are already ``size`` square."""
+    images, lung = np.asarray(images), np.asarray(lung)
+    if images.shape[1:] == (size, size):
+        return images, lung
+    h, w = images.shape[1:]
+    interpolation = cv2.INTER_AREA if size < h and size < w else cv2.INTER_LINEAR
+    grey = np.empty((len(images), size, size), np.float64)
+    out = np.empty((len(lung), size, size), bool)
+    for i, (image, mask) in enumerate(zip(images, lung)):
+        grey[i] = cv2.resize(image.astype(np.float64), (size, size), interpolation=interpolation)
+        out[i] = cv2.resize(mask.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST) > 0
+    return grey, out
+
+
+def _own_case(pair, *, slice_axis, foreground, label_colours):
+    """``(image, lung, spacing)`` of one own case, slice axis first: a volume's voxels as stored (S, H, W) or a
+    2-D slice's grey values (1, H, W) uint8; lung (S, H, W) bool; ``spacing`` (slice, rows, cols) in mm (2-D:
+    ones). Raises ``UserError`` naming the file for what the recipe cannot take."""
+    where = pair.image[0]
+    if len(pair.image) > 1:
+        raise DataLayoutError(f"{where}: the case has {len(pair.image)} channel files; lung takes one CT channel")
+    if pair.volume:
+        shape = tuple(_load(where, data=False).shape)
+        if len(shape) != 3:
+            raise ImageReadError(f"{where}: expected a 3-D volume (slices, rows, cols in some order), got shape "
+                                 f"{shape}")
+    image, lung = read_pair(pair, mode="gray", binary=True, foreground=foreground, label_colours=label_colours)
+    if pair.volume:
+        check_finite(image, where)
+        zooms = voxel_spacing(where)
+        spacing = [zooms[slice_axis]] + [z for axis, z in enumerate(zooms) if axis != slice_axis]
+        return np.moveaxis(image, slice_axis, 0), np.moveaxis(lung, slice_axis, 0), spacing
+    if image.ndim != 2:
+        raise ImageReadError(f"{where}: a slice of shape {image.shape}; lung takes one grey channel")
+    return image[None], lung[None], [1.0, 1.0, 1.0]
+
+
+def split_cases(names, *, slices, val_fraction, test_fraction, seed, group_by=None):
+    """``split_pairs`` of the case names. Without ``group_by``, volumes are each their own group and 2-D slices
+    are grouped by ``SLICE_GROUP`` searched in their relative path (folder and name without the trailing
+    number); returns ``(split, group_by as recorded)``."""
+    pattern = re.compile(SLICE_GROUP)
+    if group_by or not slices or not any(pattern.search(n.replace("/", "|")) for n in names):
+        return split_pairs(names, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
+                           group_by=group_by), group_by
+    pseudo = {n.replace("/", "|"): n for n in names}  # split_pairs searches the basename: make it the path
+    split = split_pairs(list(pseudo), val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
+                        group_by=SLICE_GROUP)
+    return {part: sorted(pseudo[n] for n in values) for part, values in split.items()}, SLICE_GROUP
+
+
+def prepare_own(dataset, work_dir=DEFAULT_WORK, slice_size=SLICE_SIZE, erosion_size=EROSION_SIZE,
+                fill_size=FILL_SIZE, *, slice_axis=0, val_fraction=OWN_DATA["val_fraction"],
+                test_fraction=OWN_DATA["test_fraction"], seed=0, group_by=OWN_DATA["group_by"], foreground=None,
+                verbose=True, overwrite=False):
+    """Your own volumes or 2-D slices (``common.data.pairs.OwnDataset``) -> the arrays of :func:`prepare` and
+    ``split.json`` (see the module docstring). Returns the ``split.json`` record."""
+    refuse_existing(work_dir, overwrite)
+    for option, value in (("--val-fraction", val_fraction), ("--test-fraction", test_fraction)):
+        if not value > 0:
+            raise cli.option_error(option, f"{value}: lung needs a validation and a test part (the recipe keeps "
+                                           "the best val_loss checkpoint; evaluation scores the test part)")
+    kinds = {pair.volume for pair in dataset.pairs}
+    if len(kinds) > 1:
+        volume = next(p for p in dataset.pairs if p.volume)
+        flat = next(p for p in dataset.pairs if not p.volume)
+        raise DataLayoutError(f"{volume.image[0]}: a NIfTI volume among 2-D slices (e.g. {flat.image[0]}); give "
+                              "volumes and slices as two datasets")
+    slices = not kinds.pop()
+    if dataset.test:
+        print(f"note: the {len(dataset.test)} imagesTs case(s) have no masks and are not prepared; run "
+              f"lung/predict.py on them", file=sys.stderr)
+    split, group_by = split_cases([p.name for p in dataset.pairs], slices=slices, val_fraction=val_fraction,
+                                  test_fraction=test_fraction, seed=seed, group_by=group_by)
+    by_name = {p.name: p for p in dataset.pairs}
+    read = dict(slice_axis=slice_axis, foreground=foreground, label_colours=dataset.label_colours)
+    kept, spacing = {}, {}
+    for name in tqdm(sorted(by_name), desc="checking cases", disable=not verbose):
+        image, lung, spacing[name] = _own_case(by_name[name], **read)
+        kept[name] = lung_slices(lung)
+        h, w = lung.shape[1:]
+        spacing[name][1:] = [spacing[name][1] * h / slice_size, spacing[name][2] * w / slice_size]
+        del image, lung
+    parts = {part: [f"{name}:{z}" if not slices else name for name in split[part] for z in kept[name]]
+             for part in ("train", "val", "test")}
+    for part, option in (("val", "--val-fraction"), ("test", "--test-fraction"), ("train", "--val-fraction")):
+        if not parts[part]:
+            raise DataLayoutError(f"{part} split: its {len(split[part])} case(s) hold no slice with lung; only "
+                                  f"slices with lung are kept; change {option} or --seed, or check the masks")
+    dropped = sum(1 for name in by_name if not len(kept[name]))
+    if dropped:
+        print(f"note: {dropped} case(s) hold no slice with lung and add nothing (only slices with lung are kept)",
+              file=sys.stderr)
+    cases = split["train"] + split["val"] + split["test"]
+    n_train, n_val = len(parts["train"]) + len(parts["val"]), len(parts["val"])
+    n = n_train + len(parts["test"])
+    work_dir = Path(work_dir)
+    with contextlib.ExitStack() as stack:  # every file keeps a temporary name until all are complete
+        out = {key: [stack.enter_context(open_npy_writer(work_dir / f"{name}.npy", (size,) + (slice_size,) * 2,
+                                                         dtype))
+                     for name, size in ((train, n_train), (test, n - n_train))]
+               for key, (train, test, dtype) in OUTPUTS.items()}
+        position = 0
+        for name in tqdm(cases, desc="cases", disable=not verbose):
+            zs = kept[name]
+            if not len(zs):
+                continue
+            image, lung, _ = _own_case(by_name[name], **read)
+            images = hu_to_grayscale(image, zs) if not slices else image.astype(np.float64)
+            images, lung = resize_slices(images, lung[zs], slice_size)
+            fov, target = lung_targets(images, lung, erosion_size, fill_size)
+            arrays = {"image": images, "lung": lung * np.uint8(255), "target": target, "fov": fov}
+            rows = position + np.arange(len(zs))
+            for part, (lo, hi) in enumerate(((0, n_train), (n_train, n))):
+                sel = (rows >= lo) & (rows < hi)
+                for key, array in arrays.items():
+                    out[key][part][rows[sel] - lo] = array[sel]
+            position += len(zs)
+            del image, images, lung, fov, target, arrays
+        tmp = stack.enter_context(atomic_path(work_dir / "split.json"))
+        record = write_split(tmp, split, source=dataset.source, seed=seed, group_by=group_by,
+                             fractions=(val_fraction, test_fraction), verbose=False)
+        record.update({"input": "slices" if slices else "volumes", "slice_axis": None if slices else slice_axis,
+                       "volumes": sorted(by_name), "slice_size": slice_size, "erosion_size": erosion_size,
+                       "fill_size": fill_size, "hu_range": None if slices else list(HU_RANGE), "n_train": n_train,
+                       "n_val": n_val, "n_test": n - n_train, "spacing": spacing,
+                       "train_slices": parts["train"] + parts["val"], "test_slices": parts["test"]})
+        tmp.write_text(json.dumps(record, indent=1))
+    print("split.json: cases " + " / ".join(f"{part} {len(split[part])}" for part in ("train", "val", "test"))
+          + "; slices " + " / ".join(f"{part} {len(parts[part])}" for part in ("train", "val", "test")))
+    return record
+
+
 def read_summary(work_dir=DEFAULT_WORK):
     """The ``split.json`` of a prepared folder (settings and slice names)."""
     path = Path(work_dir) / "split.json"
@@ -312,7 +487,8 @@ def build_parser():
                         help="where the arrays and split.json go (default: %(default)s)")
     parser.add_argument("--slice-size", type=int, default=SLICE_SIZE,
                         help="expected slice size in pixels; other volumes are an error (default: %(default)s, "
-                             "the real data; smaller only for synthetic volumes)")
+                             "the real data; smaller only for synthetic volumes); own data: slices of another "
+                             "size are resized to it")
     parser.add_argument("--erosion-size", type=int, default=EROSION_SIZE,
                         help="side of the square element eroding the body (default: %(default)s, the original's)")
     parser.add_argument("--fill-size", type=int, default=FILL_SIZE,
@@ -323,6 +499,17 @@ def build_parser():
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a prepared dataset already in --work-dir (default: refuse)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--slice-axis", type=int, choices=(0, 1, 2), default=OWN_DATA["slice_axis"],
+                        help="own NIfTI volumes: the array axis of the slices as nibabel reads the file (default: "
+                             "%(default)s, as the Kaggle volumes; 2 for (x, y, z) axial volumes)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the own-data split (--images/--nnunet-dataset; default: %(default)s)")
+    add_own_data_arguments(parser, val_fraction=OWN_DATA["val_fraction"], test_fraction=OWN_DATA["test_fraction"],
+                           group_by=OWN_DATA["group_by"])
+    parser._option_string_actions["--group-by"].help = (
+        "cases whose file name gives the same regex group 1 stay on one side of the split (default: each volume "
+        "its own group; 2-D slices grouped by their folder and name without the trailing number, so vol1/012.png "
+        "and case3_slice012.png belong to vol1/ and case3_slice)")
     return parser
 
 
@@ -336,6 +523,27 @@ def main(argv=None):
             raise cli.option_error(option, f"{value} must be a positive number of pixels")
     if not 0 < args.train_fraction < 1:
         raise cli.option_error("--train-fraction", f"{args.train_fraction} must lie strictly between 0 and 1")
+    if any(getattr(args, k) is not None for k in ("images", "masks", "nnunet_dataset")):
+        refuse_existing(args.work_dir, args.overwrite)  # before any file is read
+    dataset = load_own_data(args)
+    if dataset is None and args.slice_axis != 0:
+        raise cli.option_error("--slice-axis", "is for your own volumes (--images/--masks, --nnunet-dataset); "
+                                               "the Kaggle volumes are sliced along axis 0")
+    if dataset is not None:
+        for option, value, default in (("--data-dir", args.data_dir, DEFAULT_DATA),
+                                       ("--train-fraction", args.train_fraction, TRAIN_FRACTION)):
+            if value != default:
+                raise cli.option_error(option, "is for the Kaggle layout; with your own data use --val-fraction "
+                                               "/ --test-fraction" if option != "--data-dir" else
+                                       "give either --data-dir (the Kaggle layout) or --images/--masks or "
+                                       "--nnunet-dataset, not both")
+        s = prepare_own(dataset, args.work_dir, args.slice_size, args.erosion_size, args.fill_size,
+                        slice_axis=args.slice_axis, val_fraction=args.val_fraction, test_fraction=args.test_fraction,
+                        seed=args.seed, group_by=args.group_by, foreground=args.foreground,
+                        verbose=not args.quiet, overwrite=args.overwrite)
+        print(f"Saved {s['n_train']} train (of them {s['n_val']} validation) / {s['n_test']} test slices of "
+              f"{len(s['volumes'])} cases to {args.work_dir}")
+        return s
     s = prepare(args.data_dir, args.work_dir, args.slice_size, args.erosion_size, args.fill_size,
                 args.train_fraction, not args.quiet, overwrite=args.overwrite)
     print(f"Saved {s['n_train']} train / {s['n_test']} test slices of {len(s['volumes'])} volumes to "

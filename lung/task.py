@@ -25,7 +25,11 @@ RECIPE = {"optimizer": "adam", "lr": 1e-4, "adam": {"beta_1": 0.9, "beta_2": 0.9
           "reduce_lr": {"factor": 0.1, "patience": 7, "min_delta": 1e-4, "cooldown": 0, "min_lr": 0.0}}
 #: evaluate_performance.py's: around-lung p > 0.5 is not lung; body FOV eroded 15 x 15, holes filled 5 x 5
 INFERENCE = {"threshold": 0.5, "erosion_size": 15, "fill_size": 5, "batch_size": 2, "mask_value": 255}
-OWN_DATA = None
+#: prepare_data.py --images/--masks, --nnunet-dataset: of the original's slices 30 % test and 70 % x 20 % = 14 %
+#: validation; a case is a volume (sliced along slice_axis) or a 2-D slice (grey); without group_by, 2-D slices
+#: are grouped by slice_group searched in their relative path (folder and name without the trailing number)
+OWN_DATA = {"val_fraction": 0.14, "test_fraction": 0.3, "group_by": None, "mode": "gray", "slice_axis": 0,
+            "slice_group": r"^(.+?)[-_. ]*\d+$"}
 
 
 def preprocess(volume, **context):

@@ -7,7 +7,9 @@ Adam(lr 1e-4, eps 1e-7), accuracy as metric, batch 2, 50 epochs, shuffled every 
 training slices as validation (Keras ``validation_split``), the best checkpoint on val_loss and
 ReduceLROnPlateau(val_loss, factor 0.1, patience 7, min_delta 1e-4). The run folder (default
 ``weights/lung/<model>``) gets ``best.keras`` (the original's ``weight_lung``), ``last.keras``,
-``history.csv`` (the original's ``hist_lung`` pickle) and training curves.
+``history.csv`` (the original's ``hist_lung`` pickle) and training curves. Data prepared from your own
+volumes or slices (prepare_data.py ``--images`` / ``--nnunet-dataset``) is validated on its validation cases'
+slices, stored last in the train arrays (``n_val`` in split.json), instead of the last ``--val-split``.
 
 A run folder that already holds a run is refused (``--resume`` continues it, ``--overwrite`` replaces it);
 every option that changes the network or the recipe is part of the default folder's name, so two variants
@@ -35,7 +37,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 from common import cli
 from common.legacy_weights import add_init_weights_argument
 from common.run_options import add_run_arguments
-from lung.prepare_data import DEFAULT_WORK, load_arrays
+from lung.prepare_data import DEFAULT_WORK, load_arrays, read_summary
 from lung.task import MODELS, RECIPE  # noqa: F401  (MODELS: the networks, one place)
 
 EPOCHS, BATCH_SIZE, LR, VAL_SPLIT = (RECIPE[k] for k in ("epochs", "batch_size", "lr", "val_split"))  # task.py
@@ -98,10 +100,21 @@ def scale_images(xb, yb):
     return np.asarray(xb, np.float32) / 255.0, yb
 
 
+def own_val_count(work_dir):
+    """The number of validation slices at the end of the train arrays of an own-data folder (split.json's
+    ``n_val``, written by prepare_data.py for --images/--nnunet-dataset), or None (the Kaggle layout: the
+    last ``--val-split`` validates, as the original's Keras ``validation_split``)."""
+    path = Path(work_dir) / "split.json"
+    if not path.is_file():
+        return None
+    n_val = read_summary(work_dir).get("n_val")
+    return None if n_val is None else int(n_val)
+
+
 def train(work_dir, run_dir, model_name="bcdu_net_d3", bidirectional=False, epochs=EPOCHS, batch_size=BATCH_SIZE,
           lr=LR, val_split=VAL_SPLIT, seed=None, resume=False, verbose=1, strategy="default", overwrite=False,
           mixed_precision="off", jit_compile=False, init_weights=None, data_workers=1, num_classes=None,
-          multiclass_loss="ce"):
+          multiclass_loss="ce", in_memory=False):
     """Build, compile and fit; returns ``(model, history)``.
 
     ``num_classes``: None = from the training targets (``common.multiclass.resolve_num_classes``; the prepared
@@ -127,7 +140,12 @@ def train(work_dir, run_dir, model_name="bcdu_net_d3", bidirectional=False, epoc
     if multiclass and init_weights is not None:
         raise cli.option_error("--init-weights", f"the authors' checkpoint has the binary head, not {num_classes} "
                                                  f"classes")
-    (x_tr, y_tr), (x_val, y_val) = split_last(val_split, x, y)
+    n_val = own_val_count(work_dir)
+    if n_val is None:
+        (x_tr, y_tr), (x_val, y_val) = split_last(val_split, x, y)
+    else:  # own data: the validation cases' slices are the last n_val (split.json), not the last val_split
+        (x_tr, y_tr), (x_val, y_val) = (x[:len(x) - n_val], y[:len(y) - n_val]), (x[len(x) - n_val:],
+                                                                                  y[len(y) - n_val:])
     if seed is not None:
         keras.utils.set_random_seed(seed)  # before the weights are initialised (fit() seeds again)
     set_precision(mixed_precision)  # before the model is built
@@ -143,13 +161,15 @@ def train(work_dir, run_dir, model_name="bcdu_net_d3", bidirectional=False, epoc
         else:
             model = compile_model(model, lr, jit_compile)
     settings = {"model": model_name, "bidirectional": bidirectional, "epochs": epochs, "batch_size": batch_size,
-                "lr": lr, "val_split": val_split, "seed": seed, "slice_size": size, "train": len(x_tr),
+                "lr": lr, "val_split": val_split if n_val is None else "split.json n_val", "seed": seed,
+                "slice_size": size, "train": len(x_tr),
                 "validation": len(x_val), "mixed_precision": mixed_precision, "jit_compile": jit_compile,
                 "init_weights": None if init_weights is None else str(init_weights), "num_classes": num_classes,
                 "multiclass_loss": multiclass_loss if multiclass else None}
     train_ds = array_dataset(x_tr, y_tr, batch_size, shuffle=True, seed=seed, transform=scale_images,
-                             num_parallel_calls=data_workers)
-    val_ds = array_dataset(x_val, y_val, batch_size, transform=scale_images, num_parallel_calls=data_workers)
+                             num_parallel_calls=data_workers, in_memory=in_memory)
+    val_ds = array_dataset(x_val, y_val, batch_size, transform=scale_images, num_parallel_calls=data_workers,
+                           in_memory=in_memory)
     return fit(model, train_ds, val_ds, run_dir=run_dir, epochs=epochs, monitor="val_loss", mode="min",
                resume=resume, overwrite=overwrite, seed=seed, reduce_lr=REDUCE_LR, verbose=verbose,
                settings=settings)
@@ -188,6 +208,11 @@ def build_parser():
                         help="checkpoints and logs (default: weights/lung/<model>[_bidirectional][_<each "
                              "recipe option that differs from the original, e.g. epochs4_lr0.001>])")
     add_run_arguments(parser)
+    parser.add_argument("--in-memory", action="store_true",
+                        help="hold the training and validation arrays in memory as float32 tensors (batches gathered "
+                             "inside the pipeline, no Python call per batch): the same batches; needs "
+                             "4 bytes a pixel of every slice (2,000 slices of 512x512: 2.1 GB). "
+                             "Default: off (memory maps)")
     add_init_weights_argument(parser)
     from common.multiclass import add_num_classes_arguments
 
@@ -215,7 +240,7 @@ def main(argv=None):
                            overwrite=args.overwrite, mixed_precision=args.mixed_precision,
                            jit_compile=args.jit_compile, init_weights=args.init_weights,
                            data_workers=args.data_workers, num_classes=num_classes,
-                           multiclass_loss=args.multiclass_loss)
+                           multiclass_loss=args.multiclass_loss, in_memory=args.in_memory)
     if history:
         print(f"{model.name}: best val_loss {min(history['val_loss']):.4f}; checkpoints in {run_dir}")
     return run_dir

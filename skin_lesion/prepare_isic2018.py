@@ -21,10 +21,23 @@ file half-way) leaves nothing behind. Images without a mask, masks without an im
 differs from its image's and unreadable files stop the run with a one-line error naming them. A prepared
 dataset already in ``--work-dir`` is never replaced without ``--overwrite``.
 
+Your own data (``--images DIR --masks DIR`` or ``--nnunet-dataset DIR`` instead of ``--data-dir``): RGB photos
+of any size and name and their masks, paired and read by ``common/data/pairs.py`` (its table says how masks
+are read: 0/255 or 0/1, palette, 16-bit, colour-coded, JPEG; a mask with more than two values needs
+``--foreground``). The same six arrays are written, each photo and its 0/255 mask resized to ``--size`` by
+the same ``resize`` as the benchmark path (Pillow bilinear, mask borders not re-binarised). The split is
+seeded (``--seed``), from ``--val-fraction`` / ``--test-fraction`` (defaults 0.0998 and 0.2005: the
+original's 1815/259/520 proportions; ``--group-by REGEX`` keeps photos of one lesion or patient on one side);
+each split is in sorted name order, and ``split.json`` lists its names (``common.data.pairs.write_split``).
+An nnU-Net dataset's ``imagesTs`` has no masks, so it is not part of the arrays (run predict.py on it); the
+test split is drawn from ``imagesTr`` by ``--test-fraction``. NIfTI volumes are refused (2-D photos only).
+
 Examples::
 
     python skin_lesion/prepare_isic2018.py --data-dir ~/isic2018
     python skin_lesion/prepare_isic2018.py --size 128 --work-dir work/skin_lesion_128
+    python skin_lesion/prepare_isic2018.py --images ~/derm/photos --masks ~/derm/masks --work-dir work/derm
+    python skin_lesion/prepare_isic2018.py --nnunet-dataset ~/nnUNet_raw/Dataset501_Skin --work-dir work/derm501
 """
 
 import argparse
@@ -42,8 +55,9 @@ from tqdm import tqdm
 
 from common import cli
 from common.data.io import DataLayoutError, atomic_path, list_images, pair_files, read_image, warn_orientation
+from common.data.pairs import add_own_data_arguments, load_own_data, read_pair, split_pairs, write_split
 from common.data.synthetic import ISIC_IMAGE_DIR, ISIC_MASK_DIR
-from skin_lesion.task import INPUT
+from skin_lesion.task import INPUT, OWN_DATA  # OWN_DATA: the own-data split defaults
 
 SIZE = INPUT["size"]  # the network side (task.py)
 SPLITS = (("train", 1815), ("val", 259), ("test", 520))
@@ -174,6 +188,52 @@ def prepare(data_dir=DEFAULT_DATA, work_dir=DEFAULT_WORK, size=SIZE, splits=SPLI
     return summary
 
 
+def prepare_own(dataset, work_dir=DEFAULT_WORK, size=SIZE, *, val_fraction=OWN_DATA["val_fraction"],
+                test_fraction=OWN_DATA["test_fraction"], seed=0, group_by=OWN_DATA["group_by"], foreground=None,
+                verbose=True, overwrite=False):
+    """Your own photos and masks (``common.data.pairs.OwnDataset``) -> the six arrays and ``split.json``.
+
+    Each split holds its cases in sorted name order; photos are read as RGB and masks as binary labels
+    (``read_pair``), the mask stored 0/255 as the benchmark's, both resized by :func:`resize`. Returns the
+    ``split.json`` record.
+    """
+    check_outputs(work_dir, SPLITS, overwrite)
+    volumes = [p for p in dataset.pairs if p.volume]
+    if volumes:
+        raise DataLayoutError(f"{volumes[0].image[0]}: a NIfTI volume; skin_lesion takes 2-D photos (PNG, JPEG, "
+                              f"TIFF, BMP) with their masks")
+    if dataset.test:
+        print(f"note: the {len(dataset.test)} imagesTs case(s) have no masks and are not prepared; the test split "
+              f"is drawn from imagesTr (--test-fraction); run skin_lesion/predict.py on imagesTs", file=sys.stderr)
+    split = split_pairs([p.name for p in dataset.pairs], val_fraction=val_fraction, test_fraction=test_fraction,
+                        seed=seed, group_by=group_by)
+    warn_orientation([f for p in dataset.pairs for f in (*p.image, p.mask) if not p.volume], applied=False,
+                     reader="scipy.misc.imread (PIL)")
+    by_name = {p.name: p for p in dataset.pairs}
+    work_dir = Path(work_dir)
+    specs = {}
+    for name, _ in SPLITS:
+        specs[work_dir / f"data_{name}.npy"] = ((len(split[name]), size, size, 3), np.uint8)
+        specs[work_dir / f"mask_{name}.npy"] = ((len(split[name]), size, size), np.uint8)
+    with contextlib.ExitStack() as stack:  # split.json is renamed into place after the arrays, or not at all
+        split_tmp = stack.enter_context(atomic_path(work_dir / "split.json"))
+        streams = stack.enter_context(npy_streams(specs))
+        progress = tqdm(total=len(dataset.pairs), desc="photos", unit="img", disable=not verbose)
+        for name, _ in SPLITS:
+            images, masks = streams[work_dir / f"data_{name}.npy"], streams[work_dir / f"mask_{name}.npy"]
+            for case in split[name]:
+                image, mask = read_pair(by_name[case], mode="rgb", binary=True, foreground=foreground,
+                                        label_colours=dataset.label_colours)
+                images.append(resize(image, size))
+                masks.append(resize(mask.astype(np.uint8) * np.uint8(255), size))
+                progress.update()
+        progress.close()
+        record = write_split(split_tmp, split, source=dataset.source, seed=seed, group_by=group_by,
+                             fractions=(val_fraction, test_fraction), verbose=False)
+    print("split.json: " + " / ".join(f"{part} {n}" for part, n in record["counts"].items()))
+    return record
+
+
 def load_split(work_dir, split, mmap=True):
     """``(images, masks)`` of one split: (N, S, S, 3) and (N, S, S) uint8, memory-mapped by default."""
     arrays = []
@@ -203,6 +263,10 @@ def build_parser():
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a dataset already prepared in --work-dir (default: refuse)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the own-data split (--images/--nnunet-dataset; default: %(default)s)")
+    add_own_data_arguments(parser, val_fraction=OWN_DATA["val_fraction"], test_fraction=OWN_DATA["test_fraction"],
+                           group_by=OWN_DATA["group_by"])
     return parser
 
 
@@ -212,6 +276,22 @@ def main(argv=None):
         raise cli.option_error("--size", f"must be a positive multiple of 8 (the networks pool three times), "
                                          f"got {args.size}")
     splits = tuple((name, getattr(args, f"n_{name}")) for name, _ in SPLITS)
+    check_outputs(args.work_dir, SPLITS, args.overwrite)  # before any file is read
+    dataset = load_own_data(args)
+    if dataset is not None:
+        for (name, n), (_, given) in zip(SPLITS, splits):
+            if given != n:
+                raise cli.option_error(f"--n-{name}", "counts the benchmark layout's split; with your own data "
+                                                      "use --val-fraction / --test-fraction")
+        if args.data_dir != DEFAULT_DATA:
+            raise cli.option_error("--data-dir", "give either --data-dir (the ISIC 2018 layout) or "
+                                                 "--images/--masks or --nnunet-dataset, not both")
+        record = prepare_own(dataset, args.work_dir, args.size, val_fraction=args.val_fraction,
+                             test_fraction=args.test_fraction, seed=args.seed, group_by=args.group_by,
+                             foreground=args.foreground, verbose=not args.quiet, overwrite=args.overwrite)
+        counts = ", ".join(f"{n} {name}" for name, n in record["counts"].items())
+        print(f"Saved {counts} images ({args.size}x{args.size}, uint8) to {args.work_dir}")
+        return 0
     summary = prepare(args.data_dir, args.work_dir, args.size, splits, not args.quiet, overwrite=args.overwrite)
     counts = ", ".join(f"{len(ids)} {name}" for name, ids in summary["splits"].items())
     print(f"Saved {counts} images ({args.size}x{args.size}, uint8) to {args.work_dir}")

@@ -399,7 +399,7 @@ def test_cli_retina_vessel(tmp_path):
 
 
 @pytest.mark.parametrize("argv,expect", [
-    (["--task", "lung"], "--task: lung is not supported yet"),
+    (["--task", "robotic_scene"], "--task: robotic_scene is not supported yet"),
     (["--task", "nope"], "--task: unknown task 'nope'"),
     (["--task", "skin_lesion"], "data_train.npy: not found"),
     (["--task", "fingernail", "--dataset-id", "1000"], "--dataset-id: 1000"),

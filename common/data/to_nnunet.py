@@ -19,8 +19,13 @@ Tasks supported (PREPARED layout):
     fingernail        <work-dir>/<study>/ with x_{train,test}.npy (N,H,W,3) uint8 and y_{train,test}.npy 0/1
     retina_vessel     <work-dir> or its DRIVE_datasets_training_testing/ with the six HDF5 files (images 0..255,
                       ground truth 0/255; the FOV masks are not exported)
+    lung              data_{train,test}.npy (N,S,S) float32 0..255 (the windowed, scaled CT slices; exported
+                      rounded to uint8, channel "grey": nnU-Net's z-score, since they are not HU) and
+                      mask_{train,test}.npy 0/255 (label 1 lung: the lung itself, not the around-lung target
+                      BCDU-Net learns; FOV and target are not exported); one 2-D case per slice, named by
+                      split.json's slices (<volume>:<index> -> <volume>_<index>)
 
-lung, retinal_edema and robotic_scene are not supported yet (their prepared formats are being extended).
+retinal_edema and robotic_scene are not supported yet (their prepared formats are being extended).
 
 ``--out DIR``: the dataset folder itself; with ``--dataset-id N`` it is nnU-Net's ``nnUNet_raw`` folder and the
 dataset goes to ``DIR/Dataset<NNN>_<name>`` (name: ``--dataset-name``, default the task). Written to a temporary
@@ -205,6 +210,29 @@ def retina_vessel(prepared):
     return cases["train"], cases["test"], {0: "background", 1: "vessel"}, RGB
 
 
+def _grey_uint8(a):
+    """lung's float 0..255 slice -> (H, W, 1) uint8, rounded."""
+    return np.clip(np.rint(a), 0, 255).astype(np.uint8)[..., None]
+
+
+def lung(prepared):
+    prepared = Path(prepared)
+    path = prepared / "split.json"
+    summary = {}
+    if path.is_file():
+        try:
+            summary = json.loads(path.read_text())
+        except ValueError as exc:
+            raise UserError(f"{path}: not valid JSON ({exc}); prepare the task again") from None
+    cases = {}
+    for part, images, masks in (("train", "data_train", "mask_train"), ("test", "data_test", "mask_test")):
+        imgs, truth = (_load_npy(prepared / f"{n}.npy", "lung") for n in (images, masks))
+        names = summary.get(f"{part}_slices", summary.get(part)) if isinstance(summary, dict) else None
+        split = {part: names} if isinstance(names, list) else None
+        cases[part] = Lazy(_names(split, [part], len(imgs), part), imgs, truth, _grey_uint8, _threshold)
+    return cases["train"], cases["test"], {0: "background", 1: "lung"}, ["grey"]
+
+
 class _chain:
     """Several case sequences as one (length known, for the progress bar)."""
 
@@ -220,8 +248,8 @@ class _chain:
 
 
 TASKS = {"skin_lesion": skin_lesion, "ultrasound_nerve": ultrasound_nerve, "fingernail": fingernail,
-         "retina_vessel": retina_vessel}
-NOT_YET = ("lung", "retinal_edema", "robotic_scene")
+         "retina_vessel": retina_vessel, "lung": lung}
+NOT_YET = ("retinal_edema", "robotic_scene")
 
 
 def build_parser():
