@@ -21,7 +21,10 @@ RECIPE = {"optimizer": "adam", "lr": 1e-5, "adam": {"beta_1": 0.9, "beta_2": 0.9
           "weights": "last", "reduce_lr": {"factor": 0.8, "patience": 3, "min_lr": 1e-5}}
 #: the threshold of the original's Dice (p > 0.3)
 INFERENCE = {"threshold": 0.3, "weights": "last"}
-OWN_DATA = None
+#: prepare_data.py --images/--masks (--nnunet-dataset): the original's proportions (test ratio 0.1, seed 144; the
+#: original validates on the test split, hence no val part), the study folder and the mask rule (see its --help)
+OWN_DATA = {"val_fraction": 0.0, "test_fraction": 0.1, "group_by": None, "mode": "rgb", "seed": RECIPE["seed"],
+            "study": "own", "mask_rule": "labels"}
 
 
 def rotated(shape, rotate_portrait=INPUT["rotate_portrait"]):

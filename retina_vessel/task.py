@@ -21,7 +21,9 @@ RECIPE = {"optimizer": "adam", "lr": 1e-4, "adam": {"beta_1": 0.9, "beta_2": 0.9
           "reduce_lr": {"factor": 0.1, "patience": 7, "min_delta": 1e-4, "cooldown": 0, "min_lr": 0.0}}
 #: evaluate.py / predict.py defaults: windows of the patch size at stride 5 in batches of 16, threshold 0.5
 INFERENCE = {"stride": 5, "batch_size": 16, "threshold": 0.5, "modes": ("overlap", "full")}
-OWN_DATA = None
+#: prepare_datasets_DRIVE.py --images/--masks (--nnunet-dataset): DRIVE's proportions, 20 test of 40 images and
+#: the last 4 of the 20 training images (validation_split 0.2) for validation
+OWN_DATA = {"val_fraction": 0.1, "test_fraction": 0.5, "group_by": None, "mode": "rgb", "seed": 0}
 
 
 def preprocess(image, **context):

@@ -174,7 +174,7 @@ def fingernail(prepared):
     split = read_split_names(prepared)
     arrays = {k: _load_npy(Path(prepared) / f"{k}.npy", "fingernail") for k in ("x_train", "y_train", "x_test",
                                                                                   "y_test")}
-    train = Lazy(_names(split, ["train"], len(arrays["x_train"]), "train"), arrays["x_train"], arrays["y_train"],
+    train = Lazy(_names(split, ["train", "val"], len(arrays["x_train"]), "train"), arrays["x_train"], arrays["y_train"],
                  np.asarray, _squeeze)
     test = Lazy(_names(split, ["test"], len(arrays["x_test"]), "test"), arrays["x_test"], arrays["y_test"],
                 np.asarray, _squeeze)
