@@ -331,11 +331,12 @@ def _open_mode(path):
 
 
 def _palette_indices(path):
-    from PIL import Image, ImageOps
+    """The palette indices of a palette image, on the stored pixel grid (as ``read_image``'s default reads the
+    images: an orientation tag is not applied to either side of a pair)."""
+    from PIL import Image
 
     with Image.open(path) as img:
         img.load()
-        img = ImageOps.exif_transpose(img)
         indices = np.asarray(img)
         return indices[..., 0] if indices.ndim == 3 else indices  # PA: drop the alpha
 
