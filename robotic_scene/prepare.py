@@ -41,7 +41,7 @@ from tqdm import tqdm
 from common import cli
 from common.data.io import (DataLayoutError, ImageReadError, atomic_dir, list_images, read_image, warn_orientation,
                             write_image, write_json)
-from common.errors import OptionError, UserError
+from common.errors import OptionError
 
 HEIGHT, WIDTH = 1024, 1280
 DEFAULT_RAW = cli.repo_path("data", "robotic_scene", "train")
@@ -332,8 +332,9 @@ def read_scenes(path, sequences):
     unknown = sorted(set(scenes) - set(sequences), key=_natural_key)
     missing = sorted(set(sequences) - set(scenes), key=_natural_key)
     if unknown:
+        known = ", ".join(sorted(sequences, key=_natural_key)[:8])
         raise OptionError(f"{where}: {len(unknown)} name(s) that are not sequences of the data: "
-                          f"{', '.join(unknown[:5])}; the sequences are {', '.join(sorted(sequences, key=_natural_key)[:8])}")
+                          f"{', '.join(unknown[:5])}; the sequences are {known}")
     if missing:
         raise OptionError(f"{where}: no scene for {len(missing)} sequence(s): {', '.join(missing[:5])}"
                           f"{' ...' if len(missing) > 5 else ''}; every sequence needs one")

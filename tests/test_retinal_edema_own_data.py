@@ -115,9 +115,13 @@ def test_own_data_gen_image_train_eval_test_predict(tmp_path, capsys):
     assert 0 <= row["Dice"] <= 1
     test.main(paths + ["--checkpoints", str(run / "best.keras"), "--out-dir", str(tmp_path / "sub"), "--quiet"])
     assert list((tmp_path / "sub").rglob("*.npy"))
-    cube = split["test"][0]
-    predict.main([str(tmp_path / "own" / "images" / cube), "--run-dir", str(run), "--out-dir", str(tmp_path / "pred")])
-    assert list((tmp_path / "pred").rglob("*"))
+    # predict.py on a new cube in the challenge's slice layout, at its own (odd) size
+    images = cubes[split["test"][0]][0]
+    for k, image in enumerate(images):
+        write_image(tmp_path / "new" / "eye.img" / f"{k + 1}.bmp", image)
+    predict.main([str(tmp_path / "new"), "--run-dir", str(run), "--out-dir", str(tmp_path / "pred")])
+    out = sorted((tmp_path / "pred").rglob("eye_labelMark/*.bmp"))
+    assert len(out) == 5 and read_image(out[0], "gray").shape == images.shape[1:]
 
 
 def test_nnunet_volumes_and_flat_slices(tmp_path, capsys):
@@ -198,7 +202,7 @@ def test_bad_own_data_is_one_error_line_and_writes_nothing(tmp_path, capsys):
     write_nnunet_dataset(tmp_path / "n2", train_cases=two, labels={0: "background", 1: "REA"},
                          channel_names=["a", "b"], verbose=False)
     line = _error(gen_image.main, ["--nnunet-dataset", str(tmp_path / "n2"), "-d", str(work), "-l",
-                                   str(work / "lists")])
+                                   str(work / "lists"), "--val-fraction", "0.25", "--test-fraction", "0.25"])
     assert line.endswith("2 channels; the B-scans are one grey channel")
     assert _nothing_written(work)
     # an existing run is kept without --overwrite

@@ -5,7 +5,6 @@ import json
 import shutil
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from common.data.io import read_image, write_image
@@ -152,6 +151,20 @@ def test_nnunet_dataset_input(tmp_path, capsys):
             read_image(work / "cropted_train" / f"seq_{seq}" / "instruments_masks" / f"{name}.png", "gray"), label)
         np.testing.assert_array_equal(
             read_image(work / "cropted_train" / f"seq_{seq}" / "images" / f"{name}.png", "rgb"), image)
+    # and back out: python -m common.data.to_nnunet --task robotic_scene gives the prepared frames and masks
+    from common.data import to_nnunet
+    from common.data.nnunet import read_nnunet_case, read_nnunet_dataset
+
+    to_nnunet.main([str(work), "--task", "robotic_scene", "--out", str(tmp_path / "back"), "--quiet"])
+    back = read_nnunet_dataset(tmp_path / "back", verbose=False)
+    assert back.labels == labels and len(back.pairs) == 8 and not back.test  # no test split: all in imagesTr
+    for pair in back.pairs:
+        seq, name = pair.name.split("__")
+        image, label = read_nnunet_case(pair)
+        np.testing.assert_array_equal(label, read_image(work / "cropted_train" / seq / "instruments_masks" /
+                                                        f"{name}.png", "gray"))
+        np.testing.assert_array_equal(image, read_image(work / "cropted_train" / seq / "images" / f"{name}.png",
+                                                        "rgb"))
 
 
 def test_bad_own_data_is_one_error_line_and_writes_nothing(tmp_path, capsys):
