@@ -157,7 +157,8 @@ def test_nnunet_dataset_input(tmp_path, capsys):
 
     to_nnunet.main([str(work), "--task", "robotic_scene", "--out", str(tmp_path / "back"), "--quiet"])
     back = read_nnunet_dataset(tmp_path / "back", verbose=False)
-    assert back.labels == labels and len(back.pairs) == 8 and not back.test  # no test split: all in imagesTr
+    assert back.labels == {**labels, 0: "background"}  # nnU-Net names label 0 "background"
+    assert len(back.pairs) == 8 and not back.test  # no test split: all in imagesTr
     for pair in back.pairs:
         seq, name = pair.name.split("__")
         image, label = read_nnunet_case(pair)
