@@ -472,6 +472,9 @@ def prepare_own(args, verbose=True):
         write_class_pixels(counts, tmp / "class_pixels")
     print(f"{SPLIT}: " + " / ".join(f"{part} {len(seq_split[part])} sequences ({len(frames[part])} frames)"
                                     for part in frames))
+    if dataset.test:
+        print(f"note: the {len(dataset.test)} imagesTs case(s) have no labels and are not prepared; segment them "
+              "with robotic_scene/predict.py", file=sys.stderr)
     if scenes is None:
         print("note: no --scenes: the frames have no scene (surgical phase) labels; train with --last-stage 3 "
               "(stage 4 trains the scene head)", file=sys.stderr)
