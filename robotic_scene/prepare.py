@@ -524,9 +524,9 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    for option, value in (("--height", args.height), ("--width", args.width)):
-        if value is not None and value <= 0:
-            raise cli.option_error(option, f"must be positive, got {value}")
+    if any(v is not None and v <= 0 for v in (args.height, args.width)):
+        shown = [("?" if v is None else v) for v in (args.height, args.width)]
+        raise cli.option_error("--height/--width", f"must be positive, got {shown[0]}x{shown[1]}")
     if args.images is not None or args.masks is not None or args.nnunet_dataset is not None:
         summary = prepare_own(args, not args.quiet)
         print(f"{summary['frames']} frames of {len(summary['sequences'])} sequences "
