@@ -456,6 +456,12 @@ def build_parser():
     group = add_own_data_arguments(parser, val_fraction=OWN_DATA["val_fraction"],
                                    test_fraction=OWN_DATA["test_fraction"], group_by=OWN_DATA["group_by"],
                                    binary=False)
+    helps = {"val_fraction": "fraction of the CUBES for validation (default: %(default)s, the challenge's 15 of 100)",
+             "test_fraction": "fraction of the cubes for testing (default: %(default)s)",
+             "group_by": "cubes whose name gives the same regex group 1 stay on one side (a cube's slices always "
+                         "do), e.g. '^(P\\d+)_' for one patient's eyes (default: %(default)s)"}
+    for action in group._group_actions:
+        action.help = helps.get(action.dest, action.help)
     group.add_argument("--seed", type=int, default=OWN_DATA["seed"], help="seed of the split (default: %(default)s)")
     return parser
 

@@ -515,6 +515,14 @@ def build_parser():
     group = add_own_data_arguments(parser, val_fraction=OWN_DATA["val_fraction"],
                                    test_fraction=OWN_DATA["test_fraction"], group_by=OWN_DATA["group_by"],
                                    binary=False)
+    helps = {"label_colours": "colour table of RGB colour-coded masks, e.g. {\"0\": [0, 0, 0], \"1\": [0, 255, 0]} "
+                              "(default: the ROBOT18 colours of CLASSES)",
+             "val_fraction": "fraction of the SEQUENCES for validation (default: %(default)s; fold 0: 4 of 15)",
+             "test_fraction": "fraction of the sequences for testing (default: %(default)s)",
+             "group_by": "a frame's sequence is its top folder; for flat names this regex's group 1 "
+                         "(default: %(default)s, seq_3_frame000 -> seq_3)"}
+    for action in group._group_actions:
+        action.help = helps.get(action.dest, action.help)
     group.add_argument("--scenes", type=Path, metavar="FILE.json",
                        help='surgical phase of each sequence, e.g. {"seq_1": "preparing", "seq_2": 2} (0 preparing, '
                             "1 peeling, 2 incising); without it the scene head is not trained (train --last-stage 3)")
