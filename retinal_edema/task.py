@@ -30,7 +30,12 @@ RECIPE = {"optimizer": "adam_l2", "adam": {"beta_1": 0.9, "beta_2": 0.99, "epsil
 INFERENCE = {"batch_size": 8}
 #: overlay colours of REA, SRF, PED
 COLOURS = np.array([[0, 0, 255], [0, 255, 0], [255, 0, 0]], np.uint8)
-OWN_DATA = None
+#: gen_image.py's own-data defaults (--images/--masks or --nnunet-dataset): fractions of the CUBES as the
+#: challenge's 70 / 15 / 15 cubes; slices of one cube always stay on one side (a slice's cube = its folder, a
+#: volume's file, or for flat names "<cube>_<slice number>"); --group-by REGEX on cube names groups cubes
+#: further (e.g. one patient's eyes); labels: class indices 0..3 or the challenge's grey codes (0, 255, 191, 128)
+OWN_DATA = {"val_fraction": 0.15, "test_fraction": 0.15, "group_by": None, "mode": "gray", "binary": False,
+            "split_unit": "cube", "slice_pattern": r"^(.+?)[_-]?(\d+)$", "seed": 0}
 
 
 def stack_slices(slices):

@@ -23,7 +23,12 @@ RECIPE = {"optimizer": "adam", "adam": {"beta_1": 0.9, "beta_2": 0.999, "epsilon
           "stages": (("segmentation", 0.0, 0.0, 0.0, 1e-4, 10), ("class", 0.2, 0.0, 0.0, 1e-4, 30),
                      ("sync", 0.2, 0.6, 0.0, 5e-5, 50), ("scene", 0.2, 0.6, 0.2, 5e-5, 70))}
 INFERENCE = {"min_size": 0}
-OWN_DATA = None
+#: prepare.py's own-data defaults (--images/--masks or --nnunet-dataset): fractions of the SEQUENCES (fold 0
+#: validates on 4 of the 15 training sequences; the challenge's test set is separate: no test split), a frame's
+#: sequence = its top folder (seq_3/frame000.png), or for flat names this regex's group 1 (seq_3_frame000 ->
+#: seq_3); masks: RGB in the ROBOT18 colours (--label-colours for others), grey/palette label maps as stored
+OWN_DATA = {"val_fraction": 0.27, "test_fraction": 0.0, "group_by": r"^(.+?)[_-]?(?:frame)?\d+$", "mode": "rgb",
+            "binary": False, "split_unit": "sequence", "label_colours": "ROBOT18", "seed": 0}
 
 
 def normalise(images, mode="torch"):
