@@ -41,9 +41,9 @@ _GLOB_CHARS = set("*?[")
 def add_predict_arguments(parser, *, default_run_dir=None, weights=True):
     """The options every predict script shares.
 
-    ``inputs`` (files, folders or glob patterns), ``--run-dir`` / ``--model FILE.keras``, ``--weights
-    best|last``, ``--out-dir`` (required), ``--tta``, ``--overlay``, ``--save-probabilities``, ``--skip-bad``,
-    ``--overwrite``, ``--mixed-precision``, ``--quiet``. ``default_run_dir`` is only shown in
+    ``inputs`` (files, folders or glob patterns), ``--run-dir`` / ``--model FILE.keras`` / ``--onnx FILE.onnx``,
+    ``--weights best|last``, ``--out-dir`` (required), ``--tta``, ``--overlay``, ``--save-probabilities``,
+    ``--skip-bad``, ``--overwrite``, ``--mixed-precision``, ``--quiet``. ``default_run_dir`` is only shown in
     the help (the script resolves it).
     """
     from common.devices import add_precision_arguments
@@ -56,6 +56,9 @@ def add_predict_arguments(parser, *, default_run_dir=None, weights=True):
     source.add_argument("--run-dir", type=Path, default=None,
                         help="training run folder" + (f" (default: {default_run_dir})" if default_run_dir else ""))
     source.add_argument("--model", type=Path, default=None, help="a saved .keras model file instead of a run folder")
+    source.add_argument("--onnx", type=Path, default=None, metavar="FILE.onnx",
+                        help="an exported ONNX model (python -m common.export ... --format onnx) with its "
+                             "preprocessing.json beside it: predicts with onnxruntime, without TensorFlow")
     if weights:
         parser.add_argument("--weights", choices=("best", "last"), default="best",
                             help="checkpoint of the run folder (default: %(default)s)")
@@ -220,6 +223,7 @@ def run_inputs(files, process, *, args, outputs, model_name, weights, extra=None
     if existing and not args.overwrite:
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
         raise UserError(f"{existing[0]}: already exists{more}; pass --overwrite to replace, or another --out-dir")
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     bad, done = [], []
     for path in tqdm(files, desc="predict", unit="input", disable=getattr(args, "quiet", False)):
@@ -227,6 +231,8 @@ def run_inputs(files, process, *, args, outputs, model_name, weights, extra=None
             results = process(path)
         except UserError as exc:
             if not args.skip_bad:
+                if created and not any(out_dir.iterdir()):  # a run that wrote nothing leaves no folder
+                    out_dir.rmdir()
                 raise
             bad.append((path, " ".join(str(exc).split())))
             continue
@@ -260,3 +266,306 @@ def extra_outputs(stem, args, *, prob=None, overlay=None, prob_ext=".png"):
 def probability_png(prob):
     """A probability map in [0, 1] as a uint8 PNG image (0..255)."""
     return np.clip(np.rint(np.asarray(prob, np.float64) * 255), 0, 255).astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# load_segmenter: one Python call from an image to a mask, with a Keras model or an ONNX file
+
+
+def _concat(parts):
+    """Chunks of a network's outputs (arrays, dicts or lists of arrays) joined along the batch axis."""
+    first = parts[0]
+    if isinstance(first, dict):
+        return {key: np.concatenate([p[key] for p in parts]) for key in first}
+    if isinstance(first, (list, tuple)):
+        return [np.concatenate([p[i] for p in parts]) for i in range(len(first))]
+    return np.concatenate(parts)
+
+
+def _numpy(output):
+    if isinstance(output, dict):
+        return {key: np.asarray(value, np.float32) for key, value in output.items()}
+    if isinstance(output, (list, tuple)):
+        return [np.asarray(value, np.float32) for value in output]
+    return np.asarray(output, np.float32)
+
+
+def rebuilt_for_shape(model, input_shape):
+    """The architecture of ``model`` built for ``input_shape`` (H, W, C) with its weights.
+
+    A registered network (``common.models``, by ``model.name``; ``bidirectional`` recognised from its layer
+    names) is built again by its builder (BCDU-Net's ConvLSTM fusions reshape with static sizes, so a clone
+    would not do); any other model is cloned on a new input. The weights of a fully-convolutional network do
+    not depend on H and W.
+    """
+    import keras
+
+    from common.models import available_models, build_model
+
+    if model.name in available_models():
+        options = {"bidirectional": True} if any(l.name.endswith("_convlstm_fwd") for l in model.layers) else {}
+        try:
+            copy = build_model(model.name, tuple(input_shape), **options)
+            copy.set_weights(model.get_weights())
+            return copy
+        except (ValueError, TypeError):  # e.g. other options than the builder's defaults: clone instead
+            pass
+    copy = keras.models.clone_model(model, input_tensors=keras.Input(shape=tuple(input_shape)))
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+class KerasNetwork:
+    """A Keras model as a NumPy callable ``(N, H, W, C) float32 -> outputs`` for inputs of any size.
+
+    One compiled function per input size serves every batch of that size (TensorFlow: a ``tf.function``
+    with a fixed signature, traced once; the network rebuilt for a size other than its own, once), so
+    predicting many files of the same size never retraces. Batches are run ``batch_size`` at a time.
+    """
+
+    def __init__(self, model, batch_size=1):
+        self.model, self.name, self.batch_size = model, model.name, int(batch_size)
+        shape = model.inputs[0].shape
+        self.input_size = tuple(shape[1:3])
+        self.channels = shape[-1]
+        self.any_size = True
+        self._functions, self.traced = {}, {}  # input shape -> NumPy forward pass / its tf.function
+
+    def function(self, input_shape):
+        """The compiled forward pass for inputs (any N, *input_shape)."""
+        input_shape = tuple(int(d) for d in input_shape)
+        if input_shape not in self._functions:
+            import keras
+
+            own = tuple(self.model.inputs[0].shape[1:])
+            fits = all(e is None or e == s for e, s in zip(own, input_shape))
+            model = self.model if fits else rebuilt_for_shape(self.model, input_shape)
+            if keras.backend.backend() == "tensorflow":
+                import tensorflow as tf
+
+                spec = tf.TensorSpec((None,) + input_shape, tf.float32)
+                forward = tf.function(lambda x: model(x, training=False), input_signature=[spec],
+                                      reduce_retracing=True)
+                self.traced[input_shape] = forward
+                self._functions[input_shape] = lambda x: _numpy(forward(x))
+            else:
+                self._functions[input_shape] = lambda x: _numpy(model.predict_on_batch(x))
+        return self._functions[input_shape]
+
+    def __call__(self, x):
+        x = np.asarray(x, np.float32)
+        forward = self.function(x.shape[1:])
+        return _concat([forward(x[i:i + self.batch_size]) for i in range(0, len(x), self.batch_size)])
+
+
+class OnnxNetwork:
+    """An exported ``.onnx`` network in onnxruntime as a NumPy callable (no TensorFlow, no Keras).
+
+    ``output_keys`` (from preprocessing.json) restores the Keras output structure: None for one output, a
+    list of names for a dict (``{"seg": ..., "det": ...}``), or ``"list"`` for a list of outputs.
+    """
+
+    def __init__(self, path, *, output_keys=None, batch_size=1, name=None):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise UserError(f"{path}: onnxruntime is not installed (pip install -r requirements-predict.txt)") from None
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001  (onnxruntime raises its own types for a corrupt file)
+            raise UserError(f"{path}: not a readable ONNX model ({type(exc).__name__}: "
+                            f"{' '.join(str(exc).split())[:160]})") from None
+        self.path, self.name, self.batch_size, self.output_keys = Path(path), name, int(batch_size), output_keys
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        dims = [d if isinstance(d, int) else None for d in inp.shape[1:]]
+        self.input_size, self.channels = tuple(dims[:2]), dims[2]
+        self.any_size = None in self.input_size
+
+    def _run(self, x):
+        outputs = [np.asarray(o, np.float32) for o in self.session.run(None, {self.input_name: x})]
+        if self.output_keys is None:
+            return outputs[0]
+        if self.output_keys == "list":
+            return outputs
+        return dict(zip(self.output_keys, outputs))
+
+    def __call__(self, x):
+        x = np.asarray(x, np.float32)
+        expected = tuple(self.input_size) + (self.channels,)
+        if any(e is not None and e != s for e, s in zip(expected, x.shape[1:])):
+            raise UserError(f"{self.path}: this ONNX model takes {'x'.join(str(e) for e in expected)} inputs, the "
+                            f"task's preprocessing gives {'x'.join(map(str, x.shape[1:]))}; export it for that size "
+                            f"(python -m common.export ... --format onnx --input-size H W) or choose an inference "
+                            f"mode at the model's size")
+        return _concat([self._run(x[i:i + self.batch_size]) for i in range(0, len(x), self.batch_size)])
+
+
+class Segmenter:
+    """A trained network with its task's preprocessing, inference mode and post-processing.
+
+    ``seg(image)`` -> the mask, ``seg.probabilities(image)`` -> the probabilities, ``seg.predict(image)`` ->
+    both (and the task's extras) as a dict; keyword arguments override the options for one call (e.g.
+    ``fov=`` for retina_vessel). ``image`` is one NumPy image of any size in the task's input format
+    (``seg.task.INPUT``): uint8 RGB or grey photos, a cube of B-scans, a CT volume in HU.
+    """
+
+    def __init__(self, task, network, options=None, source=None):
+        self.task, self.network, self.options, self.source = task, network, dict(options or {}), source
+
+    @property
+    def name(self):
+        return self.network.name
+
+    def predict(self, image, **options):
+        return self.task.segment(np.asarray(image), self.network, **{**self.options, **options})
+
+    def __call__(self, image, **options):
+        return self.predict(image, **options)["mask"]
+
+    def probabilities(self, image, **options):
+        return self.predict(image, probabilities=True, **options)["prob"]
+
+
+def task_of_path(path):
+    """The task a model path belongs to: the nearest folder of the path named as a task (``weights/<task>/...``)."""
+    from common.tasks import available_tasks
+
+    known = set(available_tasks())
+    for part in reversed(Path(path).resolve().parts):
+        if part in known:
+            return part
+    return None
+
+
+PREPROCESSING_JSON = "preprocessing.json"
+
+
+def read_preprocessing(onnx_path):
+    """The ``preprocessing.json`` beside ``onnx_path``, checked against the file; ``UserError`` otherwise."""
+    import json
+
+    from common.provenance import sha256_file
+
+    onnx_path = Path(onnx_path)
+    if not onnx_path.is_file():
+        raise UserError(f"{onnx_path}: ONNX model file not found")
+    path = onnx_path.parent / PREPROCESSING_JSON
+    if not path.is_file():
+        raise UserError(f"{path}: not found beside {onnx_path.name}; export the model with python -m common.export "
+                        f"RUN_DIR OUT_DIR --format onnx, which writes both")
+    try:
+        record = json.loads(path.read_text())
+        model = record["model_file"]
+    except (ValueError, KeyError, TypeError):
+        raise UserError(f"{path}: not a preprocessing.json of common.export (no model_file)") from None
+    if model.get("name") != onnx_path.name or model.get("sha256") != sha256_file(onnx_path):
+        raise UserError(f"{path}: describes {model.get('name')} (SHA-256 {str(model.get('sha256'))[:12]}...), not "
+                        f"this {onnx_path.name}; keep each .onnx in its export folder with its own json")
+    return record
+
+
+def _check_task(expected, found, source):
+    if expected is not None and found is not None and expected != found:
+        raise UserError(f"{source}: a model of the task {found}, not {expected}")
+
+
+def segmenter_from_model(model, task, *, batch_size=None, source=None, **options):
+    """A :class:`Segmenter` of an already loaded Keras ``model`` (e.g. the authors' weights) for ``task``."""
+    from common.tasks import get_task
+
+    task = get_task(task) if isinstance(task, str) else task
+    options = {**getattr(task, "INFERENCE", {}), **options}
+    batch = batch_size or options.get("batch_size") or 1
+    return Segmenter(task, KerasNetwork(model, batch), options, source)
+
+
+def load_segmenter(path, *, task=None, weights=None, mixed_precision="off", **options):
+    """A :class:`Segmenter` from a run folder, a ``.keras`` file or an ``.onnx`` file (+ its preprocessing.json).
+
+    Args:
+        path: training run folder (its ``<weights>.keras``), a ``.keras`` checkpoint, or an exported ``.onnx``.
+        task: the task name; found from preprocessing.json (ONNX) or the path (``weights/<task>/...``) if left
+            out. A model of another task than ``task`` is a ``UserError``.
+        weights: ``best`` or ``last`` checkpoint of a run folder (default: the task's, ``best`` but for
+            fingernail, whose original reports its last epoch).
+        mixed_precision: ``off``, ``float16``, ``bfloat16`` (Keras models only).
+        options: the task's inference options (``tta="flip"``, ``threshold=``, ``inference="overlap"``, ...);
+            the run's own preprocessing statistics (e.g. the nerve run's norm_stats.json) are read from the run.
+
+    Example::
+
+        from common.data.io import read_image
+        from common.predict import load_segmenter
+        seg = load_segmenter("weights/skin_lesion/bcdu_net_d3")
+        mask = seg(read_image("photo.jpg", "rgb"))        # uint8 0/255 at the photo's size
+        prob = seg.probabilities(read_image("photo.jpg", "rgb"))
+    """
+    from common.tasks import get_task
+
+    path = Path(path)
+    if path.suffix.lower() == ".onnx":
+        record = read_preprocessing(path)
+        _check_task(task, record.get("task"), path)
+        module = get_task(record["task"])
+        context = {**getattr(module, "INFERENCE", {}), **record.get("context", {}), **options}
+        network = OnnxNetwork(path, output_keys=record.get("output", {}).get("keys"), name=record.get("model"),
+                              batch_size=context.get("batch_size") or 1)
+        return Segmenter(module, network, context, source=path)
+    module, model, checkpoint, run_context = load_keras_model(path, task=task, weights=weights,
+                                                              mixed_precision=mixed_precision, **options)
+    return segmenter_from_model(model, module, source=checkpoint, **{**run_context, **options})
+
+
+def load_keras_model(path, *, task=None, weights=None, mixed_precision="off", **options):
+    """``(task module, keras model, checkpoint, run context)`` of a run folder or ``.keras`` file: the task from
+    ``task`` or the path, the checkpoint by the task's rule (``<weights>.keras``, or its ``checkpoint_of``),
+    the model by the task's loader, the run's own preprocessing (``run_context``: e.g. norm_stats.json)."""
+    from common.tasks import get_task
+
+    path = Path(path)
+    name = task or task_of_path(path)
+    if name is None:
+        raise UserError(f"{path}: cannot tell the task of this model from its path; pass task=<name> (--task)")
+    module = get_task(name)
+    weights = weights or getattr(module, "INFERENCE", {}).get("weights", "best")
+    if path.is_dir():
+        checkpoint = (module.checkpoint_of(path, weights) if hasattr(module, "checkpoint_of")
+                      else path / f"{weights}.keras")
+    else:
+        checkpoint = path
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise UserError(f"{checkpoint}: checkpoint not found; train first, or give a run folder / .keras file")
+    run_context = module.run_context(checkpoint.parent, **options) if hasattr(module, "run_context") else {}
+    model = (module.load_keras_network(checkpoint, mixed_precision) if hasattr(module, "load_keras_network")
+             else load_checkpoint(checkpoint, mixed_precision))
+    return module, model, checkpoint, run_context
+
+
+def segmenter_from_args(args, task, *, default_run_dir=None, model=None, checkpoint=None, **options):
+    """``(segmenter, weights files)`` of a predict script's options: ``--onnx`` (onnxruntime, no TensorFlow),
+    an already built Keras ``model`` (e.g. ``--init-weights``; ``checkpoint`` names its file), or
+    ``--model`` / ``--run-dir`` / ``default_run_dir`` with ``--weights`` and ``--mixed-precision``.
+    ``options``: the task's inference options (see the task's ``segment``)."""
+    options = {"tta": getattr(args, "tta", "none"), **options}
+    if getattr(args, "onnx", None) is not None:
+        if getattr(args, "mixed_precision", "off") != "off":
+            raise OptionError("--mixed-precision: applies to Keras models, not to --onnx")
+        seg = load_segmenter(args.onnx, task=task, **options)
+        return seg, [args.onnx]
+    if model is not None:
+        return segmenter_from_model(model, task, source=checkpoint, **options), [checkpoint]
+    path = checkpoint_path(args, default_run_dir) if getattr(args, "model", None) is not None or not \
+        _has_own_checkpoints(task) else Path(args.run_dir or default_run_dir)
+    seg = load_segmenter(path, task=task, weights=getattr(args, "weights", "best"),
+                         mixed_precision=getattr(args, "mixed_precision", "off"), **options)
+    return seg, [seg.source]
+
+
+def _has_own_checkpoints(task):
+    from common.tasks import get_task
+
+    return hasattr(get_task(task), "checkpoint_of")

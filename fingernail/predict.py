@@ -36,40 +36,27 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-import numpy as np
-from PIL import Image
-
 from common import cli
-from fingernail.evaluate import THRESHOLDS, predict_probabilities
-from fingernail.prepare_data import COLS, ROWS, network_input
-from fingernail.train import BATCH_SIZE, EPOCHS, default_run_dir
+from fingernail.task import DEFAULT_MODEL, INFERENCE, INPUT, RECIPE
 
 EXTENSIONS = (".png", ".jpg", ".jpeg")
-DEFAULT_RUN = default_run_dir("unet2d_8_128", "dataset1", "bce_dice", EPOCHS, BATCH_SIZE, ROWS, COLS)
 
 
-def segment(model, image, threshold=THRESHOLDS[0], tta="none", rotate_portrait=True):
-    """One photo (H, W, 3) uint8 -> ``(mask, probability)`` at the photo's size: mask uint8 0/255,
-    probability float32 in [0, 1]."""
-    rows, cols = model.input_shape[1:3]
-    x, rotated = network_input(image, rows, cols, rotate_portrait)
-    prob = predict_probabilities(model, x[None], tta=tta, batch_size=1)[0, ..., 0]
-    height, width = np.asarray(image).shape[:2]
-    size = (height, width) if rotated else (width, height)  # PIL (width, height) of the rotated photo
-    full = Image.fromarray(prob.astype(np.float32)).resize(size, Image.BILINEAR)
-    if rotated:
-        full = full.rotate(-90, expand=True)
-    prob = np.clip(np.asarray(full, np.float32), 0.0, 1.0)
-    return np.where(prob > threshold, 255, 0).astype(np.uint8), prob
+def default_run():
+    """train.py's default run folder (the paper's model, loss and recipe on dataset1)."""
+    from fingernail.train import default_run_dir
+
+    return default_run_dir(DEFAULT_MODEL, "dataset1", RECIPE["loss"], RECIPE["epochs"], RECIPE["batch_size"],
+                           INPUT["rows"], INPUT["cols"])
 
 
 def build_parser():
     from common.predict import add_predict_arguments
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_predict_arguments(parser, default_run_dir=DEFAULT_RUN)
-    parser.set_defaults(weights="last")  # the original's (and evaluate.py's) final-epoch weights
-    parser.add_argument("--threshold", type=float, default=THRESHOLDS[0],
+    add_predict_arguments(parser, default_run_dir="weights/fingernail/<train.py's default run>")
+    parser.set_defaults(weights=INFERENCE["weights"])  # the original's (and evaluate.py's) final-epoch weights
+    parser.add_argument("--threshold", type=float, default=INFERENCE["threshold"],
                         help="probability above which a pixel is nail (default: %(default)s, the original's)")
     parser.add_argument("--no-rotate", action="store_true",
                         help="do not rotate portrait photos to landscape before predicting")
@@ -78,26 +65,29 @@ def build_parser():
 
 def main(argv=None):
     from common.data.io import read_image
-    from common.predict import collect_inputs, extra_outputs, load_model, overlay_image, probability_png, run_inputs
+    from common.predict import (collect_inputs, extra_outputs, overlay_image, probability_png, run_inputs,
+                                segmenter_from_args)
 
     parser = build_parser()
     args = parser.parse_args(argv)
     if not 0 <= args.threshold < 1:
         raise cli.option_error("--threshold", f"must lie in [0, 1), got {args.threshold}")
     files = collect_inputs(args.inputs, EXTENSIONS)  # before the model: a wrong input fails fast
-    model, checkpoint = load_model(args, default_run_dir=DEFAULT_RUN)
+    seg, weights = segmenter_from_args(args, "fingernail", default_run_dir=None if args.onnx else default_run(),
+                                       threshold=args.threshold, rotate_portrait=not args.no_rotate)
 
     def outputs(path):
         return [f"{path.stem}.png", *extra_outputs(path.stem, args)]
 
     def process(path):
         image = read_image(path, "rgb")
-        mask, prob = segment(model, image, args.threshold, args.tta, not args.no_rotate)
-        return {f"{path.stem}.png": mask, **extra_outputs(path.stem, args, prob=lambda: probability_png(prob),
+        result = seg.predict(image)
+        mask = result["mask"]
+        return {f"{path.stem}.png": mask, **extra_outputs(path.stem, args, prob=lambda: probability_png(result["prob"]),
                                                           overlay=lambda: overlay_image(image, mask))}
 
-    return run_inputs(files, process, args=args, outputs=outputs, model_name=model.name, weights=[checkpoint],
-                      extra={"threshold": args.threshold, "input_size": list(model.input_shape[1:3])})
+    return run_inputs(files, process, args=args, outputs=outputs, model_name=seg.name, weights=weights,
+                      extra={"threshold": args.threshold, "input_size": list(seg.network.input_size)})
 
 
 if __name__ == "__main__":

@@ -22,11 +22,29 @@ does), ``y_train.npy``/``y_test.npy`` (N,160,192,1) uint8 0/1, ``x_unlabeled.npy
 input is read and checked first, the arrays are written into a temporary folder renamed into place at the
 end, and a folder that already holds a prepared study is replaced only with ``--overwrite``.
 
+Your own data (``--images DIR --masks DIR`` or ``--nnunet-dataset DIR``, paired and read by
+``common.data.pairs``): written as the study ``--study`` (default ``own``) under the same names, so train.py,
+evaluate.py and predict.py run unchanged with ``--study own``. Every photo is read as RGB, a portrait photo
+(width < height) and its mask are rotated by +90 degrees as dataset2's loader and predict.py do
+(``--no-rotate`` keeps them), the photo is resized bicubic (``network_input``, as both loaders). Masks
+(``--mask-rule``): ``labels`` (default) reads them by common.data.pairs' table (0/255, 0/1, palette, grey or
+colour label maps with ``--foreground``, JPEG at 128) and resizes nearest, as dataset2's masks;
+``photo`` is dataset1's rule for masks that are the photo with the background blacked out and the nails
+white (``binarise_mask_1``: bicubic resize of the RGB mask, mean >= 250 is nail; a mask without nail is
+dropped, as dataset1's loader does). Split: seeded (``--seed``, default 144) by ``--test-fraction`` (0.1, the
+original's test ratio) and ``--val-fraction`` (0: train.py validates on the test split, as the original);
+``x_train.npy`` holds the train cases, then the val cases (train.py takes the last ``counts.val`` of
+``split.json`` as its validation when it is above 0); ``x_unlabeled.npy`` is empty. An image without a mask is
+an error unless ``--skip-unpaired``; nnU-Net ``imagesTs`` (no masks) is not used: segment it with predict.py.
+
 Examples::
 
     python fingernail/prepare_data.py                                     # dataset1 (the paper's first study)
     python fingernail/prepare_data.py --datasets dataset1 dataset2        # the "dataset 1 + 2" study
     python fingernail/prepare_data.py --raw-dir /data/nails --rows 320 --cols 384
+    python fingernail/prepare_data.py --images my/photos --masks my/masks          # -> work/fingernail/own
+    python fingernail/prepare_data.py --images dataset1/image --masks dataset1/mask --mask-rule photo \
+        --skip-unpaired --study ds1_own                                  # dataset1 through the own-data path
 """
 
 import argparse
@@ -45,7 +63,7 @@ from tqdm import tqdm
 from common import cli
 from common.data.io import (DataLayoutError, atomic_dir, list_images, pair_files, read_image, save_npy,
                             warn_orientation, write_json)
-from fingernail.task import INPUT, RECIPE
+from fingernail.task import INPUT, OWN_DATA, RECIPE, network_input  # noqa: F401  (task.py)
 
 ROWS, COLS = INPUT["rows"], INPUT["cols"]  # task.py
 TEST_RATIO = 0.1
@@ -56,6 +74,7 @@ DEFAULT_WORK = cli.repo_path("work", "fingernail")
 MASK_WHITE = 250  # dataset1: a resized mask pixel whose RGB mean is >= 250 is nail
 
 EXTENSIONS = {"dataset1": (".png",), "dataset2": (".jpg", ".jpeg")}
+MASK_RULES = ("labels", "photo")  # own data: common.data.pairs' table, or dataset1's photo-mask rule
 
 
 def study_name(datasets):
@@ -66,17 +85,6 @@ def study_name(datasets):
 def _resize(array, rows, cols, resample=Image.BICUBIC):
     """PIL resize of a uint8 array to (rows, cols); BICUBIC is PIL's default for RGB and L images."""
     return np.asarray(Image.fromarray(array).resize((cols, rows), resample))
-
-
-def network_input(image, rows=ROWS, cols=COLS, rotate_portrait=True):
-    """A photo (H, W, 3) uint8 -> the network's uint8 input (rows, cols, 3), as the loaders prepare images:
-    a portrait photo (width < height) is rotated by +90 degrees (counter-clockwise, dataset2's loader; no
-    dataset1 photo is portrait), then resized bicubic. Returns ``(input, rotated)``."""
-    pil = Image.fromarray(np.asarray(image))
-    rotated = rotate_portrait and pil.size[0] < pil.size[1]
-    if rotated:
-        pil = pil.rotate(90, expand=True)
-    return np.asarray(pil.resize((cols, rows), Image.BICUBIC)), rotated
 
 
 def _folders(folder, dataset):
@@ -216,6 +224,108 @@ def prepare(raw_dir, work_dir, datasets=("dataset1",), rows=ROWS, cols=COLS, tes
     return summary
 
 
+# ----------------------------------------------------------------------------------------------- own data
+
+def read_photo_mask(path):
+    """``--mask-rule photo``: the mask file as RGB (H, W, 3) uint8, binarised later by ``binarise_mask_1``."""
+    return read_image(path, "rgb")
+
+
+def own_pair(pair, rows=ROWS, cols=COLS, *, mask_rule="labels", rotate_portrait=True, foreground=None,
+             label_colours=None):
+    """One own-data ``Pair`` -> ``(x (rows, cols, 3) uint8, y (rows, cols, 1) uint8 0/1)``.
+
+    The photo as ``network_input`` (portrait rotated +90 degrees unless ``rotate_portrait`` is False, bicubic
+    resize); the mask rotated with it, then ``mask_rule`` ``labels``: ``common.data.pairs``' binary mask resized
+    nearest (as dataset2's masks), or ``photo``: ``binarise_mask_1`` (dataset1's rule).
+    """
+    from common.data.pairs import read_pair
+    from common.errors import UserError
+
+    if pair.volume:
+        raise UserError(f"{pair.image[0]}: a NIfTI volume; the fingernail networks take 2-D RGB photos")
+    if mask_rule == "photo":
+        image, mask = read_pair(pair, mode=OWN_DATA["mode"], mask_reader=read_photo_mask)
+    else:
+        image, mask = read_pair(pair, mode=OWN_DATA["mode"], binary=True, foreground=foreground,
+                               label_colours=label_colours)
+        mask = mask.astype(np.uint8)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise UserError(f"{pair.image[0]}: case {pair.name} has {1 if image.ndim == 2 else image.shape[2]} "
+                        f"channel(s); the fingernail networks take RGB photos (one RGB file, or three channel "
+                        f"files)")
+    x, rotated = network_input(image, rows, cols, rotate_portrait)
+    mask = Image.fromarray(mask)
+    if rotated:
+        mask = mask.rotate(90, expand=True)
+    if mask_rule == "photo":
+        y = binarise_mask_1(np.asarray(mask), rows, cols)
+    else:
+        y = np.asarray(mask.resize((cols, rows), Image.NEAREST))
+    return x, y[..., None]
+
+
+def prepare_own(dataset, work_dir, *, study=OWN_DATA["study"], rows=ROWS, cols=COLS, mask_rule="labels",
+                rotate_portrait=True, val_fraction=OWN_DATA["val_fraction"],
+                test_fraction=OWN_DATA["test_fraction"], seed=SEED, group_by=None, foreground=None, verbose=True,
+                overwrite=False):
+    """An own dataset (``common.data.pairs.OwnDataset``) -> ``<work_dir>/<study>/`` with the benchmark's arrays
+    (``x_train`` = train then val cases) and ``split.json`` (``write_split``'s record plus ``rows``, ``cols``,
+    ``mask_rule``, ``rotate_portrait`` and ``dropped``); all or nothing. Returns the split.json record."""
+    from common.data.pairs import split_pairs, write_split
+
+    out = Path(work_dir) / study
+    _check_free(out, overwrite)
+    if dataset.test:
+        print(f"note: the nnU-Net imagesTs cases ({len(dataset.test)}) have no masks and are not used; segment "
+              f"them with fingernail/predict.py", file=sys.stderr)
+    cases, dropped = {}, []
+    for pair in tqdm(dataset.pairs, desc="pairs", disable=not verbose):
+        x, y = own_pair(pair, rows, cols, mask_rule=mask_rule, rotate_portrait=rotate_portrait,
+                        foreground=foreground, label_colours=dataset.label_colours)
+        if mask_rule == "photo" and not y.any():  # dataset1's loader drops such pairs
+            dropped.append(pair.name)
+            continue
+        cases[pair.name] = (x, y)
+    if dropped:
+        print(f"warning: {len(dropped)} mask(s) without a nail pixel after resizing (mean >= {MASK_WHITE}), "
+              f"dropped as dataset1's loader does: {', '.join(dropped[:10])}"
+              + (f" (+{len(dropped) - 10} more)" if len(dropped) > 10 else ""), file=sys.stderr)
+    if not cases:
+        raise DataLayoutError(f"{dataset.pairs[0].mask.parent}: no mask has a nail pixel (--mask-rule photo: "
+                              f"near-white, RGB mean >= {MASK_WHITE} after resizing); is --mask-rule labels meant?")
+    split = split_pairs(list(cases), val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
+                        group_by=group_by)
+    parts = {"train": split["train"] + split["val"], "test": split["test"]}
+    _check_free(out, overwrite)  # again: another process may have written it meanwhile
+    with atomic_dir(out, overwrite=overwrite) as folder:  # all files appear at once, or none
+        for part, names in parts.items():
+            for k, key in enumerate(("x", "y")):
+                channels = 3 if key == "x" else 1
+                array = (np.stack([cases[n][k] for n in names]) if names
+                         else np.zeros((0, rows, cols, channels), np.uint8))
+                save_npy(folder / f"{key}_{part}.npy", array)
+        save_npy(folder / "x_unlabeled.npy", np.zeros((0, rows, cols, 3), np.uint8))
+        record = write_split(folder / "split.json", split, source=dataset.source, seed=seed, group_by=group_by,
+                             fractions=(val_fraction, test_fraction), verbose=verbose,
+                             extra={"rows": rows, "cols": cols, "mask_rule": mask_rule,
+                                    "rotate_portrait": rotate_portrait, "dropped": dropped})
+    return record
+
+
+def val_count(work_dir=DEFAULT_WORK, study="dataset1"):
+    """How many of the last cases of ``x_train.npy`` are the validation part: ``split.json``'s ``counts.val``
+    of an own-data study, 0 for the benchmark's studies (train.py then validates on the test split)."""
+    path = Path(work_dir) / study / "split.json"
+    try:
+        return int(json.loads(path.read_text()).get("counts", {}).get("val", 0))
+    except FileNotFoundError:
+        return 0
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise DataLayoutError(f"{path}: not prepare_data.py's split.json ({exc.__class__.__name__}); run "
+                              f"fingernail/prepare_data.py --overwrite again") from None
+
+
 def load_split(work_dir=DEFAULT_WORK, study="dataset1"):
     """The arrays of ``prepare``: ``(x_train, y_train), (x_test, y_test)`` uint8 (``UserError`` for a missing
     or unreadable file)."""
@@ -264,7 +374,50 @@ def build_parser():
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a study already prepared in <work-dir>/<study>")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    from common.data.pairs import add_own_data_arguments
+
+    group = add_own_data_arguments(parser, val_fraction=OWN_DATA["val_fraction"],
+                                   test_fraction=OWN_DATA["test_fraction"], group_by=OWN_DATA["group_by"])
+    group.add_argument("--study", default=None,
+                       help=f"folder under --work-dir for the prepared arrays; pass the same --study to train.py, "
+                            f"evaluate.py (default: {OWN_DATA['study']})")
+    group.add_argument("--mask-rule", choices=MASK_RULES, default=OWN_DATA["mask_rule"],
+                       help="labels: masks read by common.data.pairs' table, resized nearest; photo: dataset1's "
+                            "masks (the photo with a black background and white nails: bicubic resize, RGB mean "
+                            ">= 250 is nail, masks without nail dropped) (default: %(default)s)")
+    group.add_argument("--no-rotate", action="store_true",
+                       help="keep portrait photos as they are (default: rotate them and their masks by +90 "
+                            "degrees, as dataset2's loader and predict.py)")
     return parser
+
+
+def check_own_options(args):
+    """The own-data options' checks that need no file (``OptionError``), and the output folder's."""
+    study = args.study or OWN_DATA["study"]
+    if Path(study).name != study or study in (".", ".."):
+        raise cli.option_error("--study", f"{study!r} must be a plain folder name (no '/')")
+    if args.mask_rule == "photo" and (args.foreground is not None or args.label_colours is not None):
+        raise cli.option_error("--mask-rule", "photo reads the masks as photos; --foreground and --label-colours "
+                                              "apply to --mask-rule labels only")
+    if args.val_fraction == 0 and args.test_fraction == 0:
+        raise cli.option_error("--test-fraction", "0 with --val-fraction 0 leaves train.py nothing to validate "
+                                                  "on (it validates on the test split when there is no val split)")
+    _check_free(Path(args.work_dir) / study, args.overwrite)
+
+
+def main_own(args, dataset):
+    """``--images/--masks`` or ``--nnunet-dataset``: ``prepare_own`` with the options."""
+    study = args.study or OWN_DATA["study"]
+    record = prepare_own(dataset, args.work_dir, study=study, rows=args.rows, cols=args.cols,
+                         mask_rule=args.mask_rule, rotate_portrait=not args.no_rotate,
+                         val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed,
+                         group_by=args.group_by, foreground=args.foreground, verbose=not args.quiet,
+                         overwrite=args.overwrite)
+    counts = record["counts"]
+    print(f"Saved {counts['train']} train + {counts['val']} val / {counts['test']} test images to "
+          f"{Path(args.work_dir) / study} ({len(record['dropped'])} pairs without foreground dropped); train "
+          f"with --study {study}")
+    return record
 
 
 def main(argv=None):
@@ -276,6 +429,16 @@ def main(argv=None):
         raise cli.option_error("--datasets", f"a dataset is listed twice ({' '.join(args.datasets)})")
     if not 0 < args.test_ratio < 1:
         raise cli.option_error("--test-ratio", f"must lie strictly between 0 and 1, got {args.test_ratio}")
+    from common.data.pairs import load_own_data
+
+    if any(getattr(args, k) is not None for k in ("images", "masks", "nnunet_dataset")):
+        check_own_options(args)  # before any file is read
+    dataset = load_own_data(args, mask_reader=read_photo_mask if args.mask_rule == "photo" else None)
+    if dataset is not None:
+        return main_own(args, dataset)
+    if args.study is not None:
+        raise cli.option_error("--study", "names the folder of --images/--masks or --nnunet-dataset data; the "
+                                          "benchmark's study is named by --datasets")
     s = prepare(args.raw_dir, args.work_dir, args.datasets, args.rows, args.cols, args.test_ratio, args.seed,
                 not args.quiet, overwrite=args.overwrite)
     print(f"Saved {len(s['train'])} train / {len(s['test'])} test / {len(s['unlabeled'])} unlabeled images to "

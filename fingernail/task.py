@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 NAME = "fingernail"
 MODELS = ("unet2d_8_128", "unet2d_res_32_512", "unet2d_res_srnn_32_512", "unet2d_res_srnn_8_128")
@@ -24,7 +25,10 @@ RECIPE = {"optimizer": "adam", "lr": 1e-5, "adam": {"beta_1": 0.9, "beta_2": 0.9
           "weights": "last", "reduce_lr": {"factor": 0.8, "patience": 3, "min_lr": 1e-5}}
 #: the threshold of the original's Dice (p > 0.3)
 INFERENCE = {"threshold": 0.3, "weights": "last"}
-OWN_DATA = None
+#: prepare_data.py --images/--masks (--nnunet-dataset): the original's proportions (test ratio 0.1, seed 144; the
+#: original validates on the test split, hence no val part), the study folder and the mask rule (see its --help)
+OWN_DATA = {"val_fraction": 0.0, "test_fraction": 0.1, "group_by": None, "mode": "rgb", "seed": RECIPE["seed"],
+            "study": "own", "mask_rule": "labels"}
 
 
 def rotated(shape, rotate_portrait=INPUT["rotate_portrait"]):
@@ -32,11 +36,20 @@ def rotated(shape, rotate_portrait=INPUT["rotate_portrait"]):
     return bool(rotate_portrait) and shape[1] < shape[0]
 
 
+def network_input(image, rows=INPUT["rows"], cols=INPUT["cols"], rotate_portrait=True):
+    """A photo (H, W, 3) uint8 -> the network's uint8 input (rows, cols, 3), as the loaders prepare images:
+    a portrait photo (width < height) is rotated by +90 degrees (counter-clockwise, dataset2's loader; no
+    dataset1 photo is portrait), then resized bicubic. Returns ``(input, rotated)``."""
+    pil = Image.fromarray(np.asarray(image))
+    rotated = rotate_portrait and pil.size[0] < pil.size[1]
+    if rotated:
+        pil = pil.rotate(90, expand=True)
+    return np.asarray(pil.resize((cols, rows), Image.BICUBIC)), rotated
+
+
 def preprocess(image, *, rows=INPUT["rows"], cols=INPUT["cols"], rotate_portrait=INPUT["rotate_portrait"],
                **context):
     """One RGB photo (H, W, 3) uint8 -> (1, rows, cols, 3) float32 in [0, 1] (prepare_data.py's input / 255)."""
-    from fingernail.prepare_data import network_input
-
     x, _ = network_input(np.asarray(image)[..., :3], rows, cols, rotate_portrait)
     return x[None].astype(np.float32) / 255.0
 
@@ -110,3 +123,17 @@ def load_prepared(path):
 def prepared_input(images, **stats):
     """Prepared uint8 images -> the network input float32: ``/ 255`` (train.py's ``scale_images``)."""
     return np.asarray(images, np.float32) / 255.0
+
+
+def segment(image, network, *, threshold=INFERENCE["threshold"], tta="none", rotate_portrait=INPUT["rotate_portrait"],
+            **context):
+    """One photo (H, W, 3) uint8 -> ``{"mask": uint8 0/255, "prob": float32 in [0, 1]}`` at the photo's size."""
+    from common.inference import TTA_CHOICES, with_flips
+
+    if tta not in TTA_CHOICES:
+        raise ValueError(f"tta must be one of {TTA_CHOICES}, got {tta!r}")
+    rows, cols = network.input_size
+    x = preprocess(image, rows=rows, cols=cols, rotate_portrait=rotate_portrait)
+    prob = (with_flips(network) if tta == "flip" else network)(x)[0, ..., 0]
+    prob = resize_back(prob, np.shape(image), rotate_portrait)
+    return {"mask": np.where(prob > threshold, 255, 0).astype(np.uint8), "prob": prob}

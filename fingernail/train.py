@@ -46,7 +46,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 from common import cli
 from common.run_options import add_run_arguments
-from fingernail.prepare_data import DEFAULT_WORK, SEED, load_split, prepared_size
+from fingernail.prepare_data import DEFAULT_WORK, SEED, load_split, prepared_size, val_count
 from fingernail.task import RECIPE
 
 MODELS = {  # registry name -> the original's Model name
@@ -170,6 +170,9 @@ def train(work_dir, run_dir, *, study="dataset1", model_name="unet2d_8_128", los
     dice = dice if loss == "bce_dice" else None
     strategy = get_strategy(strategy)  # before any other TensorFlow work
     (x_tr, y_tr), (x_te, y_te) = load_split(work_dir, study)
+    n_val = val_count(work_dir, study)  # own data with a val split: the last n_val training cases
+    (x_tr, y_tr), (x_val, y_val) = (((x_tr[:-n_val], y_tr[:-n_val]), (x_tr[-n_val:], y_tr[-n_val:])) if n_val
+                                    else ((x_tr, y_tr), (x_te, y_te)))
     num_classes = resolve_num_classes(num_classes, y_tr)
     multiclass = is_multiclass(num_classes)
     multiclass_loss = (multiclass_loss or MULTICLASS_FORM[loss]) if multiclass else None
@@ -186,9 +189,11 @@ def train(work_dir, run_dir, *, study="dataset1", model_name="unet2d_8_128", los
                 "jit_compile": jit_compile, "rows": int(x_tr.shape[1]), "cols": int(x_tr.shape[2]),
                 "train": len(x_tr), "test": len(x_te), "num_classes": num_classes,
                 "multiclass_loss": multiclass_loss}
+    if n_val:  # own data: validated on its val split, not on the test split
+        settings["validation"] = n_val
     train_ds = array_dataset(x_tr, y_tr, batch_size, shuffle=shuffle, seed=seed, transform=scale_images,
                              num_parallel_calls=data_workers, in_memory=in_memory)
-    val_ds = array_dataset(x_te, y_te, batch_size, transform=scale_images, num_parallel_calls=data_workers,
+    val_ds = array_dataset(x_val, y_val, batch_size, transform=scale_images, num_parallel_calls=data_workers,
                            in_memory=in_memory)
     monitor = "val_foreground_dice" if multiclass else "val_dice_metric"
     return fit(model, train_ds, val_ds, run_dir=run_dir, epochs=epochs, monitor=monitor, mode="max",
@@ -200,8 +205,8 @@ def build_parser():
     parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK,
                         help="root of prepare_data.py's output (default: %(default)s)")
     parser.add_argument("--study", default="dataset1",
-                        help="prepared study folder under --work-dir: dataset1 or dataset1+dataset2 "
-                             "(default: %(default)s)")
+                        help="prepared study folder under --work-dir: dataset1, dataset1+dataset2 or the "
+                             "--study of your own data (default: %(default)s)")
     parser.add_argument("--model", choices=sorted(MODELS), default="unet2d_8_128",
                         help="network (default: %(default)s)")
     parser.add_argument("--loss", choices=LOSSES, default="bce_dice",

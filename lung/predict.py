@@ -56,12 +56,12 @@ from common import cli
 from common.data import dicom
 from common.data.io import ImageReadError
 from common.legacy_weights import add_init_weights_argument
-from common.postprocess import add_postprocess_arguments, postprocess_mask
-from common.predict import add_predict_arguments, collect_inputs, load_model, overlay_image, run_inputs
-from lung.prepare_data import EROSION_SIZE, FILL_SIZE, LUNG_VALUE, _load, hu_to_grayscale
-from lung.segment import (body_fov, check_lung_network, estimated_lung, load_network, lung_score, network_for,
-                          network_side, predict_around_lung)
-from lung.train_lung import BATCH_SIZE, MODELS, default_run_dir
+from common.postprocess import add_postprocess_arguments
+from common.predict import add_predict_arguments, collect_inputs, overlay_image, run_inputs
+from lung.prepare_data import EROSION_SIZE, FILL_SIZE, LUNG_VALUE, _load
+from lung.task import DEFAULT_MODEL, INFERENCE, MODELS
+
+BATCH_SIZE = INFERENCE["batch_size"]
 
 EXTENSIONS = (".nii.gz", ".nii")
 SKIPPED_PREFIXES = ("MASK_", "PROB_")  # ground truth and outputs beside the volumes in a folder
@@ -162,23 +162,14 @@ def dicom_seg_writer(lung, series, network_name, weights):
     return lambda tmp: seg.save_as(tmp, enforce_file_format=True)
 
 
-def segment_volume(model, voxels, *, erosion_size=EROSION_SIZE, fill_size=FILL_SIZE, batch_size=BATCH_SIZE,
-                   tta="none", min_size=0, keep_largest=0, verbose=False):
-    """The lung mask of one volume ``(S, H, W)`` in HU, as evaluate_performance.py estimates it (leak-free FOV).
-
-    Returns ``{"images": scaled slices float32, "prob": around-lung probabilities, "fov": body FOV,
-    "score": lung score FOV*(1-p) float32, "lung": bool mask after the optional post-processing}``.
-    """
-    images = np.empty(voxels.shape, np.float32)
-    for i in range(0, len(voxels), 64):  # the whole volume's range, 64 slices at a time in float64
-        images[i:i + 64] = hu_to_grayscale(voxels, np.arange(i, min(i + 64, len(voxels))))
-    prob = predict_around_lung(model, images, batch_size, tta=tta, verbose=verbose)
-    fov = body_fov(images, erosion_size, fill_size)
-    lung = estimated_lung(prob, fov)
-    if min_size > 1 or keep_largest > 0:
-        lung = postprocess_mask(lung, min_size=min_size, keep_largest=keep_largest)
-    return {"images": images, "prob": prob, "fov": fov, "score": lung_score(prob, fov).astype(np.float32),
-            "lung": lung}
+def segment_volume(segmenter, voxels, **options):
+    """The lung mask of one volume ``(S, H, W)`` in HU, as evaluate_performance.py estimates it (leak-free FOV):
+    ``segmenter.predict`` (``lung.task.segment``). Returns ``{"images": scaled slices float32, "prob":
+    around-lung probabilities, "fov": body FOV, "score": lung score FOV*(1-p) float32, "lung": bool mask after
+    the optional post-processing}``."""
+    result = segmenter.predict(voxels, **options)
+    return {"images": result["images"], "prob": result["around_lung"], "fov": result["fov"], "score": result["prob"],
+            "lung": result["mask"]}
 
 
 def nifti_writer(array, like, dtype, slice_axis=0):
@@ -208,7 +199,7 @@ def build_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_predict_arguments(parser, default_run_dir="weights/lung/<network>[_bidirectional]")
     add_init_weights_argument(parser)
-    parser.add_argument("--network", choices=MODELS, default="bcdu_net_d3",
+    parser.add_argument("--network", choices=MODELS, default=DEFAULT_MODEL,
                         help="architecture for the default --run-dir and for --init-weights (default: %(default)s)")
     parser.add_argument("--bidirectional", action="store_true",
                         help="the network was trained with --bidirectional (default --run-dir, --init-weights)")
@@ -238,8 +229,28 @@ def check_options(args):
     for option, value in (("--min-size", args.min_size), ("--keep-largest", args.keep_largest)):
         if value < 0:
             raise cli.option_error(option, f"{value} must be 0 (off) or positive")
-    if args.init_weights is not None and (args.run_dir is not None or args.model is not None):
-        raise cli.option_error("--init-weights", "give it alone, without --run-dir or --model")
+    if args.init_weights is not None and (args.run_dir is not None or args.model is not None or args.onnx is not None):
+        raise cli.option_error("--init-weights", "give it alone, without --run-dir, --model or --onnx")
+
+
+def load_segmenter_of(args):
+    """``(segmenter, weights files)`` of the options: ``--onnx``, ``--init-weights``, ``--model`` or ``--run-dir``."""
+    from common.predict import segmenter_from_args
+
+    model = checkpoint = default_run = None
+    if args.init_weights is not None:
+        from lung.segment import load_network
+
+        model = load_network(init_weights=args.init_weights, model_name=args.network, bidirectional=args.bidirectional,
+                             mixed_precision=args.mixed_precision)
+        checkpoint = args.init_weights
+    elif args.onnx is None and args.model is None and args.run_dir is None:
+        from lung.train_lung import default_run_dir
+
+        default_run = default_run_dir(args.network, args.bidirectional)
+    return segmenter_from_args(args, "lung", default_run_dir=default_run, model=model, checkpoint=checkpoint,
+                               erosion_size=args.erosion_size, fill_size=args.fill_size, batch_size=args.batch_size,
+                               min_size=args.min_size, keep_largest=args.keep_largest)
 
 
 def main(argv=None):
@@ -250,16 +261,7 @@ def main(argv=None):
     if args.dicom_seg and not any(p.is_dir() for p in files):
         raise cli.option_error("--dicom-seg", "needs a DICOM series folder among the inputs (it writes a DICOM "
                                               "Segmentation over the series)")
-    if args.init_weights is not None:
-        network = load_network(init_weights=args.init_weights, model_name=args.network,
-                               bidirectional=args.bidirectional, mixed_precision=args.mixed_precision)
-        weights = [args.init_weights]
-    else:
-        network, checkpoint = load_model(args, default_run_dir=default_run_dir(args.network, args.bidirectional))
-        check_lung_network(network, checkpoint)
-        network = network_for(network, network.input_shape[1], args.mixed_precision)
-        weights = [checkpoint]
-    networks = {network.input_shape[1]: network}
+    segmenter, weights = load_segmenter_of(args)
 
     def process(path):
         series, axis = None, args.slice_axis
@@ -268,24 +270,19 @@ def main(argv=None):
             axis = 0
         else:
             img, voxels = read_volume(path, args.slice_axis)
-        side = network_side(*voxels.shape[1:])
-        if side not in networks:
-            networks[side] = network_for(network, side, args.mixed_precision)
-        result = segment_volume(networks[side], voxels, erosion_size=args.erosion_size, fill_size=args.fill_size,
-                                batch_size=args.batch_size, tta=args.tta, min_size=args.min_size,
-                                keep_largest=args.keep_largest, verbose=False)
+        result = segment_volume(segmenter, voxels)
         names = output_names(path, args.overlay, args.save_probabilities)
         outputs = {names[0]: nifti_writer(result["lung"] * np.uint8(args.mask_value), img, np.uint8, axis)}
         if args.save_probabilities:
             outputs[names[1]] = nifti_writer(result["score"], img, np.float32, axis)
         if args.dicom_seg and series is not None:
-            outputs[f"SEG_{volume_id(path)}.dcm"] = dicom_seg_writer(result["lung"], series, network.name,
+            outputs[f"SEG_{volume_id(path)}.dcm"] = dicom_seg_writer(result["lung"], series, segmenter.name,
                                                                       weights[0])
         if args.overlay:
             outputs[names[-1]] = overlay_panel(result["images"], result["lung"])
         return outputs
 
-    return run_inputs(files, process, args=args, model_name=network.name, weights=weights,
+    return run_inputs(files, process, args=args, model_name=segmenter.name, weights=weights,
                       outputs=lambda p: output_names(p, args.overlay, args.save_probabilities, args.dicom_seg),
                       extra={"fov": "body (leak-free)", "task": "lung"})
 

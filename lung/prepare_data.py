@@ -74,7 +74,6 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
@@ -82,7 +81,7 @@ from common import cli
 from common.data.io import DataLayoutError, ImageReadError, atomic_path, open_npy_writer
 from common.data.pairs import add_own_data_arguments, load_own_data, read_pair, split_pairs, write_split
 from common.errors import UserError
-from lung.task import INFERENCE, INPUT, OWN_DATA
+from lung.task import INFERENCE, INPUT, OWN_DATA, body_mask, fill_fov, hu_to_grayscale  # noqa: F401  (task.py)
 
 SLICE_SIZE = INPUT["size"]  # task.py
 HU_RANGE = INPUT["hu_range"]  # task.py
@@ -96,44 +95,6 @@ SLICE_GROUP = OWN_DATA["slice_group"]
 # output name -> (part, dtype); part 0 = train, 1 = test
 OUTPUTS = {"image": ("data_train", "data_test", np.float32), "lung": ("mask_train", "mask_test", np.uint8),
            "target": ("Train_maska", "Test_maska", np.uint8), "fov": ("FOV_tr", "FOV_te", np.uint8)}
-
-
-def hu_to_grayscale(volume, slices=None, hu_range=HU_RANGE):
-    """HU clipped to ``hu_range``, min-max scaled over the WHOLE volume to [0, 255] (float64), as the original.
-
-    ``slices`` (indices along axis 0) returns only those slices, scaled with the whole volume's range, so a
-    large volume is never held in float64 at once.
-    """
-    volume = np.asarray(volume)
-    low, high = np.clip([volume.min(), volume.max()], *hu_range).astype(np.float64)
-    part = volume if slices is None else volume[slices]
-    return (np.clip(part.astype(np.float64), *hu_range) - low) / max(high - low, 1e-3) * 255.0
-
-
-def body_mask(images, erosion_size=EROSION_SIZE):
-    """(S, H, W) bool: ``images > 0`` eroded slice by slice with a ``k x k`` all-ones element.
-
-    Pixels outside the slice count as background (``scipy.ndimage.binary_erosion``'s default border 0),
-    so the body also shrinks away from the slice border.
-    """
-    images = np.asarray(images)
-    kernel = np.ones((erosion_size, erosion_size), np.uint8)
-    out = np.empty(images.shape, bool)
-    for i, image in enumerate(images):
-        out[i] = cv2.erode((image > 0).astype(np.uint8), kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0) > 0
-    return out
-
-
-def fill_fov(mask, fill_size=FILL_SIZE):
-    """(S, H, W) bool: every slice with its holes filled, the background connected through ``k x k`` steps.
-
-    ``scipy.ndimage.binary_fill_holes(slice, structure=np.ones((k, k)))`` of each slice, computed for the
-    whole stack at once (a (1, k, k) structure never connects two slices).
-    """
-    from scipy.ndimage import binary_fill_holes
-
-    structure = np.ones((1, fill_size, fill_size), bool)
-    return binary_fill_holes(np.asarray(mask) != 0, structure=structure)
 
 
 def lung_targets(images, lung, erosion_size=EROSION_SIZE, fill_size=FILL_SIZE):
@@ -318,6 +279,8 @@ def resize_slices(images, lung, size):
     """Slices (k, H, W) and their lung masks -> (k, size, size): the grey image bilinear (``cv2.INTER_LINEAR``;
     ``cv2.INTER_AREA``, the mean over each output pixel's area, when shrinking) as float64, the lung mask
     nearest-neighbour. Unchanged when the slices are already ``size`` square."""
+    import cv2
+
     images, lung = np.asarray(images), np.asarray(lung)
     if images.shape[1:] == (size, size):
         return images, lung

@@ -14,10 +14,10 @@ for another slice size (or another dtype policy) is rebuilt with the same weight
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from common.errors import UserError
-from lung.task import INFERENCE, body_fov, estimated_lung, lung_score  # noqa: F401  (one place: task.py)
+from lung.task import INFERENCE, body_fov, check_lung_network, estimated_lung, lung_score, network_side  # noqa: F401
+from lung.task import predict_around_lung as task_predict
 from lung.train_lung import BATCH_SIZE, MODELS, build
 
 THRESHOLD = INFERENCE["threshold"]  # around-lung probability above which a pixel is not lung (p > 0.5)
@@ -86,49 +86,15 @@ def load_network(*, checkpoint=None, init_weights=None, model_name="bcdu_net_d3"
     return network_for(model, size or model.input_shape[1], mixed_precision)
 
 
-def check_lung_network(model, source):
-    """``UserError`` naming ``source`` unless ``model`` takes one-channel square slices and gives one channel."""
-    shape = tuple(model.input_shape) if len(model.inputs) == 1 else None
-    if shape is None or len(shape) != 4 or shape[-1] != 1 or shape[1] != shape[2] or model.output_shape[-1] != 1:
-        raise UserError(f"{source}: a network with inputs {model.input_shape} and outputs {model.output_shape} is "
-                        "not a lung network (one-channel square slices in, one around-lung channel out)")
-
-
 def network_input(images):
     """Scaled slices (N, H, W) 0..255 -> the original's network input ``/ 255`` (N, H, W, 1) float32."""
     return (np.asarray(images, np.float32) / 255.0)[..., None]
 
 
 def predict_around_lung(model, images, batch_size=BATCH_SIZE, tta="none", verbose=False):
-    """Around-lung probabilities (N, H, W) float32 of scaled slices (N, H, W) 0..255, ``batch_size`` at a time.
+    """Around-lung probabilities (N, H, W) float32 of scaled slices (N, H, W) 0..255, ``batch_size`` at a time
+    (``lung.task.predict_around_lung`` with ``model`` compiled once per slice size: slices other than square
+    multiples of 8 are zero-padded at the bottom/right and the prediction is cropped back)."""
+    from common.predict import KerasNetwork
 
-    Slices other than square multiples of 8 are zero-padded at the bottom/right to the network's square
-    size (``model`` must already be built for it, see :func:`network_for`) and the prediction is cropped
-    back. ``tta="flip"`` averages the predictions on each slice and its horizontal and vertical flips
-    (``common.inference.with_flips``).
-    """
-    from common.inference import TTA_CHOICES, with_flips
-
-    if tta not in TTA_CHOICES:
-        raise ValueError(f"tta must be one of {TTA_CHOICES}, got {tta!r}")
-    images = np.asarray(images)
-    n, h, w = images.shape
-    side = model.input_shape[1]
-    if side < max(h, w):
-        raise ValueError(f"network for {side}x{side} slices cannot take {h}x{w} slices")
-
-    def run(x):
-        x = np.pad(x, ((0, 0), (0, side - h), (0, side - w), (0, 0)))
-        return np.asarray(model.predict_on_batch(x), np.float32)[:, :h, :w]
-
-    if tta == "flip":
-        run = with_flips(run)
-    out = np.empty((n, h, w), np.float32)
-    for i in tqdm(range(0, n, batch_size), desc="slices", disable=not verbose):
-        out[i:i + batch_size] = run(network_input(images[i:i + batch_size]))[..., 0]
-    return out
-
-
-def network_side(h, w):
-    """The square network size for ``h x w`` slices: the next multiple of 8 of the larger side."""
-    return -(-max(h, w) // 8) * 8
+    return task_predict(KerasNetwork(model, batch_size), images, batch_size=batch_size, tta=tta, verbose=verbose)

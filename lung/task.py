@@ -7,7 +7,10 @@ The network predicts the AROUND-lung region of each slice; the lung is ``FOV AND
 FOV taken from the image alone (the leak-free FOV of predict.py).
 """
 
+import cv2
 import numpy as np
+
+from common.errors import UserError
 
 NAME = "lung"
 MODELS = ("bcdu_net_d3", "bcdu_net_d1")
@@ -32,6 +35,44 @@ OWN_DATA = {"val_fraction": 0.14, "test_fraction": 0.3, "group_by": None, "mode"
             "slice_group": r"^(.+?)[-_. ]*\d+$"}
 
 
+def hu_to_grayscale(volume, slices=None, hu_range=INPUT["hu_range"]):
+    """HU clipped to ``hu_range``, min-max scaled over the WHOLE volume to [0, 255] (float64), as the original.
+
+    ``slices`` (indices along axis 0) returns only those slices, scaled with the whole volume's range, so a
+    large volume is never held in float64 at once.
+    """
+    volume = np.asarray(volume)
+    low, high = np.clip([volume.min(), volume.max()], *hu_range).astype(np.float64)
+    part = volume if slices is None else volume[slices]
+    return (np.clip(part.astype(np.float64), *hu_range) - low) / max(high - low, 1e-3) * 255.0
+
+
+def body_mask(images, erosion_size=INFERENCE["erosion_size"]):
+    """(S, H, W) bool: ``images > 0`` eroded slice by slice with a ``k x k`` all-ones element.
+
+    Pixels outside the slice count as background (``scipy.ndimage.binary_erosion``'s default border 0),
+    so the body also shrinks away from the slice border.
+    """
+    images = np.asarray(images)
+    kernel = np.ones((erosion_size, erosion_size), np.uint8)
+    out = np.empty(images.shape, bool)
+    for i, image in enumerate(images):
+        out[i] = cv2.erode((image > 0).astype(np.uint8), kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0) > 0
+    return out
+
+
+def fill_fov(mask, fill_size=INFERENCE["fill_size"]):
+    """(S, H, W) bool: every slice with its holes filled, the background connected through ``k x k`` steps.
+
+    ``scipy.ndimage.binary_fill_holes(slice, structure=np.ones((k, k)))`` of each slice, computed for the
+    whole stack at once (a (1, k, k) structure never connects two slices).
+    """
+    from scipy.ndimage import binary_fill_holes
+
+    structure = np.ones((1, fill_size, fill_size), bool)
+    return binary_fill_holes(np.asarray(mask) != 0, structure=structure)
+
+
 def preprocess(volume, **context):
     """A volume in HU (S, H, W) -> the network input (S, H, W, 1) float32: HU clipped to [-512, 512], scaled
     over the whole volume to 0..255 (prepare_data.py, 64 slices at a time in float64), / 255."""
@@ -40,8 +81,6 @@ def preprocess(volume, **context):
 
 def scaled_slices(volume):
     """A volume in HU (S, H, W) -> the slices scaled to 0..255 (float32), as prepare_data.py."""
-    from lung.prepare_data import hu_to_grayscale
-
     volume = np.asarray(volume)
     images = np.empty(volume.shape, np.float32)
     for i in range(0, len(volume), 64):  # the whole volume's range, 64 slices at a time in float64
@@ -51,8 +90,6 @@ def scaled_slices(volume):
 
 def body_fov(images, erosion_size=INFERENCE["erosion_size"], fill_size=INFERENCE["fill_size"]):
     """Leak-free FOV from the scaled slices alone: the eroded body with its holes filled (bool)."""
-    from lung.prepare_data import body_mask, fill_fov
-
     return fill_fov(body_mask(images, erosion_size), fill_size)
 
 
@@ -74,9 +111,75 @@ def postprocess(prob, *, images, erosion_size=INFERENCE["erosion_size"], fill_si
                 min_size=0, keep_largest=0, **context):
     """Around-lung probabilities (S, H, W) and the scaled slices ``images`` (0..255) -> the lung mask (bool):
     ``FOV AND NOT (p > 0.5)``, then the optional 3-D post-processing (``min_size``, ``keep_largest``)."""
-    lung = estimated_lung(prob, body_fov(images, erosion_size, fill_size))
+    fov = context.get("fov")
+    lung = estimated_lung(prob, body_fov(images, erosion_size, fill_size) if fov is None else fov)
     if min_size > 1 or keep_largest > 0:
         from common.postprocess import postprocess_mask
 
         lung = postprocess_mask(lung, min_size=min_size, keep_largest=keep_largest)
     return lung
+
+
+def network_side(h, w):
+    """The square network size for ``h x w`` slices: the next multiple of 8 of the larger side."""
+    return -(-max(h, w) // INPUT["multiple"]) * INPUT["multiple"]
+
+
+def predict_around_lung(network, images, *, tta="none", batch_size=INFERENCE["batch_size"], verbose=False,
+                        **context):
+    """Around-lung probabilities (S, H, W) float32 of scaled slices (S, H, W) 0..255, ``batch_size`` at a time:
+    input ``/ 255`` zero-padded at the bottom/right to the square network side, cropped back (``tta="flip"``:
+    the mean over each slice's flips). ``network``: a NumPy callable (``common.predict.KerasNetwork`` /
+    ``OnnxNetwork``)."""
+    from tqdm import tqdm
+
+    from common.inference import TTA_CHOICES, with_flips
+
+    if tta not in TTA_CHOICES:
+        raise ValueError(f"tta must be one of {TTA_CHOICES}, got {tta!r}")
+    images = np.asarray(images)
+    n, h, w = images.shape
+    side = network_side(h, w)
+
+    def run(x):
+        x = np.pad(x, ((0, 0), (0, side - h), (0, side - w), (0, 0)))
+        return np.asarray(network(x), np.float32)[:, :h, :w]
+
+    if tta == "flip":
+        run = with_flips(run)
+    out = np.empty((n, h, w), np.float32)
+    for i in tqdm(range(0, n, batch_size), desc="slices", disable=not verbose):
+        out[i:i + batch_size] = run((np.asarray(images[i:i + batch_size], np.float32) / 255.0)[..., None])[..., 0]
+    return out
+
+
+def segment(volume, network, *, erosion_size=INFERENCE["erosion_size"], fill_size=INFERENCE["fill_size"],
+            min_size=0, keep_largest=0, **context):
+    """The lung mask of one volume (S, H, W) in HU, as evaluate_performance.py estimates it (leak-free FOV).
+
+    Returns ``{"mask": bool lung after the optional post-processing, "prob": lung score FOV*(1-p) float32,
+    "images": scaled slices float32, "around_lung": p, "fov": body FOV}``.
+    """
+    images = scaled_slices(volume)
+    prob = predict_around_lung(network, images, **context)
+    fov = body_fov(images, erosion_size, fill_size)
+    lung = postprocess(prob, images=images, fov=fov, min_size=min_size, keep_largest=keep_largest)
+    return {"mask": lung, "prob": lung_score(prob, fov).astype(np.float32), "images": images, "around_lung": prob,
+            "fov": fov}
+
+
+def check_lung_network(model, source):
+    """``UserError`` naming ``source`` unless ``model`` takes one-channel square slices and gives one channel."""
+    shape = tuple(model.input_shape) if len(model.inputs) == 1 else None
+    if shape is None or len(shape) != 4 or shape[-1] != 1 or shape[1] != shape[2] or model.output_shape[-1] != 1:
+        raise UserError(f"{source}: a network with inputs {model.input_shape} and outputs {model.output_shape} is "
+                        "not a lung network (one-channel square slices in, one around-lung channel out)")
+
+
+def load_keras_network(checkpoint, mixed_precision="off"):
+    """A lung checkpoint as a Keras model, checked to be a lung network (lazy Keras import)."""
+    from common.predict import load_checkpoint
+
+    model = load_checkpoint(checkpoint, mixed_precision)
+    check_lung_network(model, checkpoint)
+    return model

@@ -51,10 +51,12 @@ from common.devices import add_precision_arguments
 from common.inference import add_tta_argument
 from common.legacy_weights import add_init_weights_argument
 from retina_vessel.prepare_datasets_DRIVE import DEFAULT_WORK, load_split
+from retina_vessel.task import INFERENCE as TASK_INFERENCE  # noqa: F401  (one place: task.py)
+from retina_vessel.task import kill_border, load_init_weights, predict_images  # noqa: F401
 from retina_vessel.train_retina import add_variant_arguments, default_run_dir
 
-STRIDE, BATCH_SIZE, THRESHOLD = 5, 16, 0.5
-INFERENCE = ("overlap", "full")
+STRIDE, BATCH_SIZE, THRESHOLD = TASK_INFERENCE["stride"], TASK_INFERENCE["batch_size"], TASK_INFERENCE["threshold"]
+INFERENCE = TASK_INFERENCE["modes"]
 # spec §6: the README / paper table on DRIVE (F1, sensitivity, specificity, accuracy, AUC-ROC)
 PAPER = [
     ("Chen et al. hybrid features", 2014, None, 0.7252, 0.9798, 0.9474, 0.9648),
@@ -86,23 +88,12 @@ def load_model(run_dir, weights="best", mixed_precision="off"):
 
 def segment(model, images, inference="overlap", stride=STRIDE, batch_size=BATCH_SIZE, verbose=False, tta="none"):
     """Probability maps (N, H, W, 1) float32 of preprocessed images (N, H, W, 1) of any size (``tta="flip"``:
-    the mean over the image and its two flips)."""
-    from common.inference import predict_sliding_window, predict_whole
-    from common.models import build_model
+    the mean over the image and its two flips): ``retina_vessel.task.predict_images`` with ``model`` compiled
+    once per input size (one implementation with predict.py)."""
+    from common.predict import KerasNetwork
 
-    if inference == "overlap":
-        patch = tuple(model.input_shape[1:3])
-        return predict_sliding_window(model, images, patch, stride, batch_size=batch_size, verbose=verbose, tta=tta)
-    if inference == "full":
-        bidirectional = any(layer.name.endswith("_convlstm_fwd") for layer in model.layers)
-        return predict_whole(model, images, multiple=8, verbose=verbose, tta=tta,
-                             builder=lambda shape: build_model(model.name, shape, bidirectional=bidirectional))
-    raise ValueError(f"unknown inference {inference!r} ({', '.join(INFERENCE)})")
-
-
-def kill_border(prob, fov):
-    """The original's ``kill_border``: probability 0 wherever the FOV mask is 0."""
-    return np.where(np.asarray(fov) > 0, prob, 0).astype(prob.dtype)
+    return predict_images(KerasNetwork(model, batch_size), images, inference=inference, stride=stride,
+                          verbose=verbose, tta=tta)
 
 
 def peak_rss_mb():
@@ -197,18 +188,6 @@ def surface_columns(truth, pred, fov):
     inside = np.asarray(fov) > 0
     result = surface_scores((np.asarray(truth) > 0) & inside, np.asarray(pred) & inside)
     return {"HD95": result["hd95_mean"], "ASSD": result["assd_mean"]}
-
-
-def load_init_weights(path, bidirectional=False, mixed_precision="off"):
-    """``bcdu_net_d3`` at 64 x 64 x 1 with the authors' Keras-2 checkpoint (``weight_lstm.hdf5``) loaded."""
-    from common.devices import set_precision
-    from common.legacy_weights import load_legacy_weights
-    from common.models import build_model
-
-    set_precision(mixed_precision)
-    model = build_model("bcdu_net_d3", (64, 64, 1), bidirectional=bidirectional)
-    load_legacy_weights(model, path)
-    return model
 
 
 def build_parser():

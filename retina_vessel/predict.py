@@ -31,6 +31,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import numpy as np
 
 from common import cli
+from retina_vessel.task import INFERENCE, add_variant_arguments
 
 EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
@@ -49,23 +50,9 @@ def find_fov(image_path, fov_dir):
     return found[0]
 
 
-def segment_file(model, image_path, fov_path=None, inference="full", stride=5, batch_size=16, tta="none"):
-    """``(rgb uint8 (H, W, 3), probability (H, W) float32)`` of one fundus photo of any size."""
-    from common.data.io import read_image
-    from common.data.preprocess import my_preproc
-    from retina_vessel.evaluate import kill_border, segment
-
-    rgb = read_image(image_path, "rgb")
-    fov = None if fov_path is None else read_image(fov_path, "gray", size=rgb.shape[:2])
-    prob = segment(model, my_preproc(rgb[None]), inference, stride, batch_size, tta=tta)[0, ..., 0]
-    return rgb, (prob if fov is None else kill_border(prob, fov))
-
-
 def build_parser():
     from common.legacy_weights import add_init_weights_argument
     from common.predict import add_predict_arguments
-    from retina_vessel.evaluate import BATCH_SIZE, INFERENCE, STRIDE, THRESHOLD
-    from retina_vessel.train_retina import add_variant_arguments
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_predict_arguments(parser, default_run_dir="weights/retina_vessel/bcdu_net_d3[_bidirectional][_prior_bias]")
@@ -74,21 +61,23 @@ def build_parser():
     parser.add_argument("--fov-dir", type=Path, default=None,
                         help="folder with a FOV mask per image (<stem>_mask.<ext> or <stem>.<ext>)")
     parser.add_argument("--fov", type=Path, default=None, help="the FOV mask of a single input image")
-    parser.add_argument("--inference", choices=INFERENCE, default="full",
+    parser.add_argument("--inference", choices=INFERENCE["modes"], default="full",
                         help="full: one pass per whole image; overlap: the original's averaged windows "
                              "(default: %(default)s)")
-    parser.add_argument("--stride", type=int, default=STRIDE, help="window stride of overlap (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE,
+    parser.add_argument("--stride", type=int, default=INFERENCE["stride"],
+                        help="window stride of overlap (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=INFERENCE["batch_size"],
                         help="windows per batch for overlap (default: %(default)s)")
-    parser.add_argument("--threshold", type=float, default=THRESHOLD,
+    parser.add_argument("--threshold", type=float, default=INFERENCE["threshold"],
                         help="probability threshold of the binary mask (default: %(default)s)")
     return parser
 
 
 def main(argv=None):
+    from common.data.io import read_image
     from common.errors import OptionError
-    from common.predict import collect_inputs, extra_outputs, load_model, overlay_image, probability_png, run_inputs
-    from retina_vessel.train_retina import default_run_dir
+    from common.predict import (collect_inputs, extra_outputs, overlay_image, probability_png, run_inputs,
+                                segmenter_from_args)
 
     args = build_parser().parse_args(argv)
     if args.fov is not None and args.fov_dir is not None:
@@ -106,32 +95,38 @@ def main(argv=None):
         raise FileNotFoundError(2, "FOV mask not found", str(args.fov))
     fovs = {p: args.fov if args.fov is not None else (find_fov(p, args.fov_dir) if args.fov_dir else None)
             for p in files}  # every mask found before anything is predicted
+    model = checkpoint = default_run = None
     if args.init_weights is not None:  # the authors' Keras-2 checkpoint (weight_lstm.hdf5) instead of a run
-        if args.model is not None or args.run_dir is not None:
-            raise OptionError("--init-weights: give it alone, not with --run-dir / --model")
+        if args.model is not None or args.run_dir is not None or args.onnx is not None:
+            raise OptionError("--init-weights: give it alone, not with --run-dir / --model / --onnx")
         if not args.init_weights.is_file():
             raise FileNotFoundError(2, "checkpoint not found", str(args.init_weights))
-        from retina_vessel.evaluate import load_init_weights
+        from retina_vessel.task import load_init_weights
 
         model = load_init_weights(args.init_weights, args.bidirectional, args.mixed_precision)
         checkpoint = args.init_weights
-    else:
-        if args.model is None and args.run_dir is None:
-            args.run_dir = default_run_dir(args.bidirectional, args.prior_bias)
-        model, checkpoint = load_model(args)
+    elif args.model is None and args.run_dir is None and args.onnx is None:
+        from retina_vessel.train_retina import default_run_dir
+
+        default_run = default_run_dir(args.bidirectional, args.prior_bias)
+    seg, weights = segmenter_from_args(args, "retina_vessel", default_run_dir=default_run, model=model,
+                                       checkpoint=checkpoint, inference=args.inference, stride=args.stride,
+                                       batch_size=args.batch_size, threshold=args.threshold)
 
     def names(path):
         return [f"{path.stem}_prob.png", f"{path.stem}_mask.png", *extra_outputs(path.stem, args, prob_ext=".npy")]
 
     def process(path):
-        rgb, prob = segment_file(model, path, fovs[path], args.inference, args.stride, args.batch_size, args.tta)
-        mask = ((prob >= args.threshold) * 255).astype(np.uint8)
+        rgb = read_image(path, "rgb")
+        fov = None if fovs[path] is None else read_image(fovs[path], "gray", size=rgb.shape[:2])
+        result = seg.predict(rgb, fov=fov)
+        prob, mask = result["prob"], result["mask"]
         return {f"{path.stem}_prob.png": probability_png(prob), f"{path.stem}_mask.png": mask,
                 **extra_outputs(path.stem, args, prob_ext=".npy", overlay=lambda: overlay_image(rgb, mask),
                                 prob=lambda: lambda tmp: np.save(tmp, prob.astype(np.float32)))}
 
     fov_list = {str(p): (None if f is None else str(f)) for p, f in fovs.items()}
-    return run_inputs(files, process, args=args, outputs=names, model_name=model.name, weights=[checkpoint],
+    return run_inputs(files, process, args=args, outputs=names, model_name=seg.name, weights=weights,
                       extra={"fov_masks": fov_list})
 
 

@@ -19,6 +19,27 @@ original, into ``<work-dir>/DRIVE_datasets_training_testing/``::
 each with one dataset named ``image`` (channels first, as the original). Images are taken in sorted name order
 (the original used the unsorted ``os.walk`` order). Exactly ``--n-train`` / ``--n-test`` (20 / 20) images of
 ``--height`` x ``--width`` (584 x 565) per split are required; anything else is a one-line error naming the file.
+
+Your own data (``--images DIR --masks DIR [--fov DIR]`` or ``--nnunet-dataset DIR``, paired and read by
+``common.data.pairs``): the same six HDF5 files plus ``split.json`` beside them, so save_patch.py,
+train_retina.py and evaluate.py run unchanged. The FOV masks under ``--fov`` are paired with the images by the
+same rule as the masks (``find_pairs``: the FOV of ``21.tif`` is ``21.<ext>`` or ``21_mask.<ext>``, ...); without
+``--fov`` the whole image is the FOV. DRIVE's own names do not pair (``21_training.tif`` / ``21_manual1.gif``):
+name them e.g. ``images/21.tif``, ``masks/21_manual1.gif``, ``fov/21_mask.gif``. Images are read as RGB, masks
+and FOV masks by common.data.pairs' table (0/255, 0/1, palette, ...; a FOV mask must be binary) and stored
+0/255 as DRIVE's. Split: seeded (``--seed``) by ``--test-fraction`` (0.5) and ``--val-fraction`` (0.1), DRIVE's
+proportions (20 test of 40; the original validates on the last 4 of its 20 training images); the train HDF5
+files hold the train cases, then the val cases, and train_retina.py validates on the patches of the last
+``counts.val`` images of ``split.json``. All images are stacked at one size: their own when they all agree,
+else the most frequent one (a note says so); an image of another size is resized bicubic (Pillow) and its
+masks nearest (DRIVE itself is not resized). ``--n-train``/``--n-test``/``--height``/``--width`` apply to the
+DRIVE layout only. nnU-Net ``imagesTs`` (no masks) is not used: segment it with predict.py.
+
+Examples::
+
+    python retina_vessel/prepare_datasets_DRIVE.py --drive-dir ~/DRIVE
+    python retina_vessel/prepare_datasets_DRIVE.py --images my/fundus --masks my/vessels --fov my/fov \
+        --work-dir work/retina_own
 """
 
 import argparse
@@ -33,6 +54,7 @@ from tqdm import tqdm
 
 from common import cli
 from common.data.io import DataLayoutError, ImageReadError, atomic_path, list_images, read_image, warn_orientation
+from retina_vessel.task import OWN_DATA
 
 DEFAULT_DRIVE = cli.repo_path("data", "DRIVE")
 DEFAULT_WORK = cli.repo_path("work", "retina_vessel")
@@ -40,6 +62,7 @@ HDF5_DIR = "DRIVE_datasets_training_testing"
 HEIGHT, WIDTH, N_IMAGES = 584, 565, 20
 SPLITS = {"train": "training", "test": "test"}  # HDF5 suffix -> DRIVE folder
 KINDS = ("imgs", "groundTruth", "borderMasks")
+SPLIT_FILE = "split.json"  # own data only: beside the HDF5 files
 
 
 def hdf5_path(work_dir, kind, split):
@@ -49,11 +72,15 @@ def hdf5_path(work_dir, kind, split):
 
 def write_hdf5(path, array):
     """The original's ``write_hdf5``: one dataset named ``image``; written atomically."""
+    with atomic_path(path) as tmp:
+        _write_hdf5_file(tmp, array)
+
+
+def _write_hdf5_file(path, array):
     import h5py
 
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset("image", data=array)
+    with h5py.File(path, "w") as f:
+        f.create_dataset("image", data=array)
 
 
 def load_hdf5(path):
@@ -108,19 +135,145 @@ def read_split(drive_dir, split, n_images=N_IMAGES, height=HEIGHT, width=WIDTH, 
     return imgs, truth, border
 
 
+def split_path(work_dir):
+    """``<work-dir>/DRIVE_datasets_training_testing/split.json`` (own data only)."""
+    return Path(work_dir) / HDF5_DIR / SPLIT_FILE
+
+
+def read_own_split(work_dir):
+    """``split.json`` of an own-data ``--work-dir`` with integer ``counts``, or None (the benchmark layout)."""
+    import json
+
+    from common.errors import UserError
+
+    path = split_path(work_dir)
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        record["counts"] = {k: int(record["counts"][k]) for k in ("train", "val", "test")}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"{path}: not a split file of prepare_datasets_DRIVE.py ({exc.__class__.__name__}); run "
+                        f"it again with --overwrite") from None
+    return record
+
+
+def _refuse_existing(work_dir, overwrite):
+    from common.errors import UserError
+
+    existing = [hdf5_path(work_dir, kind, split) for split in SPLITS for kind in KINDS] + [split_path(work_dir)]
+    existing = [p for p in existing if p.exists()]
+    if existing and not overwrite:
+        raise UserError(f"{existing[0]}: a prepared DRIVE dataset is already there ({len(existing)} of its "
+                        f"files); pass --overwrite to replace it, or another --work-dir")
+
+
+def _own_case(pair, fov, foreground=None, label_colours=None):
+    """One own-data case -> ``(image (H, W, 3) uint8, vessels (H, W) bool, FOV (H, W) bool)``."""
+    from common.data.pairs import Pair, read_pair
+    from common.errors import UserError
+
+    if pair.volume:
+        raise UserError(f"{pair.image[0]}: a NIfTI volume; BCDU-Net takes 2-D fundus images")
+    image, truth = read_pair(pair, mode=OWN_DATA["mode"], binary=True, foreground=foreground,
+                             label_colours=label_colours)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise UserError(f"{pair.image[0]}: case {pair.name} has {image.shape[2]} channels; the recipe reads RGB "
+                        f"fundus images (one RGB file, or three channel files)")
+    if fov is None:
+        border = np.ones(image.shape[:2], bool)
+    else:  # the same reader, with the image's size check
+        border = read_pair(Pair(name=pair.name, image=pair.image, mask=fov), mode=OWN_DATA["mode"], binary=True)[1]
+    return image, truth, border
+
+
+def _resized(case, size):
+    """A case at ``size`` (rows, cols): the image bicubic, the masks nearest (Pillow)."""
+    from PIL import Image
+
+    if case[0].shape[:2] == tuple(size):
+        return case
+    rows, cols = size
+    image = np.asarray(Image.fromarray(case[0]).resize((cols, rows), Image.BICUBIC))
+    masks = [np.asarray(Image.fromarray(m.astype(np.uint8)).resize((cols, rows), Image.NEAREST)).astype(bool)
+             for m in case[1:]]
+    return (image, *masks)
+
+
+def stack_size(shapes, size=None, verbose=True):
+    """The (rows, cols) all own images are stacked at: ``size`` when given, else their own when they all agree,
+    else the most frequent (ties: the first in name order), with a note."""
+    if size is not None:
+        return tuple(size)
+    counts = {}
+    for shape in shapes:
+        counts[shape] = counts.get(shape, 0) + 1
+    common_shape = max(counts, key=counts.get)
+    if len(counts) > 1 and verbose:
+        found = ", ".join(f"{r}x{c} ({n})" for (r, c), n in sorted(counts.items(), key=lambda kv: -kv[1])[:5])
+        print(f"note: images of {len(counts)} sizes ({found}); all are resized to the most frequent, "
+              f"{common_shape[0]}x{common_shape[1]} (rows x cols)", file=sys.stderr)
+    return common_shape
+
+
+def prepare_own(dataset, work_dir, *, fov_pairs=None, size=None, val_fraction=OWN_DATA["val_fraction"],
+                test_fraction=OWN_DATA["test_fraction"], seed=OWN_DATA["seed"], group_by=None, foreground=None,
+                verbose=True, overwrite=False):
+    """An own dataset (``common.data.pairs.OwnDataset``) -> the six HDF5 files (train = train then val cases)
+    and ``split.json`` (``write_split``'s record plus ``height``, ``width`` and ``fov``); all or nothing.
+
+    ``fov_pairs``: ``{case name: FOV mask path}`` (``--fov``), or None for the whole image. Returns the record.
+    """
+    import contextlib
+
+    from common.data.pairs import split_pairs, write_split
+
+    _refuse_existing(work_dir, overwrite)
+    if dataset.test:
+        print(f"note: the nnU-Net imagesTs cases ({len(dataset.test)}) have no masks and are not used; segment "
+              f"them with retina_vessel/predict.py", file=sys.stderr)
+    cases = {p.name: _own_case(p, None if fov_pairs is None else fov_pairs[p.name], foreground,
+                               dataset.label_colours)
+             for p in tqdm(dataset.pairs, desc="images", disable=not verbose)}
+    height, width = stack_size([c[0].shape[:2] for c in cases.values()], size, verbose)
+    split = split_pairs(list(cases), val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
+                        group_by=group_by)
+    parts = {"train": split["train"] + split["val"], "test": split["test"]}
+    _refuse_existing(work_dir, overwrite)  # again: another process may have written meanwhile
+    with contextlib.ExitStack() as stack:  # on any error no file is renamed into place
+        import h5py
+
+        for part, names in parts.items():  # image by image: float64 copies of one image at a time
+            files = [h5py.File(stack.enter_context(atomic_path(hdf5_path(work_dir, kind, part))), "w")
+                     for kind in KINDS]
+            for f in files:
+                stack.callback(f.close)  # closed before the renames (callbacks run in reverse order)
+            datasets = [f.create_dataset("image", shape=(len(names), c, height, width), dtype=np.float64)
+                        for f, c in zip(files, (3, 1, 1))]
+            for i, name in enumerate(names):
+                image, truth, border = _resized(cases[name], (height, width))
+                datasets[0][i] = image.transpose(2, 0, 1)
+                datasets[1][i, 0] = truth * 255.0
+                datasets[2][i, 0] = border * 255.0
+        tmp = stack.enter_context(atomic_path(split_path(work_dir)))
+        record = write_split(tmp, split, source=dataset.source, seed=seed, group_by=group_by,
+                             fractions=(val_fraction, test_fraction), verbose=False,
+                             extra={"height": height, "width": width, "fov": fov_pairs is not None})
+    if verbose:
+        print(f"{SPLIT_FILE}: " + " / ".join(f"{k} {v}" for k, v in record["counts"].items())
+              + f" (images stacked at {height}x{width})")
+    return record
+
+
 def prepare(drive_dir, work_dir, n_train=N_IMAGES, n_test=N_IMAGES, height=HEIGHT, width=WIDTH, verbose=True,
             overwrite=False):
     """Read both splits, then write the six HDF5 files (nothing is written if any file is bad); returns
     ``{path: shape}``. Existing HDF5 files are refused (before reading anything) unless ``overwrite``."""
-    from common.errors import UserError
-
-    existing = [hdf5_path(work_dir, kind, split) for split in SPLITS for kind in KINDS]
-    existing = [p for p in existing if p.exists()]
-    if existing and not overwrite:
-        raise UserError(f"{existing[0]}: a prepared DRIVE dataset is already there ({len(existing)} of the HDF5 "
-                        f"files); pass --overwrite to replace it, or another --work-dir")
+    _refuse_existing(work_dir, overwrite)
     data = {split: read_split(drive_dir, split, n, height, width, verbose)
             for split, n in (("train", n_train), ("test", n_test))}
+    if split_path(work_dir).exists():  # an own-data split.json would make train_retina.py misread these files
+        split_path(work_dir).unlink()
     written = {}
     for split, arrays in data.items():
         for kind, array in zip(KINDS, arrays):
@@ -143,7 +296,48 @@ def build_parser():
     parser.add_argument("--width", type=int, default=WIDTH, help="image columns (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="replace HDF5 files already in --work-dir")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    from common.data.pairs import add_own_data_arguments
+
+    group = add_own_data_arguments(parser, val_fraction=OWN_DATA["val_fraction"],
+                                   test_fraction=OWN_DATA["test_fraction"], group_by=OWN_DATA["group_by"])
+    group.add_argument("--fov", type=Path, metavar="DIR",
+                       help="folder of field-of-view masks, paired with --images like the masks (default: the "
+                            "whole image is the FOV)")
+    group.add_argument("--seed", type=int, default=OWN_DATA["seed"], help="seed of the split (default: %(default)s)")
     return parser
+
+
+def main_own(args, dataset):
+    """``--images/--masks [--fov]`` or ``--nnunet-dataset``: ``prepare_own`` with the options."""
+    from common.data.pairs import find_pairs
+
+    if args.val_fraction <= 0:
+        raise cli.option_error("--val-fraction", f"must be above 0: train_retina.py validates on the val part "
+                                                 f"(got {args.val_fraction})")
+    fov_pairs = None
+    if args.fov is not None:
+        if args.images is None:
+            raise cli.option_error("--fov", "goes with --images/--masks (an nnU-Net dataset has no FOV masks)")
+        try:
+            fovs = find_pairs(args.images, args.fov, skip_unpaired=args.skip_unpaired)
+        except DataLayoutError as exc:
+            raise DataLayoutError(f"--fov: FOV masks are paired with the images like the masks: {exc}") from None
+        fov_pairs = {p.name: p.mask for p in fovs}
+        missing = [p.name for p in dataset.pairs if p.name not in fov_pairs]
+        if missing:  # only with --skip-unpaired: those images are skipped, as images without a vessel mask
+            print(f"warning: skipping {len(missing)} image(s) without a FOV mask", file=sys.stderr)
+            from dataclasses import replace
+
+            dataset = replace(dataset, pairs=tuple(p for p in dataset.pairs if p.name in fov_pairs))
+            if not dataset.pairs:
+                raise cli.option_error("--fov", "no image has both a mask and a FOV mask")
+    record = prepare_own(dataset, args.work_dir, fov_pairs=fov_pairs, val_fraction=args.val_fraction,
+                         test_fraction=args.test_fraction, seed=args.seed, group_by=args.group_by,
+                         foreground=args.foreground, verbose=not args.quiet, overwrite=args.overwrite)
+    counts = record["counts"]
+    print(f"Saved {counts['train']} train + {counts['val']} val / {counts['test']} test images to "
+          f"{Path(args.work_dir) / HDF5_DIR}")
+    return 0
 
 
 def main(argv=None):
@@ -153,6 +347,15 @@ def main(argv=None):
                           ("--width", args.width)):
         if value < 1:
             raise cli.option_error(option, f"{value} must be at least 1")
+    from common.data.pairs import load_own_data
+
+    if any(getattr(args, k) is not None for k in ("images", "masks", "nnunet_dataset")):
+        _refuse_existing(args.work_dir, args.overwrite)  # before any file is read
+    elif args.fov is not None:
+        raise cli.option_error("--fov", "goes with --images/--masks (the DRIVE layout has its mask/ folders)")
+    dataset = load_own_data(args)
+    if dataset is not None:
+        return main_own(args, dataset)
     written = prepare(args.drive_dir, args.work_dir, args.n_train, args.n_test, args.height, args.width, not args.quiet,
                       overwrite=args.overwrite)
     for path, shape in written.items():

@@ -21,7 +21,9 @@ RECIPE = {"optimizer": "adam", "lr": 1e-4, "adam": {"beta_1": 0.9, "beta_2": 0.9
           "reduce_lr": {"factor": 0.1, "patience": 7, "min_delta": 1e-4, "cooldown": 0, "min_lr": 0.0}}
 #: evaluate.py / predict.py defaults: windows of the patch size at stride 5 in batches of 16, threshold 0.5
 INFERENCE = {"stride": 5, "batch_size": 16, "threshold": 0.5, "modes": ("overlap", "full")}
-OWN_DATA = None
+#: prepare_datasets_DRIVE.py --images/--masks (--nnunet-dataset): DRIVE's proportions, 20 test of 40 images and
+#: the last 4 of the 20 training images (validation_split 0.2) for validation
+OWN_DATA = {"val_fraction": 0.1, "test_fraction": 0.5, "group_by": None, "mode": "rgb", "seed": 0}
 
 
 def preprocess(image, **context):
@@ -47,3 +49,52 @@ def postprocess(prob, *, fov=None, threshold=INFERENCE["threshold"], **context):
     if fov is not None:
         prob = kill_border(prob, fov)
     return ((prob >= threshold) * 255).astype(np.uint8)
+
+
+def predict_images(network, images, *, inference="full", stride=INFERENCE["stride"], verbose=False, tta="none",
+                   **context):
+    """Probability maps (N, H, W, 1) float32 of preprocessed images (N, H, W, 1) of any size (evaluate.py and
+    predict.py): ``overlap`` = windows of the network's input size at ``stride``, averaged; ``full`` = one pass
+    over each image padded to a multiple of 8. ``network``: a NumPy callable with ``input_size``
+    (``common.predict.KerasNetwork`` / ``OnnxNetwork``)."""
+    from common.inference import predict_sliding_window, predict_whole
+
+    if inference == "overlap":
+        return predict_sliding_window(network, images, tuple(network.input_size), stride, verbose=verbose, tta=tta,
+                                      chunk_size=max(2048 // max(network.batch_size, 1), 1) * network.batch_size)
+    if inference == "full":
+        return predict_whole(network, images, multiple=INPUT["multiple"], verbose=verbose, tta=tta)
+    raise ValueError(f"unknown inference {inference!r} ({', '.join(INFERENCE['modes'])})")
+
+
+def segment(image, network, *, fov=None, threshold=INFERENCE["threshold"], **context):
+    """One fundus photo (H, W, 3) uint8 -> ``{"mask": uint8 0/255, "prob": float32 (H, W)}`` (the probabilities
+    after ``kill_border`` when a FOV mask (H, W) is given)."""
+    prob = predict_images(network, preprocess(image), **context)[0, ..., 0]
+    if fov is not None:
+        prob = kill_border(prob, fov)
+    return {"mask": postprocess(prob, threshold=threshold), "prob": prob}
+
+
+def add_variant_arguments(parser, trained=False):
+    """``--bidirectional`` and ``--prior-output-bias``: the options that name the default run folder (shared with
+    evaluate.py, where they select that folder)."""
+    did = "the run used " if trained else ""
+    parser.add_argument("--bidirectional", action="store_true",
+                        help=did + "forward + backward ConvLSTM fusion (the paper's description; the original code "
+                                   "has only the backward layer)")
+    parser.add_argument("--prior-output-bias", "--prior-bias", dest="prior_bias", action="store_true",
+                        help=did + "start the sigmoid output at the training vessel share instead of 0.5 (keeps the "
+                                   "original's 2-channel ReLU head from dying early; default: off, as the original)")
+
+
+def load_init_weights(path, bidirectional=False, mixed_precision="off"):
+    """``bcdu_net_d3`` at 64 x 64 x 1 with the authors' Keras-2 checkpoint (``weight_lstm.hdf5``) loaded."""
+    from common.devices import set_precision
+    from common.legacy_weights import load_legacy_weights
+    from common.models import build_model
+
+    set_precision(mixed_precision)
+    model = build_model(DEFAULT_MODEL, (INPUT["patch"], INPUT["patch"], 1), bidirectional=bidirectional)
+    load_legacy_weights(model, path)
+    return model

@@ -31,9 +31,9 @@ import numpy as np
 from common import cli
 from common.legacy_weights import add_init_weights_argument
 from common.run_options import add_run_arguments
-from retina_vessel.prepare_datasets_DRIVE import DEFAULT_WORK
+from retina_vessel.prepare_datasets_DRIVE import DEFAULT_WORK, read_own_split, split_path
 from retina_vessel.save_patch import IMGS_FILE, MASKS_FILE
-from retina_vessel.task import DEFAULT_MODEL, RECIPE
+from retina_vessel.task import DEFAULT_MODEL, RECIPE, add_variant_arguments  # noqa: F401  (one place: task.py)
 
 MODEL = DEFAULT_MODEL  # task.py
 EPOCHS, BATCH_SIZE, LR, VAL_SPLIT = (RECIPE[k] for k in ("epochs", "batch_size", "lr", "val_split"))  # task.py
@@ -86,6 +86,19 @@ def load_patches(work_dir):
     return x, y
 
 
+def split_own_patches(own, work_dir, x, y):
+    """Own data: the patches of the last ``counts.val`` training images of ``split.json`` (save_patch.py draws
+    the same number from every image, in image order) are the validation part."""
+    from common.errors import UserError
+
+    n_images = own["counts"]["train"] + own["counts"]["val"]
+    if len(x) % n_images:
+        raise UserError(f"{Path(work_dir) / IMGS_FILE}: {len(x)} patches are not an equal share of the {n_images} "
+                        f"training images of {split_path(work_dir)}; run retina_vessel/save_patch.py --overwrite")
+    n_val = len(x) // n_images * own["counts"]["val"]
+    return (x[:len(x) - n_val], y[:len(y) - n_val]), (x[len(x) - n_val:], y[len(y) - n_val:])
+
+
 def compile_model(model, lr=LR, jit_compile=False):
     """The original's compile: Adam(lr), binary cross-entropy, accuracy (``jit_compile``: XLA, an option)."""
     import keras
@@ -101,7 +114,8 @@ def train(work_dir, run_dir, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, val_sp
     """Build, compile and fit; returns ``(model, history)`` (the trained model, last epoch's weights).
 
     A ``run_dir`` that holds a run is refused (nothing touched) unless ``resume`` or ``overwrite``;
-    ``callbacks`` are passed to ``common.training.fit``."""
+    ``callbacks`` are passed to ``common.training.fit``. With an own-data ``split.json`` (prepare_datasets_DRIVE.py
+    ``--images``) the validation part is the patches of its val images and ``val_split`` is not used."""
     import keras
 
     from common.devices import set_precision
@@ -110,14 +124,19 @@ def train(work_dir, run_dir, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, val_sp
     from common.training import check_run_dir, fit, foreground_fraction, get_strategy, set_output_prior, split_last
 
     check_run_dir(run_dir, resume=resume, overwrite=overwrite)  # before any data is loaded
+    own = read_own_split(work_dir)  # own data: validate on the patches of split.json's val images
     if not 0 < val_split < 1:
         raise OptionError(f"--val-split: {val_split} must lie strictly between 0 and 1")
     strategy = get_strategy(strategy)  # before any other TensorFlow work
     x, y = load_patches(work_dir)
-    try:
-        (x_tr, y_tr), (x_val, y_val) = split_last(val_split, x, y)
-    except ValueError as exc:
-        raise OptionError(f"--val-split: {exc} ({len(x)} patches)") from None
+    if own is not None:
+        (x_tr, y_tr), (x_val, y_val) = split_own_patches(own, work_dir, x, y)
+        val_split = own["counts"]["val"] / (own["counts"]["train"] + own["counts"]["val"])
+    else:
+        try:
+            (x_tr, y_tr), (x_val, y_val) = split_last(val_split, x, y)
+        except ValueError as exc:
+            raise OptionError(f"--val-split: {exc} ({len(x)} patches)") from None
     set_precision(mixed_precision)
     if seed is not None:
         keras.utils.set_random_seed(seed)  # before the weights are initialised
@@ -138,18 +157,6 @@ def train(work_dir, run_dir, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, val_sp
                verbose=verbose, settings=settings, callbacks=callbacks, data_workers=data_workers)
 
 
-def add_variant_arguments(parser, trained=False):
-    """``--bidirectional`` and ``--prior-output-bias``: the options that name the default run folder (shared with
-    evaluate.py, where they select that folder)."""
-    did = "the run used " if trained else ""
-    parser.add_argument("--bidirectional", action="store_true",
-                        help=did + "forward + backward ConvLSTM fusion (the paper's description; the original code "
-                                   "has only the backward layer)")
-    parser.add_argument("--prior-output-bias", "--prior-bias", dest="prior_bias", action="store_true",
-                        help=did + "start the sigmoid output at the training vessel share instead of 0.5 (keeps the "
-                                   "original's 2-channel ReLU head from dying early; default: off, as the original)")
-
-
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK,
@@ -161,7 +168,8 @@ def build_parser():
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="default: %(default)s")
     parser.add_argument("--lr", type=float, default=LR, help="Adam learning rate (default: %(default)s)")
     parser.add_argument("--val-split", type=float, default=VAL_SPLIT,
-                        help="last fraction of the patches used for validation (default: %(default)s)")
+                        help="last fraction of the patches used for validation (default: %(default)s; not used "
+                             "with your own data's split.json: its val images are the validation part)")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: none, as the original)")
     add_variant_arguments(parser)
     add_init_weights_argument(parser)

@@ -37,10 +37,10 @@ from common import cli
 from common.devices import add_precision_arguments
 from common.inference import add_tta_argument
 from retinal_edema.dataset import CLASS_NAMES, add_path_arguments, read_list, read_stats
+from retinal_edema.task import COLOURS, colourise  # noqa: F401  (one place: task.py)
 from retinal_edema.model_io import (EVAL_BATCH, FUSION, NAMES, default_checkpoints, evaluate_cubes,  # noqa: F401
                                     load_models, predict_cube)
 # RGB colours of REA, SRF, PED in the original's visualisation as seen on disk (blue, green, red)
-COLOURS = np.array([[0, 0, 255], [0, 255, 0], [255, 0, 0]], np.uint8)
 # The original's README (AI Challenger 2018, 15 validation / 15 test cubes)
 PAPER = [
     {"model": "ResNet18 (ImageNet)", "multi-task": "No", "params": "11.18M", "loss": "BCE", "val Dice": None,
@@ -58,14 +58,6 @@ PAPER = [
     {"model": "Fusion (UNet++ ELDice + UNet)", "multi-task": "-", "params": "-", "loss": "-", "val Dice": 0.805,
      "val AUC": 0.991, "test Dice": 0.744, "test AUC": 0.986},
 ]
-
-
-def colourise(grey, classes):
-    """Grey slice (H, W) with the classes 1..3 filled in REA blue, SRF green, PED red -> (H, W, 3) uint8."""
-    rgb = np.repeat(np.asarray(grey, np.uint8)[..., None], 3, axis=-1)
-    for c in range(1, 4):
-        rgb[classes == c] = COLOURS[c - 1]
-    return rgb
 
 
 def plot_detection_roc(targets, scores, path, title=None):

@@ -13,8 +13,8 @@ from tqdm import tqdm
 from common import cli
 from common.errors import UserError
 from common.metrics import lesion_dice_per_class, nan_skipping_means, per_class_auc
-from retinal_edema.dataset import CLASS_NAMES, cube_name, load_cube, normalise, presence
-from retinal_edema.task import INFERENCE, RECIPE, REGISTRY
+from retinal_edema.dataset import CLASS_NAMES, cube_name, load_cube, presence
+from retinal_edema.task import INFERENCE, RECIPE, REGISTRY, predict_stacked  # noqa: F401  (REGISTRY: train.py)
 
 NAMES = ("unet", "unet_nested", "unet_nested_dilated")
 LOSSES = ("mix_3", "mix_33")
@@ -82,53 +82,17 @@ def load_models(checkpoints, mixed_precision="off"):
     return models
 
 
-def _flip_mean(fn, chunk):
-    """Mean of ``fn`` (returning ``(prob, det)``) on the chunk and its horizontal and vertical flips, the
-    probability maps flipped back; the detection (a per-slice presence) is averaged as is."""
-    prob, det = fn(chunk)
-    for axis in (2, 1):
-        p, d = fn(np.ascontiguousarray(np.flip(chunk, axis)))
-        prob = prob + np.flip(p, axis)
-        det = None if det is None else det + d
-    return prob / 3, None if det is None else det / 3
-
-
 def predict_cube(models, x, batch=EVAL_BATCH, mean=None, std=None, tta="none", probabilities=False):
-    """Predict a cube (n, H, W, 3) with one model or the fusion of several.
-
-    ``x`` is normalised already, or uint8 with ``mean``/``std`` given (then each chunk is normalised on the
-    fly, which keeps a real 128 x 1024 x 512 cube at 200 MB instead of 800 MB of float32). Several models:
-    mean softmax (exp of the log-probabilities) and mean detection, equal weights. ``tta="flip"`` (ours, off
-    as the original): the softmax maps of each chunk, its left-right and its up-down flip (flipped back) are
-    averaged, and so are the three detections (a slice's lesion presence does not change under a flip).
+    """Predict a cube (n, H, W, 3) with one model or the fusion of several (``retinal_edema.task.predict_stacked``
+    with each Keras model compiled once per input size).
 
     Returns ``(prediction, detection)``: (n, H, W) uint8 classes and (n, 3) float32 probabilities (or None for
     a model without detection head); with ``probabilities=True`` also the (n, H, W, 4) float32 softmax.
     """
-    if tta not in ("none", "flip"):
-        raise ValueError(f"tta must be 'none' or 'flip', got {tta!r}")
+    from common.predict import KerasNetwork
 
-    def fused(chunk):
-        prob, det = 0.0, 0.0
-        for model in models:
-            out = model(chunk, training=False)
-            prob = prob + np.exp(np.asarray(out["seg"], np.float32)) / len(models)
-            det = det + np.asarray(out["det"], np.float32) / len(models) if "det" in out else None
-        return prob, det
-
-    seg_out, det_out, prob_out = [], [], []
-    for start in range(0, len(x), batch):
-        chunk = x[start:start + batch] if mean is None else normalise(x[start:start + batch], mean, std)
-        chunk = np.asarray(chunk, np.float32)
-        prob, det = _flip_mean(fused, chunk) if tta == "flip" else fused(chunk)
-        seg_out.append(np.argmax(prob, axis=-1).astype(np.uint8))
-        det_out.append(det)
-        if probabilities:
-            prob_out.append(np.asarray(prob, np.float32))
-    detection = None if det_out[0] is None else np.concatenate(det_out).astype(np.float32)
-    if probabilities:
-        return np.concatenate(seg_out), detection, np.concatenate(prob_out)
-    return np.concatenate(seg_out), detection
+    networks = [KerasNetwork(model, batch) for model in models]
+    return predict_stacked(networks, x, batch_size=batch, mean=mean, std=std, tta=tta, probabilities=probabilities)
 
 
 def surface_columns(truth, pred):

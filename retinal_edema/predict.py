@@ -25,7 +25,6 @@ import argparse
 import csv
 import glob
 import io
-import json
 import sys
 from pathlib import Path
 
@@ -38,14 +37,11 @@ from common import cli
 from common.data.io import read_image
 from common.errors import UserError
 from common.predict import add_predict_arguments, checkpoint_path, extra_outputs, overlay_image, run_inputs
-from retinal_edema.dataset import CLASS_NAMES, GREY_CODES, sorted_slices
-from retinal_edema.eval import colourise
-from retinal_edema.gen_image import stack_slices
-from retinal_edema.model_io import EVAL_BATCH, default_run_dir, load_models, postprocess_cube, predict_cube, preset
+from retinal_edema.dataset import CLASS_NAMES, sorted_slices
+from retinal_edema.task import DEFAULT_MODEL, INFERENCE, colourise, read_stats_file
 
-DEFAULT_RUN = default_run_dir("unet_nested", preset("unet_nested")["loss"], preset("unet_nested")["lr"])
-#: class index -> grey code of the challenge's label BMPs (0 bg, 255 REA, 191 SRF, 128 PED)
-CLASS_TO_GREY = np.array((0,) + GREY_CODES, np.uint8)
+EVAL_BATCH = INFERENCE["batch_size"]
+DEFAULT_RUN = f"weights/retinal_edema/{DEFAULT_MODEL}_nopre_mix_33_0.001"  # train.py's default run folder
 EXAMPLES = """examples:
   python retinal_edema/predict.py data/retinal_edema/Edema_testset/original_images --out-dir work/edema_pred
   python retinal_edema/predict.py my_scans/P0001_cube_z.img --model run/best.keras --overlay --out-dir out
@@ -97,47 +93,12 @@ def read_cube(cube):
 
 def resolve_stats(args, checkpoint):
     """(mean, std): ``--stats`` (an info.json) or the training statistics stored in the run's state.json."""
+    from retinal_edema.task import run_context
+
     if args.stats is not None:
-        return _stats_file(args.stats)
-    state = Path(checkpoint).parent / "state.json"
-    if state.is_file():
-        settings = json.loads(state.read_text()).get("settings", {})
-        if "mean" in settings and "std" in settings:
-            return np.float32(settings["mean"]), np.float32(settings["std"])
-    raise UserError(f"{state}: no training mean/std beside {checkpoint}; pass --stats <list dir>/info.json "
-                    f"(gen_image.py's statistics)")
-
-
-def _stats_file(path):
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: --stats file not found (gen_image.py's info.json)")
-    try:
-        info = json.loads(path.read_text())
-        mean, std = np.float32(info["mean"]), np.float32(info["std"])
-    except (ValueError, KeyError, TypeError):
-        raise UserError(f"{path}: not an info.json with 'mean' and 'std' of 3 channels") from None
-    if mean.shape != (3,) or std.shape != (3,):
-        raise UserError(f"{path}: 'mean' and 'std' must hold 3 values (R, G, B)")
-    return mean, std
-
-
-def predict_slices(models, slices, mean, std, batch=EVAL_BATCH, tta="none", min_size=0, probabilities=False):
-    """(n, H, W) uint8 B-scans -> ``(classes (n, H, W) uint8, detection (n, 3) or None, softmax or None)``."""
-    from common.inference import model_for_shape, padded_shape
-
-    n, h, w = slices.shape
-    hp, wp = padded_shape(h, w, 16)
-    x = stack_slices(slices)
-    if (hp, wp) != (h, w):
-        x = np.pad(x, ((0, 0), (0, hp - h), (0, wp - w), (0, 0)))
-    models = [model_for_shape(m, (hp, wp, 3)) for m in models]
-    out = predict_cube(models, x, batch, mean, std, tta=tta, probabilities=probabilities)
-    pred, det = out[0][:, :h, :w], out[1]
-    prob = out[2][:, :h, :w] if probabilities else None
-    if min_size > 0:
-        pred = postprocess_cube(pred, min_size)
-    return np.ascontiguousarray(pred), det, prob
+        return read_stats_file(args.stats)
+    stats = run_context(Path(checkpoint).parent)
+    return np.float32(stats["mean"]), np.float32(stats["std"])
 
 
 def detections_csv(names, det):
@@ -165,6 +126,8 @@ def build_parser():
 
 
 def main(argv=None):
+    from common.predict import segmenter_from_args
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.batch_size <= 0:
@@ -172,12 +135,18 @@ def main(argv=None):
     if args.min_size < 0:
         raise cli.option_error("--min-size", f"must be >= 0, got {args.min_size}")
     cubes = collect_cubes(args.inputs)
-    from common.devices import set_precision
+    options = {"batch_size": args.batch_size, "min_size": args.min_size}
+    if args.stats is not None:
+        mean, std = read_stats_file(args.stats)
+        options.update(mean=mean.tolist(), std=std.tolist())
+    default_run = None
+    if args.onnx is None:
+        from retinal_edema.model_io import default_run_dir, preset
 
-    checkpoint = checkpoint_path(args, DEFAULT_RUN)
-    mean, std = resolve_stats(args, checkpoint)
-    set_precision(args.mixed_precision)  # before the model is loaded
-    models = load_models([checkpoint], args.mixed_precision)
+        default_run = default_run_dir(DEFAULT_MODEL, preset(DEFAULT_MODEL)["loss"], preset(DEFAULT_MODEL)["lr"])
+        checkpoint_path(args, default_run)  # a missing checkpoint named before anything else
+    seg, weights = segmenter_from_args(args, "retinal_edema", default_run_dir=default_run, **options)
+    mean, std = np.float32(seg.options["mean"]), np.float32(seg.options["std"])
 
     def outputs(cube):
         stem = cube_stem(cube)
@@ -186,10 +155,10 @@ def main(argv=None):
 
     def process(cube):
         slices, names = read_cube(cube)
-        pred, det, prob = predict_slices(models, slices, mean, std, args.batch_size, args.tta, args.min_size,
-                                         args.save_probabilities)
+        result = seg.predict(slices, probabilities=args.save_probabilities)
+        labels, pred, det, prob = result["mask"], result["classes"], result["detection"], result["prob"]
         stem = cube_stem(cube)
-        results = {f"{stem}_labelMark/{name}": CLASS_TO_GREY[p] for name, p in zip(names, pred)}
+        results = {f"{stem}_labelMark/{name}": label for name, label in zip(names, labels)}
         if det is None:
             det = np.full((len(pred), 3), np.nan, np.float32)
         results[f"{stem}_labelMark_detections.csv"] = detections_csv(names, det)
@@ -198,7 +167,7 @@ def main(argv=None):
             stem, args, prob_ext=".npy", prob=lambda: lambda tmp: np.save(tmp, prob.astype(np.float16)),
             overlay=lambda: overlay_image(slices[k], colourise(np.zeros_like(slices[k]), pred[k]), alpha=0.6))}
 
-    return run_inputs(cubes, process, args=args, outputs=outputs, model_name=models[0].name, weights=[checkpoint],
+    return run_inputs(cubes, process, args=args, outputs=outputs, model_name=seg.name, weights=weights,
                       extra={"normalisation": {"mean": mean.tolist(), "std": std.tolist()}})
 
 

@@ -28,7 +28,14 @@ RECIPE = {"optimizer": "adam_l2", "adam": {"beta_1": 0.9, "beta_2": 0.99, "epsil
               "unet_nested": {"loss": "mix_33", "batch_size": 16, "lr_mode": "poly"},
               "unet_nested_dilated": {"loss": "mix_33", "batch_size": 16, "lr_mode": "poly"}}}
 INFERENCE = {"batch_size": 8}
-OWN_DATA = None
+#: overlay colours of REA, SRF, PED
+COLOURS = np.array([[0, 0, 255], [0, 255, 0], [255, 0, 0]], np.uint8)
+#: gen_image.py's own-data defaults (--images/--masks or --nnunet-dataset): fractions of the CUBES as the
+#: challenge's 70 / 15 / 15 cubes; slices of one cube always stay on one side (a slice's cube = its folder, a
+#: volume's file, or for flat names "<cube>_<slice number>"); --group-by REGEX on cube names groups cubes
+#: further (e.g. one patient's eyes); labels: class indices 0..3 or the challenge's grey codes (0, 255, 191, 128)
+OWN_DATA = {"val_fraction": 0.15, "test_fraction": 0.15, "group_by": None, "mode": "gray", "binary": False,
+            "split_unit": "cube", "slice_pattern": r"^(.+?)[_-]?(\d+)$", "seed": 0}
 
 
 def stack_slices(slices):
@@ -69,3 +76,142 @@ def postprocess(prob, *, shape=None, min_size=0, **context):
 
         pred = np.stack([remove_small_regions(p, min_size) for p in pred]).astype(np.uint8)
     return np.array([GREY_CODES[c] for c in sorted(GREY_CODES)], np.uint8)[pred]
+
+
+def read_stats_file(path):
+    """(mean, std) of an info.json (gen_image.py's statistics); ``UserError`` for a missing or bad file."""
+    import json
+    from pathlib import Path
+
+    from common.errors import UserError
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: --stats file not found (gen_image.py's info.json)")
+    try:
+        info = json.loads(path.read_text())
+        mean, std = np.float32(info["mean"]), np.float32(info["std"])
+    except (ValueError, KeyError, TypeError):
+        raise UserError(f"{path}: not an info.json with 'mean' and 'std' of 3 channels") from None
+    if mean.shape != (3,) or std.shape != (3,):
+        raise UserError(f"{path}: 'mean' and 'std' must hold 3 values (R, G, B)")
+    return mean, std
+
+
+def run_context(run_dir, **options):
+    """The run's training mean/std (``state.json`` settings) unless ``options`` give them; ``UserError`` when
+    they are not there."""
+    if "mean" in options and "std" in options:
+        return {}
+    import json
+    from pathlib import Path
+
+    from common.errors import UserError
+
+    state = Path(run_dir) / "state.json"
+    if state.is_file():
+        settings = json.loads(state.read_text()).get("settings", {})
+        if "mean" in settings and "std" in settings:
+            return {"mean": [float(v) for v in settings["mean"]], "std": [float(v) for v in settings["std"]]}
+    raise UserError(f"{state}: no training mean/std in the run folder {run_dir}; pass --stats <list dir>/info.json "
+                    f"(gen_image.py's statistics)")
+
+
+def _flip_mean(fn, chunk):
+    """Mean of ``fn`` (returning ``(prob, det)``) on the chunk and its horizontal and vertical flips, the
+    probability maps flipped back; the detection (a per-slice presence) is averaged as is."""
+    prob, det = fn(chunk)
+    for axis in (2, 1):
+        p, d = fn(np.ascontiguousarray(np.flip(chunk, axis)))
+        prob = prob + np.flip(p, axis)
+        det = None if det is None else det + d
+    return prob / 3, None if det is None else det / 3
+
+
+def predict_stacked(networks, x, *, batch_size=INFERENCE["batch_size"], mean=None, std=None, tta="none",
+                    probabilities=False):
+    """Predict a stacked cube (n, H, W, 3) with one network or the fusion of several (NumPy callables returning
+    ``{"seg": log-probabilities, "det": sigmoid}``).
+
+    ``x`` is normalised already, or uint8 with ``mean``/``std`` given (then each chunk of ``batch_size`` slices
+    is normalised on the fly, which keeps a real 128 x 1024 x 512 cube at 200 MB instead of 800 MB of float32).
+    Several networks: mean softmax (exp of the log-probabilities) and mean detection, equal weights.
+    ``tta="flip"``: the softmax maps of each chunk, its left-right and its up-down flip (flipped back) are
+    averaged, and so are the three detections.
+
+    Returns ``(classes (n, H, W) uint8, detection (n, 3) float32 or None)``, and the (n, H, W, 4) float32
+    softmax as a third item with ``probabilities=True``.
+    """
+    if tta not in ("none", "flip"):
+        raise ValueError(f"tta must be 'none' or 'flip', got {tta!r}")
+
+    def fused(chunk):
+        prob, det = 0.0, 0.0
+        for network in networks:
+            out = network(chunk)
+            prob = prob + np.exp(np.asarray(out["seg"], np.float32)) / len(networks)
+            det = det + np.asarray(out["det"], np.float32) / len(networks) if "det" in out else None
+        return prob, det
+
+    seg_out, det_out, prob_out = [], [], []
+    for start in range(0, len(x), batch_size):
+        chunk = x[start:start + batch_size] if mean is None else normalise(x[start:start + batch_size], mean, std)
+        chunk = np.asarray(chunk, np.float32)
+        prob, det = _flip_mean(fused, chunk) if tta == "flip" else fused(chunk)
+        seg_out.append(np.argmax(prob, axis=-1).astype(np.uint8))
+        det_out.append(det)
+        if probabilities:
+            prob_out.append(np.asarray(prob, np.float32))
+    detection = None if det_out[0] is None else np.concatenate(det_out).astype(np.float32)
+    if probabilities:
+        return np.concatenate(seg_out), detection, np.concatenate(prob_out)
+    return np.concatenate(seg_out), detection
+
+
+def segment(slices, network, *, mean, std, batch_size=INFERENCE["batch_size"], tta="none", min_size=0,
+            probabilities=False, **context):
+    """A cube (n, H, W) uint8 -> ``{"mask": grey label slices (n, H, W) uint8, "classes": (n, H, W) uint8,
+    "detection": (n, 3) float32 or None, "prob": (n, H, W, 4) softmax with probabilities=True else None}``.
+
+    Slices whose sides are not multiples of 16 are padded with black at the bottom/right (before the
+    normalisation) and the prediction is cropped back."""
+    slices = np.asarray(slices)
+    if slices.ndim == 2:
+        slices = slices[None]
+    n, h, w = slices.shape
+    hp, wp = -(-h // INPUT["multiple"]) * INPUT["multiple"], -(-w // INPUT["multiple"]) * INPUT["multiple"]
+    x = np.pad(stack_slices(slices), ((0, 0), (0, hp - h), (0, wp - w), (0, 0)))
+    out = predict_stacked([network], x, batch_size=batch_size, mean=np.float32(mean), std=np.float32(std), tta=tta,
+                          probabilities=probabilities)
+    pred = out[0][:, :h, :w]
+    prob = out[2][:, :h, :w] if probabilities else None
+    if min_size > 0:
+        from common.postprocess import remove_small_regions
+
+        pred = np.stack([remove_small_regions(p, min_size) for p in pred]).astype(np.uint8)
+    pred = np.ascontiguousarray(pred)
+    grey = np.array([GREY_CODES[c] for c in sorted(GREY_CODES)], np.uint8)
+    return {"mask": grey[pred], "classes": pred, "detection": out[1], "prob": prob}
+
+
+def load_keras_network(checkpoint, mixed_precision="off"):
+    """A retinal-edema checkpoint as a Keras model (lazy Keras import; ``UserError`` without a 'seg' output)."""
+    from common.errors import UserError
+    from common.predict import load_checkpoint
+
+    import common.losses  # noqa: F401  (registers the edema losses)
+    import common.optimizers  # noqa: F401  (registers AdamL2)
+
+    model = load_checkpoint(checkpoint, mixed_precision)
+    if not isinstance(model.output, dict) or "seg" not in model.output:
+        raise UserError(f"{checkpoint}: not a retinal-edema network (no 'seg' output); pass a checkpoint of "
+                        f"retinal_edema/train.py")
+    return model
+
+
+def colourise(grey, classes):
+    """Grey slice (H, W) with the classes 1..3 filled in REA blue, SRF green, PED red -> (H, W, 3) uint8."""
+    rgb = np.repeat(np.asarray(grey, np.uint8)[..., None], 3, axis=-1)
+    for c in range(1, 4):
+        rgb[classes == c] = COLOURS[c - 1]
+    return rgb

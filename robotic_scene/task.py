@@ -23,7 +23,12 @@ RECIPE = {"optimizer": "adam", "adam": {"beta_1": 0.9, "beta_2": 0.999, "epsilon
           "stages": (("segmentation", 0.0, 0.0, 0.0, 1e-4, 10), ("class", 0.2, 0.0, 0.0, 1e-4, 30),
                      ("sync", 0.2, 0.6, 0.0, 5e-5, 50), ("scene", 0.2, 0.6, 0.2, 5e-5, 70))}
 INFERENCE = {"min_size": 0}
-OWN_DATA = None
+#: prepare.py's own-data defaults (--images/--masks or --nnunet-dataset): fractions of the SEQUENCES (fold 0
+#: validates on 4 of the 15 training sequences; the challenge's test set is separate: no test split), a frame's
+#: sequence = its top folder (seq_3/frame000.png), or for flat names this regex's group 1 (seq_3_frame000 ->
+#: seq_3); masks: RGB in the ROBOT18 colours (--label-colours for others), grey/palette label maps as stored
+OWN_DATA = {"val_fraction": 0.27, "test_fraction": 0.0, "group_by": r"^(.+?)[_-]?(?:frame)?\d+$", "mode": "rgb",
+            "binary": False, "split_unit": "sequence", "label_colours": "ROBOT18", "seed": 0}
 
 
 def normalise(images, mode="torch"):
@@ -60,3 +65,61 @@ def postprocess(prob, *, shape=None, min_size=INFERENCE["min_size"], **context):
     if min_size > 0:
         pred = remove_small_regions(pred, min_size)
     return CLASS_COLOURS[pred]
+
+
+def segment(image, network, *, normalise_mode="torch", tta="none", min_size=INFERENCE["min_size"], **context):
+    """One RGB frame (H, W, 3) uint8 -> ``{"mask": colour label (H, W, 3) uint8, "classes": (H, W) uint8,
+    "prob": (H, W, 12) float32 softmax}`` (test.py's inference: padded to multiples of 32 after the
+    normalisation, cropped back; ``tta="flip"``: each flip padded at the bottom/right like the frame)."""
+    from common.inference import predict_whole
+
+    def softmax(batch):
+        out = network(batch)
+        return np.exp(np.asarray(out[0] if isinstance(out, (list, tuple)) else out, np.float32))
+
+    x = normalise(np.asarray(image)[None, ..., :3], normalise_mode)
+    prob = predict_whole(softmax, x, multiple=INPUT["multiple"], tta=tta)[0]
+    pred = np.argmax(prob, axis=-1).astype(np.uint8)
+    if min_size > 0:
+        pred = remove_small_regions(pred, min_size)
+    return {"mask": CLASS_COLOURS[pred], "classes": pred, "prob": prob}
+
+
+def checkpoint_of(run_dir, weights="best"):
+    """The final checkpoint of a train.py run (``stages.json``; ``weights="last"``: the last stage's last.keras)."""
+    import json
+    from pathlib import Path
+
+    from common.errors import UserError
+
+    record = Path(run_dir) / "stages.json"
+    if not record.is_file():
+        raise UserError(f"{record}: not found; give the --run-dir of a finished robotic_scene/train.py run, or "
+                        f"--model FILE.keras")
+    final = Path(json.loads(record.read_text())["final_checkpoint"])
+    return final if weights == "best" else final.with_name("last.keras")
+
+
+def run_context(checkpoint_dir, **options):
+    """The normalisation the run trained with (``stages.json`` of the run: the checkpoint's grandparent)."""
+    import json
+    from pathlib import Path
+
+    record = Path(checkpoint_dir).parent / "stages.json"
+    if record.is_file():
+        return {"normalise_mode": json.loads(record.read_text())["settings"]["normalise"]}
+    return {}
+
+
+def load_keras_network(checkpoint, mixed_precision="off"):
+    """The TDSNet network of a train.py checkpoint (lazy Keras import)."""
+    from common.devices import apply_precision, set_precision
+    from common.errors import UserError
+    from robotic_scene.train import load_trainer
+
+    set_precision(mixed_precision)
+    try:
+        return apply_precision(load_trainer(checkpoint).network, mixed_precision)
+    except (OSError, ValueError, TypeError) as exc:
+        raise UserError(f"{checkpoint}: cannot load the model ({type(exc).__name__}: "
+                        f"{' '.join(str(exc).split())[:160]})") from None

@@ -44,7 +44,8 @@ from common.inference import add_tta_argument
 from common.metrics import multiclass_image_scores
 from robotic_scene.prepare import CLASS_COLOURS, CLASS_NAMES, DEFAULT_WORK, NUM_CLASSES, PREPARED, index_to_colour
 from robotic_scene.task import remove_small_regions  # noqa: F401  (one place: task.py)
-from robotic_scene.train import DEFAULT_RUN, VAL_SEQS, load_trainer, normalise_images, sequence_frames
+from robotic_scene.train import (DEFAULT_RUN, VAL_SEQS, load_trainer, normalise_images, read_own_split,
+                                 sequence_frames)
 
 #: README table (ROBOT18 challenge on-site test, IoU %): column -> (class index, TDSNet, OTH, NCT2).
 PAPER = {
@@ -297,8 +298,9 @@ def build_parser():
                         help="train.py's run folder (default: %(default)s)")
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="model to test (default: the last stage's best checkpoint, from <run-dir>/stages.json)")
-    parser.add_argument("--seqs", type=int, nargs="+", default=list(VAL_SEQS),
-                        help="sequences to predict (default: fold 0 validation = 1 2 3 4)")
+    parser.add_argument("--seqs", type=int, nargs="+", default=None,
+                        help="sequences to predict (default: fold 0 validation = 1 2 3 4; own data: the test "
+                             "sequences of prepare.py's split.json, or its validation sequences when it has none)")
     parser.add_argument("--normalise", choices=("torch", "caffe"), default=None,
                         help="input preprocessing (default: the one train.py used, from stages.json)")
     parser.add_argument("--tta-sizes", type=parse_size, nargs="+", default=[], metavar="ROWSxCOLS",
@@ -325,6 +327,9 @@ def main(argv=None):
     from common.provenance import write_run_json
 
     args = build_parser().parse_args(argv)
+    if args.seqs is None:
+        own = read_own_split(args.work_dir / PREPARED)
+        args.seqs = list(VAL_SEQS) if own is None else (own["test_seqs"] or own["val_seqs"])
     if args.min_size < 0:
         raise cli.option_error("--min-size", f"must be >= 0, got {args.min_size}")
     checkpoint = args.checkpoint or final_checkpoint(args.run_dir)

@@ -71,14 +71,34 @@ def sequence_frames(data_dir, seqs):
     return frames
 
 
-def split_sequences(data_dir, val_seqs=VAL_SEQS):
-    """(train sequence numbers, validation sequence numbers) found in ``data_dir`` (the prepared folder)."""
+def read_own_split(data_dir):
+    """``split.json`` of an own-data prepare run (train/val/test sequences, scenes), or None (ROBOT18)."""
+    import json
+
+    path = Path(data_dir) / "split.json"
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        scenes = record.get("scenes")
+        return {"train_seqs": [int(s) for s in record["train_seqs"]],
+                "val_seqs": [int(s) for s in record["val_seqs"]],
+                "test_seqs": [int(s) for s in record.get("test_seqs", [])],
+                "scenes": None if scenes is None else {int(k): int(v) for k, v in scenes.items()}}
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise DataLayoutError(f"{path}: not a split.json of robotic_scene/prepare.py ({exc.__class__.__name__}: "
+                              f"{exc}); prepare your data again") from None
+
+
+def split_sequences(data_dir, val_seqs=VAL_SEQS, exclude=()):
+    """(train sequence numbers, validation sequence numbers) found in ``data_dir`` (the prepared folder);
+    ``exclude``: sequences in neither (an own-data test split)."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise DataLayoutError(f"{data_dir}: folder not found; run robotic_scene/prepare.py first")
     found = sorted(sequence_number(p) for p in data_dir.iterdir() if p.is_dir() and p.name.startswith("seq_"))
     val = [s for s in found if s in set(val_seqs)]
-    train = [s for s in found if s not in set(val_seqs)]
+    train = [s for s in found if s not in set(val_seqs) and s not in set(exclude)]
     if not train or not val:
         raise DataLayoutError(f"{data_dir}: sequences {found} leave no {'training' if not train else 'validation'} "
                               f"sequence with validation sequences {list(val_seqs)}")
@@ -86,6 +106,8 @@ def split_sequences(data_dir, val_seqs=VAL_SEQS):
 
 
 def scene_of(seq, scenes=SCENES):
+    if scenes is None:  # own data prepared without --scenes: a placeholder, its loss weight is 0 (checked)
+        return 0
     if seq not in scenes:
         raise DataLayoutError(f"seq_{seq}: no scene (surgical phase) label; known sequences {sorted(scenes)}")
     return scenes[seq]
@@ -156,35 +178,48 @@ def make_dataset(frames, size, batch_size=BATCH_SIZE, augment=False, shuffle=Fal
                  scenes=SCENES, num_parallel_calls=1):
     """``tf.data`` of ``(image, {"seg": index mask (H, W) uint8, "scene": scene id})`` batches read from PNGs
     of ``size`` (rows, cols) (see :func:`frame_size`), ``num_parallel_calls`` frames decoded at a time
-    (``--data-workers``). The flips of the frame at position ``p`` of an epoch are a function of ``(seed, p)``
-    (stateless random ops), so the batches are the same for any number of calls."""
+    (``--data-workers``). The order of epoch ``e`` is a function of ``(seed, e)`` and the flips of the frame at
+    position ``p`` of epoch ``e`` a function of ``(seed, e, p)`` (:class:`common.training.EpochOrder`, which
+    ``fit`` pins to the epoch about to run; stateless random ops), so the batches are the same for any number
+    of calls and a resumed run sees the batches the uninterrupted run saw."""
     import tensorflow as tf
 
-    from common.training import without_autotune
+    from common.training import EpochOrder, without_autotune
 
-    images = [str(f[0]) for f in frames]
-    masks = [str(f[1]) for f in frames]
-    scene_ids = np.array([scene_of(f[2], scenes) for f in frames], np.int32)
+    images = tf.constant([str(f[0]) for f in frames])
+    masks = tf.constant([str(f[1]) for f in frames])
+    scene_ids = tf.constant(np.array([scene_of(f[2], scenes) for f in frames], np.int32))
     base_seed = int(np.random.SeedSequence().entropy % 2**31) if seed is None else int(seed)
+    epoch_order = EpochOrder(len(frames), shuffle, base_seed)
 
-    def load(position, frame):
-        image_path, mask_path, scene = frame
-        image = tf.io.decode_png(tf.io.read_file(image_path), channels=3)
-        mask = tf.io.decode_png(tf.io.read_file(mask_path), channels=1)
+    def next_epoch():  # the epoch about to be iterated and its order (advances the counter)
+        epoch = epoch_order.epoch
+        return np.int64(epoch), epoch_order.next_order()
+
+    def start(_):
+        epoch, order = tf.numpy_function(next_epoch, [], [tf.int64, tf.int64], stateful=True)
+        epoch.set_shape(())
+        order.set_shape((len(frames),))
+        return tf.data.Dataset.from_tensor_slices(order).enumerate().map(lambda p, i: (epoch, p, i))
+
+    def load(epoch, position, index):
+        image = tf.io.decode_png(tf.io.read_file(images[index]), channels=3)
+        mask = tf.io.decode_png(tf.io.read_file(masks[index]), channels=1)
         image, mask = tf.ensure_shape(image, (*size, 3)), tf.ensure_shape(mask, (*size, 1))
         if augment:  # albumentations VerticalFlip(p=0.5), HorizontalFlip(p=0.5) on image and mask together
             both = tf.concat([image, mask], axis=-1)
-            key = tf.stack([tf.constant(base_seed, tf.int64), 2 * position])  # independent flips: two keys
-            both = tf.image.stateless_random_flip_up_down(both, seed=key)
-            both = tf.image.stateless_random_flip_left_right(both, seed=key + tf.constant([0, 1], tf.int64))
+            key = tf.stack([tf.constant(base_seed, tf.int64), epoch])  # independent flips: two keys per frame
+            fold = tf.random.experimental.stateless_fold_in
+            both = tf.image.stateless_random_flip_up_down(both, seed=fold(key, 2 * position))
+            both = tf.image.stateless_random_flip_left_right(both, seed=fold(key, 2 * position + 1))
             image, mask = both[..., :3], both[..., 3:]
-        return normalise_images(image, normalise), {"seg": mask[..., 0], "scene": scene}
+        return normalise_images(image, normalise), {"seg": mask[..., 0], "scene": scene_ids[index]}
 
-    ds = tf.data.Dataset.from_tensor_slices((images, masks, scene_ids))
-    if shuffle:
-        ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.enumerate().map(load, num_parallel_calls=num_parallel_calls, deterministic=True)
-    return without_autotune(ds.batch(batch_size))
+    ds = tf.data.Dataset.range(1).flat_map(start).apply(tf.data.experimental.assert_cardinality(len(frames)))
+    ds = ds.map(load, num_parallel_calls=num_parallel_calls, deterministic=True)
+    ds = without_autotune(ds.batch(batch_size))
+    ds.epoch_order = epoch_order  # fit pins it to the epoch about to run
+    return ds
 
 
 # ----------------------------------------------------------------------------------------- model and scores
@@ -443,7 +478,14 @@ def train(data_dir, run_dir, stages=STAGES, val_seqs=VAL_SEQS, batch_size=BATCH_
 
     strategy = get_strategy(strategy)  # first, before other TensorFlow work
     data_dir, run_dir = Path(data_dir), Path(run_dir)
-    train_seqs, val_seqs = split_sequences(data_dir, val_seqs)
+    own = read_own_split(data_dir)
+    if own is not None:  # own data: its scenes (or none) and its test sequences kept out of training
+        scenes = own["scenes"] if scenes is SCENES else scenes
+        if scenes is None and any(stage[3] > 0 for stage in stages):
+            raise cli.option_error("--last-stage", f"{data_dir / 'split.json'}: your data were prepared without "
+                                   "--scenes, so the scene head (stage 4, gamma > 0) has no targets; pass "
+                                   "--last-stage 3, or prepare with --scenes FILE.json")
+    train_seqs, val_seqs = split_sequences(data_dir, val_seqs, exclude=own["test_seqs"] if own else ())
     train_frames, val_frames = sequence_frames(data_dir, train_seqs), sequence_frames(data_dir, val_seqs)
     rows, cols = frame_size(train_frames + val_frames)
     for _, _, seq in train_frames + val_frames:
@@ -542,8 +584,9 @@ def build_parser():
                         help="Adam learning rate of each stage (default: 1e-4 1e-4 5e-5 5e-5)")
     parser.add_argument("--last-stage", type=int, default=len(STAGES), choices=range(1, len(STAGES) + 1),
                         help="stop after this stage (default: %(default)s, all)")
-    parser.add_argument("--val-seqs", type=int, nargs="+", default=list(VAL_SEQS),
-                        help="validation sequences, the rest train (default: fold 0 = 1 2 3 4)")
+    parser.add_argument("--val-seqs", type=int, nargs="+", default=None,
+                        help="validation sequences, the rest train (default: fold 0 = 1 2 3 4; own data: the "
+                             "validation sequences of prepare.py's split.json)")
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="per device (default: %(default)s)")
     parser.add_argument("--encoder-weights", default="imagenet",
                         help="VGG16 encoder start: imagenet (Keras's notop file found locally, never downloaded), "
@@ -566,6 +609,9 @@ def main(argv=None):
     if args.batch_size <= 0:
         raise cli.option_error("--batch-size", f"must be positive, got {args.batch_size}")
     stages = parse_stages(args.epochs, args.lrs, args.last_stage)
+    if args.val_seqs is None:
+        own = read_own_split(args.work_dir / PREPARED)
+        args.val_seqs = own["val_seqs"] if own is not None else list(VAL_SEQS)
     run_dir = args.run_dir or cli.repo_path("weights", "robotic_scene", run_name(
         val_seqs=args.val_seqs, epochs=args.epochs, lrs=args.lrs, batch_size=args.batch_size,
         encoder_weights=args.encoder_weights, normalise=args.normalise, init=args.init, seed=args.seed))

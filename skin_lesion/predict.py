@@ -31,30 +31,12 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-import numpy as np
-from PIL import Image
-
 from common import cli
-from skin_lesion.evaluate import predict
-from skin_lesion.prepare_isic2018 import SIZE, resize
-from skin_lesion.train_isic18 import MODELS, default_run_dir, legacy_model
+from skin_lesion.task import DEFAULT_MODEL, INFERENCE, INPUT, MODELS
 
 EXTENSIONS = (".jpg", ".jpeg", ".png")
-THRESHOLD = 0.5  # evaluate.py's
-
-
-def resize_back(prob, shape):
-    """(S, S) probabilities -> (H, W) float32 at the photo's size ``shape`` (Pillow bilinear on floats)."""
-    return np.asarray(Image.fromarray(np.asarray(prob, np.float32)).resize((shape[1], shape[0]), Image.BILINEAR))
-
-
-def segment(model, image, raw_input=False, tta="none"):
-    """One uint8 RGB photo (H, W, 3) of any size -> ``(mask, prob)`` at (H, W): mask 0/255 uint8, prob float32."""
-    size = model.input_shape[1] or SIZE
-    x = resize(np.asarray(image), size)[None]
-    prob = predict(model, x, batch_size=1, raw_input=raw_input, verbose=0, tta=tta)[0, :, :, 0]
-    prob = np.clip(resize_back(prob, image.shape[:2]), 0, 1)
-    return np.where(prob > THRESHOLD, 255, 0).astype(np.uint8), prob
+THRESHOLD = INFERENCE["threshold"]  # evaluate.py's
+DEFAULT_RUN = f"weights/skin_lesion/{DEFAULT_MODEL}"  # train_isic18.py's default run folder
 
 
 def build_parser():
@@ -62,30 +44,33 @@ def build_parser():
     from common.predict import add_predict_arguments
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_predict_arguments(parser, default_run_dir=default_run_dir("bcdu_net_d3"))
+    add_predict_arguments(parser, default_run_dir=DEFAULT_RUN)
     parser.add_argument("--raw-input", action="store_true",
                         help="predict on the raw 0..255 photo as the original's evaluate.py did (default: the "
                              "normalised input the network was trained on, as evaluate.py)")
     add_init_weights_argument(parser)
-    parser.add_argument("--network", choices=MODELS, default="bcdu_net_d3",
+    parser.add_argument("--network", choices=MODELS, default=DEFAULT_MODEL,
                         help="with --init-weights: the network the file was saved from (default: %(default)s)")
     parser.add_argument("--bidirectional", action="store_true", help="with --init-weights: a --bidirectional network")
-    parser.add_argument("--size", type=int, default=SIZE,
+    parser.add_argument("--size", type=int, default=INPUT["size"],
                         help="with --init-weights: the network's input side (default: %(default)s, the original's)")
     return parser
 
 
 def main(argv=None):
     from common.data.io import read_image
-    from common.predict import collect_inputs, extra_outputs, load_model, overlay_image, probability_png, run_inputs
+    from common.predict import (collect_inputs, extra_outputs, overlay_image, probability_png, run_inputs,
+                                segmenter_from_args)
 
     args = build_parser().parse_args(argv)
     files = collect_inputs(args.inputs, EXTENSIONS)
+    model = checkpoint = None
     if args.init_weights:
         from common.devices import set_precision
+        from skin_lesion.train_isic18 import legacy_model
 
-        if args.run_dir or args.model:
-            raise cli.option_error("--init-weights", "predicts with that file: leave out --run-dir and --model")
+        if args.run_dir or args.model or args.onnx:
+            raise cli.option_error("--init-weights", "predicts with that file: leave out --run-dir, --model, --onnx")
         if not args.init_weights.is_file():
             raise cli.option_error("--init-weights", f"{args.init_weights}: file not found")
         if args.size <= 0 or args.size % 8:
@@ -93,20 +78,21 @@ def main(argv=None):
         set_precision(args.mixed_precision)
         model = legacy_model(args.network, (args.size, args.size, 3), args.init_weights, args.bidirectional)
         checkpoint = args.init_weights
-    else:
-        model, checkpoint = load_model(args, default_run_dir=default_run_dir("bcdu_net_d3"))
+    seg, weights = segmenter_from_args(args, "skin_lesion", default_run_dir=cli.repo_path(DEFAULT_RUN), model=model,
+                                       checkpoint=checkpoint, raw_input=args.raw_input)
 
     def names(path):
         return [f"{path.stem}_segmentation.png", *extra_outputs(path.stem, args)]
 
     def process(path):
         image = read_image(path, "rgb")
-        mask, prob = segment(model, image, args.raw_input, args.tta)
+        result = seg.predict(image)
+        mask = result["mask"]
         return {f"{path.stem}_segmentation.png": mask,
-                **extra_outputs(path.stem, args, prob=lambda: probability_png(prob),
+                **extra_outputs(path.stem, args, prob=lambda: probability_png(result["prob"]),
                                 overlay=lambda: overlay_image(image, mask))}
 
-    return run_inputs(files, process, args=args, outputs=names, model_name=model.name, weights=[checkpoint])
+    return run_inputs(files, process, args=args, outputs=names, model_name=seg.name, weights=weights)
 
 
 if __name__ == "__main__":

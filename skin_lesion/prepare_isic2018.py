@@ -50,26 +50,19 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from common import cli
 from common.data.io import DataLayoutError, atomic_path, list_images, pair_files, read_image, warn_orientation
 from common.data.pairs import add_own_data_arguments, load_own_data, read_pair, split_pairs, write_split
 from common.data.synthetic import ISIC_IMAGE_DIR, ISIC_MASK_DIR
-from skin_lesion.task import INPUT, OWN_DATA  # OWN_DATA: the own-data split defaults
+from skin_lesion.task import INPUT, OWN_DATA, resize  # noqa: F401  (OWN_DATA: the own-data split defaults; task.py)
 
 SIZE = INPUT["size"]  # the network side (task.py)
 SPLITS = (("train", 1815), ("val", 259), ("test", 520))
 MASK_SUFFIX = "_segmentation"
 DEFAULT_DATA = cli.repo_path("data", "isic2018")
 DEFAULT_WORK = cli.repo_path("work", "skin_lesion")
-
-
-def resize(array, size=SIZE):
-    """Pillow bilinear resize of a uint8 (H, W) or (H, W, 3) array to (size, size) uint8 (antialiased when
-    shrinking, like scipy.misc.imresize)."""
-    return np.asarray(Image.fromarray(array).resize((size, size), Image.BILINEAR))
 
 
 def find_pairs(data_dir):

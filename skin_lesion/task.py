@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 NAME = "skin_lesion"
 MODELS = ("bcdu_net_d3", "bcdu_net_d1", "sedu_net_d3", "bcdu_unet")
@@ -26,11 +27,16 @@ INFERENCE = {"threshold": 0.5}
 OWN_DATA = {"val_fraction": 0.0998, "test_fraction": 0.2005, "group_by": None, "mode": "rgb"}
 
 
+def resize(array, size=INPUT["size"]):
+    """Pillow bilinear resize of a uint8 (H, W) or (H, W, 3) array to (size, size) uint8 (antialiased when
+    shrinking, like scipy.misc.imresize)."""
+    return np.asarray(Image.fromarray(array).resize((size, size), Image.BILINEAR))
+
+
 def preprocess(image, *, size=INPUT["size"], raw_input=False, **context):
     """One RGB photo (H, W, 3) uint8 -> (1, size, size, 3) float32: resized as prepare_isic2018.py, then
     ``dataset_normalized`` (``raw_input``: the raw 0..255 values, as the original's evaluate.py)."""
     from common.data.preprocess import dataset_normalized
-    from skin_lesion.prepare_isic2018 import resize
 
     x = resize(np.asarray(image)[..., :3], size)[None]
     return x.astype(np.float32) if raw_input else dataset_normalized(x, dtype=np.float32)
@@ -92,3 +98,14 @@ def prepared_input(images, **stats):
     from common.data.preprocess import dataset_normalized
 
     return dataset_normalized(np.asarray(images), dtype=np.float32)
+
+
+def segment(image, network, *, raw_input=False, tta="none", threshold=INFERENCE["threshold"], **context):
+    """One RGB photo (H, W, 3) uint8 -> ``{"mask": uint8 0/255 (H, W), "prob": float32 (H, W)}`` (evaluate.py's
+    path at the network's input size, the probabilities resized back bilinearly)."""
+    from common.inference import with_flips
+
+    x = preprocess(image, size=network.input_size[0], raw_input=raw_input)
+    prob = (with_flips(network) if tta == "flip" else network)(x)[0, :, :, 0]
+    prob = resize_back(prob, np.shape(image)[:2])
+    return {"mask": postprocess(prob, threshold=threshold), "prob": prob}

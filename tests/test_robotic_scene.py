@@ -246,13 +246,13 @@ def test_training_data_are_read_normalised_and_flipped_together(tmp_path):
     # --data-workers: the shuffled, flipped batches of an epoch do not depend on the number of map calls
     frames = train.sequence_frames(data_dir, [3, 5, 6])
 
-    def epoch(calls):
+    def epoch(calls):  # two epochs (their flips are keyed by seed, epoch and position)
         ds = train.make_dataset(frames, SHAPE, batch_size=2, augment=True, shuffle=True, seed=4,
                                 num_parallel_calls=calls)
-        return [(x.numpy(), y["seg"].numpy(), y["scene"].numpy()) for x, y in ds]
+        return [(x.numpy(), y["seg"].numpy(), y["scene"].numpy()) for _ in range(2) for x, y in ds]
 
     serial, parallel = epoch(1), epoch(3)
-    assert len(serial) == len(parallel) == 3
+    assert len(serial) == len(parallel) == 6
     for a, b in zip(serial, parallel):
         for u, v in zip(a, b):
             np.testing.assert_array_equal(u, v)
@@ -485,7 +485,8 @@ def test_script_defaults_are_the_originals():
     assert [s[1:] for s in stages] == [(0.0, 0.0, 0.0, 1e-4, 10), (0.2, 0.0, 0.0, 1e-4, 30),
                                        (0.2, 0.6, 0.0, 5e-5, 50), (0.2, 0.6, 0.2, 5e-5, 70)]
     assert (args.batch_size, args.val_seqs, args.encoder_weights, args.normalise, args.init) == \
-        (1, [1, 2, 3, 4], "imagenet", "auto", "torch")
+        (1, None, "imagenet", "auto", "torch")
+    assert train.VAL_SEQS == (1, 2, 3, 4)  # --val-seqs None: fold 0 (or an own-data split.json's validation)
     assert (args.resume, args.overwrite, args.mixed_precision, args.jit_compile) == (False, False, "off", False)
     trainer = train.build_trainer((32, 64, 3))
     opt = trainer.optimizer
@@ -493,9 +494,10 @@ def test_script_defaults_are_the_originals():
     assert trainer.jaccard_weight == 0.5
     assert train.TORCH_MEAN == (0.485, 0.456, 0.406) and train.TORCH_STD == (0.229, 0.224, 0.225)
     args = prepare.build_parser().parse_args([])
-    assert (args.height, args.width, args.unknown_colours) == (1024, 1280, "error")
+    assert (args.height, args.width, args.unknown_colours) == (None, None, "error")
+    assert (prepare.HEIGHT, prepare.WIDTH) == (1024, 1280)  # --height/--width None: these for ROBOT18
     args = rtest.build_parser().parse_args([])
-    assert (args.seqs, args.tta_sizes, args.tta, args.min_size) == ([1, 2, 3, 4], [], "none", 0)
+    assert (args.seqs, args.tta_sizes, args.tta, args.min_size) == (None, [], "none", 0)
     args = predict.build_parser().parse_args(["x", "--out-dir", "o"])
     assert (args.tta, args.min_size, args.weights) == ("none", 0, "best")
 
@@ -600,6 +602,8 @@ def test_predict_turns_a_tagged_frame_as_prepare_and_cv2_imread_do(trained, tmp_
 def test_flip_tta_bookkeeping_on_a_network_that_is_not_flip_invariant():
     import keras
 
+    from common.predict import segmenter_from_model
+
     keras.utils.set_random_seed(3)
     network = train.build_trainer((*SHAPE, 3)).network
     image = np.random.default_rng(1).integers(0, 255, (*SHAPE, 3)).astype(np.uint8)
@@ -611,7 +615,8 @@ def test_flip_tta_bookkeeping_on_a_network_that_is_not_flip_invariant():
     p0, p_lr, p_ud = softmax(x), softmax(x[:, :, ::-1].copy()), softmax(x[:, ::-1].copy())
     assert not np.allclose(p0, p_lr[:, :, ::-1], atol=1e-4)
     expected = ((p0 + p_lr[:, :, ::-1] + p_ud[:, ::-1]) / 3)[0]
-    np.testing.assert_allclose(predict.FramePredictor(network, "torch", "flip")(image), expected, atol=1e-5)
+    seg = segmenter_from_model(network, "robotic_scene", normalise_mode="torch", tta="flip")
+    np.testing.assert_allclose(seg.probabilities(image), expected, atol=1e-5)
     np.testing.assert_allclose(rtest.Predictor(network, "torch", tta="flip")(image), expected, atol=1e-5)
     np.testing.assert_allclose(rtest.Predictor(network, "torch")(image), p0[0], atol=1e-5)
 

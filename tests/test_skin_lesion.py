@@ -507,13 +507,13 @@ def test_predict_segments_a_tagged_phone_photo_as_stored_like_prepare(tmp_path):
 
 
 def test_predict_flip_tta_is_the_mean_over_flipped_photos(tmp_path):
-    from skin_lesion import predict
+    from common.predict import segmenter_from_model
 
     model_file = tmp_path / "model.keras"
     model = _save_tiny_model(model_file)
     image = np.random.default_rng(1).integers(0, 256, (16, 16, 3)).astype(np.uint8)
-    _, plain = predict.segment(model, image)
-    _, flipped = predict.segment(model, image, tta="flip")
+    plain = segmenter_from_model(model, "skin_lesion").probabilities(image)
+    flipped = segmenter_from_model(model, "skin_lesion", tta="flip").probabilities(image)
     x = _original_dataset_normalized(image[None]).astype(np.float32)
     ref = (np.asarray(model(x)) + np.asarray(model(x[:, :, ::-1]))[:, :, ::-1]
            + np.asarray(model(x[:, ::-1]))[:, ::-1]) / 3

@@ -366,6 +366,16 @@ class _FixedModel:
     def predict(self, x, batch_size=32, verbose=0):
         return np.repeat(self.prob[None, :, :, None], len(x), axis=0)
 
+    __call__ = predict
+
+
+def _segment(network, frame, stats, **options):
+    """``(mask, prob)`` of predict.py's path (``ultrasound_nerve.task.segment``)."""
+    from ultrasound_nerve.task import segment
+
+    result = segment(frame, network, **stats, **options)
+    return result["mask"], result["prob"]
+
 
 def test_predict_keep_largest_and_min_pixels():
     prob = np.zeros((16, 16), np.float32)
@@ -373,16 +383,16 @@ def test_predict_keep_largest_and_min_pixels():
     prob[11:13, 11:13] = 0.9  # a small one: 4 pixels
     frame = np.zeros((160, 160), np.uint8)
     stats = {"mean": 0.0, "std": 1.0, "img_size": 16}
-    both, _ = predict.segment(_FixedModel(prob), frame, stats)
-    largest, _ = predict.segment(_FixedModel(prob), frame, stats, keep_largest=1)
+    both, _ = _segment(_FixedModel(prob), frame, stats)
+    largest, _ = _segment(_FixedModel(prob), frame, stats, keep_largest=1)
     rows, cols = np.nonzero(largest)
     assert both[115:125, 115:125].all() and not largest[100:, 100:].any()  # the small blob is gone ...
     np.testing.assert_array_equal(largest[:100, :100], both[:100, :100])  # ... the large one is untouched
     assert 15 <= rows.min() and rows.max() < 85 and 15 <= cols.min() and cols.max() < 85
     tiny = np.zeros((16, 16), np.float32)
     tiny[5, 5] = 0.9  # about 100 pixels at 160x160: kept with --min-pixels 10, emptied with 1000
-    assert predict.segment(_FixedModel(tiny), frame, stats)[0].any()
-    assert not predict.segment(_FixedModel(tiny), frame, stats, min_pixels=1000)[0].any()
+    assert _segment(_FixedModel(tiny), frame, stats)[0].any()
+    assert not _segment(_FixedModel(tiny), frame, stats, min_pixels=1000)[0].any()
 
 
 def test_submission_keep_largest_keeps_one_region():

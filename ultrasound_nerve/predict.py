@@ -33,27 +33,11 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-import numpy as np
-
 from common import cli
-from ultrasound_nerve.submission import prep
-from ultrasound_nerve.train import DEFAULT_RUN, IMG_SIZE, norm_stats, predict_frames, read_stats
+from ultrasound_nerve.task import INFERENCE, INPUT
 
 EXTENSIONS = (".tif", ".tiff", ".png")
-
-
-def segment(model, frame, stats, *, threshold=0.5, min_pixels=10, min_size=0, keep_largest=0, tta="none"):
-    """One uint8 frame (H, W) -> ``(mask, prob)``: mask (H, W) uint8 0/255, prob (s, s) float32 at the
-    network's size."""
-    from common.postprocess import postprocess_mask
-
-    prob = predict_frames(model, [frame], stats, tta=tta)[0, :, :, 0]
-    mask = prep(prob, threshold, shape=frame.shape[:2]).astype(bool)
-    if min_size or keep_largest:
-        mask = postprocess_mask(mask, min_size, keep_largest)
-    if mask.sum() < min_pixels:  # submission.py's rule: tiny predictions are submitted empty
-        mask[:] = False
-    return np.where(mask, 255, 0).astype(np.uint8), prob
+DEFAULT_RUN = "weights/ultrasound_nerve/nerve_unet"  # train.py's default run folder
 
 
 def _legacy(args):
@@ -62,9 +46,10 @@ def _legacy(args):
     from common.legacy_weights import load_legacy_weights
     from common.models import build_model
     from ultrasound_nerve.data import load_train_data
+    from ultrasound_nerve.train import norm_stats
 
-    if args.run_dir or args.model:
-        raise cli.option_error("--init-weights", "predicts with that file: leave out --run-dir and --model")
+    if args.run_dir or args.model or args.onnx:
+        raise cli.option_error("--init-weights", "predicts with that file: leave out --run-dir, --model and --onnx")
     if args.norm_from is None:
         raise cli.option_error("--init-weights", "needs --norm-from WORK_DIR (data.py's arrays): the network "
                                                  "expects frames normalised with its training mean/std")
@@ -86,8 +71,9 @@ def build_parser():
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_predict_arguments(parser, default_run_dir=DEFAULT_RUN)
-    parser.add_argument("--threshold", type=float, default=0.5, help="default: %(default)s, as submission.py")
-    parser.add_argument("--min-pixels", type=int, default=10,
+    parser.add_argument("--threshold", type=float, default=INFERENCE["threshold"],
+                        help="default: %(default)s, as submission.py")
+    parser.add_argument("--min-pixels", type=int, default=INFERENCE["min_pixels"],
                         help="masks with fewer pixels are written empty (default: %(default)s, the original "
                              "submission's rule; 0 disables)")
     add_postprocess_arguments(parser)
@@ -95,15 +81,15 @@ def build_parser():
     parser.add_argument("--norm-from", type=Path, default=None, metavar="WORK_DIR",
                         help="with --init-weights: compute the training mean/std as the tutorial did, from "
                              "WORK_DIR/imgs_train.npy of data.py")
-    parser.add_argument("--img-size", type=int, default=IMG_SIZE,
+    parser.add_argument("--img-size", type=int, default=INPUT["size"],
                         help="with --init-weights: the network's input side (default: %(default)s, the original's)")
     return parser
 
 
 def main(argv=None):
     from common.data.io import read_image
-    from common.predict import (checkpoint_path, collect_inputs, extra_outputs, load_model, overlay_image,
-                                probability_png, run_inputs)
+    from common.predict import (collect_inputs, extra_outputs, overlay_image, probability_png, run_inputs,
+                                segmenter_from_args)
 
     args = build_parser().parse_args(argv)
     if not 0 <= args.threshold < 1:
@@ -112,25 +98,29 @@ def main(argv=None):
         if getattr(args, name) < 0:
             raise cli.option_error("--" + name.replace("_", "-"), f"must be 0 or more, got {getattr(args, name)}")
     files = collect_inputs(args.inputs, EXTENSIONS)
+    model = checkpoint = None
+    stats = {}
     if args.init_weights:
         model, checkpoint, stats = _legacy(args)
-    else:
-        stats = read_stats(checkpoint_path(args, DEFAULT_RUN).parent)  # before the model is loaded
-        model, checkpoint = load_model(args, default_run_dir=DEFAULT_RUN)
+    seg, weights = segmenter_from_args(args, "ultrasound_nerve", default_run_dir=cli.repo_path(DEFAULT_RUN),
+                                       model=model, checkpoint=checkpoint, threshold=args.threshold,
+                                       min_pixels=args.min_pixels, min_size=args.min_size,
+                                       keep_largest=args.keep_largest, **stats)
 
     def names(path):
         return [f"{path.stem}_mask.tif", *extra_outputs(path.stem, args)]
 
     def process(path):
         frame = read_image(path, "gray")
-        mask, prob = segment(model, frame, stats, threshold=args.threshold, min_pixels=args.min_pixels,
-                             min_size=args.min_size, keep_largest=args.keep_largest, tta=args.tta)
+        result = seg.predict(frame)
+        mask = result["mask"]
         return {f"{path.stem}_mask.tif": mask,
-                **extra_outputs(path.stem, args, prob=lambda: probability_png(prob),
+                **extra_outputs(path.stem, args, prob=lambda: probability_png(result["prob"]),
                                 overlay=lambda: overlay_image(frame, mask))}
 
-    return run_inputs(files, process, args=args, outputs=names, model_name=model.name, weights=[checkpoint],
-                      extra={"norm_stats": stats})
+    norm = {k: seg.options[k] for k in ("mean", "std", "img_size")}
+    return run_inputs(files, process, args=args, outputs=names, model_name=seg.name, weights=weights,
+                      extra={"norm_stats": norm})
 
 
 if __name__ == "__main__":

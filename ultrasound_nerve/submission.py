@@ -35,13 +35,7 @@ from common.errors import UserError
 from common.postprocess import postprocess_mask
 from common.rle import rle_encode
 from ultrasound_nerve.data import DEFAULT_WORK, IMAGE_COLS, IMAGE_ROWS
-
-
-def prep(prob, threshold=0.5, shape=(IMAGE_ROWS, IMAGE_COLS)):
-    """(h, w) probabilities -> (420, 580) uint8 0/1: threshold, bilinear resize, threshold again at 0.5."""
-    binary = (np.asarray(prob) > threshold).astype(np.float32)
-    resized = cv2.resize(binary, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
-    return (resized > 0.5).astype(np.uint8)
+from ultrasound_nerve.task import prep  # noqa: F401  (one place: task.py)
 
 
 def prep_legacy(pred, threshold=0.5):

@@ -7,6 +7,7 @@ their defaults from here (``common.tasks`` finds this module by scanning the rep
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 NAME = "ultrasound_nerve"
@@ -17,7 +18,7 @@ CLASSES = {0: "background", 1: "nerve"}
 #: truncated to uint8, then (x - mean) / std with the TRAINING mean/std of the run (norm_stats.json)
 INPUT = {"mode": "gray", "channels": 1, "network_channels": 1, "size": 96, "resize": "opencv_bilinear_truncate",
          "normalisation": "zscore_training_stats", "stats_file": "norm_stats.json",
-         "size_rule": "resized to size x size"}
+         "size_rule": "resized to size x size", "frame": (420, 580)}
 #: train.py's defaults (the tutorial's, spec ultrasound_nerve.md)
 RECIPE = {"optimizer": "adam", "lr": 1e-5, "adam": {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-8},
           "loss": "dice_coef_loss", "batch_size": 32, "epochs": 20, "val_split": 0.2, "img_size": 96,
@@ -49,6 +50,13 @@ def normalise(imgs, mean, std):
     return (imgs.astype(np.float32) - mean) / std
 
 
+def prep(prob, threshold=0.5, shape=INPUT["frame"]):
+    """(h, w) probabilities -> (420, 580) uint8 0/1: threshold, bilinear resize, threshold again at 0.5."""
+    binary = (np.asarray(prob) > threshold).astype(np.float32)
+    resized = cv2.resize(binary, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
+    return (resized > 0.5).astype(np.uint8)
+
+
 def preprocess(image, *, mean, std, img_size=INPUT["size"], **context):
     """One grey frame (H, W) uint8 -> (1, s, s, 1) float32: resized as the original, normalised with the run's
     training ``mean`` / ``std`` (norm_stats.json)."""
@@ -59,8 +67,6 @@ def postprocess(prob, *, shape, threshold=INFERENCE["threshold"], min_pixels=INF
                 keep_largest=0, **context):
     """Probabilities (s, s) -> the mask (H, W) uint8 0/255 at the frame's ``shape``: submission.py's ``prep``
     (threshold, bilinear resize, threshold 0.5), the optional post-processing, emptied below ``min_pixels``."""
-    from ultrasound_nerve.submission import prep
-
     mask = prep(prob, threshold, shape=tuple(shape[:2])).astype(bool)
     if min_size or keep_largest:
         from common.postprocess import postprocess_mask
@@ -145,3 +151,37 @@ def load_prepared(path, img_size=INPUT["size"]):
 def prepared_input(images, *, mean, std, **stats):
     """Prepared uint8 frames -> the network input: ``(x - mean) / std`` with the training statistics."""
     return normalise(np.asarray(images), mean, std)
+
+
+def read_stats(folder):
+    """The ``norm_stats.json`` (mean, std, img_size) of a run folder; ``UserError`` when it is missing."""
+    import json
+    from pathlib import Path
+
+    from common.errors import UserError
+
+    path = Path(folder) / INPUT["stats_file"]
+    if not path.is_file():
+        raise UserError(f"{path}: not found; the nerve network needs its training mean/std: give the --run-dir "
+                        f"of the training run (train.py writes it there)")
+    stats = json.loads(path.read_text())
+    if not {"mean", "std", "img_size"} <= set(stats) or not stats["std"] > 0:
+        raise UserError(f"{path}: expected mean, std > 0 and img_size, got {stats}")
+    return stats
+
+
+def run_context(run_dir, **options):
+    """The run's own preprocessing: its training mean/std (norm_stats.json), unless ``options`` give them."""
+    return {} if {"mean", "std", "img_size"} <= set(options) else read_stats(run_dir)
+
+
+def segment(frame, network, *, mean, std, img_size=INPUT["size"], tta="none", **context):
+    """One grey frame (H, W) uint8 -> ``{"mask": uint8 0/255 (H, W), "prob": float32 (s, s) at the network's
+    size}`` (train.py's test prediction, then submission.py's rule; ``context``: postprocess's options)."""
+    from common.inference import with_flips
+
+    frame = np.asarray(frame)
+    x = preprocess(frame, mean=mean, std=std, img_size=img_size)
+    prob = (with_flips(network) if tta == "flip" else network)(x)[0, :, :, 0]
+    options = {k: context[k] for k in ("threshold", "min_pixels", "min_size", "keep_largest") if k in context}
+    return {"mask": postprocess(prob, shape=frame.shape[:2], **options), "prob": prob}

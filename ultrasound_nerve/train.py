@@ -29,7 +29,6 @@ Examples::
 """
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -43,7 +42,7 @@ from common import cli
 from common.data.io import atomic_dir, save_npy, write_image, write_json
 from common.errors import UserError
 from ultrasound_nerve.data import DEFAULT_WORK, load_test_data, load_train_data
-from ultrasound_nerve.task import RECIPE, normalise  # noqa: F401  (one place: task.py)
+from ultrasound_nerve.task import INPUT, RECIPE, normalise, read_stats  # noqa: F401  (one place: task.py)
 from ultrasound_nerve.task import resize_frames as preprocess
 
 # the original's settings (specs/ultrasound_nerve.md section 2)
@@ -51,7 +50,7 @@ EPOCHS, BATCH_SIZE, LR, VAL_SPLIT, IMG_SIZE = (RECIPE[k]  # the recipe in task.p
                                               for k in ("epochs", "batch_size", "lr", "val_split", "img_size"))
 EPSILON = RECIPE["adam"]["epsilon"]
 DEFAULT_RUN = cli.repo_path("weights", "ultrasound_nerve", "nerve_unet")
-STATS_FILE = "norm_stats.json"
+STATS_FILE = INPUT["stats_file"]  # task.py
 
 
 def run_name(*, lr=LR, batch_size=BATCH_SIZE, val_split=VAL_SPLIT, img_size=IMG_SIZE, mixed_precision="off",
@@ -97,18 +96,6 @@ def compile_model(model, lr, jit_compile=False):
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr, epsilon=EPSILON), loss=dice_coef_loss,
                   metrics=[dice_coef], jit_compile=jit_compile)
     return model
-
-
-def read_stats(folder):
-    """The ``norm_stats.json`` (mean, std, img_size) of a run folder; ``UserError`` when it is missing."""
-    path = Path(folder) / STATS_FILE
-    if not path.is_file():
-        raise UserError(f"{path}: not found; the nerve network needs its training mean/std: give the --run-dir "
-                        f"of the training run (train.py writes it there)")
-    stats = json.loads(path.read_text())
-    if not {"mean", "std", "img_size"} <= set(stats) or not stats["std"] > 0:
-        raise UserError(f"{path}: expected mean, std > 0 and img_size, got {stats}")
-    return stats
 
 
 def train(work_dir, run_dir, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, val_split=VAL_SPLIT, img_size=IMG_SIZE,

@@ -331,11 +331,12 @@ def _open_mode(path):
 
 
 def _palette_indices(path):
-    from PIL import Image, ImageOps
+    """The palette indices of a palette image, on the stored pixel grid (as ``read_image``'s default reads the
+    images: an orientation tag is not applied to either side of a pair)."""
+    from PIL import Image
 
     with Image.open(path) as img:
         img.load()
-        img = ImageOps.exif_transpose(img)
         indices = np.asarray(img)
         return indices[..., 0] if indices.ndim == 3 else indices  # PA: drop the alpha
 
@@ -473,7 +474,7 @@ def _shape_text(shape):
     return "x".join(str(s) for s in shape)
 
 
-def read_pair(pair, *, mode="gray", binary=True, foreground=None, label_colours=None):
+def read_pair(pair, *, mode="gray", binary=True, foreground=None, label_colours=None, mask_reader=None):
     """Read one ``Pair``: ``(image, mask)``.
 
     Args:
@@ -483,6 +484,9 @@ def read_pair(pair, *, mode="gray", binary=True, foreground=None, label_colours=
         binary: True -> mask (H, W) bool via ``binary_mask``; False -> integer labels.
         foreground: ``binary_mask``'s ``foreground`` (``--foreground``).
         label_colours: ``read_label_map``'s (``dataset.label_colours`` or the ``--label-colours`` file).
+        mask_reader: a task's own mask rule instead of the table's (e.g. fingernail's ``--mask-rule photo``):
+            a function ``path -> array (H, W[, C])``; its array is returned as read (``binary``,
+            ``foreground`` and ``label_colours`` are not used) after the same size check on (H, W).
     Returns:
         ``(image, mask)``; ``mask`` is None when ``pair.mask`` is None.
     Raises:
@@ -499,13 +503,16 @@ def read_pair(pair, *, mode="gray", binary=True, foreground=None, label_colours=
     image = images[0] if len(images) == 1 else np.stack(images, axis=-1)
     if pair.mask is None:
         return image, None
-    labels = read_label_map(pair.mask, label_colours=_colour_table(label_colours))
+    if mask_reader is not None:
+        labels = np.asarray(mask_reader(pair.mask))
+    else:
+        labels = read_label_map(pair.mask, label_colours=_colour_table(label_colours))
     size = image.shape[:3] if pair.volume else image.shape[:2]
-    if labels.shape[:len(size)] != size or labels.ndim != len(size):
+    if labels.shape[:len(size)] != size or (labels.ndim != len(size) and mask_reader is None):
         unit = "" if pair.volume else " (rows x cols)"
         raise UserError(f"{pair.mask}: mask is {_shape_text(labels.shape)}{unit} but its image {pair.image[0]} is "
                         f"{_shape_text(size)}; an image and its mask must have the same size")
-    if binary:
+    if binary and mask_reader is None:
         return image, binary_mask(labels, pair.mask, foreground=foreground)
     return image, labels
 
@@ -621,7 +628,7 @@ def split_pairs(names, *, val_fraction, test_fraction, seed, group_by=None, test
     return {part: sorted(values) for part, values in split.items()}
 
 
-def write_split(path, split, *, source, seed, group_by, fractions, verbose=True):
+def write_split(path, split, *, source, seed, group_by, fractions, verbose=True, extra=None):
     """Write ``split.json`` (atomically) and print the counts ``split.json: train 1200 / val 150 / test 300``.
 
     Layout: ``{"train": [names], "val": [...], "test": [...], "seed", "group_by", "val_fraction",
@@ -634,6 +641,7 @@ def write_split(path, split, *, source, seed, group_by, fractions, verbose=True)
         seed, group_by: as given to ``split_pairs``.
         fractions: ``(val_fraction, test_fraction)`` or a dict with ``val`` / ``test`` (or ``val_fraction`` /
             ``test_fraction``).
+        extra: more keys the task keeps beside the split (e.g. the prepared size), added to the record.
     """
     if isinstance(fractions, dict):
         val = fractions.get("val", fractions.get("val_fraction"))
@@ -643,6 +651,7 @@ def write_split(path, split, *, source, seed, group_by, fractions, verbose=True)
     counts = {part: len(split.get(part, [])) for part in ("train", "val", "test")}
     record = {part: list(split.get(part, [])) for part in ("train", "val", "test")}
     record.update(seed=seed, group_by=group_by, val_fraction=val, test_fraction=test, source=source, counts=counts)
+    record.update(extra or {})
     write_json(path, record)
     if verbose:
         print(f"{Path(path).name}: " + " / ".join(f"{part} {counts[part]}" for part in counts))
@@ -685,11 +694,13 @@ def add_own_data_arguments(parser, *, val_fraction, test_fraction, group_by=None
     return group
 
 
-def load_own_data(args, *, binary=True):
+def load_own_data(args, *, binary=True, mask_reader=None):
     """The dataset named by ``--images/--masks`` or ``--nnunet-dataset``, or None when neither is given.
 
     For RGB colour-coded masks without ``--label-colours``, the colour table is built once over every mask
-    (``dataset_colours``) so labels agree between files; it is in ``OwnDataset.label_colours``.
+    (``dataset_colours``) so labels agree between files; it is in ``OwnDataset.label_colours``. A task that
+    reads its masks by its own rule (``read_pair``'s ``mask_reader``) passes it here too: no colour table is
+    built then.
     """
     images, masks = getattr(args, "images", None), getattr(args, "masks", None)
     nnunet = getattr(args, "nnunet_dataset", None)
@@ -720,7 +731,7 @@ def load_own_data(args, *, binary=True):
             dataset = replace(dataset, label_colours=colours)
         return dataset
     pairs = find_pairs(images, masks, skip_unpaired=getattr(args, "skip_unpaired", False))
-    if colours is None:
+    if colours is None and mask_reader is None:
         colours = dataset_colours(p.mask for p in pairs)
         names = None if colours is None else {k: ",".join(map(str, c)) for k, c in colours.items()}
         if colours is not None:

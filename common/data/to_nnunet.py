@@ -24,8 +24,11 @@ Tasks supported (PREPARED layout):
                       mask_{train,test}.npy 0/255 (label 1 lung: the lung itself, not the around-lung target
                       BCDU-Net learns; FOV and target are not exported); one 2-D case per slice, named by
                       split.json's slices (<volume>:<index> -> <volume>_<index>)
+    robotic_scene     <work-dir> or its cropted_train/: seq_<N>/images/<frame>.png (RGB) and
+                      seq_<N>/instruments_masks/<frame>.png (class indices 0..11, the task's 12 classes as the
+                      labels); cases ``seq_<N>__<frame>``; an own-data split.json's test sequences -> imagesTs
 
-retinal_edema and robotic_scene are not supported yet (their prepared formats are being extended).
+retinal_edema is not supported yet (its lists and slices live in two folders).
 
 ``--out DIR``: the dataset folder itself; with ``--dataset-id N`` it is nnU-Net's ``nnUNet_raw`` folder and the
 dataset goes to ``DIR/Dataset<NNN>_<name>`` (name: ``--dataset-name``, default the task). Written to a temporary
@@ -174,7 +177,7 @@ def fingernail(prepared):
     split = read_split_names(prepared)
     arrays = {k: _load_npy(Path(prepared) / f"{k}.npy", "fingernail") for k in ("x_train", "y_train", "x_test",
                                                                                   "y_test")}
-    train = Lazy(_names(split, ["train"], len(arrays["x_train"]), "train"), arrays["x_train"], arrays["y_train"],
+    train = Lazy(_names(split, ["train", "val"], len(arrays["x_train"]), "train"), arrays["x_train"], arrays["y_train"],
                  np.asarray, _squeeze)
     test = Lazy(_names(split, ["test"], len(arrays["x_test"]), "test"), arrays["x_test"], arrays["y_test"],
                 np.asarray, _squeeze)
@@ -247,9 +250,55 @@ class _chain:
             yield from part
 
 
+class _Files:
+    """Cases ``(name, image, label)`` read from (image file, label file) pairs on access (bounded memory)."""
+
+    def __init__(self, items):
+        self.items = items  # [(name, image path, label path)]
+
+    def __len__(self):
+        return len(self.items)
+
+    def __iter__(self):
+        from common.data.io import read_image
+
+        for name, image, label in self.items:
+            yield name, read_image(image, "rgb"), np.asarray(read_image(label, "gray"), np.uint8)
+
+
+def robotic_scene(prepared):
+    """robotic_scene/prepare.py's ``cropted_train``: every sequence's frames and index masks (12 classes); the
+    test sequences of an own-data ``split.json`` go to imagesTs, everything else to imagesTr."""
+    from common.data.io import list_images
+    from common.tasks import get_task
+
+    prepared = Path(prepared)
+    folder = prepared / "cropted_train" if (prepared / "cropted_train").is_dir() else prepared
+    seqs = sorted((p for p in folder.iterdir() if p.is_dir() and p.name.startswith("seq_")),
+                  key=lambda p: int(p.name[4:]) if p.name[4:].isdigit() else 0)
+    if not seqs:
+        raise DataLayoutError(f"{folder}: no seq_<N> folders; is this the --work-dir of robotic_scene/prepare.py "
+                              "(--task robotic_scene)?")
+    test_seqs = set()
+    if (folder / "split.json").is_file():
+        try:
+            test_seqs = {f"seq_{int(s)}" for s in json.loads((folder / "split.json").read_text()).get("test_seqs", [])}
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise UserError(f"{folder / 'split.json'}: not a split.json of robotic_scene/prepare.py ({exc})") from None
+    parts = {"train": [], "test": []}
+    for seq in seqs:
+        for image in list_images(seq / "images", (".png",)):
+            label = seq / "instruments_masks" / image.name
+            if not label.is_file():
+                raise DataLayoutError(f"{label}: not found (the mask of {image}); prepare the data again")
+            parts["test" if seq.name in test_seqs else "train"].append((f"{seq.name}/{image.stem}", image, label))
+    classes = get_task("robotic_scene").CLASSES
+    return _Files(parts["train"]), _Files(parts["test"]), dict(classes), RGB
+
+
 TASKS = {"skin_lesion": skin_lesion, "ultrasound_nerve": ultrasound_nerve, "fingernail": fingernail,
-         "retina_vessel": retina_vessel, "lung": lung}
-NOT_YET = ("retinal_edema", "robotic_scene")
+         "retina_vessel": retina_vessel, "lung": lung, "robotic_scene": robotic_scene}
+NOT_YET = ("retinal_edema",)
 
 
 def build_parser():
