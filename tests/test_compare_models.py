@@ -296,3 +296,36 @@ def test_paper_number_only_for_the_real_dataset1(compared):
     assert compare_models.study_of(skin, real) is None
     rows = json.loads((compared / "comparison.json").read_text())["rows"]
     assert all(r["paper_dice"] is None for r in rows)  # the synthetic study is not the paper's
+
+
+def test_fingernail_own_data_uses_split_json_val_part(tmp_path):
+    """Own photos through prepare_data.py --images/--masks --val-fraction: load_prepared's val part is the last
+    counts.val cases of x_train.npy (train then val) and its test part x_test.npy, as split.json says."""
+    from PIL import Image
+
+    from fingernail import prepare_data
+    from fingernail import task as fingernail
+
+    rng = np.random.default_rng(3)
+    for i in range(10):
+        Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(tmp_path / f"img{i}.png")
+        mask = np.zeros((40, 48), np.uint8)
+        mask[10:20, 10 + i:20 + i] = 255
+        (tmp_path / "masks").mkdir(exist_ok=True)
+        Image.fromarray(mask).save(tmp_path / "masks" / f"img{i}.png")
+    (tmp_path / "images").mkdir()
+    for p in tmp_path.glob("img*.png"):
+        p.rename(tmp_path / "images" / p.name)
+    prepare_data.main(["--images", str(tmp_path / "images"), "--masks", str(tmp_path / "masks"), "--work-dir",
+                       str(tmp_path / "work"), "--rows", "32", "--cols", "32", "--val-fraction", "0.2",
+                       "--test-fraction", "0.2", "--quiet"])
+    folder = tmp_path / "work" / "own"
+    split = json.loads((folder / "split.json").read_text())
+    assert compare_models.find_task(folder).NAME == "fingernail"
+    data = fingernail.load_prepared(folder)
+    counts = split["counts"]
+    assert [len(data[p][0]) for p in ("train", "val", "test")] == [counts["train"], counts["val"], counts["test"]]
+    x_train = np.load(folder / "x_train.npy")
+    np.testing.assert_array_equal(data["val"][0], x_train[counts["train"]:])
+    np.testing.assert_array_equal(data["test"][1], np.load(folder / "y_test.npy"))
+    assert compare_models.study_of(fingernail, data) is None
