@@ -4,6 +4,10 @@ NumPy / Pillow only (no TensorFlow, no Keras): the TensorFlow-free predict path 
 their defaults from here (``common.tasks`` finds this module by scanning the repository).
 """
 
+import json
+import math
+from pathlib import Path
+
 import numpy as np
 from PIL import Image
 
@@ -70,6 +74,55 @@ def postprocess(prob, *, shape=None, threshold=INFERENCE["threshold"], rotate_po
     if shape is not None:
         prob = resize_back(prob, shape, rotate_portrait)
     return np.where(prob > threshold, 255, 0).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------- prepared dataset (compare_models.py)
+
+#: prepare_data.py's study folder (``<work-dir>/<study>``) holds these files
+PREPARED_FILES = ("x_train.npy", "y_train.npy", "x_test.npy", "y_test.npy", "split.json")
+
+
+def is_prepared(path):
+    """True when ``path`` is a study folder written by prepare_data.py (its arrays and split.json)."""
+    return all((Path(path) / name).is_file() for name in PREPARED_FILES)
+
+
+def load_prepared(path):
+    """A prepared study -> ``{"train", "val", "test": (images (N, rows, cols, 3) uint8, masks (N, rows, cols, 1)
+    uint8 0/1), "stats": {}, "split": text, "info": split.json}``, memory-mapped (nothing is copied).
+
+    Validation: split.json's ``val`` part (own data stores train then val in x_train.npy, its ``counts``); without
+    one (the benchmark layout, whose original validates on the test split) the last ``ceil(0.1 n)`` training
+    images, so that no checkpoint is chosen on the test images.
+    """
+    from common.data.io import DataLayoutError
+
+    folder = Path(path)
+    arrays = {}
+    for name in PREPARED_FILES[:4]:
+        try:
+            arrays[name[:-4]] = np.load(folder / name, mmap_mode="r")
+        except (OSError, ValueError) as exc:
+            raise DataLayoutError(f"{folder / name}: not a readable .npy array ({exc.__class__.__name__}); run "
+                                  f"fingernail/prepare_data.py --overwrite again") from None
+    info = json.loads((folder / "split.json").read_text())
+    x, y = arrays["x_train"], arrays["y_train"]
+    n_val = int((info.get("counts") or {}).get("val") or 0)
+    rule = f"split.json's val part ({n_val} images)"
+    if not n_val:
+        n_val = math.ceil(0.1 * len(x))
+        rule = (f"the last {n_val} training images (ceil 10 %; the original validates on its test split, a "
+                f"comparison must not choose checkpoints on the test images)")
+    if not 0 < n_val < len(x) or len(y) != len(x) or len(arrays["x_test"]) != len(arrays["y_test"]):
+        raise DataLayoutError(f"{folder}: {len(x)} training images leave no train/val split, or images and "
+                              f"masks differ in number; run fingernail/prepare_data.py --overwrite again")
+    return {"train": (x[:-n_val], y[:-n_val]), "val": (x[-n_val:], y[-n_val:]),
+            "test": (arrays["x_test"], arrays["y_test"]), "stats": {}, "split": f"validation: {rule}", "info": info}
+
+
+def prepared_input(images, **stats):
+    """Prepared uint8 images -> the network input float32: ``/ 255`` (train.py's ``scale_images``)."""
+    return np.asarray(images, np.float32) / 255.0
 
 
 def segment(image, network, *, threshold=INFERENCE["threshold"], tta="none", rotate_portrait=INPUT["rotate_portrait"],

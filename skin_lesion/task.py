@@ -4,6 +4,9 @@ NumPy / Pillow only (no TensorFlow, no Keras): the TensorFlow-free predict path 
 their defaults from here (``common.tasks`` finds this module by scanning the repository).
 """
 
+import json
+from pathlib import Path
+
 import numpy as np
 from PIL import Image
 
@@ -54,6 +57,47 @@ def postprocess(prob, *, shape=None, threshold=INFERENCE["threshold"], **context
     if shape is not None:
         prob = resize_back(prob, shape)
     return np.where(prob > threshold, 255, 0).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------- prepared dataset (compare_models.py)
+
+#: prepare_isic2018.py's --work-dir holds these files
+PREPARED_FILES = tuple(f"{kind}_{part}.npy" for part in ("train", "val", "test") for kind in ("data", "mask"))
+
+
+def is_prepared(path):
+    """True when ``path`` is a --work-dir written by prepare_isic2018.py (the six arrays)."""
+    return all((Path(path) / name).is_file() for name in PREPARED_FILES)
+
+
+def load_prepared(path):
+    """The six arrays -> ``{"train", "val", "test": (images (N, S, S, 3) uint8, masks (N, S, S, 1) uint8 0/1),
+    "stats": {}, "split": text, "info": split.json or {}}``; images memory-mapped. Masks (resized bilinear, soft
+    borders: the original trains on mask / 255) are binarised at 128 for scoring."""
+    from common.data.io import DataLayoutError
+
+    folder = Path(path)
+    parts = {}
+    for part in ("train", "val", "test"):
+        try:
+            x = np.load(folder / f"data_{part}.npy", mmap_mode="r")
+            y = np.load(folder / f"mask_{part}.npy", mmap_mode="r")
+        except (OSError, ValueError) as exc:
+            raise DataLayoutError(f"{folder}: data_{part}.npy / mask_{part}.npy not readable "
+                                  f"({exc.__class__.__name__}); run skin_lesion/prepare_isic2018.py again") from None
+        if len(x) != len(y) or not len(x) or x.shape[1:3] != y.shape[1:3]:
+            raise DataLayoutError(f"{folder}: data_{part}.npy {x.shape} and mask_{part}.npy {y.shape} do not match")
+        parts[part] = (x, (np.asarray(y) >= 128).astype(np.uint8).reshape(y.shape[:3] + (1,)))
+    info = json.loads((folder / "split.json").read_text()) if (folder / "split.json").is_file() else {}
+    counts = " / ".join(f"{k} {len(v[0])}" for k, v in parts.items())
+    return {**parts, "stats": {}, "split": f"the prepared parts ({counts})", "info": info}
+
+
+def prepared_input(images, **stats):
+    """Prepared uint8 images -> the network input: ``dataset_normalized`` (train_isic18.py's, float32)."""
+    from common.data.preprocess import dataset_normalized
+
+    return dataset_normalized(np.asarray(images), dtype=np.float32)
 
 
 def segment(image, network, *, raw_input=False, tta="none", threshold=INFERENCE["threshold"], **context):

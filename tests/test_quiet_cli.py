@@ -98,8 +98,8 @@ def test_every_script_help_answers_without_heavy_imports():
     scripts and the ``python -m common.*`` entry points."""
     scripts = sorted(str(p.relative_to(REPO)) for task in TASKS for p in (REPO / task).glob("*.py")
                      if p.name not in ("__init__.py", "predict.py") and "__main__" in p.read_text())
-    scripts += ["demo.py"] + sorted(str(p.relative_to(REPO)) for p in (REPO / "bench").glob("*.py")
-                                    if "__main__" in p.read_text())
+    scripts += ["demo.py", "compare_models.py"] + sorted(str(p.relative_to(REPO)) for p in (REPO / "bench").glob("*.py")
+                                                         if "__main__" in p.read_text())
     scripts += [f"-m common.{p.stem}" for p in (REPO / "common").glob("*.py") if "__main__" in p.read_text()]
     assert len(scripts) > 40 and "-m common.devices" in scripts
     results, stderr = _help(scripts)

@@ -4,6 +4,9 @@ NumPy / OpenCV only (no TensorFlow, no Keras): the TensorFlow-free predict path 
 their defaults from here (``common.tasks`` finds this module by scanning the repository).
 """
 
+import json
+from pathlib import Path
+
 import cv2
 import numpy as np
 
@@ -72,6 +75,82 @@ def postprocess(prob, *, shape, threshold=INFERENCE["threshold"], min_pixels=INF
     if mask.sum() < min_pixels:  # submission.py's rule: tiny predictions are submitted empty
         mask[:] = False
     return np.where(mask, 255, 0).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------- prepared dataset (compare_models.py)
+
+#: data.py's --work-dir holds these files (own data adds split.json and imgs_mask_test_true.npy, the test masks)
+PREPARED_FILES = ("imgs_train.npy", "imgs_mask_train.npy")
+
+
+def is_prepared(path):
+    """True when ``path`` is a --work-dir written by data.py (training frames and masks)."""
+    return all((Path(path) / name).is_file() for name in PREPARED_FILES)
+
+
+def _binary(masks, img_size):
+    """0/255 masks (N, H, W) -> (N, s, s, 1) uint8 0/1: resized as the frames, then >= 128 (the original trains on
+    the resized masks / 255 without re-binarising; a comparison scores binary masks)."""
+    return (resize_frames(masks, img_size) >= 128).astype(np.uint8)
+
+
+def load_prepared(path, img_size=INPUT["size"]):
+    """data.py's arrays -> ``{"train", "val", "test": (frames (N, s, s, 1) uint8, masks (N, s, s, 1) uint8 0/1),
+    "stats": {"mean", "std"}, "split": text, "info": split.json or {}}`` at the network size ``s``.
+
+    Own data (split.json): train = the first ``counts.train`` frames of imgs_train.npy, val = the next
+    ``counts.val``, test = imgs_test.npy with imgs_mask_test_true.npy. The Kaggle layout has no test masks: its
+    frames are in (subject, n) order, so test = the last 20 % of imgs_train.npy (the last subjects) and val = the
+    last 20 % of the rest (train.py's ``validation_split`` rule). ``mean`` / ``std``: of the train and val frames
+    together, as train.py (the whole of imgs_train.npy in the original).
+    """
+    from common.data.io import DataLayoutError
+
+    folder = Path(path)
+
+    def load(name):
+        try:
+            return np.load(folder / name, mmap_mode="r")
+        except (OSError, ValueError) as exc:
+            raise DataLayoutError(f"{folder / name}: not a readable .npy array ({exc.__class__.__name__}); run "
+                                  f"ultrasound_nerve/data.py --overwrite again") from None
+
+    imgs, masks = load(PREPARED_FILES[0]), load(PREPARED_FILES[1])
+    if imgs.shape != masks.shape or imgs.ndim != 3:
+        raise DataLayoutError(f"{folder}: imgs_train.npy {imgs.shape} and imgs_mask_train.npy {masks.shape} do not "
+                              f"match; run ultrasound_nerve/data.py --overwrite again")
+    info = json.loads((folder / "split.json").read_text()) if (folder / "split.json").is_file() else {}
+    counts = info.get("counts")
+    if counts:
+        n_train, n_val = int(counts["train"]), int(counts["val"])
+        if not (folder / "imgs_mask_test_true.npy").is_file():
+            raise DataLayoutError(f"{folder / 'imgs_mask_test_true.npy'}: not found: the test part has no masks to "
+                                  f"score (prepare with --test-fraction > 0 and masks for every test frame)")
+        test = load("imgs_test.npy"), load("imgs_mask_test_true.npy")
+        rule = f"split.json: train {n_train} / val {n_val} / test {len(test[0])} frames"
+    else:
+        n = len(imgs)
+        n_test = n - int(np.floor(n * (1.0 - RECIPE["val_split"])))
+        n_val = (n - n_test) - int(np.floor((n - n_test) * (1.0 - RECIPE["val_split"])))
+        n_train = n - n_test - n_val
+        test = imgs[n - n_test:], masks[n - n_test:]
+        rule = (f"no split.json: test = the last {n_test} frames, val = the {n_val} before them, train = the first "
+                f"{n_train} (frames in subject order)")
+    if n_train < 1 or n_val < 1 or n_train + n_val > len(imgs) or len(test[0]) < 1:
+        raise DataLayoutError(f"{folder}: {len(imgs)} training frames leave an empty train, val or test part")
+    x = resize_frames(imgs[:n_train + n_val], img_size)
+    y = _binary(masks[:n_train + n_val], img_size)
+    stats = {"mean": float(x.mean(dtype=np.float64)), "std": float(x.std(dtype=np.float64))}
+    if not stats["std"] > 0:
+        raise DataLayoutError(f"{folder / PREPARED_FILES[0]}: every frame is constant (std 0)")
+    return {"train": (x[:n_train], y[:n_train]), "val": (x[n_train:], y[n_train:]),
+            "test": (resize_frames(test[0], img_size), _binary(test[1], img_size)), "stats": stats,
+            "split": rule, "info": info}
+
+
+def prepared_input(images, *, mean, std, **stats):
+    """Prepared uint8 frames -> the network input: ``(x - mean) / std`` with the training statistics."""
+    return normalise(np.asarray(images), mean, std)
 
 
 def read_stats(folder):
