@@ -383,7 +383,7 @@ def evaluate_model(model, history, train_seconds, recipe, data, task, run_dir, *
     import keras
     import numpy as np
 
-    from bench.train_step import forward_flops
+    from common.flops import forward_flops
     from common.data.io import save_npy, write_json
 
     checkpoint = Path(run_dir) / f"{weights}.keras"
