@@ -2,7 +2,8 @@
 
 Defaults are the original's: frames resized to 96x96 (bilinear, no anti-aliasing, truncated to uint8),
 one global mean/std from the training array, masks /255, negative batch-level Dice loss (smooth 1),
-Adam(1e-5, eps 1e-8), batch 32, 20 epochs, last 20 % as validation, best checkpoint on val_loss; then the
+Adam(1e-5, eps 1e-8), batch 32, 20 epochs, last 20 % as validation (for data.py's own-data arrays: the val part of
+its split.json), best checkpoint on val_loss; then the
 best model predicts the test set: ``imgs_mask_test.npy`` (M,96,96,1) float32 and ``preds/<id>_pred.png``.
 
 The run folder (default ``weights/ultrasound_nerve/nerve_unet`` followed by every recipe option that is not
@@ -26,7 +27,6 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-import cv2
 import keras
 import numpy as np
 
@@ -36,7 +36,7 @@ from common.errors import UserError
 from common.losses import dice_coef, dice_coef_loss
 from common.models import build_model
 from common.training import fit, get_strategy, is_chief, split_last
-from ultrasound_nerve.data import DEFAULT_WORK, load_test_data, load_train_data
+from ultrasound_nerve.data import DEFAULT_WORK, load_test_data, load_train_data, read_split, resize_frame
 
 # the original's settings (specs/ultrasound_nerve.md section 2)
 EPOCHS, BATCH_SIZE, LR, EPSILON, VAL_SPLIT, IMG_SIZE = 20, 32, 1e-5, 1e-8, 0.2, 96
@@ -72,7 +72,7 @@ def preprocess(imgs, size=IMG_SIZE):
     """
     out = np.empty((len(imgs), size, size, 1), dtype=np.uint8)
     for i, img in enumerate(imgs):
-        out[i, :, :, 0] = cv2.resize(np.asarray(img, np.float64), (size, size), interpolation=cv2.INTER_LINEAR)
+        out[i, :, :, 0] = resize_frame(img, size, size)
     return out
 
 
@@ -105,6 +105,20 @@ def read_stats(folder):
     return stats
 
 
+def split_validation(work_dir, val_split, *arrays):
+    """The last ``val_split`` of the frames (the original's ``validation_split``), or, for data.py's own-data
+    arrays (``split.json`` in ``work_dir``), its last ``counts["val"]`` frames: data.py stores train then val."""
+    split = read_split(work_dir)
+    if split is None:
+        return split_last(val_split, *arrays)
+    n_train, n_val = split["counts"]["train"], split["counts"]["val"]
+    if n_train + n_val != len(arrays[0]) or not n_train or not n_val:
+        raise UserError(f"{Path(work_dir) / 'split.json'}: says train {n_train} + val {n_val} frames but "
+                        f"imgs_train.npy holds {len(arrays[0])}; run data.py --overwrite again")
+    print(f"validation: the {n_val} val frames of split.json (train {n_train}; --val-split is not used)")
+    return tuple(a[:n_train] for a in arrays), tuple(a[n_train:] for a in arrays)
+
+
 def train(work_dir, run_dir, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, val_split=VAL_SPLIT, img_size=IMG_SIZE,
           seed=None, resume=False, verbose=1, strategy="default", *, overwrite=False, mixed_precision="off",
           jit_compile=False, init_weights=None, data_workers=1):
@@ -131,7 +145,7 @@ def train(work_dir, run_dir, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, val_sp
     y = preprocess(masks, img_size).astype(np.float32) / 255.0  # not re-binarised, as the original
     stats = {"mean": mean, "std": std, "img_size": img_size}
 
-    (x_tr, y_tr), (x_val, y_val) = split_last(val_split, x, y)
+    (x_tr, y_tr), (x_val, y_val) = split_validation(work_dir, val_split, x, y)
     if seed is not None:
         keras.utils.set_random_seed(seed)  # before the weights are initialised (fit() seeds again)
     with strategy.scope():
@@ -184,6 +198,9 @@ def check_prediction_outputs(work_dir, overwrite=False):
 def predict_test(model, work_dir, stats, write_png=True, verbose=1, overwrite=False):
     """Predict the test set; writes imgs_mask_test.npy and preds/<id>_pred.png (prob x 255), the folder as a whole."""
     imgs, ids = load_test_data(work_dir)
+    if not len(imgs):  # own data prepared with --test-fraction 0
+        print(f"no test frames in {Path(work_dir) / 'imgs_test.npy'}: nothing to predict")
+        return None
     pred = predict_frames(model, imgs, stats, verbose=verbose)
     save_npy(Path(work_dir) / "imgs_mask_test.npy", pred)
     if write_png:
@@ -251,8 +268,8 @@ def main(argv=None):
                          mixed_precision=args.mixed_precision, jit_compile=args.jit_compile,
                          init_weights=args.init_weights, data_workers=args.data_workers)
     if not args.no_predict and model is not None:
-        predict_test(model, args.work_dir, stats, not args.no_png, args.verbose, overwrite=args.overwrite)
-        print(f"Saved test predictions to {args.work_dir / 'imgs_mask_test.npy'}")
+        if predict_test(model, args.work_dir, stats, not args.no_png, args.verbose, overwrite=args.overwrite) is not None:
+            print(f"Saved test predictions to {args.work_dir / 'imgs_mask_test.npy'}")
     return 0
 
 
