@@ -202,7 +202,7 @@ def test_script_reports_errors_in_one_line(tmp_path):
     assert result.stderr.strip().splitlines()[-1] == f"error: {tmp_path / 'nothing' / 'train'}: folder not found"
 
 
-@pytest.mark.parametrize("script", ["data.py", "train.py", "submission.py", "predict.py", "demo.py"])
+@pytest.mark.parametrize("script", ["data.py", "train.py", "submission.py", "predict.py", "demo.py", "evaluate.py"])
 def test_help_works_from_any_directory(tmp_path, script):
     result = subprocess.run([sys.executable, str(REPO_ROOT / "ultrasound_nerve" / script), "--help"],
                             capture_output=True, text=True, cwd=tmp_path)
