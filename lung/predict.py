@@ -1,8 +1,9 @@
-"""Segment the lungs in your own CT volumes: NIfTI volumes in HU -> NIfTI lung masks (the dataset's format).
+"""Segment the lungs in your own CT volumes: NIfTI volumes (or DICOM CT series) in HU -> NIfTI lung masks.
 
 For each input volume (``.nii`` or ``.nii.gz``; axis 0 is the slice axis as in the Kaggle dataset, other
-layouts with ``--slice-axis``) the steps are exactly evaluate_performance.py's (``lung/segment.py``, one
-implementation), with the leak-free FOV, since a new volume has no ground truth:
+layouts with ``--slice-axis``; or a folder holding ONE DICOM CT series, see below) the steps are exactly
+evaluate_performance.py's (``lung/segment.py``, one implementation), with the leak-free FOV, since a new
+volume has no ground truth:
 
 1. HU clipped to [-512, 512], min-max scaled over the whole volume to 0..255 (prepare_data.py);
 2. the network's around-lung probabilities ``p`` of every slice (input ``/ 255``; ``--tta flip`` averages
@@ -23,12 +24,23 @@ without ``--overwrite``; a bad input stops with one line naming it and writes no
 the bad inputs are listed at the end, the others written, exit status 1). A folder input contributes its
 ``*.nii`` / ``*.nii.gz`` files except ``MASK_*`` and ``PROB_*`` (the dataset's masks, this script's outputs).
 
+DICOM: a folder without NIfTI volumes that holds DICOM files is one CT series (``common.data.dicom``): its
+slices sorted along the slice normal by ImagePositionPatient, HU = stored value x RescaleSlope +
+RescaleIntercept, then the same steps as a NIfTI volume (slices = the DICOM rows x columns). Its mask is
+``MASK_<folder name>.nii.gz`` in the layout (slices, rows, columns) with the series' geometry (the affine maps
+the voxels where the series lies, the zooms are the spacing between slice positions and the pixel spacing);
+``--dicom-seg`` also writes ``SEG_<folder name>.dcm``, a DICOM Segmentation object referencing the series (for
+3D Slicer, OHIF, ...). A folder with several series, slices of different sizes, missing slices, compressed
+pixel data that no installed decoder reads, or files that are not CT slices stops with one line naming the
+series or the file.
+
 Examples::
 
     python lung/predict.py ~/ct/IMG_0005.nii.gz --out-dir ~/ct_masks   # weights/lung/bcdu_net_d3/best.keras
     python lung/predict.py ~/ct/ --out-dir ~/ct_masks --keep-largest 2 --overlay
     python lung/predict.py "scans/*.nii.gz" --out-dir masks --model my_run/best.keras --tta flip --skip-bad
     python lung/predict.py scan.nii.gz --out-dir masks --slice-axis 2 --init-weights ~/Downloads/weight_lung
+    python lung/predict.py ~/dicom/CT_series_3/ --out-dir masks --dicom-seg   # one DICOM series per folder
 """
 
 import argparse
@@ -41,6 +53,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import numpy as np
 
 from common import cli
+from common.data import dicom
 from common.data.io import ImageReadError
 from common.legacy_weights import add_init_weights_argument
 from common.postprocess import add_postprocess_arguments, postprocess_mask
@@ -54,16 +67,33 @@ EXTENSIONS = (".nii.gz", ".nii")
 SKIPPED_PREFIXES = ("MASK_", "PROB_")  # ground truth and outputs beside the volumes in a folder
 
 
+def is_dicom_series(path):
+    """True for a folder that holds DICOM files and no NIfTI volume: one input, a DICOM series."""
+    path = Path(path)
+    if not path.is_dir():
+        return False
+    files = [p for p in path.iterdir() if p.is_file()]
+    if any(p.name.lower().endswith(EXTENSIONS) and not p.name.startswith(SKIPPED_PREFIXES) for p in files):
+        return False
+    return any(dicom.is_dicom_file(p) for p in files)
+
+
 def inputs_of(specs):
     """The volumes named by files, folders and glob patterns (``common.predict.collect_inputs``); from a
-    folder, ``MASK_*`` and ``PROB_*`` files (the dataset's masks, this script's outputs) are left out."""
+    folder, ``MASK_*`` and ``PROB_*`` files (the dataset's masks, this script's outputs) are left out. A
+    folder of DICOM files (:func:`is_dicom_series`) is one input."""
     files, seen = [], set()
     for spec in specs:
-        found = collect_inputs([spec], EXTENSIONS)
+        if is_dicom_series(spec):
+            found = [Path(spec)]
+        elif dicom.is_dicom_file(spec):
+            raise ImageReadError(f"{spec}: a DICOM file; give the folder that holds its whole series")
+        else:
+            found = collect_inputs([spec], EXTENSIONS)
         if Path(spec).is_dir():
             found = [p for p in found if not p.name.startswith(SKIPPED_PREFIXES)]
             if not found:
-                raise ImageReadError(f"{spec}: no NIfTI volumes in this folder (only "
+                raise ImageReadError(f"{spec}: no NIfTI volumes or DICOM files in this folder (only "
                                      f"{'/'.join(p + '*' for p in SKIPPED_PREFIXES)} files)")
         for path in found:
             if path.resolve() not in seen:
@@ -82,12 +112,15 @@ def volume_id(path):
     return name[len("IMG_"):] if name.startswith("IMG_") else name
 
 
-def output_names(path, overlay=False, probabilities=False):
-    """The files written for the input ``path`` (inside ``--out-dir``): the mask first."""
+def output_names(path, overlay=False, probabilities=False, dicom_seg=False):
+    """The files written for the input ``path`` (inside ``--out-dir``): the mask first, the overlay last
+    (``SEG_<id>.dcm`` with ``dicom_seg`` for a DICOM series folder)."""
     vol_id = volume_id(path)
     names = [f"MASK_{vol_id}.nii.gz"]
     if probabilities:
         names.append(f"PROB_{vol_id}.nii.gz")
+    if dicom_seg and Path(path).is_dir():
+        names.append(f"SEG_{vol_id}.dcm")
     if overlay:
         names.append(f"MASK_{vol_id}_overlay.png")
     return names
@@ -104,6 +137,29 @@ def read_volume(path, slice_axis=0):
         raise ImageReadError(f"{path}: expected a 3-D CT volume, got shape {tuple(img.shape)}")
     voxels = _load(path).reshape(shape)  # readable to the end, finite
     return img, np.moveaxis(voxels, slice_axis, 0)
+
+
+def read_dicom_volume(folder):
+    """``(template image, HU (S, rows, cols), series)`` of the DICOM CT series in ``folder``
+    (``common.data.dicom.read_dicom_series``); the template is a NIfTI image of the series' shape and geometry
+    for :func:`nifti_writer` (slice axis 0)."""
+    hu, series = dicom.read_dicom_series(folder)
+    return dicom.nifti_like(series), hu, series
+
+
+def dicom_seg_writer(lung, series, network_name, weights):
+    """A ``write(tmp_path)`` of the DICOM Segmentation (one "Lung" segment) of the mask ``lung`` over
+    ``series``; built here, so a series highdicom refuses fails before anything is written."""
+    from pydicom.sr.codedict import codes
+
+    from common.provenance import sha256_file
+
+    version = sha256_file(weights)[:16] if Path(weights).is_file() else Path(weights).name
+    seg = dicom.segmentation(lung, series, label="Lung", category=codes.SCT.AnatomicalStructure,
+                             property_type=codes.SCT.Lung, algorithm_name=f"BCDU-Net lung {network_name}",
+                             algorithm_version=version, manufacturer="BCDU-Net Keras 3 reproduction",
+                             series_description="Lung (BCDU-Net)")
+    return lambda tmp: seg.save_as(tmp, enforce_file_format=True)
 
 
 def segment_volume(model, voxels, *, erosion_size=EROSION_SIZE, fill_size=FILL_SIZE, batch_size=BATCH_SIZE,
@@ -158,7 +214,8 @@ def build_parser():
                         help="the network was trained with --bidirectional (default --run-dir, --init-weights)")
     parser.add_argument("--slice-axis", type=int, choices=(0, 1, 2), default=0,
                         help="array axis of the slices as nibabel reads the file (default: %(default)s, the "
-                             "Kaggle dataset's layout; 2 for the usual (x, y, z) NIfTI)")
+                             "Kaggle dataset's layout; 2 for the usual (x, y, z) NIfTI; NIfTI inputs only: a "
+                             "DICOM series is read as (slices, rows, columns))")
     parser.add_argument("--mask-value", type=int, choices=(1, 255), default=LUNG_VALUE,
                         help="value of lung voxels in the masks (default: %(default)s, as the dataset's masks)")
     parser.add_argument("--erosion-size", type=int, default=EROSION_SIZE,
@@ -167,6 +224,9 @@ def build_parser():
                         help="hole-filling structure of the FOV (default: %(default)s, the original's)")
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="slices per batch (default: %(default)s)")
     add_postprocess_arguments(parser, min_size=0, keep_largest=0)
+    parser.add_argument("--dicom-seg", action="store_true",
+                        help="for a DICOM series input, also write SEG_<folder>.dcm, a DICOM Segmentation object "
+                             "(opens in 3D Slicer, OHIF, ...)")
     return parser
 
 
@@ -187,6 +247,9 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     check_options(args)
     files = inputs_of(args.inputs)
+    if args.dicom_seg and not any(p.is_dir() for p in files):
+        raise cli.option_error("--dicom-seg", "needs a DICOM series folder among the inputs (it writes a DICOM "
+                                              "Segmentation over the series)")
     if args.init_weights is not None:
         network = load_network(init_weights=args.init_weights, model_name=args.network,
                                bidirectional=args.bidirectional, mixed_precision=args.mixed_precision)
@@ -199,7 +262,12 @@ def main(argv=None):
     networks = {network.input_shape[1]: network}
 
     def process(path):
-        img, voxels = read_volume(path, args.slice_axis)
+        series, axis = None, args.slice_axis
+        if path.is_dir():  # a DICOM series: the same steps, a mask with the series' geometry
+            img, voxels, series = read_dicom_volume(path)
+            axis = 0
+        else:
+            img, voxels = read_volume(path, args.slice_axis)
         side = network_side(*voxels.shape[1:])
         if side not in networks:
             networks[side] = network_for(network, side, args.mixed_precision)
@@ -207,15 +275,18 @@ def main(argv=None):
                                 batch_size=args.batch_size, tta=args.tta, min_size=args.min_size,
                                 keep_largest=args.keep_largest, verbose=False)
         names = output_names(path, args.overlay, args.save_probabilities)
-        outputs = {names[0]: nifti_writer(result["lung"] * np.uint8(args.mask_value), img, np.uint8, args.slice_axis)}
+        outputs = {names[0]: nifti_writer(result["lung"] * np.uint8(args.mask_value), img, np.uint8, axis)}
         if args.save_probabilities:
-            outputs[names[1]] = nifti_writer(result["score"], img, np.float32, args.slice_axis)
+            outputs[names[1]] = nifti_writer(result["score"], img, np.float32, axis)
+        if args.dicom_seg and series is not None:
+            outputs[f"SEG_{volume_id(path)}.dcm"] = dicom_seg_writer(result["lung"], series, network.name,
+                                                                      weights[0])
         if args.overlay:
             outputs[names[-1]] = overlay_panel(result["images"], result["lung"])
         return outputs
 
     return run_inputs(files, process, args=args, model_name=network.name, weights=weights,
-                      outputs=lambda p: output_names(p, args.overlay, args.save_probabilities),
+                      outputs=lambda p: output_names(p, args.overlay, args.save_probabilities, args.dicom_seg),
                       extra={"fov": "body (leak-free)", "task": "lung"})
 
 
