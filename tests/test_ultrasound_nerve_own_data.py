@@ -294,3 +294,37 @@ def test_real_nerve_frames_equal_the_files(tmp_path):
         assert frame.shape == (256, 256)
         np.testing.assert_array_equal(frame, expected, err_msg=name)
         np.testing.assert_array_equal(mask, expected_mask, err_msg=name)
+
+
+def test_nnunet_dataset(tmp_path):
+    """An nnU-Net v2 raw dataset (imagesTr/labelsTr, imagesTs without labels): imagesTs is the test part (no
+    imgs_mask_test_true.npy), the rest split by subject; the arrays are the cases as written."""
+    from common.data.nnunet import write_nnunet_dataset
+
+    rng = np.random.default_rng(4)
+    cases = {}
+    for subject in range(1, 6):
+        for n in range(1, 3):
+            frame = rng.integers(0, 256, (24, 32), dtype=np.uint8)
+            label = np.zeros((24, 32), np.uint8)
+            label[3:9 + n, 4:12 + subject] = 1
+            cases[f"{subject}_{n}"] = (frame, label)
+    tests = {f"9{i}_1": rng.integers(0, 256, (24, 32), dtype=np.uint8) for i in range(2)}
+    dataset = tmp_path / "Dataset001_Nerve"
+    write_nnunet_dataset(dataset, train_cases=[(k, f[..., None], m) for k, (f, m) in cases.items()],
+                         test_cases=[(k, f[..., None], None) for k, f in tests.items()],
+                         labels={0: "background", 1: "nerve"}, channel_names=["ultrasound"], verbose=False)
+    work = tmp_path / "work"
+    data.main(["--nnunet-dataset", str(dataset), "--work-dir", str(work), "--val-fraction", "0.2", "--quiet"])
+    split = json.loads((work / "split.json").read_text())
+    assert split["source"] == "nnunet" and sorted(split["test"]) == sorted(tests)
+    assert split["counts"]["train"] + split["counts"]["val"] == 10 and split["counts"]["val"] > 0
+    assert not _subjects(split["train"]) & _subjects(split["val"])
+    imgs, masks = data.load_train_data(work)
+    for i, name in enumerate(split["train"] + split["val"]):
+        np.testing.assert_array_equal(imgs[i], cases[name][0])
+        np.testing.assert_array_equal(masks[i], cases[name][1] * 255)
+    test_imgs, ids = data.load_test_data(work)
+    for i, name in enumerate(split["test"]):
+        np.testing.assert_array_equal(test_imgs[i], tests[name])
+    assert not (work / data.TRUE_MASKS).exists()

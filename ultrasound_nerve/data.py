@@ -359,9 +359,10 @@ def main_own(args, dataset):
         raise cli.option_error("--val-fraction", f"must be above 0: train.py validates on the val part and keeps "
                                                  f"its best checkpoint by it (got {args.val_fraction})")
     check_outputs(args.work_dir, OWN_OUTPUTS, args.overwrite)  # before any frame is read
-    split = split_own_data(dataset, args)
+    split = split_own_data(dataset, args)  # nnU-Net imagesTs, when present, is the test part
     counts = create_own_data(dataset, split, args.work_dir, size=args.frame_size, seed=args.seed,
-                             group_by=args.group_by, fractions=(args.val_fraction, args.test_fraction),
+                             group_by=args.group_by,
+                             fractions=(args.val_fraction, 0.0 if dataset.test else args.test_fraction),
                              foreground=args.foreground, verbose=not args.quiet, overwrite=args.overwrite)
     print(f"Saved {counts['train']} training + {counts['val']} validation and {counts['test']} test frames "
           f"to {args.work_dir}")
