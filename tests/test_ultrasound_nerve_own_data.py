@@ -11,7 +11,7 @@ from PIL import Image
 
 from common.data.synthetic import write_nerve_dataset
 from tests._cli import error_line
-from ultrasound_nerve import data, evaluate, train
+from ultrasound_nerve import data, evaluate, predict, train
 
 NERVE = Path(__file__).resolve().parents[2] / "shared" / "data" / "nerve_jpeg"
 
@@ -149,6 +149,12 @@ def test_own_folder_end_to_end(tmp_path):
     with open(work / "evaluation" / "per_image.csv") as f:
         assert [row["name"] for row in csv.DictReader(f)] == split["test"]
     assert "already exists; pass --overwrite" in error_line(evaluate.main, ["--work-dir", str(work)])
+    # predict.py segments new frames of the own folder's formats (.png, .tif, .jpg) at their own size
+    out = tmp_path / "predicted"
+    assert predict.main([str(tmp_path / "images" / "s1"), "--run-dir", str(run), "--out-dir", str(out),
+                         "--quiet"]) == 0
+    assert sorted(p.name for p in out.glob("*_mask.tif")) == ["1_1_mask.tif", "1_2_mask.tif", "1_3_mask.tif"]
+    assert all(Image.open(p).size == (56, 40) for p in out.glob("*_mask.tif"))
 
 
 def _dice(t, p):

@@ -39,7 +39,7 @@ from common import cli
 from ultrasound_nerve.submission import prep
 from ultrasound_nerve.train import DEFAULT_RUN, IMG_SIZE, norm_stats, predict_frames, read_stats
 
-EXTENSIONS = (".tif", ".tiff", ".png")
+EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")  # own data may come as JPEG (nerve_jpeg)
 
 
 def segment(model, frame, stats, *, threshold=0.5, min_pixels=10, min_size=0, keep_largest=0, tta="none"):
