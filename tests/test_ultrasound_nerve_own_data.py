@@ -334,3 +334,18 @@ def test_nnunet_dataset(tmp_path):
     for i, name in enumerate(split["test"]):
         np.testing.assert_array_equal(test_imgs[i], tests[name])
     assert not (work / data.TRUE_MASKS).exists()
+
+
+def test_evaluate_bad_input_one_line(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    assert error_line(evaluate.main, ["--work-dir", str(work)]) == (
+        f"error: {work / data.TRUE_MASKS}: not found; evaluate.py scores data.py's own-data arrays "
+        f"(--images/--masks) whose test part has masks (the Kaggle test set has none: submission.py writes its CSV)")
+    np.save(work / data.TRUE_MASKS, np.zeros((2, 8, 8), np.uint8))
+    np.save(work / "imgs_test.npy", np.zeros((2, 8, 8), np.uint8))
+    np.save(work / "imgs_id_test.npy", np.arange(3, dtype=np.int32))
+    np.save(work / "imgs_mask_test.npy", np.zeros((3, 4, 4, 1), np.float32))
+    assert "3 predictions for 2 test masks" in error_line(evaluate.main, ["--work-dir", str(work)])
+    assert error_line(evaluate.main, ["--work-dir", str(work), "--threshold", "1"]).startswith("error: --threshold")
+    assert not (work / "evaluation").exists()
