@@ -54,7 +54,8 @@ EXTRA_CASES = {
 ALL_CASES = {**CASES, **EXTRA_CASES}
 
 # case -> (epochs, training samples per epoch, source) of the paper's full training (task script defaults;
-# sample counts from shared/specs). None where the dataset's size is not known here.
+# sample counts from shared/specs); epochs is a (minimum, maximum) pair where the schedule's length varies.
+# None where the dataset's size is not known here.
 TRAINING = {
     "nerve_unet": (20, 4508, "ultrasound_nerve/train.py: 20 epochs; 5,635 images, 0.2 validation split"),
     "bcdu_net_d3@256": (100, 1815, "skin_lesion: 100 epochs; ISIC 2018 split 1815/259/520"),
@@ -70,7 +71,10 @@ TRAINING = {
     "edema_unet": (100, 8960, "retinal_edema: 100 epochs; 70 training cubes x 128 slices"),
     "unet_nested": (100, 8960, "as edema_unet"),
     "unet_nested_dilated": (100, 8960, "as edema_unet"),
-    "tdsnet": (70, 1639, "robotic_scene: at most 70 cumulative epochs; fold 0 has 1,639 training frames"),
+    # each stage restarts from the previous stage's best epoch (spec 2.1): 10+20+20+20 = 70 epochs when every
+    # best epoch is a stage's last, 10+29+48+67 = 154 when every best epoch is a stage's first
+    "tdsnet": ((70, 154), 1639, "robotic_scene: 70 to 154 epochs (cumulative 10/30/50/70, each stage restarting "
+                                "from the previous stage's best epoch); fold 0 has 1,639 training frames"),
 }
 
 #: Dense (no sparsity) peak TFLOP/s as (float16/bfloat16 tensor core, float32 without tensor cores), from
@@ -221,13 +225,16 @@ def table(rows, peaks, mixed, title):
         peak = (single if best == "float32" else half) if best else None
         share = f"{100 * tflops / peak:.0f} %" if tflops and peak else "-"
         training = TRAINING.get(case)
-        samples = f"{training[0]} x {training[1]}" if training else "dataset size unknown" if case in TRAINING else "-"
-        hours = [training[0] * training[1] / v / 3600 if training and v else None for v in img_s]
+        epochs = (training[0] if isinstance(training[0], tuple) else (training[0],)) if training else ()
+        samples = (f"{'-'.join(map(str, epochs))} x {training[1]}" if training
+                   else "dataset size unknown" if case in TRAINING else "-")
+        hours = ["-".join(f"{e * training[1] / v / 3600:.2f}" for e in epochs) if training and v else None
+                 for v in img_s]
         lines.append(f"| {case} | {'x'.join(map(str, shape))} | {batch} | "
                      f"{'-' if gflop is None else f'{gflop:.1f}'} | {_fmt(img_s, '{:.1f}')} | "
                      f"{'-' if tflops is None else f'{tflops:.3g}'} ({best or '-'}) | {share} | "
                      f"{_fmt([measured[c]['peak_gb'] if c in measured else None for c in CONFIGS], '{:.2f}')} | "
-                     f"{_fmt(hours, '{:.2f}')} | "
+                     f"{_fmt(hours, '{}')} | "
                      f"{samples}"
                      f"{' (' + '; '.join(notes) + ')' if notes else ''} |")
     return "\n".join(lines)

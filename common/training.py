@@ -10,7 +10,9 @@ A run folder ``run_dir`` receives:
   uninterrupted run would have (shuffled batches included: see :func:`array_dataset`);
 * ``history.csv`` (appended on resume), ``tensorboard/`` and ``training_curves.png``.
 
-Every file is written atomically (temporary name + rename). A fresh run never replaces an earlier one
+Every file is written atomically (temporary name + rename); a run or resume first deletes the temporaries of
+those files that a killed run left in its folder (``common.data.io.stale_temporaries``: that exact name
+pattern, nothing else). A fresh run never replaces an earlier one
 silently: :func:`check_run_dir` refuses a run folder that holds a run unless ``resume`` or ``overwrite``.
 
 Distribution (``--strategy``): ``get_strategy("mirrored")`` trains on all local devices,
@@ -28,7 +30,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from common.data.io import atomic_path, write_json
+from common.data.io import atomic_path, remove_stale_temporaries, write_json
 from common.errors import OptionError, UserError
 from common.report import plot_history, read_history
 
@@ -489,6 +491,11 @@ def fit(model, train, validation=None, *, run_dir, epochs, batch_size=32, monito
         seed = 0  # every worker must shuffle identically for the data sharding to partition the samples
     if chief:
         run_dir.mkdir(parents=True, exist_ok=True)
+        # temporaries of this folder's own atomic writes that a killed run left (a full model each)
+        stale = remove_stale_temporaries(run_dir / name for name in RUN_FILES)
+        if stale and verbose:
+            print(f"Removed {len(stale)} temporary file(s) an interrupted run left in {run_dir}: "
+                  f"{', '.join(p.name for p in stale)}")
     if seed is not None:
         keras.utils.set_random_seed(seed)
     if validation is None and monitor.startswith("val_"):

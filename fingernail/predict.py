@@ -1,7 +1,8 @@
 """Segment your own photos with a trained fingernail network: photos -> nail masks at each photo's own size.
 
-The preprocessing and inference are evaluate.py's (and prepare_data.py's): the photo is read as RGB (EXIF
-orientation applied), a portrait photo (width < height) is rotated by +90 degrees as the original's dataset2
+The preprocessing and inference are evaluate.py's (and prepare_data.py's): the photo is read as RGB as stored
+(an EXIF orientation tag is not applied, as the original's PIL reader; the mask is in that stored orientation),
+a portrait photo (width < height) is rotated by +90 degrees as the original's dataset2
 loader does (``--no-rotate`` keeps it as is), resized bicubic to the network's input size (160x192 for the
 paper's runs), divided by 255 and predicted (``--tta flip`` averages over flips, not the original's). The
 probability map is resized back to the photo's size (bilinear), rotated back, and thresholded at

@@ -44,11 +44,12 @@ from tqdm import tqdm
 
 from common import cli
 from common.data.io import (DataLayoutError, atomic_dir, list_images, pair_files, read_image, save_npy,
-                            write_json)
+                            warn_orientation, write_json)
+from fingernail.task import INPUT, RECIPE
 
-ROWS, COLS = 160, 192
+ROWS, COLS = INPUT["rows"], INPUT["cols"]  # task.py
 TEST_RATIO = 0.1
-SEED = 144
+SEED = RECIPE["seed"]  # task.py
 DATASETS = ("dataset1", "dataset2")
 DEFAULT_RAW = cli.repo_path("data", "fingernail")
 DEFAULT_WORK = cli.repo_path("work", "fingernail")
@@ -115,8 +116,9 @@ def load_dataset1(folder, rows=ROWS, cols=COLS, verbose=True):
         print(f"warning: {lonely_masks[0]}: mask without image, skipped"
               + (f" (+{len(lonely_masks) - 1} more)" if len(lonely_masks) > 1 else ""), file=sys.stderr)
     x, y, names, dropped = [], [], [], []
+    warn_orientation([p for pair in pairs for p in pair], applied=False, reader="PIL.Image.open")
     for image_path, mask_path in tqdm(pairs, desc="dataset1 pairs", disable=not verbose):
-        image, mask = read_image(image_path, "rgb"), read_image(mask_path, "rgb")
+        image, mask = read_image(image_path, "rgb", exif=False), read_image(mask_path, "rgb", exif=False)
         _check_same_size(image, mask, mask_path)
         label = binarise_mask_1(mask, rows, cols)
         if not label.any():
@@ -127,7 +129,7 @@ def load_dataset1(folder, rows=ROWS, cols=COLS, verbose=True):
         names.append(image_path.name)
     if not x:
         raise DataLayoutError(f"{Path(folder) / 'mask'}: no mask has a foreground pixel (near-white, mean >= 250)")
-    unlabeled = [_resize(read_image(p, "rgb"), rows, cols)
+    unlabeled = [_resize(read_image(p, "rgb", exif=False), rows, cols)
                  for p in tqdm(lonely_images, desc="dataset1 unlabeled", disable=not verbose)]
     return {"x": np.stack(x), "y": np.stack(y), "names": names,
             "x_unlabeled": np.stack(unlabeled) if unlabeled else np.zeros((0, rows, cols, 3), np.uint8),
@@ -137,8 +139,8 @@ def load_dataset1(folder, rows=ROWS, cols=COLS, verbose=True):
 
 def load_pair_2(image_path, mask_path, rows=ROWS, cols=COLS):
     """One dataset2 pair as the original: mask to mode '1', portrait -> rotate +90, resize (bicubic / nearest)."""
-    image = Image.fromarray(read_image(image_path, "rgb"))
-    mask = Image.fromarray(read_image(mask_path, "rgb"))
+    image = Image.fromarray(read_image(image_path, "rgb", exif=False))  # the stored grid, as PIL.Image.open
+    mask = Image.fromarray(read_image(mask_path, "rgb", exif=False))
     if image.size != mask.size:
         raise DataLayoutError(f"{mask_path}: mask is {mask.size[0]}x{mask.size[1]} (WxH) but its image is "
                               f"{image.size[0]}x{image.size[1]}")
@@ -154,6 +156,7 @@ def load_dataset2(folder, rows=ROWS, cols=COLS, verbose=True):
     """The original's ``load_image_data_2`` without its split: ``x``, ``y``, ``names`` (every image needs a mask)."""
     images, masks = _folders(folder, "dataset2")
     pairs = pair_files(images, masks, lambda p: p.name, lambda p: p.name)  # unmatched names raise
+    warn_orientation([p for pair in pairs for p in pair], applied=False, reader="PIL.Image.open")
     x, y = zip(*(load_pair_2(i, m, rows, cols) for i, m in tqdm(pairs, desc="dataset2 pairs",
                                                                  disable=not verbose)))
     return {"x": np.stack(x), "y": np.stack(y), "names": [i.name for i, _ in pairs]}

@@ -38,6 +38,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 from common import cli
 from common.training import add_run_arguments
 from fingernail.prepare_data import DEFAULT_WORK, SEED, load_split, prepared_size
+from fingernail.task import RECIPE
 
 MODELS = {  # registry name -> the original's Model name
     "unet2d_8_128": "Unet_8x128",
@@ -47,7 +48,7 @@ MODELS = {  # registry name -> the original's Model name
 }
 LOSSES = ("bce_dice", "bce")
 DICE_VARIANTS = ("pixel", "image")  # bce_dice's Dice: the original's per-pixel one (default) or image-level
-EPOCHS, BATCH_SIZE, LR, LR_DECAY = 220, 2, 1e-5, 1.99e-7
+EPOCHS, BATCH_SIZE, LR, LR_DECAY = (RECIPE[k] for k in ("epochs", "batch_size", "lr", "lr_decay"))  # task.py
 
 
 def dice_metric(y_true, y_pred):

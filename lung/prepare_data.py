@@ -50,12 +50,13 @@ from tqdm import tqdm
 from common import cli
 from common.data.io import DataLayoutError, ImageReadError, atomic_path, open_npy_writer
 from common.errors import UserError
+from lung.task import INFERENCE, INPUT
 
-SLICE_SIZE = 512
-HU_RANGE = (-512, 512)
-EROSION_SIZE, FILL_SIZE = 15, 5
+SLICE_SIZE = INPUT["size"]  # task.py
+HU_RANGE = INPUT["hu_range"]  # task.py
+EROSION_SIZE, FILL_SIZE = INFERENCE["erosion_size"], INFERENCE["fill_size"]  # task.py
 TRAIN_FRACTION = 0.7
-LUNG_VALUE = 255
+LUNG_VALUE = INFERENCE["mask_value"]  # task.py
 DEFAULT_DATA = cli.repo_path("data", "lung")
 DEFAULT_WORK = cli.repo_path("work", "lung")
 # output name -> (part, dtype); part 0 = train, 1 = test

@@ -17,29 +17,10 @@ import numpy as np
 from tqdm import tqdm
 
 from common.errors import UserError
-from lung.prepare_data import body_mask, fill_fov
+from lung.task import INFERENCE, body_fov, estimated_lung, lung_score  # noqa: F401  (one place: task.py)
 from lung.train_lung import BATCH_SIZE, MODELS, build
 
-THRESHOLD = 0.5  # around-lung probability above which a pixel is not lung (the original's p > 0.5)
-
-
-def body_fov(images, erosion_size, fill_size):
-    """Leak-free FOV from the scaled slices alone: the eroded body with its holes filled (bool)."""
-    return fill_fov(body_mask(images, erosion_size), fill_size)
-
-
-def lung_score(prob, fov):
-    """Continuous lung score ``FOV * (1 - p)`` from around-lung probabilities ``p`` (N, H, W[, 1]).
-
-    ``score >= 0.5`` is exactly the original's ``FOV AND NOT (p > 0.5)``.
-    """
-    prob = np.asarray(prob, np.float64).reshape(np.shape(fov))
-    return (np.asarray(fov) != 0) * (1.0 - prob)
-
-
-def estimated_lung(prob, fov):
-    """The original's estimated lung ``FOV AND NOT (p > 0.5)`` (bool, the shape of ``fov``)."""
-    return (np.asarray(fov) != 0) & ~(np.asarray(prob).reshape(np.shape(fov)) > THRESHOLD)
+THRESHOLD = INFERENCE["threshold"]  # around-lung probability above which a pixel is not lung (p > 0.5)
 
 
 def is_bidirectional(model):

@@ -33,11 +33,11 @@ from common import cli
 from common.legacy_weights import add_init_weights_argument
 from common.training import add_run_arguments
 from lung.prepare_data import DEFAULT_WORK, load_arrays
+from lung.task import MODELS, RECIPE  # noqa: F401  (MODELS: the networks, one place)
 
-MODELS = ("bcdu_net_d3", "bcdu_net_d1")
-EPOCHS, BATCH_SIZE, LR, VAL_SPLIT = 50, 2, 1e-4, 0.2
-ADAM = {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}
-REDUCE_LR = {"factor": 0.1, "patience": 7, "min_delta": 1e-4, "cooldown": 0, "min_lr": 0.0, "verbose": 1}
+EPOCHS, BATCH_SIZE, LR, VAL_SPLIT = (RECIPE[k] for k in ("epochs", "batch_size", "lr", "val_split"))  # task.py
+ADAM = RECIPE["adam"]
+REDUCE_LR = {**RECIPE["reduce_lr"], "verbose": 1}
 #: recipe options that appear in the default run folder's name when they differ from the original's
 RECIPE_DEFAULTS = {"epochs": EPOCHS, "batch_size": BATCH_SIZE, "lr": LR, "val_split": VAL_SPLIT, "seed": None,
                    "mixed_precision": "off", "init_weights": None}

@@ -32,7 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 from common import cli
-from common.data.io import DataLayoutError, ImageReadError, atomic_path, list_images, read_image
+from common.data.io import DataLayoutError, ImageReadError, atomic_path, list_images, read_image, warn_orientation
 
 DEFAULT_DRIVE = cli.repo_path("data", "DRIVE")
 DEFAULT_WORK = cli.repo_path("work", "retina_vessel")
@@ -77,7 +77,7 @@ def load_split(work_dir, split):
 
 
 def _binary(path, size):
-    array = read_image(path, "gray", size=size)
+    array = read_image(path, "gray", size=size, exif=False)
     values = np.unique(array)
     if not np.isin(values, (0, 255)).all():
         raise ImageReadError(f"{path}: expected only the values 0 and 255, found {values[:6].tolist()}")
@@ -99,9 +99,10 @@ def read_split(drive_dir, split, n_images=N_IMAGES, height=HEIGHT, width=WIDTH, 
     imgs = np.empty((len(images), 3, height, width), np.float64)
     truth = np.empty((len(images), 1, height, width), np.float64)
     border = np.empty((len(images), 1, height, width), np.float64)
+    warn_orientation(images, applied=False, reader="PIL.Image.open", what=f"DRIVE {SPLITS[split]} images")
     for i, path in enumerate(tqdm(images, desc=f"DRIVE {SPLITS[split]}", disable=not verbose)):
         key = path.name[:2]
-        imgs[i] = read_image(path, "rgb", size=(height, width)).transpose(2, 0, 1)
+        imgs[i] = read_image(path, "rgb", size=(height, width), exif=False).transpose(2, 0, 1)
         truth[i, 0] = _binary(folder / "1st_manual" / f"{key}_manual1.gif", (height, width))
         border[i, 0] = _binary(folder / "mask" / f"{key}_{SPLITS[split]}_mask.gif", (height, width))
     return imgs, truth, border

@@ -33,10 +33,11 @@ from common.legacy_weights import add_init_weights_argument
 from common.training import add_run_arguments
 from retina_vessel.prepare_datasets_DRIVE import DEFAULT_WORK
 from retina_vessel.save_patch import IMGS_FILE, MASKS_FILE
+from retina_vessel.task import DEFAULT_MODEL, RECIPE
 
-MODEL = "bcdu_net_d3"
-EPOCHS, BATCH_SIZE, LR, VAL_SPLIT = 50, 8, 1e-4, 0.2
-REDUCE_LR = {"factor": 0.1, "patience": 7, "min_delta": 1e-4, "cooldown": 0, "min_lr": 0.0}
+MODEL = DEFAULT_MODEL  # task.py
+EPOCHS, BATCH_SIZE, LR, VAL_SPLIT = (RECIPE[k] for k in ("epochs", "batch_size", "lr", "val_split"))  # task.py
+REDUCE_LR = RECIPE["reduce_lr"]
 DEFAULT_RUN = cli.repo_path("weights", "retina_vessel", MODEL)  # the faithful run's folder
 
 

@@ -20,12 +20,13 @@ import numpy as np
 
 from common import cli
 from common.data.io import DataLayoutError, ImageReadError, list_images, read_image
+from retinal_edema.task import CLASSES, GREY_CODES as _GREY, normalise  # noqa: F401  (one place: task.py)
 
 DEFAULT_DATA = cli.repo_path("data", "retinal_edema")
 DEFAULT_LISTS = cli.repo_path("work", "retinal_edema", "lists")
-GREY_CODES = (255, 191, 128)  # REA, SRF, PED -> classes 1, 2, 3 (Label_Transform's order)
-CLASS_NAMES = ("REA", "SRF", "PED")
-N_CLASSES = 4
+GREY_CODES = (_GREY[1], _GREY[2], _GREY[3])  # REA, SRF, PED -> classes 1, 2, 3 (Label_Transform's order)
+CLASS_NAMES = (CLASSES[1], CLASSES[2], CLASSES[3])
+N_CLASSES = len(CLASSES)
 # data/data_path/multi_task/info.json and info_test.json of the original (pixels / 255, R G B order)
 ORIGINAL_STATS = {"mean": [0.143694, 0.143672, 0.143650], "std": [0.097954, 0.097920, 0.097885]}
 ORIGINAL_TEST_STATS = {"mean": [0.143034, 0.143031, 0.143027], "std": [0.096963, 0.096912, 0.096861]}
@@ -99,11 +100,6 @@ def read_stats(list_dir, test=False):
         raise FileNotFoundError(f"{path}: not found; run retinal_edema/gen_image.py first")
     info = json.loads(path.read_text())
     return np.float32(info["mean"]), np.float32(info["std"])
-
-
-def normalise(images, mean, std):
-    """uint8 (..., 3) -> float32 ``(x / 255 - mean) / std`` per channel (ToTensor + Normalize)."""
-    return (np.asarray(images, np.float32) / 255.0 - mean) / std
 
 
 def load_pair(data_dir, image_rel, label_rel):

@@ -41,19 +41,11 @@ from common import cli
 from common.data.io import DataLayoutError, atomic_dir, atomic_path, read_image, write_image
 from retinal_edema.dataset import (ORIGINAL_STATS, ORIGINAL_TEST_STATS, add_path_arguments, read_label,
                                    sorted_slices)
+from retinal_edema.task import stack_slices  # noqa: F401  (one place: task.py)
 
 SETS = {"train": "Edema_trainingset", "val": "Edema_validationset", "test": "Edema_testset"}
 STACKED = "trans3channel_images"
 STATS_IMAGES = 2000
-
-
-def stack_slices(slices):
-    """(n, H, W) B-scans of one cube -> (n, H, W, 3) RGB = [next, current, previous], edges replicated."""
-    slices = np.asarray(slices)
-    n = len(slices)
-    prev = slices[np.maximum(np.arange(n) - 1, 0)]
-    nxt = slices[np.minimum(np.arange(n) + 1, n - 1)]
-    return np.stack([nxt, slices, prev], axis=-1)
 
 
 def label_folder(cube):
@@ -99,8 +91,9 @@ def gen_cube(set_dir, cube, with_labels, stacked_dir=None):
     set_dir = Path(set_dir)
     stacked_dir = Path(stacked_dir) if stacked_dir is not None else set_dir / STACKED
     files = sorted_slices(set_dir / "original_images" / cube, (".bmp",), 1)
-    first = read_image(files[0], "gray")
-    slices = np.stack([first] + [read_image(p, "gray", first.shape) for p in files[1:]])
+    # BMP slices carry no orientation tag: the stored grid, as the original's cv2.imread (and PIL for labels)
+    first = read_image(files[0], "gray", exif=False)
+    slices = np.stack([first] + [read_image(p, "gray", first.shape, exif=False) for p in files[1:]])
     label_paths = None
     if with_labels:
         label_dir = set_dir / "label_images" / label_folder(cube)

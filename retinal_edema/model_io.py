@@ -14,17 +14,13 @@ from common import cli
 from common.errors import UserError
 from common.metrics import lesion_dice_per_class, nan_skipping_means, per_class_auc
 from retinal_edema.dataset import CLASS_NAMES, cube_name, load_cube, normalise, presence
+from retinal_edema.task import INFERENCE, RECIPE, REGISTRY
 
 NAMES = ("unet", "unet_nested", "unet_nested_dilated")
-REGISTRY = {"unet": "edema_unet", "unet_nested": "unet_nested", "unet_nested_dilated": "unet_nested_dilated"}
 LOSSES = ("mix_3", "mix_33")
-COMMON = {"epochs": 100, "lr": 1e-3, "weight_decay": 1e-4, "step": 20, "seed": 1234}
-PRESETS = {  # the README's commands (main.sh); unet_nested_dilated: not given, assumed as unet_nested
-    "unet": {"loss": "mix_3", "batch_size": 32, "lr_mode": "step"},
-    "unet_nested": {"loss": "mix_33", "batch_size": 16, "lr_mode": "poly"},
-    "unet_nested_dilated": {"loss": "mix_33", "batch_size": 16, "lr_mode": "poly"},
-}
-EVAL_BATCH = 8  # slices per forward pass in eval.py / test.py (the original's)
+COMMON = {key: RECIPE[key] for key in ("epochs", "lr", "weight_decay", "step", "seed")}  # task.py
+PRESETS = RECIPE["per_model"]  # the README's commands (main.sh); unet_nested_dilated: assumed as unet_nested
+EVAL_BATCH = INFERENCE["batch_size"]  # slices per forward pass in eval.py / test.py (the original's)
 VAL_BATCH = 16  # slices per forward pass in the per-epoch validation of train.py
 FUSION = ("unet_nested", "unet")  # the original's fusion pair (UNet++ mix_33, UNet mix_3)
 

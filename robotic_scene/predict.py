@@ -143,7 +143,7 @@ def main(argv=None):
         return [f"{path.stem}.png", *extra_outputs(path.stem, args, prob_ext=".npy")]
 
     def process(path):
-        image = read_image(path, "rgb")
+        image = read_image(path, "rgb", exif=True)  # as prepare.py (the original's cv2.imread)
         prob = predictor(image)
         pred = np.argmax(prob, axis=-1).astype(np.uint8)
         if args.min_size > 0:

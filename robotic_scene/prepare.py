@@ -33,8 +33,8 @@ import numpy as np
 from tqdm import tqdm
 
 from common import cli
-from common.data.io import (DataLayoutError, ImageReadError, atomic_dir, list_images, read_image, write_image,
-                            write_json)
+from common.data.io import (DataLayoutError, ImageReadError, atomic_dir, list_images, read_image, warn_orientation,
+                            write_image, write_json)
 
 HEIGHT, WIDTH = 1024, 1280
 DEFAULT_RAW = cli.repo_path("data", "robotic_scene", "train")
@@ -144,11 +144,14 @@ def list_sequences(folder):
 
 
 def read_frame(image_path, label_path, height=HEIGHT, width=WIDTH):
-    """One frame -> (cropped RGB image, cropped RGB label), both uint8; size problems raise one-line errors."""
-    image = read_image(image_path, "rgb")
+    """One frame -> (cropped RGB image, cropped RGB label), both uint8; size problems raise one-line errors.
+
+    Both are read as the original's ``cv2.imread`` (IMREAD_COLOR) reads them: an orientation tag is applied
+    (``exif=True``; OpenCV does so for JPEG since 3.1 and for PNG since 4.5.2)."""
+    image = read_image(image_path, "rgb", exif=True)
     if not Path(label_path).is_file():
         raise DataLayoutError(f"{label_path}: label not found for {image_path}")
-    label = read_image(label_path, "rgb")
+    label = read_image(label_path, "rgb", exif=True)
     if label.shape != image.shape:
         raise DataLayoutError(f"{label_path}: label is {label.shape[1]}x{label.shape[0]} (WxH) but its frame is "
                               f"{image.shape[1]}x{image.shape[0]}")
@@ -220,6 +223,8 @@ def prepare(raw_dir, work_dir, height=HEIGHT, width=WIDTH, unknown="error", verb
                               f"or another --work-dir")
     counts = np.zeros(NUM_CLASSES, np.int64)
     per_seq, unknown_colours = {}, {}
+    warn_orientation([p for _, image_path, label_path in frames for p in (image_path, label_path)
+                      if Path(p).is_file()], applied=True, reader="cv2.imread")
     with atomic_dir(out, overwrite=overwrite) as tmp:
         for seq, image_path, label_path in tqdm(frames, desc="prepare", unit="frame", disable=not verbose):
             image, label = read_frame(image_path, label_path, height, width)

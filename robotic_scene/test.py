@@ -43,6 +43,7 @@ from common.devices import add_precision_arguments
 from common.inference import add_tta_argument
 from common.metrics import multiclass_image_scores
 from robotic_scene.prepare import CLASS_COLOURS, CLASS_NAMES, DEFAULT_WORK, NUM_CLASSES, PREPARED, index_to_colour
+from robotic_scene.task import remove_small_regions  # noqa: F401  (one place: task.py)
 from robotic_scene.train import DEFAULT_RUN, VAL_SEQS, load_trainer, normalise_images, sequence_frames
 
 #: README table (ROBOT18 challenge on-site test, IoU %): column -> (class index, TDSNet, OTH, NCT2).
@@ -68,14 +69,6 @@ def parse_size(text):
     if rows <= 0 or cols <= 0 or rows % 32 or cols % 32:
         raise argparse.ArgumentTypeError(f"{text!r}: rows and cols must be positive multiples of 32")
     return rows, cols
-
-
-def remove_small_regions(pred, min_size):
-    """Per class (not background), 8-connected regions of fewer than ``min_size`` pixels -> background 0
-    (``common.postprocess.remove_small_regions``)."""
-    from common.postprocess import remove_small_regions as remove
-
-    return remove(pred, min_size, background=0, connectivity=2).astype(np.uint8)
 
 
 class Predictor:

@@ -39,26 +39,20 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import numpy as np
 
 from common import cli
-from common.data.io import DataLayoutError, list_images, pair_files, write_json
+from common.data.io import DataLayoutError, list_images, pair_files, remove_stale_temporaries, write_json
 from common.errors import OptionError, UserError
 from common.training import add_run_arguments, without_autotune
 from robotic_scene.prepare import DEFAULT_WORK, IMAGES, MASKS, NUM_CLASSES, PREPARED, sequence_number
+from robotic_scene.task import INPUT, RECIPE
 
 #: (name, alpha, beta, gamma, Adam lr, cumulative epochs) of train.sh (README "Training" steps 2-5).
-STAGES = (
-    ("segmentation", 0.0, 0.0, 0.0, 1e-4, 10),
-    ("class", 0.2, 0.0, 0.0, 1e-4, 30),
-    ("sync", 0.2, 0.6, 0.0, 5e-5, 50),
-    ("scene", 0.2, 0.6, 0.2, 5e-5, 70),
-)
+STAGES = RECIPE["stages"]  # task.py
 #: surgical phase of each training sequence (util/config.py): 0 preparing, 1 peeling, 2 incising.
 SCENES = {1: 0, 2: 0, 4: 0, 5: 0, 7: 0, 3: 1, 10: 1, 11: 1, 12: 1, 16: 1, 6: 2, 9: 2, 13: 2, 14: 2, 15: 2}
 NUM_SCENES = 3
-VAL_SEQS = (1, 2, 3, 4)  # fold 0, the only fold of the original
-BATCH_SIZE = 1
-SEED = 0
-TORCH_MEAN, TORCH_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+VAL_SEQS = RECIPE["val_seqs"]  # fold 0, the only fold of the original
+BATCH_SIZE, SEED = RECIPE["batch_size"], RECIPE["seed"]
+TORCH_MEAN, TORCH_STD, CAFFE_MEAN_BGR = INPUT["torch_mean"], INPUT["torch_std"], INPUT["caffe_mean_bgr"]
 DEFAULT_RUN = cli.repo_path("weights", "robotic_scene", "tdsnet_fold0")
 
 
@@ -469,6 +463,7 @@ def train(data_dir, run_dir, stages=STAGES, val_seqs=VAL_SEQS, batch_size=BATCH_
         trainer = build_trainer((rows, cols, 3), weights_file, stages[0][4], init, seed, jit_compile)
     if overwrite:
         remove_staged_run(run_dir)  # the data and the model are fine: replace the old run now
+    remove_stale_temporaries([run_dir / "stages.json"])  # left by a run killed while writing it (fit: the rest)
 
     records, start, checkpoint = [], 0, None
     for index, (name, alpha, beta, gamma, lr, cumulative) in enumerate(stages, 1):

@@ -41,10 +41,11 @@ from PIL import Image
 from tqdm import tqdm
 
 from common import cli
-from common.data.io import DataLayoutError, atomic_path, list_images, pair_files, read_image
+from common.data.io import DataLayoutError, atomic_path, list_images, pair_files, read_image, warn_orientation
 from common.data.synthetic import ISIC_IMAGE_DIR, ISIC_MASK_DIR
+from skin_lesion.task import INPUT
 
-SIZE = 256
+SIZE = INPUT["size"]  # the network side (task.py)
 SPLITS = (("train", 1815), ("val", 259), ("test", 520))
 MASK_SUFFIX = "_segmentation"
 DEFAULT_DATA = cli.repo_path("data", "isic2018")
@@ -153,6 +154,7 @@ def prepare(data_dir=DEFAULT_DATA, work_dir=DEFAULT_WORK, size=SIZE, splits=SPLI
         specs[work_dir / f"data_{name}.npy"] = ((stop - start, size, size, 3), np.uint8)
         specs[work_dir / f"mask_{name}.npy"] = ((stop - start, size, size), np.uint8)
     summary = {"size": size, "splits": {name: [p[0].stem for p in pairs[start:stop]] for name, start, stop in bounds}}
+    warn_orientation([p for pair in pairs for p in pair], applied=False, reader="scipy.misc.imread (PIL)")
     with contextlib.ExitStack() as stack:  # split.json is renamed into place after the arrays, or not at all
         split_tmp = stack.enter_context(atomic_path(work_dir / "split.json"))
         streams = stack.enter_context(npy_streams(specs))
@@ -160,7 +162,7 @@ def prepare(data_dir=DEFAULT_DATA, work_dir=DEFAULT_WORK, size=SIZE, splits=SPLI
         for name, start, stop in bounds:
             images, masks = streams[work_dir / f"data_{name}.npy"], streams[work_dir / f"mask_{name}.npy"]
             for image_path, mask_path in pairs[start:stop]:
-                image, mask = read_image(image_path, "rgb"), read_image(mask_path, "gray")
+                image, mask = read_image(image_path, "rgb", exif=False), read_image(mask_path, "gray", exif=False)
                 if mask.shape != image.shape[:2]:
                     raise DataLayoutError(f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but its "
                                           f"image is {image.shape[1]}x{image.shape[0]}")

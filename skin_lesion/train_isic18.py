@@ -35,10 +35,10 @@ import numpy as np
 from common import cli
 from common.data.preprocess import dataset_normalized
 from skin_lesion.prepare_isic2018 import DEFAULT_WORK, load_split
+from skin_lesion.task import MODELS, RECIPE  # noqa: F401  (MODELS: the networks, one place)
 
-MODELS = ("bcdu_net_d3", "bcdu_net_d1", "sedu_net_d3", "bcdu_unet")
-EPOCHS, BATCH_SIZE, LR = 100, 8, 1e-4
-REDUCE_LR = {"factor": 0.1, "patience": 7, "min_delta": 1e-4, "verbose": 1}
+EPOCHS, BATCH_SIZE, LR = (RECIPE[k] for k in ("epochs", "batch_size", "lr"))  # task.py
+REDUCE_LR = {**RECIPE["reduce_lr"], "verbose": 1}
 
 
 def run_name(model, bidirectional=False, *, prior_output_bias=False, restarts=0, encoder_weights="imagenet",

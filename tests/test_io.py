@@ -148,10 +148,12 @@ def test_exif_orientation_alpha_palette_and_cmyk(tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 clockwise to display"
     Image.fromarray(rgb).save(tmp_path / "r.jpg", exif=exif, quality=95)
-    shown = read_image(tmp_path / "r.jpg", "rgb")
+    shown = read_image(tmp_path / "r.jpg", "rgb", exif=True)
     assert shown.shape == (30, 20, 3)  # upright, as a viewer (and cv2.imread) shows it
     reference = cv2.cvtColor(cv2.imread(str(tmp_path / "r.jpg"), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
     assert np.abs(shown.astype(int) - reference).max() <= 2
+    stored = read_image(tmp_path / "r.jpg", "rgb")  # the default: the stored grid, as PIL.Image.open gives it
+    assert stored.shape == (20, 30, 3) and np.abs(stored.astype(int) - rgb).mean() < 4
     # alpha channel dropped, colour kept
     rgba = np.dstack([rgb, np.full((20, 30), 7, np.uint8)])
     Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
@@ -183,3 +185,77 @@ def test_atomic_dir_is_all_or_nothing(tmp_path):
         (tmp / "b.npy").write_text("2")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["prepared"]
     assert sorted(p.name for p in target.iterdir()) == ["b.npy"]
+
+
+# EXIF orientation: what each original's reader does (see common.data.io.read_image). Orientation tag t tells a
+# viewer how to turn the stored grid for display (EXIF 2.3, tag 0x0112), written here as NumPy operations:
+SHOW = {1: lambda a: a, 2: np.fliplr, 3: lambda a: np.rot90(a, 2), 4: np.flipud,
+        5: lambda a: a.swapaxes(0, 1), 6: lambda a: np.rot90(a, -1),
+        7: lambda a: np.rot90(a, 2).swapaxes(0, 1), 8: lambda a: np.rot90(a, 1)}
+
+
+def _tagged(path, array, tag, **save):
+    exif = Image.Exif()
+    exif[0x0112] = tag
+    Image.fromarray(array).save(path, exif=exif, **save)
+    return path
+
+
+def _pattern():
+    rgb = np.zeros((6, 9, 3), np.uint8)
+    rgb[..., 0] = np.arange(9) * 25
+    rgb[..., 1] = (np.arange(6) * 40)[:, None]
+    rgb[0, 0] = (255, 255, 255)
+    return rgb
+
+
+@pytest.mark.parametrize("tag", range(1, 9))
+def test_orientation_tags_stored_grid_by_default_and_applied_as_opencv_on_request(tmp_path, tag):
+    """PNG and TIFF are lossless, so every orientation is checked pixel for pixel: ``exif=False`` gives the
+    stored grid (as PIL.Image.open, scipy.misc.imread, skimage.io.imread / tifffile read it), ``exif=True`` the
+    grid a viewer shows, which is what cv2.imread returns (OpenCV 4.5.2+ for PNG)."""
+    import tifffile
+
+    rgb = _pattern()
+    png = _tagged(tmp_path / "a.png", rgb, tag)
+    np.testing.assert_array_equal(read_image(png, "rgb"), rgb)
+    np.testing.assert_array_equal(read_image(png, "rgb", exif=False), np.asarray(Image.open(png)))
+    np.testing.assert_array_equal(read_image(png, "rgb", exif=True), SHOW[tag](rgb))
+    opencv = cv2.cvtColor(cv2.imread(str(png), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    np.testing.assert_array_equal(read_image(png, "rgb", exif=True), opencv)
+    np.testing.assert_array_equal(read_image(png, "gray", exif=True),
+                                  np.asarray(Image.fromarray(SHOW[tag](rgb)).convert("L")))
+    tif = _tagged(tmp_path / "a.tif", rgb, tag)
+    np.testing.assert_array_equal(tifffile.imread(tif), rgb)  # the stored grid, as skimage.io.imread reads .tif
+    np.testing.assert_array_equal(read_image(tif, "rgb"), rgb)
+    np.testing.assert_array_equal(read_image(tif, "rgb", exif=True), SHOW[tag](rgb))
+    from common.data.io import exif_orientation
+
+    assert exif_orientation(png) == exif_orientation(tif) == tag
+
+
+def test_orientation_of_a_phone_jpeg_and_the_warning_that_names_it(tmp_path):
+    from common.data.io import exif_orientation, warn_orientation
+
+    photo = np.zeros((40, 60, 3), np.uint8)
+    photo[:10, :20] = (220, 40, 20)  # a red block at the stored grid's top left
+    jpg = _tagged(tmp_path / "phone.jpg", photo, 6, quality=95)
+    stored, shown = read_image(jpg, "rgb"), read_image(jpg, "rgb", exif=True)
+    assert stored.shape == (40, 60, 3) and stored[2:8, 2:18, 0].min() > 180  # as stored
+    assert shown.shape == (60, 40, 3) and shown[2:18, -8:-2, 0].min() > 180  # turned 90 degrees clockwise
+    opencv = cv2.cvtColor(cv2.imread(str(jpg), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    assert np.abs(shown.astype(int) - opencv).max() <= 2  # cv2.imread applies the tag
+    plain = tmp_path / "plain.png"
+    Image.fromarray(photo).save(plain)
+    upright = _tagged(tmp_path / "upright.jpg", photo, 1)
+    assert exif_orientation(plain) == exif_orientation(upright) == 1 and exif_orientation(jpg) == 6
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert warn_orientation([plain, upright], applied=False, reader="PIL.Image.open") == []
+    with pytest.warns(UserWarning) as caught:
+        tagged = warn_orientation([plain, jpg, upright, jpg], applied=False, reader="PIL.Image.open")
+    assert len(caught) == 1 and tagged == [(jpg, 6), (jpg, 6)]
+    message = str(caught[0].message)
+    assert str(jpg) in message and "tag 6" in message and "as stored" in message and "PIL.Image.open" in message

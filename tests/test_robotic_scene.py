@@ -88,6 +88,32 @@ def test_prepare_crops_and_converts_labels(tmp_path):
     assert (work / "cropted_train" / "class_pixels.png").is_file()
 
 
+def test_prepare_applies_orientation_tags_as_cv2_imread_and_warns(tmp_path):
+    """The original reads frames and labels with cv2.imread (IMREAD_COLOR), which turns an image as its EXIF
+    orientation tag says (PNG: OpenCV 4.5.2+); prepare.py does the same and names the tagged files once."""
+    import cv2
+
+    _raw(tmp_path, shape=(32, 64))
+    frame = tmp_path / "raw" / "seq_6" / "left_frames" / "frame001.png"
+    label = tmp_path / "raw" / "seq_6" / "labels" / "frame001.png"
+    raw_image, raw_label = np.asarray(Image.open(frame)), np.asarray(Image.open(label))
+    exif = Image.Exif()
+    exif[0x0112] = 3  # "rotate 180 degrees to display"
+    for path, array in ((frame, raw_image), (label, raw_label)):
+        Image.fromarray(array).save(path, exif=exif)
+    work = tmp_path / "work"
+    with pytest.warns(UserWarning, match=r"2 of the training files carry an EXIF orientation tag: .*frame001\.png "
+                                         r"\(tag 3\).*rotated/mirrored as the tag says.*cv2\.imread"):
+        prepare.main(["--raw-dir", str(tmp_path / "raw"), "--work-dir", str(work), "--height", "32", "--width",
+                      "64", "--quiet"])
+    out = work / "cropted_train" / "seq_6"
+    image = np.asarray(Image.open(out / "images" / "frame001.png"))
+    np.testing.assert_array_equal(image, raw_image[::-1, ::-1])
+    np.testing.assert_array_equal(image, cv2.imread(str(frame), cv2.IMREAD_COLOR)[..., ::-1])
+    np.testing.assert_array_equal(np.asarray(Image.open(out / "instruments_masks" / "frame001.png")),
+                                  prepare.colour_to_index(raw_label[::-1, ::-1]))
+
+
 def test_prepare_bad_inputs_name_the_file(tmp_path):
     _raw(tmp_path)
     raw, work = tmp_path / "raw", tmp_path / "work"
@@ -241,6 +267,31 @@ def test_stage_table_and_overrides_follow_train_sh():
     stages = train.parse_stages([1, 2, 3, 4], [1e-3] * 4, last=3)
     assert [s[5] for s in stages] == [1, 2, 3] and all(s[4] == 1e-3 for s in stages)
     assert train.SCENES[3] == 1 and train.SCENES[6] == 2 and 8 not in train.SCENES and len(train.SCENES) == 15
+
+
+def _epoch_totals(cumulative):
+    """Every total number of epochs the original's chaining can run (spec 2.1), by brute force: stage k runs
+    epochs start+1 .. N_k, its best checkpoint can be any of them, and stage k+1 starts at that epoch."""
+    states = {(0, 0)}  # (start epoch, epochs run so far)
+    for n in cumulative:
+        states = {(best, run + n - start) for start, run in states for best in range(start + 1, n + 1)} | \
+                 {(start, run) for start, run in states if start >= n}
+    return {run for _, run in states}
+
+
+def test_training_budget_min_and_max_follow_the_stage_table():
+    """70 epochs when every stage's best epoch is its last, 154 when it is its first (10 + 29 + 48 + 67); the
+    README and bench/gpu.py's projection say so."""
+    totals = _epoch_totals([10, 30, 50, 70])  # train.sh's cumulative --n-epochs (spec 2.1)
+    assert (min(totals), max(totals)) == (70, 154)
+    assert _epoch_totals([s[5] for s in train.STAGES]) == totals
+    from bench.gpu import TRAINING
+
+    assert TRAINING["tdsnet"][:2] == ((70, 154), 1639)  # fold 0: 11 sequences x 149 frames
+    text = " ".join((REPO_ROOT / "robotic_scene" / "README.md").read_text().split())
+    for claim in ("10 + 29 + 48 + 67 = 154", f"{70 * 1639:,} to {154 * 1639:,} steps", "70 to 154 epochs"):
+        assert claim in text, claim
+    assert "at most 70 epochs" not in text and "70 epochs in all," not in text
 
 
 def test_best_epoch_is_the_first_maximum(tmp_path):
@@ -519,6 +570,31 @@ def test_predict_writes_palette_labels_at_the_frame_size(trained, tmp_path, caps
                          "--quiet"]) == 1
     assert np.asarray(Image.open(tmp_path / "p3" / "a.png")).shape == (40, 70, 3)
     assert not (tmp_path / "p3" / "b.png").exists()
+
+
+def test_predict_turns_a_tagged_frame_as_prepare_and_cv2_imread_do(trained, tmp_path):
+    """predict.py reads a frame as prepare.py (the original's cv2.imread): an EXIF orientation tag is applied,
+    so the label PNG is in the orientation a viewer (and cv2.imread) shows, at that size."""
+    import cv2
+
+    frame = np.random.default_rng(2).integers(0, 255, (*SHAPE, 3)).astype(np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned 90 degrees clockwise: 64 rows x 32 columns
+    (tmp_path / "in").mkdir()
+    Image.fromarray(frame).save(tmp_path / "in" / "f.png", exif=exif)
+    shown = cv2.imread(str(tmp_path / "in" / "f.png"), cv2.IMREAD_COLOR)[..., ::-1]
+    np.testing.assert_array_equal(shown, np.rot90(frame, -1))
+    out = tmp_path / "out"
+    assert predict.main([str(tmp_path / "in"), "--run-dir", str(trained["run"]), "--out-dir", str(out),
+                         "--quiet"]) == 0
+    got = np.asarray(Image.open(out / "f.png"))
+    assert got.shape == (SHAPE[1], SHAPE[0], 3)
+    # the same labels as for the frame stored the way it is shown, without a tag
+    (tmp_path / "plain").mkdir()
+    Image.fromarray(np.ascontiguousarray(shown)).save(tmp_path / "plain" / "f.png")
+    assert predict.main([str(tmp_path / "plain"), "--run-dir", str(trained["run"]), "--out-dir",
+                         str(tmp_path / "out2"), "--quiet"]) == 0
+    np.testing.assert_array_equal(got, np.asarray(Image.open(tmp_path / "out2" / "f.png")))
 
 
 def test_flip_tta_bookkeeping_on_a_network_that_is_not_flip_invariant():

@@ -78,6 +78,24 @@ def test_prepare_resizes_splits_in_sorted_order_and_streams_uint8(tmp_path):
         [f"{k}_{s}.npy" for k in ("data", "mask") for s in ("train", "val", "test")] + ["split.json"])
 
 
+def test_prepare_reads_the_stored_grid_as_scipy_misc_imread_and_warns_about_orientation_tags(tmp_path):
+    """The original's scipy.misc.imread (PIL.Image.open) ignores EXIF orientation: a phone photo tagged "rotate
+    90 degrees" is prepared as stored, so it still matches its untagged mask, and one warning names it."""
+    written = _dataset(tmp_path, n=3)
+    name = sorted(written["pairs"])[0]
+    path = tmp_path / "raw" / ISIC_IMAGE_DIR / f"{name}.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.open(path).convert("RGB").save(path, exif=exif, quality=95)
+    work = tmp_path / "work"
+    with pytest.warns(UserWarning, match=rf"1 of the training files carry an EXIF orientation tag: .*{name}\.jpg "
+                                         r"\(tag 6\).*as stored.*scipy\.misc\.imread"):
+        prepare_isic2018.prepare(tmp_path / "raw", work, SIZE, (("train", 1), ("val", 1), ("test", 1)),
+                                 verbose=False)
+    images, _ = prepare_isic2018.load_split(work, "train", mmap=False)
+    np.testing.assert_array_equal(images[0], np.asarray(Image.open(path).resize((SIZE, SIZE), Image.BILINEAR)))
+
+
 def test_prepare_default_split_is_the_originals():
     assert prepare_isic2018.SPLITS == (("train", 1815), ("val", 259), ("test", 520))
     assert prepare_isic2018.split_sizes(2594, prepare_isic2018.SPLITS) == [
@@ -464,6 +482,28 @@ def test_predict_writes_isic_masks_at_each_photos_size(tmp_path):
     # existing outputs are never replaced without --overwrite
     assert "already exists" in _error_line(predict.main, [str(photos), "--model", str(model_file), "--out-dir",
                                                           str(out), "--quiet"])
+
+
+def test_predict_segments_a_tagged_phone_photo_as_stored_like_prepare(tmp_path):
+    """A photo with an EXIF "rotate 90 degrees" tag is segmented on its stored pixel grid, as prepare reads the
+    training photos (scipy.misc.imread): the mask has the stored grid's size and matches its pixels."""
+    from skin_lesion import predict
+
+    model_file = tmp_path / "model.keras"
+    model = _save_tiny_model(model_file)
+    photo = np.random.default_rng(1).integers(0, 256, (30, 50, 3)).astype(np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    (tmp_path / "photos").mkdir()
+    Image.fromarray(photo).save(tmp_path / "photos" / "phone.png", exif=exif)  # lossless, tagged
+    out = tmp_path / "masks"
+    assert predict.main([str(tmp_path / "photos"), "--model", str(model_file), "--out-dir", str(out),
+                         "--quiet"]) == 0
+    mask = np.asarray(Image.open(out / "phone_segmentation.png"))
+    assert mask.shape == (30, 50)  # the stored grid, not the 50x30 a viewer shows
+    ref = _reference_prob(model, photo, 16)
+    decided = np.abs(ref - 0.5) > 1e-4
+    np.testing.assert_array_equal((mask > 0)[decided], (ref > 0.5)[decided])
 
 
 def test_predict_flip_tta_is_the_mean_over_flipped_photos(tmp_path):

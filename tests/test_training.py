@@ -193,3 +193,61 @@ def test_resume_under_another_precision_is_refused(tmp_path):
     finally:
         set_precision("off")
     assert read_state(tmp_path)["epoch"] == 1
+
+
+KILLED_RUN = """
+import os, signal, sys
+sys.path[:0] = [{root!r}, {tests!r}]
+import keras
+from test_training import _data, _tiny_model
+from common.training import fit
+
+save, calls = keras.Model.save, []  # the last.keras writes
+
+
+def save_then_die(self, filepath, *args, **kwargs):
+    global calls
+    calls += [filepath] if os.path.basename(filepath).startswith(".last.") else []
+    if len(calls) == 3:  # the write of epoch 2's last.keras (epochs 0 and 1 completed)
+        with open(filepath, "wb") as f:
+            f.write(b"PK half a model")  # the write has begun ...
+        os.kill(os.getpid(), signal.SIGKILL)  # ... and the process is killed in the middle of it
+    return save(self, filepath, *args, **kwargs)
+
+
+keras.Model.save = save_then_die
+train, val = _data()
+fit(_tiny_model(), train, val, run_dir={run_dir!r}, epochs=6, batch_size=10, seed=0, verbose=0,
+    tensorboard=False)
+"""
+
+
+def test_a_run_killed_mid_write_leaves_no_temporary_after_resume(tmp_path):
+    """A training SIGKILLed while writing a checkpoint leaves ``.last.<random>.tmp.keras``; the resumed run
+    deletes it (and only the temporaries of its own atomic writes in its own folder)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    run = tmp_path / "run"
+    code = KILLED_RUN.format(root=str(root), tests=str(root / "tests"), run_dir=str(run))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, CUDA_VISIBLE_DEVICES="-1", TF_CPP_MIN_LOG_LEVEL="3"))
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    left = [p.name for p in run.iterdir() if ".tmp" in p.name]
+    assert len(left) == 1 and left[0].startswith(".last.") and left[0].endswith(".tmp.keras"), left
+    # names that are not fit's temporaries, and a temporary of another folder, must survive
+    keep = [run / ".last.keras.bak", run / "last.tmp.keras", run / ".notes.abcd1234.tmp.keras",
+            run / ".last.abc.tmp.keras", tmp_path / ".last.abcd1234.tmp.keras"]
+    for path in keep:
+        path.write_bytes(b"user file")
+    epochs_done = read_state(run)["epoch"]
+    model, history = fit(_tiny_model(), *_data(), run_dir=run, epochs=6, batch_size=10, seed=0, verbose=0,
+                         tensorboard=False, resume=True)
+    assert epochs_done == 2 and history["epoch"] == [0, 1, 2, 3, 4, 5]
+    assert sorted(p.name for p in run.iterdir() if ".tmp" in p.name) == sorted(
+        p.name for p in keep if p.parent == run and ".tmp" in p.name)
+    assert all(p.read_bytes() == b"user file" for p in keep)

@@ -12,8 +12,10 @@ Images are streamed into memory-mapped temporary files (bounded memory); the fou
 together only once every training AND test frame was read, so a corrupt frame anywhere leaves nothing
 behind. Arrays already in ``--work-dir`` are never replaced without ``--overwrite``.
 
-16-bit frames are scaled to 8 bits as OpenCV's 8-bit reader would (``common.data.io.read_image``:
-round(v / 256)); every frame must be 420x580.
+16-bit frames are scaled to 8 bits as OpenCV's 8-bit reader would (``common.data.io.read_image``: the high
+byte, ``v >> 8``); every frame must be 420x580. Frames are read as stored, without applying an orientation tag,
+as the tutorial's ``skimage.io.imread`` (its TIFF reader, tifffile) did; a training frame or mask that carries
+a non-identity tag is named in one warning.
 
 Your own data (``--images DIR --masks DIR`` or ``--nnunet-dataset DIR``, read by ``common.data.pairs``):
 frames of any size and name are split by subject (``--group-by``, default the number before the underscore,
@@ -25,7 +27,7 @@ test frames, ``imgs_id_test.npy`` their index 0..M-1 in ``split.json``'s ``test`
 masks, e.g. nnU-Net ``imagesTs``). Frames are read as 8-bit grey; masks by ``common.data.pairs`` (0/255,
 0/1, JPEG at 128, ...) and stored 0/255 like the Kaggle masks. All frames are stacked at one size: the
 frames' own size when they all agree, else the most frequent one (``--frame-size ROWSxCOLS`` sets it);
-a frame of another size is resized with train.py's resize (``resize_frame``: bilinear in float64,
+a frame of another size is resized with train.py's resize (``task.resize_frame``: bilinear in float64,
 truncated to uint8) and its mask with nearest neighbour (``cv2.INTER_NEAREST_EXACT``, the pixel-centre rule of
 Pillow's NEAREST; it stays 0/255).
 
@@ -52,27 +54,18 @@ import numpy as np
 from tqdm import tqdm
 
 from common import cli
-from common.data.io import DataLayoutError, atomic_path, open_npy_writer, read_image
+from common.data.io import DataLayoutError, atomic_path, open_npy_writer, read_image, warn_orientation
 from common.errors import UserError
+from ultrasound_nerve.task import OWN_DATA, resize_frame  # own-data defaults and the resize: one place, task.py
 
 IMAGE_ROWS, IMAGE_COLS = 420, 580
 OUTPUTS = ("imgs_train.npy", "imgs_mask_train.npy", "imgs_test.npy", "imgs_id_test.npy")
 DEFAULT_RAW = cli.repo_path("data", "ultrasound_nerve", "raw")
 DEFAULT_WORK = cli.repo_path("work", "ultrasound_nerve")
 _TRAIN_NAME = re.compile(r"^(\d+)_(\d+)$")
-# own data (--images/--masks, --nnunet-dataset): the tutorial trains on 80 % of the frames and validates on
-# the last 20 %; a held-out test part of 20 % of all frames leaves 16 % (= 20 % of the rest) for validation.
-OWN_DATA = {"val_fraction": 0.16, "test_fraction": 0.2, "group_by": r"^(\d+)_", "mode": "gray", "seed": 0}
 TRUE_MASKS = "imgs_mask_test_true.npy"  # the held-out part's masks (imgs_mask_test.npy is train.py's output)
 SPLIT_FILE = "split.json"
 OWN_OUTPUTS = OUTPUTS + (TRUE_MASKS, SPLIT_FILE)
-
-
-def resize_frame(img, rows, cols):
-    """(H, W) frame -> (rows, cols) uint8: the original's resize (scikit-image ``resize(order=1,
-    mode='constant', preserve_range=True)`` without anti-aliasing, stored into uint8, i.e. truncated),
-    computed by OpenCV's bilinear resize in float64 (see train.py's ``preprocess``, which uses it)."""
-    return cv2.resize(np.asarray(img, np.float64), (cols, rows), interpolation=cv2.INTER_LINEAR).astype(np.uint8)
 
 
 def _tif_names(folder):
@@ -135,14 +128,15 @@ def check_outputs(work_dir, names=OUTPUTS, overwrite=False):
 
 
 def _fill_train(pairs, imgs, masks, verbose):
+    warn_orientation([p for pair in pairs for p in pair], applied=False, reader="skimage.io.imread (tifffile)")
     for i, (img, mask) in enumerate(tqdm(pairs, desc="train images", disable=not verbose)):
-        imgs[i] = read_image(img, "gray", size=(IMAGE_ROWS, IMAGE_COLS))
-        masks[i] = read_image(mask, "gray", size=(IMAGE_ROWS, IMAGE_COLS))
+        imgs[i] = read_image(img, "gray", size=(IMAGE_ROWS, IMAGE_COLS), exif=False)
+        masks[i] = read_image(mask, "gray", size=(IMAGE_ROWS, IMAGE_COLS), exif=False)
 
 
 def _fill_test(items, imgs, ids, verbose):
     for i, (image_id, path) in enumerate(tqdm(items, desc="test images", disable=not verbose)):
-        imgs[i] = read_image(path, "gray", size=(IMAGE_ROWS, IMAGE_COLS))
+        imgs[i] = read_image(path, "gray", size=(IMAGE_ROWS, IMAGE_COLS), exif=False)
         ids[i] = image_id
 
 
@@ -193,7 +187,7 @@ def create_test_data(raw_dir, work_dir, order="sorted", verbose=True, overwrite=
 # ----------------------------------------------------------------------------------------------- own data
 
 def _frame_shape(pair):
-    """(rows, cols) of a pair's frame from its file header (EXIF rotation applied, as ``read_image`` does)."""
+    """(rows, cols) of a pair's frame from its file header (the stored grid, as ``read_image`` reads it)."""
     from PIL import Image
 
     if pair.volume:
@@ -205,8 +199,6 @@ def _frame_shape(pair):
     try:
         with Image.open(pair.image[0]) as img:
             cols, rows = img.size
-            if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # rotated by 90 degrees when read
-                rows, cols = cols, rows
     except OSError as exc:
         raise UserError(f"{pair.image[0]}: cannot read the image ({exc})") from None
     return rows, cols
@@ -254,6 +246,8 @@ def create_own_data(dataset, split, work_dir, *, size=None, seed=None, group_by=
     train = [by_name[n] for n in split["train"] + split["val"]]
     test = [by_name[n] for n in split["test"]]
     rows, cols = frame_size(train + test, size, verbose)
+    warn_orientation([f for p in train + test for f in (*p.image, *([p.mask] if p.mask else []))], applied=False,
+                     reader="skimage.io.imread (tifffile)", what="frames and masks")
     test_masks = bool(test) and all(p.mask is not None for p in test)
     colours = getattr(dataset, "label_colours", None)
     with contextlib.ExitStack() as stack:  # on any error every temporary file is removed, none is renamed

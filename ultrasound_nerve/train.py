@@ -36,10 +36,14 @@ from common.errors import UserError
 from common.losses import dice_coef, dice_coef_loss
 from common.models import build_model
 from common.training import fit, get_strategy, is_chief, split_last
-from ultrasound_nerve.data import DEFAULT_WORK, load_test_data, load_train_data, read_split, resize_frame
+from ultrasound_nerve.data import DEFAULT_WORK, load_test_data, load_train_data, read_split
+from ultrasound_nerve.task import RECIPE, normalise  # noqa: F401  (one place: task.py)
+from ultrasound_nerve.task import resize_frames as preprocess
 
 # the original's settings (specs/ultrasound_nerve.md section 2)
-EPOCHS, BATCH_SIZE, LR, EPSILON, VAL_SPLIT, IMG_SIZE = 20, 32, 1e-5, 1e-8, 0.2, 96
+EPOCHS, BATCH_SIZE, LR, VAL_SPLIT, IMG_SIZE = (RECIPE[k]  # the recipe in task.py
+                                              for k in ("epochs", "batch_size", "lr", "val_split", "img_size"))
+EPSILON = RECIPE["adam"]["epsilon"]
 DEFAULT_RUN = cli.repo_path("weights", "ultrasound_nerve", "nerve_unet")
 STATS_FILE = "norm_stats.json"
 
@@ -61,29 +65,10 @@ def default_run_dir(**options):
     return cli.repo_path("weights", "ultrasound_nerve", run_name(**options))
 
 
-def preprocess(imgs, size=IMG_SIZE):
-    """(N, H, W) uint8 -> (N, size, size, 1) uint8, as the original.
-
-    The original's ``skimage.transform.resize(img, (size, size), preserve_range=True)`` of 2017 (order 1 =
-    bilinear, mode 'constant', no anti-aliasing) stored into a uint8 array, i.e. truncated. Computed here by
-    OpenCV's bilinear resize in float64, which samples at the same positions with the same weights (equal to
-    skimage's to about 1e-13, checked in the tests against scikit-image itself); float32 would differ by one
-    grey level at a few pixels per frame after the truncation. Any input size works.
-    """
-    out = np.empty((len(imgs), size, size, 1), dtype=np.uint8)
-    for i, img in enumerate(imgs):
-        out[i, :, :, 0] = resize_frame(img, size, size)
-    return out
-
-
 def norm_stats(imgs, img_size=IMG_SIZE):
     """The original's normalisation: one mean and std over the whole preprocessed training array."""
     x = preprocess(imgs, img_size).astype(np.float32)
     return {"mean": float(x.mean()), "std": float(x.std()), "img_size": int(img_size)}
-
-
-def normalise(imgs, mean, std):
-    return (imgs.astype(np.float32) - mean) / std
 
 
 def compile_model(model, lr, jit_compile=False):

@@ -4,12 +4,16 @@
   (or the file's own integer dtype with ``mode="unchanged"``). A missing, empty, truncated or undecodable
   file raises ``ImageReadError`` whose message names the file.
 * ``atomic_path(path)`` yields a temporary name beside ``path`` and renames it into place only when the
-  block succeeds, so an interrupted run never leaves a half-written output.
+  block succeeds, so an interrupted run never leaves a half-written output; ``stale_temporaries(path)`` finds
+  the temporaries a killed process left (``remove_stale_temporaries`` deletes them).
+* ``read_image(..., exif=False)`` returns the stored pixel grid; ``exif=True`` applies an orientation tag as
+  ``cv2.imread`` does; ``warn_orientation`` names, in one warning, the files that carry such a tag.
 * ``pair_files`` matches images to masks by a key and reports unmatched names.
 """
 
 import contextlib
 import os
+import re
 import tempfile
 import threading
 import warnings
@@ -44,15 +48,57 @@ def _eight_bit(values, path):
     return (values.astype(np.uint32) >> 8).astype(np.uint8)
 
 
-def read_image(path, mode="gray", size=None):
+#: Orientation tag (EXIF / TIFF 274) -> the transposition that undoes Pillow's display transposition.
+_UNDO_ORIENTATION = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+                     4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_90,
+                     7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_270}
+_ORIENTATION = 0x0112
+
+
+def exif_orientation(path):
+    """The orientation tag of an image file (EXIF, or TIFF's own tag 274): 1 = shown as stored, 2-8 = a viewer
+    rotates and/or mirrors the stored pixels for display. 1 when the file has none (or cannot be read)."""
+    try:
+        with Image.open(path) as img:
+            value = img.getexif().get(_ORIENTATION, 1)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return 1
+    return value if value in _UNDO_ORIENTATION else 1
+
+
+def warn_orientation(paths, *, applied, reader, what="training files"):
+    """Warn once, naming the files, when any of ``paths`` carries a non-identity orientation tag; returns
+    ``[(path, tag), ...]`` of those files.
+
+    Args:
+        applied: whether the caller reads them with ``exif=True`` (rotated as a viewer shows them).
+        reader: the original's reader, named in the message (``"scipy.misc.imread"``, ``"cv2.imread"``).
+    """
+    tagged = [(Path(p), tag) for p in paths if (tag := exif_orientation(p)) != 1]
+    if tagged:
+        names = ", ".join(f"{p} (tag {tag})" for p, tag in tagged[:5])
+        more = f" and {len(tagged) - 5} more" if len(tagged) > 5 else ""
+        how = ("rotated/mirrored as the tag says, as the original's " if applied
+               else "as stored (the pixel grid, not rotated for display), as the original's ")
+        warnings.warn(f"{len(tagged)} of the {what} carry an EXIF orientation tag: {names}{more}; they are read "
+                      f"{how}{reader} read them: check that each image and its mask are in the same orientation",
+                      stacklevel=2)
+    return tagged
+
+
+def read_image(path, mode="gray", size=None, *, exif=False):
     """Read one image file as a NumPy array.
 
     What the formats allow, and what comes back:
 
     * 8-bit grey, RGB, palette (GIF masks: their colours' values), 1-bit, CMYK JPEG -> converted by Pillow;
       an alpha channel is dropped (RGBA -> RGB, LA -> L), as OpenCV's colour/grey readers do.
-    * EXIF orientation (photos from cameras and phones) is applied, so the array is the upright image a
-      viewer shows (OpenCV's ``imread`` does the same).
+    * Orientation tags (EXIF in JPEG/PNG/WebP, TIFF's tag 274; photos from cameras and phones): with
+      ``exif=False`` (default) the array is the pixel grid as stored, as ``PIL.Image.open``,
+      ``scipy.misc.imread``, ``skimage.io.imread`` and ``tifffile`` read it (recent Pillow releases orient
+      TIFFs while loading them; that is undone here);
+      with ``exif=True`` it is rotated/mirrored as a viewer shows it, as ``cv2.imread`` does (IMREAD_COLOR /
+      IMREAD_GRAYSCALE; JPEG since OpenCV 3.1, PNG since 4.5.2). Each task reads as its original did.
     * 16-bit samples (TIFF, PNG) are scaled to 8 bits as OpenCV's 8-bit readers (``cv2.imread`` without
       IMREAD_ANYDEPTH, the readers of the originals) convert them: ``v >> 8``. They are never clipped.
       ``mode="unchanged"`` returns them as stored (uint16).
@@ -63,6 +109,7 @@ def read_image(path, mode="gray", size=None):
         mode: ``"gray"`` (H, W) uint8, ``"rgb"`` (H, W, 3) uint8, or ``"unchanged"`` (as stored; palette
             images such as GIF masks are returned as their palette indices' luminance).
         size: optional expected ``(height, width)``; a different size raises ``ImageReadError``.
+        exif: apply the orientation tag (True) or return the stored pixel grid (False).
     Raises:
         ImageReadError: with the file name and the reason.
     """
@@ -77,8 +124,12 @@ def read_image(path, mode="gray", size=None):
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
+                tag = img.getexif().get(_ORIENTATION, 1)
                 img.load()  # decodes now, so truncation is detected here
-                img = ImageOps.exif_transpose(img)
+                if exif:
+                    img = ImageOps.exif_transpose(img)
+                elif tag in _UNDO_ORIENTATION and img.getexif().get(_ORIENTATION, 1) != tag:
+                    img = img.transpose(_UNDO_ORIENTATION[tag])  # recent Pillow orients TIFFs while loading
                 if img.mode in ("F", "I;32F"):
                     raise ImageReadError(f"{path}: 32-bit floating-point image; save it as an 8- or 16-bit image")
                 if img.mode in _SIXTEEN_BIT_MODES:
@@ -134,6 +185,40 @@ def _default_file_mode():
 _UMASK_LOCK = threading.Lock()
 
 
+def _temporary_affixes(path):
+    """``(prefix, suffix)`` of :func:`atomic_path`'s temporary names for ``path``: ``.<stem>.`` and
+    ``.tmp<suffix>`` (both suffixes of ``.nii.gz``); ``mkstemp`` puts 8 random characters between them."""
+    suffix = "".join(path.suffixes[-2:]) if path.suffix in (".gz", ".bz2", ".xz") else path.suffix  # .nii.gz
+    stem = path.name[:len(path.name) - len(suffix)] if suffix else path.name
+    return f".{stem}.", f".tmp{suffix}"
+
+
+def stale_temporaries(path):
+    """The temporary files that interrupted :func:`atomic_path` writes of ``path`` left beside it.
+
+    A process killed while writing (SIGKILL, power loss) cannot delete its temporary file; this finds exactly
+    those names (``.<stem>.<8 random characters of mkstemp>.tmp<suffix>`` in ``path``'s folder), nothing else.
+    """
+    path = Path(path)
+    prefix, suffix = _temporary_affixes(path)
+    pattern = re.compile(re.escape(prefix) + r"[a-z0-9_]{8}" + re.escape(suffix))
+    if not path.parent.is_dir():
+        return []
+    return sorted(p for p in path.parent.iterdir() if pattern.fullmatch(p.name) and p.is_file())
+
+
+def remove_stale_temporaries(paths):
+    """Delete :func:`stale_temporaries` of each of ``paths`` (call it only where no other process writes
+    them); returns the removed files."""
+    removed = []
+    for path in paths:
+        for tmp in stale_temporaries(path):
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path beside ``path``; on success rename it to ``path``, on error delete it.
@@ -144,9 +229,8 @@ def atomic_path(path):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes[-2:]) if path.suffix in (".gz", ".bz2", ".xz") else path.suffix  # .nii.gz
-    stem = path.name[:len(path.name) - len(suffix)] if suffix else path.name
-    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".tmp{suffix}", dir=path.parent)
+    prefix, suffix = _temporary_affixes(path)
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
     os.close(fd)
     os.chmod(tmp, _default_file_mode())  # mkstemp's 0600 -> what open() would give (0666 minus the umask)
     try:

@@ -1,0 +1,59 @@
+"""Task descriptor of fingernail (U-Net family on the fingernail photos): the facts common tools need.
+
+NumPy / Pillow only (no TensorFlow, no Keras): the TensorFlow-free predict path uses it. The scripts read
+their defaults from here (``common.tasks`` finds this module by scanning the repository).
+"""
+
+import numpy as np
+
+NAME = "fingernail"
+MODELS = ("unet2d_8_128", "unet2d_res_32_512", "unet2d_res_srnn_32_512", "unet2d_res_srnn_8_128")
+DEFAULT_MODEL = "unet2d_8_128"
+CLASSES = {0: "background", 1: "nail"}
+#: an RGB photo of any size; a portrait photo is rotated +90 degrees, resized bicubic to rows x cols, / 255
+INPUT = {"mode": "rgb", "channels": 3, "network_channels": 3, "rows": 160, "cols": 192, "resize": "pillow_bicubic",
+         "rotate_portrait": True, "normalisation": "divide_255", "size_rule": "resized to rows x cols"}
+#: train.py's defaults (the notebook's, spec fingernail.md section 3)
+RECIPE = {"optimizer": "adam", "lr": 1e-5, "adam": {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-8},
+          "lr_decay": 1.99e-7, "schedule": "inverse_time_decay", "loss": "bce_dice", "dice": "pixel",
+          "batch_size": 2, "epochs": 220, "shuffle": False, "seed": 144, "monitor": "val_dice_metric",
+          "weights": "last", "reduce_lr": {"factor": 0.8, "patience": 3, "min_lr": 1e-5}}
+#: the threshold of the original's Dice (p > 0.3)
+INFERENCE = {"threshold": 0.3, "weights": "last"}
+OWN_DATA = None
+
+
+def rotated(shape, rotate_portrait=INPUT["rotate_portrait"]):
+    """True when a photo of ``shape`` (H, W[, C]) is rotated before prediction (portrait: width < height)."""
+    return bool(rotate_portrait) and shape[1] < shape[0]
+
+
+def preprocess(image, *, rows=INPUT["rows"], cols=INPUT["cols"], rotate_portrait=INPUT["rotate_portrait"],
+               **context):
+    """One RGB photo (H, W, 3) uint8 -> (1, rows, cols, 3) float32 in [0, 1] (prepare_data.py's input / 255)."""
+    from fingernail.prepare_data import network_input
+
+    x, _ = network_input(np.asarray(image)[..., :3], rows, cols, rotate_portrait)
+    return x[None].astype(np.float32) / 255.0
+
+
+def resize_back(prob, shape, rotate_portrait=INPUT["rotate_portrait"]):
+    """(rows, cols) probabilities -> (H, W) float32 in [0, 1] at the photo's ``shape``: bilinear, rotated back."""
+    from PIL import Image
+
+    height, width = shape[:2]
+    turned = rotated(shape, rotate_portrait)
+    size = (height, width) if turned else (width, height)  # PIL (width, height) of the rotated photo
+    full = Image.fromarray(np.asarray(prob, np.float32)).resize(size, Image.BILINEAR)
+    if turned:
+        full = full.rotate(-90, expand=True)
+    return np.clip(np.asarray(full, np.float32), 0.0, 1.0)
+
+
+def postprocess(prob, *, shape=None, threshold=INFERENCE["threshold"], rotate_portrait=INPUT["rotate_portrait"],
+                **context):
+    """Network probabilities (rows, cols) -> the nail mask (H, W) uint8 0/255 at the photo's ``shape``."""
+    prob = np.asarray(prob, np.float32)
+    if shape is not None:
+        prob = resize_back(prob, shape, rotate_portrait)
+    return np.where(prob > threshold, 255, 0).astype(np.uint8)
