@@ -400,7 +400,7 @@ def test_predict_refuses_an_empty_folder(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert _error_line(predict.main, [str(empty), "--run-dir", str(run), "--out-dir", str(tmp_path / "o")]) == (
-        f"error: {empty}: no input files (.tif, .tiff, .png) in this folder")
+        f"error: {empty}: no input files (.tif, .tiff, .png, .jpg, .jpeg, .bmp) in this folder")
 
 
 def test_tutorials_keras2_weights_in_predict(tmp_path):
