@@ -202,7 +202,7 @@ def test_script_reports_errors_in_one_line(tmp_path):
     assert result.stderr.strip().splitlines()[-1] == f"error: {tmp_path / 'nothing' / 'train'}: folder not found"
 
 
-@pytest.mark.parametrize("script", ["data.py", "train.py", "submission.py", "predict.py", "demo.py"])
+@pytest.mark.parametrize("script", ["data.py", "train.py", "submission.py", "predict.py", "demo.py", "evaluate.py"])
 def test_help_works_from_any_directory(tmp_path, script):
     result = subprocess.run([sys.executable, str(REPO_ROOT / "ultrasound_nerve" / script), "--help"],
                             capture_output=True, text=True, cwd=tmp_path)
@@ -410,7 +410,7 @@ def test_predict_refuses_an_empty_folder(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert _error_line(predict.main, [str(empty), "--run-dir", str(run), "--out-dir", str(tmp_path / "o")]) == (
-        f"error: {empty}: no input files (.tif, .tiff, .png) in this folder")
+        f"error: {empty}: no input files (.tif, .tiff, .png, .jpg, .jpeg, .bmp) in this folder")
 
 
 def test_tutorials_keras2_weights_in_predict(tmp_path):

@@ -36,7 +36,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 from common import cli
 from ultrasound_nerve.task import INFERENCE, INPUT
 
-EXTENSIONS = (".tif", ".tiff", ".png")
+EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")  # own data may come as JPEG (nerve_jpeg)
 DEFAULT_RUN = "weights/ultrasound_nerve/nerve_unet"  # train.py's default run folder
 
 

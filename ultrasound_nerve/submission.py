@@ -47,18 +47,28 @@ def prep_legacy(pred, threshold=0.5):
     return cv2.resize(row, (IMAGE_ROWS, IMAGE_COLS), interpolation=cv2.INTER_LINEAR)  # 580 rows x 420 cols
 
 
+def final_mask(prob, threshold=0.5, min_pixels=10, *, min_size=0, keep_largest=0,
+               shape=(IMAGE_ROWS, IMAGE_COLS)):
+    """(h, w) probabilities -> the submitted (rows, cols) uint8 0/1 mask: ``prep``, then
+    ``common.postprocess.postprocess_mask`` (``min_size`` / ``keep_largest``; 0 = off, as the original), then
+    empty when fewer than ``min_pixels`` pixels remain (the original's rule). evaluate.py scores exactly this."""
+    mask = prep(prob, threshold, shape)
+    if min_size or keep_largest:
+        mask = postprocess_mask(mask, min_size, keep_largest).astype(np.uint8)
+    if min_pixels and mask.sum() < min_pixels:
+        mask[:] = 0
+    return mask
+
+
 def encode_predictions(masks, threshold=0.5, min_pixels=10, legacy=False, verbose=True, min_size=0,
                        keep_largest=0):
-    """RLE strings for (M, h, w, 1) predictions, one per mask (``min_size`` / ``keep_largest``:
-    ``common.postprocess.postprocess_mask`` on the 420x580 mask; 0 = off, as the original)."""
+    """RLE strings for (M, h, w, 1) predictions, one per mask (``final_mask`` of each, at 420x580)."""
     rles = []
     for pred in tqdm(masks, desc="encoding", disable=not verbose):
         if legacy:
             rles.append(rle_encode(prep_legacy(pred, threshold) > 0, min_pixels))
         else:
-            mask = prep(pred[:, :, 0], threshold)
-            if min_size or keep_largest:
-                mask = postprocess_mask(mask, min_size, keep_largest).astype(np.uint8)
+            mask = final_mask(pred[:, :, 0], threshold, min_pixels, min_size=min_size, keep_largest=keep_largest)
             rles.append(rle_encode(mask, min_pixels))
     return rles
 

@@ -25,7 +25,18 @@ RECIPE = {"optimizer": "adam", "lr": 1e-5, "adam": {"beta_1": 0.9, "beta_2": 0.9
           "shuffle": True, "monitor": "val_loss", "reload_best": True, "schedule": None}
 #: submission.py's: threshold 0.5, masks with fewer than 10 pixels emptied
 INFERENCE = {"threshold": 0.5, "min_pixels": 10}
-OWN_DATA = None
+#: data.py --images/--masks, --nnunet-dataset (issue 22): the tutorial trains on 80 % of the frames and
+#: validates on the last 20 %; a held-out test part of 20 % of all frames leaves 16 % (= 20 % of the rest) for
+#: validation. Frames of one subject (the number before the underscore) stay on one side; split seed 0.
+OWN_DATA = {"val_fraction": 0.16, "test_fraction": 0.2, "group_by": r"^(\d+)_", "mode": "gray", "seed": 0}
+
+
+def resize_frame(img, rows, cols):
+    """(H, W) frame -> (rows, cols) uint8, the original's resize (see ``resize_frames``): OpenCV's bilinear
+    resize in float64, truncated to uint8. data.py stacks own frames of another size with it."""
+    import cv2
+
+    return cv2.resize(np.asarray(img, np.float64), (cols, rows), interpolation=cv2.INTER_LINEAR).astype(np.uint8)
 
 
 def resize_frames(imgs, size=INPUT["size"]):
@@ -37,11 +48,9 @@ def resize_frames(imgs, size=INPUT["size"]):
     skimage's to about 1e-13, checked in the tests against scikit-image itself); float32 would differ by one
     grey level at a few pixels per frame after the truncation. Any input size works.
     """
-    import cv2
-
     out = np.empty((len(imgs), size, size, 1), dtype=np.uint8)
     for i, img in enumerate(imgs):
-        out[i, :, :, 0] = cv2.resize(np.asarray(img, np.float64), (size, size), interpolation=cv2.INTER_LINEAR)
+        out[i, :, :, 0] = resize_frame(img, size, size)
     return out
 
 

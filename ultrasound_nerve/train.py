@@ -2,7 +2,8 @@
 
 Defaults are the original's: frames resized to 96x96 (bilinear, no anti-aliasing, truncated to uint8),
 one global mean/std from the training array, masks /255, negative batch-level Dice loss (smooth 1),
-Adam(1e-5, eps 1e-8), batch 32, 20 epochs, last 20 % as validation, best checkpoint on val_loss; then the
+Adam(1e-5, eps 1e-8), batch 32, 20 epochs, last 20 % as validation (for data.py's own-data arrays: the val part of
+its split.json), best checkpoint on val_loss; then the
 best model predicts the test set: ``imgs_mask_test.npy`` (M,96,96,1) float32 and ``preds/<id>_pred.png``.
 
 The run folder (default ``weights/ultrasound_nerve/nerve_unet`` followed by every recipe option that is not
@@ -41,7 +42,7 @@ import numpy as np
 from common import cli
 from common.data.io import atomic_dir, save_npy, write_image, write_json
 from common.errors import UserError
-from ultrasound_nerve.data import DEFAULT_WORK, load_test_data, load_train_data
+from ultrasound_nerve.data import DEFAULT_WORK, load_test_data, load_train_data, read_split
 from ultrasound_nerve.task import INPUT, RECIPE, normalise, read_stats  # noqa: F401  (one place: task.py)
 from ultrasound_nerve.task import resize_frames as preprocess
 
@@ -98,6 +99,22 @@ def compile_model(model, lr, jit_compile=False):
     return model
 
 
+def split_validation(work_dir, val_split, *arrays):
+    """The last ``val_split`` of the frames (the original's ``validation_split``), or, for data.py's own-data
+    arrays (``split.json`` in ``work_dir``), its last ``counts["val"]`` frames: data.py stores train then val."""
+    from common.training import split_last
+
+    split = read_split(work_dir)
+    if split is None:
+        return split_last(val_split, *arrays)
+    n_train, n_val = split["counts"]["train"], split["counts"]["val"]
+    if n_train + n_val != len(arrays[0]) or not n_train or not n_val:
+        raise UserError(f"{Path(work_dir) / 'split.json'}: says train {n_train} + val {n_val} frames but "
+                        f"imgs_train.npy holds {len(arrays[0])}; run data.py --overwrite again")
+    print(f"validation: the {n_val} val frames of split.json (train {n_train}; --val-split is not used)")
+    return tuple(a[:n_train] for a in arrays), tuple(a[n_train:] for a in arrays)
+
+
 def train(work_dir, run_dir, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, val_split=VAL_SPLIT, img_size=IMG_SIZE,
           seed=None, resume=False, verbose=1, strategy="default", *, overwrite=False, mixed_precision="off",
           jit_compile=False, init_weights=None, data_workers=1, num_classes=None, multiclass_loss="dice"):
@@ -138,7 +155,7 @@ def train(work_dir, run_dir, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, val_sp
         y = preprocess(masks, img_size).astype(np.float32) / 255.0  # not re-binarised, as the original
     stats = {"mean": mean, "std": std, "img_size": img_size}
 
-    (x_tr, y_tr), (x_val, y_val) = split_last(val_split, x, y)
+    (x_tr, y_tr), (x_val, y_val) = split_validation(work_dir, val_split, x, y)
     if seed is not None:
         keras.utils.set_random_seed(seed)  # before the weights are initialised (fit() seeds again)
     with strategy.scope():
@@ -200,6 +217,9 @@ def predict_test(model, work_dir, stats, write_png=True, verbose=1, overwrite=Fa
     from common.data.io import write_label_map
 
     imgs, ids = load_test_data(work_dir)
+    if not len(imgs):  # own data prepared with --test-fraction 0
+        print(f"no test frames in {Path(work_dir) / 'imgs_test.npy'}: nothing to predict")
+        return None
     pred = predict_frames(model, imgs, stats, verbose=verbose)
     save_npy(Path(work_dir) / "imgs_mask_test.npy", pred)
     if write_png:
@@ -285,8 +305,8 @@ def main(argv=None):
                          init_weights=args.init_weights, data_workers=args.data_workers, num_classes=num_classes,
                          multiclass_loss=args.multiclass_loss)
     if not args.no_predict and model is not None:
-        predict_test(model, args.work_dir, stats, not args.no_png, args.verbose, overwrite=args.overwrite)
-        print(f"Saved test predictions to {args.work_dir / 'imgs_mask_test.npy'}")
+        if predict_test(model, args.work_dir, stats, not args.no_png, args.verbose, overwrite=args.overwrite) is not None:
+            print(f"Saved test predictions to {args.work_dir / 'imgs_mask_test.npy'}")
     return 0
 
 
