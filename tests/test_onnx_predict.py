@@ -1,0 +1,155 @@
+"""Every task's predict.py with --onnx writes the masks its Keras path writes (issue 25 item 2).
+
+For each of the seven tasks a tiny seeded network (the smallest shape the family takes) is saved as the task's
+run folder, exported with ``python -m common.export ... --format onnx``, and predict.py is run on the same
+files once with the Keras checkpoint and once with ``--onnx``: every mask file must be equal, and the
+probabilities of ``load_segmenter`` (Keras run vs .onnx) within 1e-4. retinal_edema (dict outputs seg/det) and
+robotic_scene (list outputs seg/class/scene) check the ONNX output layout of multi-output networks.
+The reference is the Keras path; the TensorFlow-free subprocess runs are in tests/test_onnx.py.
+"""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("tf2onnx")
+
+TASKS = ["fingernail", "lung", "retina_vessel", "retinal_edema", "robotic_scene", "skin_lesion", "ultrasound_nerve"]
+
+
+def _save(model, folder, *names):
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        model.save(folder / name)
+    return folder
+
+
+def _rgb_files(folder, sizes, ext=".png", seed=0):
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for i, (h, w) in enumerate(sizes):
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(folder / f"img{i}{ext}")
+    return folder
+
+
+def _setup(task, tmp):
+    """``(keras source options, export source args, inputs, load_segmenter path, readers)`` of a tiny run."""
+    from common.models import build_model
+
+    run = tmp / "weights" / task / "tiny"
+    if task == "skin_lesion":
+        _save(build_model("bcdu_net_d1", (8, 8, 3)), run, "best.keras")  # ConvLSTM: the smallest side, 8
+        inputs = _rgb_files(tmp / "in", [(20, 30), (17, 23)], ".jpg")
+        return ["--run-dir", str(run)], [str(run)], inputs, run, lambda p: np.asarray(Image.open(p).convert("RGB"))
+    if task == "ultrasound_nerve":
+        _save(build_model("nerve_unet", (32, 32, 1), filters=(4, 8, 16, 32, 64)), run, "best.keras")
+        (run / "norm_stats.json").write_text(json.dumps({"mean": 100.0, "std": 40.0, "img_size": 32}))
+        inputs = tmp / "in"
+        inputs.mkdir()
+        rng = np.random.default_rng(1)
+        for i in range(2):
+            Image.fromarray(rng.integers(0, 256, (40 + 3 * i, 58), dtype=np.uint8)).save(inputs / f"{i}.tif")
+        return ["--run-dir", str(run)], [str(run)], inputs, run, lambda p: np.asarray(Image.open(p))
+    if task == "fingernail":  # the task's checkpoint is last.keras
+        _save(build_model("unet2d_8_128", (16, 16, 3)), run, "best.keras", "last.keras")
+        inputs = _rgb_files(tmp / "in", [(20, 26), (26, 18)])  # a landscape and a portrait (rotated) photo
+        return ["--run-dir", str(run)], [str(run)], inputs, run, lambda p: np.asarray(Image.open(p).convert("RGB"))
+    if task == "retina_vessel":  # the default inference 'full': photos padded to the 8 x 8 network
+        _save(build_model("bcdu_net_d1", (8, 8, 1)), run, "best.keras")
+        inputs = _rgb_files(tmp / "in", [(8, 7), (6, 8)])
+        return ["--run-dir", str(run)], [str(run)], inputs, run, lambda p: np.asarray(Image.open(p).convert("RGB"))
+    if task == "lung":
+        import nibabel as nib
+
+        from common.data.synthetic import write_lung_dataset
+
+        net = _save(build_model("bcdu_net_d1", (16, 16, 1)), tmp / "net", "lung.keras") / "lung.keras"
+        write_lung_dataset(tmp / "raw", 2, 6, 16, n_empty=1, seed=3)
+        inputs = tmp / "raw" / "3d_images"
+        return (["--model", str(net)], ["--model", str(net), "--task", "lung"], inputs, net,
+                lambda p: np.asarray(nib.load(p).dataobj))
+    if task == "retinal_edema":
+        _save(build_model("edema_unet", (32, 32, 3), feature_scale=16), run, "best.keras")
+        (run / "state.json").write_text(json.dumps({"settings": {"mean": [0.3, 0.31, 0.32],
+                                                                 "std": [0.2, 0.21, 0.22]}}))
+        cube = tmp / "in" / "P1_cube_z.img"
+        cube.mkdir(parents=True)
+        rng = np.random.default_rng(2)
+        for k in range(1, 4):  # 30 x 27 slices, padded to the 32 x 32 network
+            Image.fromarray(rng.integers(0, 256, (30, 27), dtype=np.uint8)).save(cube / f"{k}.bmp")
+
+        def read_cube(folder):
+            return np.stack([np.asarray(Image.open(folder / f"{k}.bmp")) for k in range(1, 4)])
+        return ["--run-dir", str(run)], [str(run)], cube, run, read_cube
+    if task == "robotic_scene":
+        from common.tdsnet_trainer import trainer_classes
+
+        trainer = trainer_classes()[0](build_model("tdsnet", (32, 32, 3)))
+        final = _save(trainer, run / "stage4_scene", "best.keras", "last.keras") / "best.keras"
+        (run / "stages.json").write_text(json.dumps({"final_checkpoint": str(final),
+                                                     "settings": {"normalise": "torch"}}))
+        inputs = _rgb_files(tmp / "in", [(30, 28), (32, 25)])
+        return ["--run-dir", str(run)], [str(run)], inputs, run, lambda p: np.asarray(Image.open(p).convert("RGB"))
+    raise AssertionError(task)
+
+
+def _files(folder):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.name != "run.json")
+
+
+def _content(path):
+    name = path.name
+    if name.endswith((".nii", ".nii.gz")):
+        import nibabel as nib
+
+        return np.asarray(nib.load(path).dataobj)
+    if name.endswith((".png", ".tif", ".bmp", ".jpg")):
+        return np.asarray(Image.open(path))
+    if name.endswith(".csv"):
+        rows = list(csv.reader(path.read_text().splitlines()))
+        return rows[0], np.array([[float(v) for v in row[1:]] for row in rows[1:]])
+    raise AssertionError(name)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_predict_with_onnx_writes_the_keras_masks(task, tmp_path):
+    import importlib
+
+    import keras
+
+    from common import export
+    from common.predict import load_segmenter
+
+    keras.utils.set_random_seed(0)
+    keras_source, export_source, inputs, seg_path, read = _setup(task, tmp_path)
+    onnx_dir = tmp_path / "onnx"
+    assert export.main(export_source + [str(onnx_dir), "--format", "onnx"]) == 0
+    record = json.loads((onnx_dir / "preprocessing.json").read_text())
+    assert record["task"] == task
+    predict = importlib.import_module(f"{task}.predict")
+    common = [str(inputs), "--quiet"]
+    assert predict.main(common + keras_source + ["--out-dir", str(tmp_path / "keras")]) == 0
+    assert predict.main(common + ["--onnx", str(onnx_dir / "model.onnx"), "--out-dir", str(tmp_path / "ox")]) == 0
+    written = _files(tmp_path / "keras")
+    assert written and written == _files(tmp_path / "ox")
+    for name in written:
+        ours, reference = _content(tmp_path / "ox" / name), _content(tmp_path / "keras" / name)
+        if isinstance(reference, tuple):  # detections csv: header equal, values within 1e-4
+            assert ours[0] == reference[0]
+            np.testing.assert_allclose(ours[1], reference[1], atol=1e-4)
+        else:
+            np.testing.assert_array_equal(ours, reference, err_msg=name)
+    keras_seg, onnx_seg = load_segmenter(seg_path, task=task), load_segmenter(onnx_dir / "model.onnx")
+    sources = [inputs] if task == "retinal_edema" else sorted(p for p in inputs.iterdir() if p.is_file())
+    for source in sources:
+        image = read(source)
+        a, b = keras_seg.predict(image, probabilities=True), onnx_seg.predict(image, probabilities=True)
+        assert np.abs(np.asarray(a["prob"], np.float32) - np.asarray(b["prob"], np.float32)).max() <= 1e-4
+        np.testing.assert_array_equal(np.asarray(a["mask"]), np.asarray(b["mask"]))
+        if task == "retinal_edema":  # the second output of the multi-output network, by its key
+            assert np.abs(a["detection"] - b["detection"]).max() <= 1e-4
