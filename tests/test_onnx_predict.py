@@ -37,9 +37,13 @@ def _rgb_files(folder, sizes, ext=".png", seed=0):
     return folder
 
 
-def _setup(task, tmp):
-    """``(keras source options, export source args, inputs, load_segmenter path, readers)`` of a tiny run."""
-    from common.models import build_model
+def _setup(task, tmp, num_classes=None):
+    """``(keras source options, export source args, inputs, load_segmenter path, reader)`` of a tiny run
+    (``num_classes``: a K-class softmax head, for the families that take one)."""
+    from common.models import build_model as build
+
+    def build_model(*args, **options):
+        return build(*args, **options, **({"num_classes": num_classes} if num_classes else {}))
 
     run = tmp / "weights" / task / "tiny"
     if task == "skin_lesion":
@@ -153,3 +157,83 @@ def test_predict_with_onnx_writes_the_keras_masks(task, tmp_path):
         np.testing.assert_array_equal(np.asarray(a["mask"]), np.asarray(b["mask"]))
         if task == "retinal_edema":  # the second output of the multi-output network, by its key
             assert np.abs(a["detection"] - b["detection"]).max() <= 1e-4
+
+
+MULTICLASS = ["fingernail", "skin_lesion", "ultrasound_nerve"]
+
+
+def _reference_labels(task, model, image, seg_options):
+    """The label map of a K-class model, from the model's own softmax: each channel resized to the image's size
+    (the binary path's resize: Pillow bilinear, rotated back for a portrait fingernail photo; cv2 bilinear for
+    nerve frames), then the argmax over the channels."""
+    import cv2
+
+    from common.tasks import get_task
+
+    module = get_task(task)
+    h, w = image.shape[:2]
+    if task == "ultrasound_nerve":
+        x = module.preprocess(image, **seg_options)
+    elif task == "skin_lesion":
+        x = module.preprocess(image, size=model.inputs[0].shape[1])
+    else:
+        x = module.preprocess(image, rows=model.inputs[0].shape[1], cols=model.inputs[0].shape[2])
+    out = np.asarray(model(x, training=False))[0]
+    assert out.shape[-1] == 4 and np.allclose(out.sum(-1), 1, atol=1e-5)  # a softmax head
+    channels = []
+    for k in range(4):
+        p = out[..., k]
+        if task == "ultrasound_nerve":
+            channels.append(cv2.resize(p, (w, h), interpolation=cv2.INTER_LINEAR))
+        elif task == "skin_lesion":
+            channels.append(np.asarray(Image.fromarray(p).resize((w, h), Image.BILINEAR)))
+        else:
+            turned = w < h
+            full = Image.fromarray(p).resize((h, w) if turned else (w, h), Image.BILINEAR)
+            channels.append(np.asarray(full.rotate(-90, expand=True) if turned else full))
+    return np.argmax(np.stack(channels, -1), -1)
+
+
+@pytest.mark.parametrize("task", MULTICLASS)
+def test_predict_writes_palette_label_maps_of_a_four_class_model(task, tmp_path):
+    """K = 4 (issue 23 item 2): predict.py writes palette PNG label maps 0..3 (the argmax of the resized
+    softmax), probabilities (H, W, 4) as .npy, and --onnx writes the same files."""
+    import importlib
+
+    import keras
+
+    from common import export
+    from common.predict import load_checkpoint, load_segmenter
+
+    keras.utils.set_random_seed(0)
+    keras_source, export_source, inputs, seg_path, read = _setup(task, tmp_path, num_classes=4)
+    predict = importlib.import_module(f"{task}.predict")
+    options = [str(inputs), "--quiet", "--save-probabilities", "--overlay"]
+    assert predict.main(options + keras_source + ["--out-dir", str(tmp_path / "keras")]) == 0
+    seg = load_segmenter(seg_path, task=task)
+    assert seg.num_classes == 4
+    model = load_checkpoint(seg.source)
+    files = sorted(p for p in inputs.iterdir() if p.is_file())
+    mask_name = {"fingernail": "{}.png", "skin_lesion": "{}_segmentation.png",
+                 "ultrasound_nerve": "{}_labels.png"}[task]
+    seen = set()
+    for path in files:
+        image = read(path)
+        with Image.open(tmp_path / "keras" / mask_name.format(path.stem)) as img:
+            assert img.format == "PNG" and img.mode == "P"
+            labels = np.asarray(img)
+        assert labels.shape == image.shape[:2]
+        np.testing.assert_array_equal(labels, _reference_labels(task, model, image, seg.options))
+        seen |= set(np.unique(labels).tolist())
+        prob = np.load(tmp_path / "keras" / f"{path.stem}_prob.npy")
+        assert prob.shape == (*image.shape[:2], 4)
+        assert (tmp_path / "keras" / f"{path.stem}_overlay.png").is_file()
+    assert len(seen) > 1 and seen <= {0, 1, 2, 3}  # a label map, not a constant
+    assert export.main(export_source + [str(tmp_path / "onnx"), "--format", "onnx"]) == 0
+    assert predict.main(options + ["--onnx", str(tmp_path / "onnx" / "model.onnx"), "--out-dir",
+                                   str(tmp_path / "ox")]) == 0
+    assert _files(tmp_path / "ox") == _files(tmp_path / "keras")
+    for path in files:
+        name = mask_name.format(path.stem)
+        np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "ox" / name)),
+                                      np.asarray(Image.open(tmp_path / "keras" / name)))
