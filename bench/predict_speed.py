@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 # task -> (model, input shape of the network, raw input shape, options of build_model); tiny: for smoke runs
 FULL = {
     "ultrasound_nerve": ("nerve_unet", (96, 96, 1), (420, 580), {}),
-    "skin_lesion": ("bcdu_net_d3", (256, 256, 3), (767, 1022, 3), {"encoder_weights": None}),
+    "skin_lesion": ("bcdu_net_d3", (256, 256, 3), (767, 1022, 3), {}),
     "fingernail": ("unet2d_8_128", (160, 192, 3), (480, 640, 3), {}),
     "retina_vessel": ("bcdu_net_d3", (584, 568, 1), (584, 565, 3), {}),
     "lung": ("bcdu_net_d3", (512, 512, 1), (8, 512, 512), {}),
@@ -40,7 +40,7 @@ FULL = {
 }
 TINY = {
     "ultrasound_nerve": ("nerve_unet", (32, 32, 1), (42, 58), {"filters": (4, 8, 16, 32, 64)}),
-    "skin_lesion": ("bcdu_net_d3", (16, 16, 3), (30, 40, 3), {"encoder_weights": None}),
+    "skin_lesion": ("bcdu_net_d3", (16, 16, 3), (30, 40, 3), {}),
     "fingernail": ("unet2d_8_128", (16, 16, 3), (30, 40, 3), {}),
     "retina_vessel": ("bcdu_net_d3", (24, 24, 1), (24, 21, 3), {}),
     "lung": ("bcdu_net_d3", (16, 16, 1), (2, 16, 16), {}),

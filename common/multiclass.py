@@ -142,3 +142,13 @@ def write_multiclass_results(out_dir, model_name, truth, prob, title, spacing=No
     if verbose:
         print(table)
     return scores
+
+
+def label_map_result(prob, resize=None):
+    """A K-channel softmax output (h, w, K) -> ``{"mask": labels (H, W) uint8 = argmax, "prob": (H, W, K) float32}``
+    (the predict path of a K > 2 model): each channel resized by ``resize`` ((h, w) -> (H, W); None: as it is)
+    before the argmax, as the binary path resizes its one probability map."""
+    prob = np.asarray(prob, np.float32)
+    if resize is not None:
+        prob = np.stack([np.asarray(resize(prob[..., k]), np.float32) for k in range(prob.shape[-1])], axis=-1)
+    return {"mask": np.argmax(prob, axis=-1).astype(np.uint8), "prob": prob}

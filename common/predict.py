@@ -22,8 +22,9 @@ were computed (each file atomically), so a bad input leaves nothing behind, and 
 (:mod:`common.provenance`). A bad input (``UserError``: corrupt, truncated, wrong format) stops the run with
 the one-line error, or with ``--skip-bad`` is listed at the end (exit status 1 after the good ones).
 
-Output values: a NumPy uint8 array (written as an image in the format of the name's extension), ``str``
-(text), ``bytes``, or a callable ``write(tmp_path)`` for any other format (NIfTI, CSV).
+Output values: a NumPy uint8 array (written as an image in the format of the name's extension), a
+:class:`LabelMap` (a palette PNG of a K-class label map), ``str`` (text), ``bytes``, or a callable
+``write(tmp_path)`` for any other format (NIfTI, CSV).
 """
 
 import glob
@@ -178,7 +179,27 @@ def overlay_image(image, mask, color=(255, 0, 0), alpha=0.4):
     return np.concatenate([rgb, blended], axis=1).round().clip(0, 255).astype(np.uint8)
 
 
+class LabelMap:
+    """An (H, W) label map 0..K-1 to be written as a palette PNG (``common.data.io.write_label_map``): the file
+    holds the labels (``np.array(PIL.Image.open(path))``), an image viewer shows them in colour."""
+
+    def __init__(self, labels):
+        self.labels = np.asarray(labels)
+
+
+def label_colours(labels, num_classes):
+    """An (H, W) label map as an RGB image in the palette colours of ``write_label_map`` (for overlays)."""
+    from common.data.io import label_palette
+
+    return np.asarray(label_palette(max(int(num_classes), 1)), np.uint8)[np.asarray(labels)]
+
+
 def _write(path, value):
+    if isinstance(value, LabelMap):
+        from common.data.io import write_label_map
+
+        write_label_map(path, value.labels)
+        return
     if isinstance(value, np.ndarray):
         write_image(path, value)
         return
@@ -263,6 +284,11 @@ def extra_outputs(stem, args, *, prob=None, overlay=None, prob_ext=".png"):
     return out
 
 
+def probability_file(prob):
+    """A writer of multi-class probabilities (H, W, K) as a float16 ``.npy`` file (for ``run_inputs``)."""
+    return lambda tmp: np.save(tmp, np.asarray(prob, np.float16))
+
+
 def probability_png(prob):
     """A probability map in [0, 1] as a uint8 PNG image (0..255)."""
     return np.clip(np.rint(np.asarray(prob, np.float64) * 255), 0, 255).astype(np.uint8)
@@ -328,6 +354,7 @@ class KerasNetwork:
         shape = model.inputs[0].shape
         self.input_size = tuple(shape[1:3])
         self.channels = shape[-1]
+        self.output_channels = model.outputs[0].shape[-1]  # the first output's (K of a K-class softmax head)
         self.any_size = True
         self._functions, self.traced = {}, {}  # input shape -> NumPy forward pass / its tf.function
 
@@ -383,6 +410,8 @@ class OnnxNetwork:
         dims = [d if isinstance(d, int) else None for d in inp.shape[1:]]
         self.input_size, self.channels = tuple(dims[:2]), dims[2]
         self.any_size = None in self.input_size
+        first = self.session.get_outputs()[0].shape[-1]
+        self.output_channels = first if isinstance(first, int) else None
 
     def _run(self, x):
         outputs = [np.asarray(o, np.float32) for o in self.session.run(None, {self.input_name: x})]
@@ -418,6 +447,12 @@ class Segmenter:
     @property
     def name(self):
         return self.network.name
+
+    @property
+    def num_classes(self):
+        """K of a K-channel softmax head (K > 2: ``seg(image)`` is a label map 0..K-1), else 2 (binary)."""
+        channels = getattr(self.network, "output_channels", None) or 1
+        return channels if channels > 2 else 2
 
     def predict(self, image, **options):
         return self.task.segment(np.asarray(image), self.network, **{**self.options, **options})

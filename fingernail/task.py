@@ -127,13 +127,18 @@ def prepared_input(images, **stats):
 
 def segment(image, network, *, threshold=INFERENCE["threshold"], tta="none", rotate_portrait=INPUT["rotate_portrait"],
             **context):
-    """One photo (H, W, 3) uint8 -> ``{"mask": uint8 0/255, "prob": float32 in [0, 1]}`` at the photo's size."""
+    """One photo (H, W, 3) uint8 -> ``{"mask": uint8 0/255, "prob": float32 in [0, 1]}`` at the photo's size; a
+    K-class network (K > 2): ``{"mask": labels 0..K-1 uint8, "prob": (H, W, K)}``."""
     from common.inference import TTA_CHOICES, with_flips
 
     if tta not in TTA_CHOICES:
         raise ValueError(f"tta must be one of {TTA_CHOICES}, got {tta!r}")
     rows, cols = network.input_size
     x = preprocess(image, rows=rows, cols=cols, rotate_portrait=rotate_portrait)
-    prob = (with_flips(network) if tta == "flip" else network)(x)[0, ..., 0]
-    prob = resize_back(prob, np.shape(image), rotate_portrait)
+    out = (with_flips(network) if tta == "flip" else network)(x)[0]
+    if out.shape[-1] > 1:  # a K-class softmax head (--num-classes K > 2): the label map of the resized channels
+        from common.multiclass import label_map_result
+
+        return label_map_result(out, lambda p: resize_back(p, np.shape(image), rotate_portrait))
+    prob = resize_back(out[..., 0], np.shape(image), rotate_portrait)
     return {"mask": np.where(prob > threshold, 255, 0).astype(np.uint8), "prob": prob}

@@ -49,24 +49,7 @@ DEFAULT_WORK = cli.repo_path("work", "robotic_scene")
 PREPARED = "cropted_train"  # the original's folder name
 IMAGES, MASKS = "images", "instruments_masks"
 
-#: (EndoVis 2018 class name, RGB colour of the label PNGs) by class index, as the original's util/config.py.
-CLASSES = (
-    ("background-tissue", (0, 0, 0)),
-    ("instrument-shaft", (0, 255, 0)),
-    ("instrument-clasper", (0, 255, 255)),
-    ("instrument-wrist", (125, 255, 12)),
-    ("kidney-parenchyma", (255, 55, 0)),
-    ("covered-kidney", (24, 55, 125)),
-    ("thread", (187, 155, 25)),
-    ("clamps", (0, 255, 125)),
-    ("suturing-needle", (255, 255, 125)),
-    ("suction-instrument", (123, 15, 175)),
-    ("intestine", (124, 155, 5)),
-    ("ultrasound-probe", (12, 255, 141)),
-)
-CLASS_NAMES = tuple(name for name, _ in CLASSES)
-CLASS_COLOURS = np.array([colour for _, colour in CLASSES], np.uint8)
-NUM_CLASSES = len(CLASSES)
+from robotic_scene.task import CLASS_COLOURS, CLASS_NAMES, LABEL_CLASSES as CLASSES, NUM_CLASSES  # noqa: E402
 
 
 class UnknownColourError(DataLayoutError):

@@ -6,7 +6,24 @@ defaults from here (``common.tasks`` finds this module by scanning the repositor
 
 import numpy as np
 
-from robotic_scene.prepare import CLASS_COLOURS, CLASS_NAMES
+#: (EndoVis 2018 class name, RGB colour of the label PNGs) by class index, as the original's util/config.py.
+LABEL_CLASSES = (
+    ("background-tissue", (0, 0, 0)),
+    ("instrument-shaft", (0, 255, 0)),
+    ("instrument-clasper", (0, 255, 255)),
+    ("instrument-wrist", (125, 255, 12)),
+    ("kidney-parenchyma", (255, 55, 0)),
+    ("covered-kidney", (24, 55, 125)),
+    ("thread", (187, 155, 25)),
+    ("clamps", (0, 255, 125)),
+    ("suturing-needle", (255, 255, 125)),
+    ("suction-instrument", (123, 15, 175)),
+    ("intestine", (124, 155, 5)),
+    ("ultrasound-probe", (12, 255, 141)),
+)
+CLASS_NAMES = tuple(name for name, _ in LABEL_CLASSES)
+CLASS_COLOURS = np.array([colour for _, colour in LABEL_CLASSES], np.uint8)
+NUM_CLASSES = len(LABEL_CLASSES)
 
 NAME = "robotic_scene"
 MODELS = ("tdsnet",)
@@ -115,7 +132,7 @@ def load_keras_network(checkpoint, mixed_precision="off"):
     """The TDSNet network of a train.py checkpoint (lazy Keras import)."""
     from common.devices import apply_precision, set_precision
     from common.errors import UserError
-    from robotic_scene.train import load_trainer
+    from common.tdsnet_trainer import load_trainer
 
     set_precision(mixed_precision)
     try:

@@ -102,10 +102,15 @@ def prepared_input(images, **stats):
 
 def segment(image, network, *, raw_input=False, tta="none", threshold=INFERENCE["threshold"], **context):
     """One RGB photo (H, W, 3) uint8 -> ``{"mask": uint8 0/255 (H, W), "prob": float32 (H, W)}`` (evaluate.py's
-    path at the network's input size, the probabilities resized back bilinearly)."""
+    path at the network's input size, the probabilities resized back bilinearly). A K-class network (K > 2):
+    ``{"mask": labels 0..K-1 (H, W) uint8, "prob": (H, W, K)}``."""
     from common.inference import with_flips
 
     x = preprocess(image, size=network.input_size[0], raw_input=raw_input)
-    prob = (with_flips(network) if tta == "flip" else network)(x)[0, :, :, 0]
-    prob = resize_back(prob, np.shape(image)[:2])
+    out = (with_flips(network) if tta == "flip" else network)(x)[0]
+    if out.shape[-1] > 1:  # a K-class softmax head (--num-classes K > 2): the label map of the resized channels
+        from common.multiclass import label_map_result
+
+        return label_map_result(out, lambda p: resize_back(p, np.shape(image)[:2]))
+    prob = resize_back(out[..., 0], np.shape(image)[:2])
     return {"mask": postprocess(prob, threshold=threshold), "prob": prob}

@@ -304,3 +304,51 @@ def test_skip_bad_lists_a_bad_series_and_writes_the_good_one(hu, network, tmp_pa
     assert [s["input"] for s in skipped] == [str(tmp_path / "bad")]
     assert skipped[0]["error"].endswith("notes.txt: not a DICOM file; a series folder must hold only the files "
                                         "of one CT series")
+
+
+BLOCK_TF = """
+import importlib.abc, runpy, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('tensorflow', 'keras', 'tf_keras', 'jax', 'torch'):
+            raise ImportError('blocked: ' + name)
+sys.meta_path.insert(0, Block())
+sys.argv = sys.argv[1:]
+sys.path.insert(0, '.')
+runpy.run_path(sys.argv[0], run_name='__main__')
+"""
+
+
+def test_a_series_with_onnx_and_without_tensorflow_equals_the_keras_path(hu, network, tmp_path):
+    """requirements-predict.txt's path: lung/predict.py --onnx on a DICOM series (pydicom; --dicom-seg:
+    highdicom) in a process where TensorFlow and Keras cannot be imported writes the Keras path's files."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("tf2onnx")
+    pytest.importorskip("highdicom")
+    from common import export
+    from lung import predict
+
+    root = Path(__file__).resolve().parents[1]
+    write_series(tmp_path / "series", hu)
+    assert export.main(["--model", str(network), str(tmp_path / "onnx"), "--format", "onnx", "--task", "lung"]) == 0
+    args = [str(tmp_path / "series"), "--erosion-size", "3", "--save-probabilities", "--dicom-seg", "--quiet"]
+    assert predict.main(args + ["--model", str(network), "--out-dir", str(tmp_path / "keras")]) == 0
+    done = subprocess.run([sys.executable, "-c", BLOCK_TF, "lung/predict.py", *args, "--onnx",
+                           str(tmp_path / "onnx" / "model.onnx"), "--out-dir", str(tmp_path / "ox")], cwd=root,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert _files(tmp_path / "ox") == _files(tmp_path / "keras") == ["MASK_series.nii.gz", "PROB_series.nii.gz",
+                                                                     "SEG_series.dcm", "run.json"]
+    ours, reference = (nib.load(tmp_path / d / "MASK_series.nii.gz") for d in ("ox", "keras"))
+    mask = np.asanyarray(ours.dataobj)
+    assert 0 < np.count_nonzero(mask) < mask.size
+    np.testing.assert_array_equal(mask, np.asanyarray(reference.dataobj))
+    np.testing.assert_allclose(ours.affine, reference.affine)
+    np.testing.assert_allclose(np.asanyarray(nib.load(tmp_path / "ox" / "PROB_series.nii.gz").dataobj),
+                               np.asanyarray(nib.load(tmp_path / "keras" / "PROB_series.nii.gz").dataobj), atol=1e-4)
+    seg_ours, seg_keras = (pydicom.dcmread(tmp_path / d / "SEG_series.dcm") for d in ("ox", "keras"))
+    np.testing.assert_array_equal(seg_ours.pixel_array, seg_keras.pixel_array)

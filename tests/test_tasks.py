@@ -110,6 +110,41 @@ def test_descriptors_import_without_tensorflow():
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
 
 
+BLOCK_TF = """
+import importlib.abc, json, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('tensorflow', 'keras', 'tf_keras', 'jax', 'torch'):
+            raise ImportError('blocked: ' + name)
+sys.meta_path.insert(0, Block())
+sys.path.insert(0, '.')
+from common.tasks import available_tasks, get_task
+names = available_tasks()
+for n in names:
+    get_task(n)
+print(json.dumps({"tasks": names, "modules": sorted(m for m in sys.modules if m.split('.')[0] in names)}))
+"""
+
+
+def test_descriptors_import_no_script_of_their_folder_with_tensorflow_unimportable():
+    """Dependencies point one way (scripts -> task.py -> common): importing every task.py, with TensorFlow and
+    Keras unimportable, imports no other module of a task folder; and no function of a task.py imports one
+    (checked on the source: lazy imports inside functions included)."""
+    import ast
+
+    done = subprocess.run([sys.executable, "-c", BLOCK_TF], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-1500:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found["tasks"] == SEVEN
+    assert sorted(found["modules"]) == sorted(SEVEN + [f"{n}.task" for n in SEVEN])
+    for name in SEVEN:
+        tree = ast.parse((ROOT / name / "task.py").read_text())
+        imported = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module] + \
+            [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        folders = [m for m in imported if m.split(".")[0] in SEVEN and m != f"{name}.task"]
+        assert folders == [], (name, folders)
+
+
 def test_preprocess_postprocess_against_numpy_formulas():
     rng = np.random.default_rng(0)
     # nerve: bilinear resize then (x - mean) / std; a constant frame stays constant

@@ -88,8 +88,8 @@ def build_parser():
 
 def main(argv=None):
     from common.data.io import read_image
-    from common.predict import (collect_inputs, extra_outputs, overlay_image, probability_png, run_inputs,
-                                segmenter_from_args)
+    from common.predict import (LabelMap, collect_inputs, extra_outputs, label_colours, overlay_image,
+                                probability_file, probability_png, run_inputs, segmenter_from_args)
 
     args = build_parser().parse_args(argv)
     if not 0 <= args.threshold < 1:
@@ -107,16 +107,24 @@ def main(argv=None):
                                        min_pixels=args.min_pixels, min_size=args.min_size,
                                        keep_largest=args.keep_largest, **stats)
 
+    multi = seg.num_classes > 2  # a K-class model: <name>_labels.png palette label maps, probabilities as .npy
+    prob_ext = ".npy" if multi else ".png"
+
+    def mask_name(path):
+        return f"{path.stem}_labels.png" if multi else f"{path.stem}_mask.tif"
+
     def names(path):
-        return [f"{path.stem}_mask.tif", *extra_outputs(path.stem, args)]
+        return [mask_name(path), *extra_outputs(path.stem, args, prob_ext=prob_ext)]
 
     def process(path):
         frame = read_image(path, "gray")
         result = seg.predict(frame)
         mask = result["mask"]
-        return {f"{path.stem}_mask.tif": mask,
-                **extra_outputs(path.stem, args, prob=lambda: probability_png(result["prob"]),
-                                overlay=lambda: overlay_image(frame, mask))}
+        return {mask_name(path): LabelMap(mask) if multi else mask,
+                **extra_outputs(path.stem, args, prob_ext=prob_ext,
+                                prob=lambda: (probability_file if multi else probability_png)(result["prob"]),
+                                overlay=lambda: overlay_image(frame, label_colours(mask, seg.num_classes) if multi
+                                                              else mask))}
 
     norm = {k: seg.options[k] for k in ("mean", "std", "img_size")}
     return run_inputs(files, process, args=args, outputs=names, model_name=seg.name, weights=weights,

@@ -186,11 +186,19 @@ def run_context(run_dir, **options):
 
 def segment(frame, network, *, mean, std, img_size=INPUT["size"], tta="none", **context):
     """One grey frame (H, W) uint8 -> ``{"mask": uint8 0/255 (H, W), "prob": float32 (s, s) at the network's
-    size}`` (train.py's test prediction, then submission.py's rule; ``context``: postprocess's options)."""
+    size}`` (train.py's test prediction, then submission.py's rule; ``context``: postprocess's options). A K-class
+    network (K > 2): ``{"mask": labels 0..K-1 (H, W) uint8 (argmax of the bilinearly resized softmax; the binary
+    rule's threshold / min_pixels do not apply), "prob": (H, W, K)}``."""
     from common.inference import with_flips
 
     frame = np.asarray(frame)
     x = preprocess(frame, mean=mean, std=std, img_size=img_size)
-    prob = (with_flips(network) if tta == "flip" else network)(x)[0, :, :, 0]
+    out = (with_flips(network) if tta == "flip" else network)(x)[0]
+    if out.shape[-1] > 1:  # a K-class softmax head (--num-classes K > 2): the label map of the resized channels
+        from common.multiclass import label_map_result
+
+        return label_map_result(out, lambda p: cv2.resize(p, (frame.shape[1], frame.shape[0]),
+                                                          interpolation=cv2.INTER_LINEAR))
+    prob = out[..., 0]
     options = {k: context[k] for k in ("threshold", "min_pixels", "min_size", "keep_largest") if k in context}
     return {"mask": postprocess(prob, shape=frame.shape[:2], **options), "prob": prob}
