@@ -77,7 +77,9 @@ def test_nerve_reloads_the_best_checkpoint_after_training(tmp_path, monkeypatch)
         model.save(Path(run_dir) / "last.keras")
         return model, {}
 
-    monkeypatch.setattr(train, "fit", fake_fit)
+    import common.training
+
+    monkeypatch.setattr(common.training, "fit", fake_fit)  # train() imports fit when it runs
     model, _ = train.train(tmp_path, tmp_path / "run", img_size=32, verbose=0)
     assert all(np.all(w == 0.25) for w in model.get_weights())
 

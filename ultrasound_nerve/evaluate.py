@@ -40,6 +40,7 @@ from common import cli
 from common.errors import UserError
 from ultrasound_nerve.data import DEFAULT_WORK, OUTPUTS, TRUE_MASKS, read_split
 from ultrasound_nerve.submission import final_mask, load_predictions
+from ultrasound_nerve.task import add_mask_options, check_mask_options
 
 
 def score_masks(truths, masks):
@@ -94,17 +95,13 @@ def _figures(folder, frames, truths, masks, per_image, title):
 
 
 def build_parser():
-    from common.postprocess import add_postprocess_arguments
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK,
                         help="data.py's own-data arrays with train.py's imgs_mask_test.npy (default: %(default)s)")
     parser.add_argument("--out-dir", type=Path, default=None, help="default: <work-dir>/evaluation")
-    parser.add_argument("--threshold", type=float, default=0.5, help="default: %(default)s, as submission.py")
-    parser.add_argument("--min-pixels", type=int, default=10,
-                        help="predictions with fewer pixels count as empty (default: %(default)s, submission.py's "
-                             "rule; 0 disables)")
-    add_postprocess_arguments(parser)
+    add_mask_options(parser, threshold_help="default: %(default)s, as submission.py",
+                     min_pixels_help="predictions with fewer pixels count as empty (default: %(default)s, "
+                                     "submission.py's rule; 0 disables)")
     parser.add_argument("--title", default=None, help="title of the figures and the table")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out-dir")
     return parser
@@ -115,11 +112,7 @@ def main(argv=None):
     from common.report import write_table
 
     args = build_parser().parse_args(argv)
-    if not 0 <= args.threshold < 1:
-        raise cli.option_error("--threshold", f"must be in [0, 1), got {args.threshold}")
-    for name in ("min_pixels", "min_size", "keep_largest"):
-        if getattr(args, name) < 0:
-            raise cli.option_error("--" + name.replace("_", "-"), f"must be 0 or more, got {getattr(args, name)}")
+    check_mask_options(args)
     work_dir = Path(args.work_dir)
     out_dir = args.out_dir or work_dir / "evaluation"
     if out_dir.exists() and not args.overwrite:

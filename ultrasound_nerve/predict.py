@@ -34,7 +34,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from common import cli
-from ultrasound_nerve.task import INFERENCE, INPUT
+from ultrasound_nerve.task import INPUT, add_mask_options, check_mask_options
 
 EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")  # own data may come as JPEG (nerve_jpeg)
 DEFAULT_RUN = "weights/ultrasound_nerve/nerve_unet"  # train.py's default run folder
@@ -66,17 +66,13 @@ def _legacy(args):
 
 def build_parser():
     from common.legacy_weights import add_init_weights_argument
-    from common.postprocess import add_postprocess_arguments
     from common.predict import add_predict_arguments
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_predict_arguments(parser, default_run_dir=DEFAULT_RUN)
-    parser.add_argument("--threshold", type=float, default=INFERENCE["threshold"],
-                        help="default: %(default)s, as submission.py")
-    parser.add_argument("--min-pixels", type=int, default=INFERENCE["min_pixels"],
-                        help="masks with fewer pixels are written empty (default: %(default)s, the original "
-                             "submission's rule; 0 disables)")
-    add_postprocess_arguments(parser)
+    add_mask_options(parser, threshold_help="default: %(default)s, as submission.py",
+                     min_pixels_help="masks with fewer pixels are written empty (default: %(default)s, the "
+                                     "original submission's rule; 0 disables)")
     add_init_weights_argument(parser)
     parser.add_argument("--norm-from", type=Path, default=None, metavar="WORK_DIR",
                         help="with --init-weights: compute the training mean/std as the tutorial did, from "
@@ -92,11 +88,7 @@ def main(argv=None):
                                 probability_file, probability_png, run_inputs, segmenter_from_args)
 
     args = build_parser().parse_args(argv)
-    if not 0 <= args.threshold < 1:
-        raise cli.option_error("--threshold", f"must be in [0, 1), got {args.threshold}")
-    for name in ("min_pixels", "min_size", "keep_largest"):
-        if getattr(args, name) < 0:
-            raise cli.option_error("--" + name.replace("_", "-"), f"must be 0 or more, got {getattr(args, name)}")
+    check_mask_options(args)
     files = collect_inputs(args.inputs, EXTENSIONS)
     model = checkpoint = None
     stats = {}

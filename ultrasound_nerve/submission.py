@@ -35,7 +35,7 @@ from common.errors import UserError
 from common.postprocess import postprocess_mask
 from common.rle import rle_encode
 from ultrasound_nerve.data import DEFAULT_WORK, IMAGE_COLS, IMAGE_ROWS
-from ultrasound_nerve.task import prep  # noqa: F401  (one place: task.py)
+from ultrasound_nerve.task import add_mask_options, check_mask_options, prep  # noqa: F401  (one place: task.py)
 
 
 def prep_legacy(pred, threshold=0.5):
@@ -91,16 +91,12 @@ def read_submission(path):
 
 def build_parser():
     """The command line (its defaults are the original's settings; pinned by the tests)."""
-    from common.postprocess import add_postprocess_arguments
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK,
                         help="folder with imgs_mask_test.npy and imgs_id_test.npy (default: %(default)s)")
     parser.add_argument("--output", type=Path, default=None, help="CSV path (default: <work-dir>/submission.csv)")
-    parser.add_argument("--threshold", type=float, default=0.5, help="default: %(default)s, as the original")
-    parser.add_argument("--min-pixels", type=int, default=10,
-                        help="masks with fewer pixels are submitted empty (original: 10; 0 disables)")
-    add_postprocess_arguments(parser)
+    add_mask_options(parser, threshold_help="default: %(default)s, as the original",
+                     min_pixels_help="masks with fewer pixels are submitted empty (original: 10; 0 disables)")
     parser.add_argument("--legacy", action="store_true", help="reproduce the original script's bugs")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing CSV")
     parser.add_argument("--quiet", action="store_true")
@@ -109,11 +105,7 @@ def build_parser():
 
 def check_options(args):
     """One-line ``OptionError`` for option values that cannot work."""
-    if not 0 <= args.threshold < 1:
-        raise cli.option_error("--threshold", f"must be in [0, 1), got {args.threshold}")
-    for name in ("min_pixels", "min_size", "keep_largest"):
-        if getattr(args, name) < 0:
-            raise cli.option_error("--" + name.replace("_", "-"), f"must be 0 or more, got {getattr(args, name)}")
+    check_mask_options(args)
     if args.legacy and (args.min_size or args.keep_largest):
         raise cli.option_error("--legacy", "reproduces the original's output; it cannot be combined with "
                                            "--min-size/--keep-largest")

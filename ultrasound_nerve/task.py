@@ -202,3 +202,24 @@ def segment(frame, network, *, mean, std, img_size=INPUT["size"], tta="none", **
     prob = out[..., 0]
     options = {k: context[k] for k in ("threshold", "min_pixels", "min_size", "keep_largest") if k in context}
     return {"mask": postprocess(prob, shape=frame.shape[:2], **options), "prob": prob}
+
+
+def add_mask_options(parser, *, threshold_help, min_pixels_help):
+    """``--threshold``, ``--min-pixels`` (submission.py's rule) and the post-processing options that
+    submission.py, evaluate.py and predict.py share (defaults: INFERENCE, the original's)."""
+    from common.postprocess import add_postprocess_arguments
+
+    parser.add_argument("--threshold", type=float, default=INFERENCE["threshold"], help=threshold_help)
+    parser.add_argument("--min-pixels", type=int, default=INFERENCE["min_pixels"], help=min_pixels_help)
+    add_postprocess_arguments(parser)
+
+
+def check_mask_options(args):
+    """One-line ``OptionError`` for a threshold outside [0, 1) or a negative size option."""
+    from common.cli import option_error
+
+    if not 0 <= args.threshold < 1:
+        raise option_error("--threshold", f"must be in [0, 1), got {args.threshold}")
+    for name in ("min_pixels", "min_size", "keep_largest"):
+        if getattr(args, name) < 0:
+            raise option_error("--" + name.replace("_", "-"), f"must be 0 or more, got {getattr(args, name)}")

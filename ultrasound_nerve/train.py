@@ -131,8 +131,8 @@ def train(work_dir, run_dir, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, val_sp
 
     from common.devices import set_precision
     from common.models import build_model
-    from common.training import check_run_dir, fit, get_strategy, is_chief, split_last
     from common.multiclass import compile_multiclass, is_multiclass, resolve_num_classes
+    from common.training import check_run_dir, fit, get_strategy, is_chief
 
     check_run_dir(run_dir, resume=resume, overwrite=overwrite)  # before the data is loaded
     strategy = get_strategy(strategy)  # before any other TensorFlow work
