@@ -216,6 +216,20 @@ def refuse_existing(work_dir, overwrite=False):
                         "to replace it, or another --work-dir")
 
 
+def _store_slices(out, position, images, lung, *, n_train, erosion_size, fill_size):
+    """Write one volume's slices (k, S, S) and lung masks, with the FOV and target built from them
+    (:func:`lung_targets`), at rows ``position ..`` of the prepared arrays ``out[key] = (train, test)``: rows below
+    ``n_train`` go to the train arrays, the others to the test arrays. Returns the next row."""
+    fov, target = lung_targets(images, lung, erosion_size, fill_size)
+    arrays = {"image": images, "lung": lung * np.uint8(255), "target": target, "fov": fov}
+    rows = position + np.arange(len(images))
+    for part, lo in enumerate((0, n_train)):
+        sel = rows >= n_train if part else rows < n_train
+        for key, array in arrays.items():
+            out[key][part][rows[sel] - lo] = array[sel]
+    return position + len(images)
+
+
 def prepare(data_dir, work_dir, slice_size=SLICE_SIZE, erosion_size=EROSION_SIZE, fill_size=FILL_SIZE,
             train_fraction=TRAIN_FRACTION, verbose=True, overwrite=False):
     """Read, convert, split and save every volume; returns the summary written to ``split.json``.
@@ -261,15 +275,9 @@ def prepare(data_dir, work_dir, slice_size=SLICE_SIZE, erosion_size=EROSION_SIZE
                 continue
             images = hu_to_grayscale(_load(image_path), zs)
             lung = _load(mask_path)[zs] == LUNG_VALUE
-            fov, target = lung_targets(images, lung, erosion_size, fill_size)
-            arrays = {"image": images, "lung": lung * np.uint8(255), "target": target, "fov": fov}
-            rows = position + np.arange(len(zs))
-            for part, (lo, hi) in enumerate(((0, n_train), (n_train, n))):
-                sel = (rows >= lo) & (rows < hi)
-                for key, array in arrays.items():
-                    out[key][part][rows[sel] - lo] = array[sel]
-            position += len(zs)
-            del images, lung, fov, target, arrays
+            position = _store_slices(out, position, images, lung, n_train=n_train, erosion_size=erosion_size,
+                                     fill_size=fill_size)
+            del images, lung
         tmp = stack.enter_context(atomic_path(work_dir / "split.json"))
         tmp.write_text(json.dumps(summary, indent=1))
     return summary
@@ -390,15 +398,9 @@ def prepare_own(dataset, work_dir=DEFAULT_WORK, slice_size=SLICE_SIZE, erosion_s
             image, lung, _ = _own_case(by_name[name], **read)
             images = hu_to_grayscale(image, zs) if not slices else image.astype(np.float64)
             images, lung = resize_slices(images, lung[zs], slice_size)
-            fov, target = lung_targets(images, lung, erosion_size, fill_size)
-            arrays = {"image": images, "lung": lung * np.uint8(255), "target": target, "fov": fov}
-            rows = position + np.arange(len(zs))
-            for part, (lo, hi) in enumerate(((0, n_train), (n_train, n))):
-                sel = (rows >= lo) & (rows < hi)
-                for key, array in arrays.items():
-                    out[key][part][rows[sel] - lo] = array[sel]
-            position += len(zs)
-            del image, images, lung, fov, target, arrays
+            position = _store_slices(out, position, images, lung, n_train=n_train, erosion_size=erosion_size,
+                                     fill_size=fill_size)
+            del image, images, lung
         tmp = stack.enter_context(atomic_path(work_dir / "split.json"))
         record = write_split(tmp, split, source=dataset.source, seed=seed, group_by=group_by,
                              fractions=(val_fraction, test_fraction), verbose=False)
