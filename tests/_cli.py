@@ -23,3 +23,23 @@ def error_lines(main, argv):
 def error_line(main, argv):
     """The last stderr line of :func:`error_lines` (the one-line ``error: ...``)."""
     return error_lines(main, argv)[-1]
+
+
+#: Python source for ``python -c``: TensorFlow, Keras, JAX and PyTorch made unimportable (any import of them
+#: raises ImportError) and the repository root importable; a test appends what the subprocess then runs.
+BLOCK_FRAMEWORKS = """
+import importlib.abc, json, runpy, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('tensorflow', 'keras', 'tf_keras', 'jax', 'torch'):
+            raise ImportError('blocked: ' + name)
+sys.meta_path.insert(0, Block())
+sys.path.insert(0, '.')
+"""
+
+#: :data:`BLOCK_FRAMEWORKS`, then the script named by the first argument run as ``__main__`` with the rest.
+RUN_SCRIPT_BLOCKED = BLOCK_FRAMEWORKS + """
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name='__main__')
+"""
+

@@ -18,7 +18,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, JPEGLosslessSV1, generate_uid
 
-from _cli import error_line
+from _cli import RUN_SCRIPT_BLOCKED, error_line
 from common.data.dicom import read_dicom_series
 from common.data.synthetic import write_lung_dataset
 from common.errors import UserError
@@ -306,18 +306,6 @@ def test_skip_bad_lists_a_bad_series_and_writes_the_good_one(hu, network, tmp_pa
                                         "of one CT series")
 
 
-BLOCK_TF = """
-import importlib.abc, runpy, sys
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] in ('tensorflow', 'keras', 'tf_keras', 'jax', 'torch'):
-            raise ImportError('blocked: ' + name)
-sys.meta_path.insert(0, Block())
-sys.argv = sys.argv[1:]
-sys.path.insert(0, '.')
-runpy.run_path(sys.argv[0], run_name='__main__')
-"""
-
 
 def test_a_series_with_onnx_and_without_tensorflow_equals_the_keras_path(hu, network, tmp_path):
     """requirements-predict.txt's path: lung/predict.py --onnx on a DICOM series (pydicom; --dicom-seg:
@@ -337,7 +325,7 @@ def test_a_series_with_onnx_and_without_tensorflow_equals_the_keras_path(hu, net
     assert export.main(["--model", str(network), str(tmp_path / "onnx"), "--format", "onnx", "--task", "lung"]) == 0
     args = [str(tmp_path / "series"), "--erosion-size", "3", "--save-probabilities", "--dicom-seg", "--quiet"]
     assert predict.main(args + ["--model", str(network), "--out-dir", str(tmp_path / "keras")]) == 0
-    done = subprocess.run([sys.executable, "-c", BLOCK_TF, "lung/predict.py", *args, "--onnx",
+    done = subprocess.run([sys.executable, "-c", RUN_SCRIPT_BLOCKED, "lung/predict.py", *args, "--onnx",
                            str(tmp_path / "onnx" / "model.onnx"), "--out-dir", str(tmp_path / "ox")], cwd=root,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from _cli import error_line
+from _cli import RUN_SCRIPT_BLOCKED, error_line
 from _families import without_dropout
 from common import export
 from common.errors import UserError
@@ -65,18 +65,6 @@ FAMILIES = {
     "unet_nested": (_build("unet_nested", (16, 16, 3), feature_scale=16), (16, 16, 3)),         # ~5 s
     "tdsnet": (_build("tdsnet", (32, 32, 3)), (32, 32, 3)),                                     # ~13 s
 }
-
-BLOCK_TF = """
-import importlib.abc, runpy, sys
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] in ('tensorflow', 'keras', 'tf_keras', 'jax', 'torch'):
-            raise ImportError('blocked: ' + name)
-sys.meta_path.insert(0, Block())
-sys.argv = sys.argv[1:]
-sys.path.insert(0, '.')
-runpy.run_path(sys.argv[0], run_name='__main__')
-"""
 
 
 def _flat(output):
@@ -166,7 +154,7 @@ def test_predict_script_with_onnx_runs_without_tensorflow_and_writes_the_keras_m
 
     run, onnx_file, frames = nerve_export
     assert predict.main([str(frames), "--run-dir", str(run), "--out-dir", str(tmp_path / "keras"), "--quiet"]) == 0
-    done = subprocess.run([sys.executable, "-c", BLOCK_TF, "ultrasound_nerve/predict.py", str(frames), "--onnx",
+    done = subprocess.run([sys.executable, "-c", RUN_SCRIPT_BLOCKED, "ultrasound_nerve/predict.py", str(frames), "--onnx",
                            str(onnx_file), "--out-dir", str(tmp_path / "onnx"), "--quiet"], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -9,18 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from _cli import BLOCK_FRAMEWORKS
 from common.predict import load_segmenter
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ["fingernail", "lung", "retina_vessel", "retinal_edema", "robotic_scene", "skin_lesion", "ultrasound_nerve"]
-BLOCKED_HELP = """
-import importlib.abc, runpy, sys
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] in ('tensorflow', 'keras', 'jax', 'torch'):
-            raise ImportError('blocked: ' + name)
-sys.meta_path.insert(0, Block())
-sys.path.insert(0, '.')
+BLOCKED_HELP = BLOCK_FRAMEWORKS + """
 sys.argv = [sys.argv[1], '--help']
 runpy.run_path(sys.argv[0], run_name='__main__')
 """

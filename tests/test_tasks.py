@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _cli import BLOCK_FRAMEWORKS
 from common.errors import UserError
 from common.tasks import available_tasks, get_task
 
@@ -110,14 +111,7 @@ def test_descriptors_import_without_tensorflow():
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
 
 
-BLOCK_TF = """
-import importlib.abc, json, sys
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] in ('tensorflow', 'keras', 'tf_keras', 'jax', 'torch'):
-            raise ImportError('blocked: ' + name)
-sys.meta_path.insert(0, Block())
-sys.path.insert(0, '.')
+BLOCK_TF = BLOCK_FRAMEWORKS + """
 from common.tasks import available_tasks, get_task
 names = available_tasks()
 for n in names:
