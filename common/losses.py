@@ -7,7 +7,7 @@ without ``custom_objects``.
 import keras
 from keras import ops
 
-from common.multiclass import MULTICLASS_LOSSES  # one place: the option parser's (Keras-free)
+from common.run_options import MULTICLASS_LOSSES  # one place: the option's choices (Keras-free)
 
 
 def _flatten_per_sample(x, per_image):

@@ -12,9 +12,8 @@ on the label maps as they are. The evaluate scripts score a K-channel model per 
 import numpy as np
 
 from common import cli
+from common.run_options import MULTICLASS_LOSSES
 
-#: the multi-class losses of common.losses.MulticlassLoss (named here, so --help needs no Keras)
-MULTICLASS_LOSSES = ("ce", "dice", "ce_dice")
 NUM_CLASSES_HELP = ("classes including the background: 1 or 2 = binary (the original), K > 2 = K-channel "
                     "softmax head on label maps 0..K-1 (default: from the training masks: K when they hold "
                     "integer labels 0..K-1 with K - 1 in 2..63, else 2)")

@@ -4,6 +4,8 @@ re-exports every name here."""
 
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
+#: the losses of ``--multiclass-loss`` (``common.losses.MulticlassLoss``): cross-entropy, foreground soft Dice, both
+MULTICLASS_LOSSES = ("ce", "dice", "ce_dice")
 
 
 def positive_int(text):

@@ -33,7 +33,7 @@ def _env(backend):
 
 # What bench/gpu.py and the networks import (at module level, transitively), and so must not import TensorFlow.
 NO_TF_MODULES = ["bench/gpu.py", "bench/train_step.py", "common/cli.py", "common/devices.py", "common/errors.py", "common/flops.py", "common/layers.py",
-                 "common/losses.py", "common/multiclass.py", "common/optimizers.py", "common/quiet.py", *sorted(
+                 "common/losses.py", "common/multiclass.py", "common/optimizers.py", "common/quiet.py", "common/run_options.py", *sorted(
                      str(p.relative_to(ROOT)) for p in (ROOT / "common" / "models").glob("*.py"))]
 
 

@@ -399,7 +399,8 @@ def test_cli_retina_vessel(tmp_path):
 
 
 @pytest.mark.parametrize("argv,expect", [
-    (["--task", "robotic_scene"], "--task: robotic_scene is not supported yet"),
+    (["--task", "retinal_edema"], "--task: retinal_edema is not supported yet"),
+    (["--task", "robotic_scene"], "no seq_<N> folders"),
     (["--task", "nope"], "--task: unknown task 'nope'"),
     (["--task", "skin_lesion"], "data_train.npy: not found"),
     (["--task", "fingernail", "--dataset-id", "1000"], "--dataset-id: 1000"),

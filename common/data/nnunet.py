@@ -40,7 +40,7 @@ import numpy as np
 from common.data.io import DataLayoutError, ImageReadError
 from common.errors import UserError
 
-from common.data.pairs import OwnDataset, Pair
+from common.data.cases import OwnDataset, Pair
 
 IMAGE_ENDINGS = (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg")
 VOLUME_ENDINGS = (".nii.gz", ".nii")

@@ -53,12 +53,12 @@ Split (``split_pairs``, ``write_split``)
 import json
 import re
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from common.cli import option_error
+from common.data.cases import OwnDataset, Pair
 from common.data.io import IMAGE_EXTENSIONS, DataLayoutError, ImageReadError, read_image, write_json
 from common.errors import OptionError, UserError
 
@@ -75,50 +75,6 @@ __all__ = ["MASK_SUFFIXES", "Pair", "OwnDataset", "find_pairs", "read_label_map"
 
 def print_to_stderr(message):
     print(message, file=sys.stderr)
-
-
-@dataclass(frozen=True)
-class Pair:
-    """One case.
-
-    ====== ======================== ==========================================================================
-    field  type                     meaning
-    ====== ======================== ==========================================================================
-    name   str                      image path relative to the images folder, ``/``-separated, without
-                                    extension (nnU-Net: the case identifier)
-    image  tuple[Path, ...]         one file, or the channel files in channel order (nnU-Net ``_0000``, ...)
-    mask   Path | None              None: no label (nnU-Net ``imagesTs``, predict only)
-    volume bool                     True for NIfTI volumes (3-D), sliced by the task
-    ====== ======================== ==========================================================================
-    """
-
-    name: str
-    image: tuple
-    mask: Path | None
-    volume: bool = False
-
-
-@dataclass(frozen=True)
-class OwnDataset:
-    """A user's dataset.
-
-    ============= ============================ =================================================================
-    field         type                         meaning
-    ============= ============================ =================================================================
-    pairs         tuple[Pair, ...]             sorted by name
-    labels        dict[int, str] | None        label value -> name (nnU-Net ``labels``, colour table) or None
-    test          tuple[Pair, ...]             nnU-Net ``imagesTs`` (mask None)
-    source        str                          ``"folders"`` | ``"nnunet"`` (for split.json / run.json)
-    label_colours dict[int, tuple] | None      colour-coded RGB masks: label -> (r, g, b); pass it to
-                                               ``read_pair(..., label_colours=dataset.label_colours)``
-    ============= ============================ =================================================================
-    """
-
-    pairs: tuple
-    labels: dict | None
-    test: tuple = ()
-    source: str = ""
-    label_colours: dict | None = None
 
 
 # ----------------------------------------------------------------------------------------------- pairing
