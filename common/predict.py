@@ -284,6 +284,24 @@ def extra_outputs(stem, args, *, prob=None, overlay=None, prob_ext=".png"):
     return out
 
 
+def mask_outputs(stem, mask_name, image, result, args, num_classes):
+    """``{mask_name: mask, ...optional files}`` of one segmented image (``result`` of ``Segmenter.predict``): a
+    binary mask as it is, a K-class model's label map as a palette PNG (:class:`LabelMap`); with
+    ``--save-probabilities`` ``<stem>_prob.png`` (binary) or ``<stem>_prob.npy`` (H, W, K); with ``--overlay``
+    the image beside the mask (K classes in their palette colours). Called with ``result=None``, it gives
+    the names only (for ``run_inputs(outputs=...)``)."""
+    multi = num_classes > 2
+    prob_ext = ".npy" if multi else ".png"
+    if result is None:
+        return [mask_name, *extra_outputs(stem, args, prob_ext=prob_ext)]
+    mask = result["mask"]
+    return {mask_name: LabelMap(mask) if multi else mask,
+            **extra_outputs(stem, args, prob_ext=prob_ext,
+                            prob=lambda: (probability_file if multi else probability_png)(result["prob"]),
+                            overlay=lambda: overlay_image(image, label_colours(mask, num_classes) if multi
+                                                          else mask))}
+
+
 def probability_file(prob):
     """A writer of multi-class probabilities (H, W, K) as a float16 ``.npy`` file (for ``run_inputs``)."""
     return lambda tmp: np.save(tmp, np.asarray(prob, np.float16))

@@ -65,8 +65,7 @@ def build_parser():
 
 def main(argv=None):
     from common.data.io import read_image
-    from common.predict import (LabelMap, collect_inputs, extra_outputs, label_colours, overlay_image,
-                                probability_file, probability_png, run_inputs, segmenter_from_args)
+    from common.predict import collect_inputs, mask_outputs, run_inputs, segmenter_from_args
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -76,21 +75,13 @@ def main(argv=None):
     seg, weights = segmenter_from_args(args, "fingernail", default_run_dir=None if args.onnx else default_run(),
                                        threshold=args.threshold, rotate_portrait=not args.no_rotate)
 
-    multi = seg.num_classes > 2  # a K-class model: palette PNG label maps, probabilities (H, W, K) as .npy
-    prob_ext = ".npy" if multi else ".png"
 
     def outputs(path):
-        return [f"{path.stem}.png", *extra_outputs(path.stem, args, prob_ext=prob_ext)]
+        return mask_outputs(path.stem, f"{path.stem}.png", None, None, args, seg.num_classes)
 
     def process(path):
         image = read_image(path, "rgb")
-        result = seg.predict(image)
-        mask = result["mask"]
-        return {f"{path.stem}.png": LabelMap(mask) if multi else mask,
-                **extra_outputs(path.stem, args, prob_ext=prob_ext,
-                                prob=lambda: (probability_file if multi else probability_png)(result["prob"]),
-                                overlay=lambda: overlay_image(image, label_colours(mask, seg.num_classes) if multi
-                                                              else mask))}
+        return mask_outputs(path.stem, f"{path.stem}.png", image, seg.predict(image), args, seg.num_classes)
 
     return run_inputs(files, process, args=args, outputs=outputs, model_name=seg.name, weights=weights,
                       extra={"threshold": args.threshold, "input_size": list(seg.network.input_size)})

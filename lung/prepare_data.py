@@ -216,6 +216,15 @@ def refuse_existing(work_dir, overwrite=False):
                         "to replace it, or another --work-dir")
 
 
+def _open_outputs(stack, work_dir, *, n_train, n, slice_size):
+    """The prepared arrays as ``{key: (train writer, test writer)}`` (``open_npy_writer``, entered on ``stack``:
+    each file keeps a temporary name until the stack closes without an error)."""
+    return {key: [stack.enter_context(open_npy_writer(Path(work_dir) / f"{name}.npy", (size,) + (slice_size,) * 2,
+                                                      dtype))
+                  for name, size in ((train, n_train), (test, n - n_train))]
+            for key, (train, test, dtype) in OUTPUTS.items()}
+
+
 def _store_slices(out, position, images, lung, *, n_train, erosion_size, fill_size):
     """Write one volume's slices (k, S, S) and lung masks, with the FOV and target built from them
     (:func:`lung_targets`), at rows ``position ..`` of the prepared arrays ``out[key] = (train, test)``: rows below
@@ -264,10 +273,7 @@ def prepare(data_dir, work_dir, slice_size=SLICE_SIZE, erosion_size=EROSION_SIZE
                "test": names[n_train:]}
     work_dir = Path(work_dir)
     with contextlib.ExitStack() as stack:  # every file keeps a temporary name until all are complete
-        out = {key: [stack.enter_context(open_npy_writer(work_dir / f"{name}.npy", (size,) + (slice_size,) * 2,
-                                                         dtype))
-                     for name, size in ((train, n_train), (test, n - n_train))]
-               for key, (train, test, dtype) in OUTPUTS.items()}
+        out = _open_outputs(stack, work_dir, n_train=n_train, n=n, slice_size=slice_size)
         position = 0
         for vol_id, image_path, mask_path in tqdm(pairs, desc="volumes", disable=not verbose):
             zs = kept[vol_id]
@@ -386,10 +392,7 @@ def prepare_own(dataset, work_dir=DEFAULT_WORK, slice_size=SLICE_SIZE, erosion_s
     n = n_train + len(parts["test"])
     work_dir = Path(work_dir)
     with contextlib.ExitStack() as stack:  # every file keeps a temporary name until all are complete
-        out = {key: [stack.enter_context(open_npy_writer(work_dir / f"{name}.npy", (size,) + (slice_size,) * 2,
-                                                         dtype))
-                     for name, size in ((train, n_train), (test, n - n_train))]
-               for key, (train, test, dtype) in OUTPUTS.items()}
+        out = _open_outputs(stack, work_dir, n_train=n_train, n=n, slice_size=slice_size)
         position = 0
         for name in tqdm(cases, desc="cases", disable=not verbose):
             zs = kept[name]

@@ -59,8 +59,7 @@ def build_parser():
 
 def main(argv=None):
     from common.data.io import read_image
-    from common.predict import (LabelMap, collect_inputs, extra_outputs, label_colours, overlay_image,
-                                probability_file, probability_png, run_inputs, segmenter_from_args)
+    from common.predict import collect_inputs, mask_outputs, run_inputs, segmenter_from_args
 
     args = build_parser().parse_args(argv)
     files = collect_inputs(args.inputs, EXTENSIONS)
@@ -81,21 +80,14 @@ def main(argv=None):
     seg, weights = segmenter_from_args(args, "skin_lesion", default_run_dir=cli.repo_path(DEFAULT_RUN), model=model,
                                        checkpoint=checkpoint, raw_input=args.raw_input)
 
-    multi = seg.num_classes > 2  # a K-class model: palette PNG label maps, probabilities (H, W, K) as .npy
-    prob_ext = ".npy" if multi else ".png"
 
     def names(path):
-        return [f"{path.stem}_segmentation.png", *extra_outputs(path.stem, args, prob_ext=prob_ext)]
+        return mask_outputs(path.stem, f"{path.stem}_segmentation.png", None, None, args, seg.num_classes)
 
     def process(path):
         image = read_image(path, "rgb")
-        result = seg.predict(image)
-        mask = result["mask"]
-        return {f"{path.stem}_segmentation.png": LabelMap(mask) if multi else mask,
-                **extra_outputs(path.stem, args, prob_ext=prob_ext,
-                                prob=lambda: (probability_file if multi else probability_png)(result["prob"]),
-                                overlay=lambda: overlay_image(image, label_colours(mask, seg.num_classes) if multi
-                                                              else mask))}
+        return mask_outputs(path.stem, f"{path.stem}_segmentation.png", image, seg.predict(image), args,
+                            seg.num_classes)
 
     return run_inputs(files, process, args=args, outputs=names, model_name=seg.name, weights=weights)
 

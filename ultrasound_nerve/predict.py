@@ -84,8 +84,7 @@ def build_parser():
 
 def main(argv=None):
     from common.data.io import read_image
-    from common.predict import (LabelMap, collect_inputs, extra_outputs, label_colours, overlay_image,
-                                probability_file, probability_png, run_inputs, segmenter_from_args)
+    from common.predict import collect_inputs, mask_outputs, run_inputs, segmenter_from_args
 
     args = build_parser().parse_args(argv)
     check_mask_options(args)
@@ -99,24 +98,15 @@ def main(argv=None):
                                        min_pixels=args.min_pixels, min_size=args.min_size,
                                        keep_largest=args.keep_largest, **stats)
 
-    multi = seg.num_classes > 2  # a K-class model: <name>_labels.png palette label maps, probabilities as .npy
-    prob_ext = ".npy" if multi else ".png"
-
-    def mask_name(path):
-        return f"{path.stem}_labels.png" if multi else f"{path.stem}_mask.tif"
+    def mask_name(path):  # a K-class model: <name>_labels.png palette label maps
+        return f"{path.stem}_labels.png" if seg.num_classes > 2 else f"{path.stem}_mask.tif"
 
     def names(path):
-        return [mask_name(path), *extra_outputs(path.stem, args, prob_ext=prob_ext)]
+        return mask_outputs(path.stem, mask_name(path), None, None, args, seg.num_classes)
 
     def process(path):
         frame = read_image(path, "gray")
-        result = seg.predict(frame)
-        mask = result["mask"]
-        return {mask_name(path): LabelMap(mask) if multi else mask,
-                **extra_outputs(path.stem, args, prob_ext=prob_ext,
-                                prob=lambda: (probability_file if multi else probability_png)(result["prob"]),
-                                overlay=lambda: overlay_image(frame, label_colours(mask, seg.num_classes) if multi
-                                                              else mask))}
+        return mask_outputs(path.stem, mask_name(path), frame, seg.predict(frame), args, seg.num_classes)
 
     norm = {k: seg.options[k] for k in ("mean", "std", "img_size")}
     return run_inputs(files, process, args=args, outputs=names, model_name=seg.name, weights=weights,
