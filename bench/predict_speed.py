@@ -13,12 +13,16 @@ DRIVE image size (``--input-size``); lung counts volumes of ``--slices`` slices,
     python bench/predict_speed.py --tasks ultrasound_nerve skin_lesion --repeats 5
     python bench/predict_speed.py --tiny --repeats 1      # smoke run: tiny shapes, not a measurement
 
-The table is written to ``--out`` (Markdown + JSON) with a bar chart beside it (PNG). Measure on an idle
-machine: other processes change the numbers.
+Each task runs in a fresh process (its peak RSS is in the table): in one process TensorFlow keeps what every
+earlier task allocated, and the ONNX export of TDSNet after four other tasks was killed by the out-of-memory
+killer at 24 GB. The table is written to ``--out`` (Markdown + JSON, never replaced without ``--overwrite``) with
+a bar chart beside it (PNG). Measure on an idle machine: other processes change the numbers.
 """
 
 import argparse
 import json
+import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -109,7 +113,20 @@ def measure(task, config, root, repeats, rng):
             seg.predict(image)
         rows[f"{label} images/s"] = repeats / (time.perf_counter() - start)
     rows["onnx / keras"] = rows["onnxruntime images/s"] / rows["keras images/s"]
+    rows["peak RSS GB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
     return rows
+
+
+def _measure_isolated(task, args):
+    """:func:`measure` of one task in a fresh process; its row, or ``{task, "error": last line}``."""
+    command = [sys.executable, __file__, "--one", task, "--repeats", str(args.repeats)] + (["--tiny"] if args.tiny
+                                                                                         else [])
+    proc = subprocess.run(command, capture_output=True, text=True)
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode or not line:
+        last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"
+        return {"task": task, "error": last}
+    return json.loads(line[0][len("RESULT "):])
 
 
 def plot(rows, path):
@@ -140,21 +157,32 @@ def main(argv=None):
     parser.add_argument("--tiny", action="store_true", help="tiny shapes: a smoke run, not a measurement")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "predict_speed.md",
                         help="table (.md/.json) and figure (.png) path (default: %(default)s)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out table")
+    parser.add_argument("--one", choices=sorted(FULL), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.repeats < 1:
         raise option_error("--repeats", f"must be at least 1, got {args.repeats}")
     configs = TINY if args.tiny else FULL
-    rng = np.random.default_rng(0)
+    if args.one:
+        with tempfile.TemporaryDirectory() as root:
+            row = measure(args.one, configs[args.one], root, args.repeats, np.random.default_rng(0))
+        print("RESULT " + json.dumps(row))
+        return 0
+    if args.out.exists() and not args.overwrite:
+        raise option_error("--out", f"{args.out} exists; pass --overwrite to replace it, or another --out")
     rows = []
-    with tempfile.TemporaryDirectory() as root:
-        for task in args.tasks:
-            rows.append(measure(task, configs[task], root, args.repeats, rng))
-            print(json.dumps(rows[-1]), flush=True)
+    for task in args.tasks:
+        rows.append(_measure_isolated(task, args))
+        print(json.dumps(rows[-1]), flush=True)
+    failed = [r for r in rows if "error" in r]
+    rows = [r for r in rows if "error" not in r]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     title = "predict speed, Keras vs onnxruntime" + (" (TINY smoke run, not a measurement)" if args.tiny else "")
     print(write_table(rows, args.out, title=title, digits=3))
     plot(rows, args.out.with_suffix(".png"))
-    return 0
+    for row in failed:
+        print(f"{row['task']}: failed: {row['error']}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
