@@ -294,7 +294,17 @@ def recommend_precision(flags, onednn_enabled, gpus=(), measured=None, system=No
         return "off", (f"{' and '.join(present)} present, but TensorFlow's oneDNN is off "
                        "(TF_ENABLE_ONEDNN_OPTS=0 or a build without it): unset TF_ENABLE_ONEDNN_OPTS for bfloat16")
     if measured:
-        speed = ", ".join(f"{ratio:.2f}x on {case}" for case, ratio in measured.items())
+        if len(measured) > 3:  # many models: the range, the median and the slowest, not a list of fifteen
+            import statistics
+
+            ratios = sorted(measured.values())
+            slowest = min(measured, key=measured.get)
+            speed = (f"{ratios[0]:.2f}x-{ratios[-1]:.2f}x over {len(ratios)} models (median "
+                     f"{statistics.median(ratios):.2f}x; least on {slowest})")
+            if "nerve_unet" in measured:
+                speed += f", {measured['nerve_unet']:.2f}x on nerve_unet"
+        else:
+            speed = ", ".join(f"{ratio:.2f}x on {case}" for case, ratio in measured.items())
         how = f"measured on this machine: {speed} (bench/train_step.py --mixed-precision bfloat16)"
     else:
         how = (f"not measured on this machine (no {os.path.relpath(PRECISION_RESULTS)} for this CPU); "

@@ -80,6 +80,10 @@ def test_measured_speedup_is_quoted_only_from_a_results_file_of_this_cpu(tmp_pat
     value, reason = devices.recommend_precision(flags, True, measured=measured)
     assert value == "bfloat16" and "measured on this machine: 1.91x on nerve_unet" in reason
     assert "not measured" not in reason
+    # a full table: the range, the median (statistics by hand) and the slowest model, not fifteen numbers
+    many = {"a": 1.2, "nerve_unet": 1.78, "c": 2.1, "d": 1.5, "e": 1.6}
+    value, reason = devices.recommend_precision(flags, True, measured=many)
+    assert "1.20x-2.10x over 5 models (median 1.60x; least on a), 1.78x on nerve_unet" in reason
 
 
 def test_report_lines(monkeypatch):
