@@ -125,12 +125,11 @@ def network_side(h, w):
     return -(-max(h, w) // INPUT["multiple"]) * INPUT["multiple"]
 
 
-def predict_around_lung(network, images, *, tta="none", batch_size=INFERENCE["batch_size"], verbose=False,
-                        **context):
-    """Around-lung probabilities (S, H, W) float32 of scaled slices (S, H, W) 0..255, ``batch_size`` at a time:
-    input ``/ 255`` zero-padded at the bottom/right to the square network side, cropped back (``tta="flip"``:
-    the mean over each slice's flips). ``network``: a NumPy callable (``common.predict.KerasNetwork`` /
-    ``OnnxNetwork``)."""
+def predict_slices(network, images, *, tta="none", batch_size=INFERENCE["batch_size"], verbose=False, **context):
+    """Network outputs (S, H, W, C) float32 of scaled slices (S, H, W) 0..255, ``batch_size`` at a time: input
+    ``/ 255`` zero-padded at the bottom/right to the square network side, cropped back (``tta="flip"``: the mean
+    over each slice's flips). C = 1 (the around-lung probability) or K (a K-class softmax head, ``--num-classes``).
+    ``network``: a NumPy callable (``common.predict.KerasNetwork`` / ``OnnxNetwork``)."""
     from tqdm import tqdm
 
     from common.inference import TTA_CHOICES, with_flips
@@ -147,10 +146,20 @@ def predict_around_lung(network, images, *, tta="none", batch_size=INFERENCE["ba
 
     if tta == "flip":
         run = with_flips(run)
-    out = np.empty((n, h, w), np.float32)
+    out = None
     for i in tqdm(range(0, n, batch_size), desc="slices", disable=not verbose):
-        out[i:i + batch_size] = run((np.asarray(images[i:i + batch_size], np.float32) / 255.0)[..., None])[..., 0]
-    return out
+        pred = run((np.asarray(images[i:i + batch_size], np.float32) / 255.0)[..., None])
+        if out is None:
+            out = np.empty((n, h, w, pred.shape[-1]), np.float32)
+        out[i:i + batch_size] = pred
+    return np.empty((n, h, w, 1), np.float32) if out is None else out
+
+
+def predict_around_lung(network, images, *, tta="none", batch_size=INFERENCE["batch_size"], verbose=False,
+                        **context):
+    """Around-lung probabilities (S, H, W) float32 of scaled slices (S, H, W) 0..255 (:func:`predict_slices`'
+    one channel of the original's binary head)."""
+    return predict_slices(network, images, tta=tta, batch_size=batch_size, verbose=verbose)[..., 0]
 
 
 def segment(volume, network, *, erosion_size=INFERENCE["erosion_size"], fill_size=INFERENCE["fill_size"],
@@ -158,10 +167,17 @@ def segment(volume, network, *, erosion_size=INFERENCE["erosion_size"], fill_siz
     """The lung mask of one volume (S, H, W) in HU, as evaluate_performance.py estimates it (leak-free FOV).
 
     Returns ``{"mask": bool lung after the optional post-processing, "prob": lung score FOV*(1-p) float32,
-    "images": scaled slices float32, "around_lung": p, "fov": body FOV}``.
+    "images": scaled slices float32, "around_lung": p, "fov": body FOV}``. A K-class network (K > 2, trained with
+    ``--num-classes K`` on label-map targets): ``{"mask": labels 0..K-1 (S, H, W) uint8 = the argmax, "prob":
+    the softmax (S, H, W, K), "images": ..., "around_lung": None, "fov": None}`` (no FOV step: its targets are
+    the label maps themselves; ``min_size`` / ``keep_largest`` apply to the binary lung mask only).
     """
     images = scaled_slices(volume)
-    prob = predict_around_lung(network, images, **context)
+    out = predict_slices(network, images, **context)
+    if out.shape[-1] > 1:  # a K-class softmax head: the label maps are the network's own answer
+        return {"mask": np.argmax(out, axis=-1).astype(np.uint8), "prob": out, "images": images,
+                "around_lung": None, "fov": None}
+    prob = out[..., 0]
     fov = body_fov(images, erosion_size, fill_size)
     lung = postprocess(prob, images=images, fov=fov, min_size=min_size, keep_largest=keep_largest)
     return {"mask": lung, "prob": lung_score(prob, fov).astype(np.float32), "images": images, "around_lung": prob,
@@ -169,11 +185,14 @@ def segment(volume, network, *, erosion_size=INFERENCE["erosion_size"], fill_siz
 
 
 def check_lung_network(model, source):
-    """``UserError`` naming ``source`` unless ``model`` takes one-channel square slices and gives one channel."""
+    """``UserError`` naming ``source`` unless ``model`` takes one-channel square slices and gives one channel (the
+    around-lung probability) or K > 2 (a K-class softmax head, ``train_lung.py --num-classes K``)."""
     shape = tuple(model.input_shape) if len(model.inputs) == 1 else None
-    if shape is None or len(shape) != 4 or shape[-1] != 1 or shape[1] != shape[2] or model.output_shape[-1] != 1:
+    out = model.output_shape[-1] if len(model.outputs) == 1 else None
+    if shape is None or len(shape) != 4 or shape[-1] != 1 or shape[1] != shape[2] or out is None or out == 2:
         raise UserError(f"{source}: a network with inputs {model.input_shape} and outputs {model.output_shape} is "
-                        "not a lung network (one-channel square slices in, one around-lung channel out)")
+                        "not a lung network (one-channel square slices in, one around-lung channel or K > 2 class "
+                        "channels out)")
 
 
 def load_keras_network(checkpoint, mixed_precision="off"):
