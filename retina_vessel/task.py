@@ -67,10 +67,27 @@ def predict_images(network, images, *, inference="full", stride=INFERENCE["strid
     raise ValueError(f"unknown inference {inference!r} ({', '.join(INFERENCE['modes'])})")
 
 
+def kill_border_labels(prob, fov):
+    """``kill_border`` of a K-class softmax (..., H, W, K): background (class 0) with probability 1 wherever the
+    FOV mask (..., H, W[, 1]) is 0, so the argmax there is 0."""
+    prob = np.asarray(prob)
+    inside = (np.asarray(fov) > 0).reshape(prob.shape[:-1] + (1,))
+    background = np.zeros(prob.shape[-1], prob.dtype)
+    background[0] = 1
+    return np.where(inside, prob, background).astype(prob.dtype)
+
+
 def segment(image, network, *, fov=None, threshold=INFERENCE["threshold"], **context):
     """One fundus photo (H, W, 3) uint8 -> ``{"mask": uint8 0/255, "prob": float32 (H, W)}`` (the probabilities
-    after ``kill_border`` when a FOV mask (H, W) is given)."""
-    prob = predict_images(network, preprocess(image), **context)[0, ..., 0]
+    after ``kill_border`` when a FOV mask (H, W) is given). A K-class network (K > 2, an own dataset prepared
+    with ``--keep-labels``): ``{"mask": labels 0..K-1 (H, W) uint8 = the argmax, "prob": (H, W, K)}``, background
+    outside the FOV (:func:`kill_border_labels`; ``threshold`` does not apply)."""
+    out = predict_images(network, preprocess(image), **context)[0]
+    if out.shape[-1] > 1:  # a K-class softmax head
+        if fov is not None:
+            out = kill_border_labels(out, fov)
+        return {"mask": np.argmax(out, axis=-1).astype(np.uint8), "prob": out}
+    prob = out[..., 0]
     if fov is not None:
         prob = kill_border(prob, fov)
     return {"mask": postprocess(prob, threshold=threshold), "prob": prob}
