@@ -7,6 +7,10 @@ The network predicts the AROUND-lung region of each slice; the lung is ``FOV AND
 FOV taken from the image alone (the leak-free FOV of predict.py).
 """
 
+import json
+import math
+from pathlib import Path
+
 import cv2
 import numpy as np
 
@@ -202,3 +206,63 @@ def load_keras_network(checkpoint, mixed_precision="off"):
     model = load_checkpoint(checkpoint, mixed_precision)
     check_lung_network(model, checkpoint)
     return model
+
+
+# --------------------------------------------------------------------------- prepared dataset (compare_models.py)
+
+#: prepare_data.py's --work-dir holds these arrays (and split.json): the scaled slices and the around-lung targets
+PREPARED_FILES = ("data_train.npy", "Train_maska.npy", "data_test.npy", "Test_maska.npy")
+
+
+def is_prepared(path):
+    """True when ``path`` is a --work-dir written by prepare_data.py (its slices and around-lung targets)."""
+    return all((Path(path) / name).is_file() for name in PREPARED_FILES)
+
+
+def load_prepared(path):
+    """prepare_data.py's arrays -> ``{"train", "val", "test": (slices (N, S, S, 1) float32 0..255, targets (N, S,
+    S, 1) uint8 0/1), "stats": {}, "split": text, "info": split.json or {}}``, memory-mapped (nothing copied).
+
+    The target is the task's own: the AROUND-lung region (``Train_maska`` / ``Test_maska``, what BCDU-Net learns
+    here with binary cross-entropy; the lung is ``FOV AND NOT (p > 0.5)``, a step of evaluate_performance.py
+    that a comparison does not take), so a comparison scores every model on the around-lung region of the test
+    slices, not on the lung. Validation as train_lung.py: split.json's ``n_val`` last training slices (own
+    data: the validation cases), else the last 20 % (Keras ``validation_split``, the original's).
+    """
+    from common.data.io import DataLayoutError
+
+    folder = Path(path)
+    arrays = {}
+    for name in PREPARED_FILES:
+        try:
+            arrays[name[:-4]] = np.load(folder / name, mmap_mode="r")
+        except (OSError, ValueError, EOFError) as exc:
+            raise DataLayoutError(f"{folder / name}: not a readable .npy array ({exc.__class__.__name__}); run "
+                                  f"lung/prepare_data.py --overwrite again") from None
+    for part in ("train", "test"):
+        x, y = arrays[f"data_{part}"], arrays[f"{part.capitalize()}_maska"]
+        if x.ndim != 3 or x.shape != y.shape or not len(x):
+            raise DataLayoutError(f"{folder}: data_{part}.npy {x.shape} and {part.capitalize()}_maska.npy {y.shape} "
+                                  f"do not match; run lung/prepare_data.py --overwrite again")
+    info = json.loads((folder / "split.json").read_text()) if (folder / "split.json").is_file() else {}
+    x, y = arrays["data_train"][..., None], arrays["Train_maska"][..., None]
+    n = len(x)
+    n_val = info.get("n_val")
+    if n_val:
+        n_val = int(n_val)
+        rule = f"validation: split.json's validation cases ({n_val} slices)"
+    else:
+        n_val = n - int(math.floor(n * (1.0 - RECIPE["val_split"])))
+        rule = f"validation: the last {n_val} training slices (20 %, the original's validation_split)"
+    if not 0 < n_val < n:
+        raise DataLayoutError(f"{folder}: {n} training slices leave no train/validation split; prepare more data")
+    rule += ("; targets: the around-lung region (Train_maska / Test_maska, what the task's network learns; the "
+             "lung itself is scored by lung/evaluate_performance.py)")
+    return {"train": (x[:n - n_val], y[:n - n_val]), "val": (x[n - n_val:], y[n - n_val:]),
+            "test": (arrays["data_test"][..., None], arrays["Test_maska"][..., None]), "stats": {}, "split": rule,
+            "info": info}
+
+
+def prepared_input(images, **stats):
+    """Prepared slices (0..255) -> the network input float32: ``/ 255`` (train_lung.py's ``scale_images``)."""
+    return np.asarray(images, np.float32) / np.float32(255.0)

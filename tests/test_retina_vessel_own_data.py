@@ -369,7 +369,8 @@ def test_label_masks_train_a_k_class_head_scored_per_class(tmp_path, monkeypatch
     np.testing.assert_array_equal(pred[~inside], np.tile([1.0, 0.0, 0.0], ((~inside).sum(), 1)))
     labels = np.where(inside, softmax.argmax(-1), 0)
     truth = np.where(inside, truth[..., 0], 0)
-    rows = [{k: np.nan if v is None else v for k, v in r.items()} for r in json.loads((out / "scores.json").read_text())]
+    rows = [{k: np.nan if v is None else v for k, v in r.items()}  # JSON null = NaN
+            for r in json.loads((out / "scores.json").read_text())]
     assert [r["class"] for r in rows] == ["1", "2", "mean (foreground)"]
     for row, c in zip(rows, (1, 2)):
         assert row["dice"] == pytest.approx(_dice(truth, labels, c), nan_ok=True)
