@@ -432,3 +432,20 @@ def test_retinal_edema_data_is_refused_in_one_line(tmp_path):
         assert not (tmp_path / folder / "comparison").exists()
     line = error_line(compare_models.main, ["--data", str(tmp_path / "data"), "--task", "retinal_edema"])
     assert line.startswith("error: --task: retinal_edema: its prepared data are 3-slice OCT stacks"), line
+
+
+def test_lung_load_prepared_own_split(tmp_path):
+    """Own lung data: split.json's n_val last training slices validate (train_lung.py's rule), not the last 20 %."""
+    from lung import task as lung
+
+    rng = np.random.default_rng(0)
+    for part, n in (("train", 10), ("test", 3)):
+        np.save(tmp_path / f"data_{part}.npy", rng.random((n, 16, 16)).astype(np.float32) * 255)
+        np.save(tmp_path / f"{part.capitalize()}_maska.npy", rng.integers(0, 2, (n, 16, 16), dtype=np.uint8))
+    (tmp_path / "split.json").write_text(json.dumps({"n_val": 4}))
+    data = lung.load_prepared(tmp_path)
+    x = np.load(tmp_path / "data_train.npy")
+    assert (len(data["train"][0]), len(data["val"][0]), len(data["test"][0])) == (6, 4, 3)
+    np.testing.assert_array_equal(data["val"][0][..., 0], x[6:])
+    np.testing.assert_allclose(lung.prepared_input(data["val"][0][:1]), x[6:7, ..., None] / 255.0, rtol=1e-6)
+    assert compare_models.find_task(tmp_path).NAME == "lung"

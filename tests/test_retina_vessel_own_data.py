@@ -336,6 +336,16 @@ def test_label_masks_train_a_k_class_head_scored_per_class(tmp_path, monkeypatch
 
     save_patch.main(["--work-dir", str(work), "--patch", "16", "--n-patches", "60", "--quiet"])
     patches = np.load(work / save_patch.MASKS_FILE)
+    from retina_vessel import task
+
+    data = task.load_prepared(work)  # compare_models.py's reader: the last 2 of 6 images' patches validate
+    assert (len(data["train"][0]), len(data["val"][0])) == (40, 20)
+    np.testing.assert_array_equal(data["test"][1][..., 0], _load(work, "groundTruth", "test")[:, 0])  # labels kept
+    import compare_models
+
+    assert "the train masks hold labels up to 2; compare_models.py compares binary segmentation" in error_line(
+        compare_models.main, ["--data", str(work), "--models", "unet2d_8_128", "--out", str(tmp_path / "cmp")])
+    assert not (tmp_path / "cmp").exists()
     assert set(np.unique(patches)) == {0, 1, 2}
     crops = [t[0, 4:36].astype(np.uint8) for t in _load(work, "groundTruth", "train")]  # rows (40 - 32) // 2 ..
     for i, crop in enumerate(crops):  # every image's first patch is a window of its cropped label map
