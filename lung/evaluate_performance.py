@@ -187,9 +187,14 @@ def evaluate(run_dir, work_dir, out_dir, fov="both", weights="best", batch_size=
     settings = read_summary(work_dir) if has_split else None
     test = load_arrays(work_dir, "test", ("image", "target"))
     label_maps = infer_num_classes(test["target"]) > 2  # targets 0..K-1 of a K-class dataset (--num-classes)
-    if not label_maps:  # the task's own data: split.json and all four arrays, as the original
-        settings = settings if settings is not None else read_summary(work_dir)
-        test = load_arrays(work_dir, "test")
+    # label-map data may hold only the slices and targets: the rest is read once the network is known to be binary
+    only_targets = not all((Path(work_dir) / f"{OUTPUTS[key][1]}.npy").is_file() for key in ("lung", "fov"))
+
+    def binary_inputs():  # the task's own data: split.json and all four arrays, as the original
+        return (settings if settings is not None else read_summary(work_dir)), load_arrays(work_dir, "test")
+
+    if not label_maps and not only_targets:
+        settings, test = binary_inputs()
     size = test["image"].shape[1]
     checkpoint = None if init_weights is not None else run_dir / f"{weights}.keras"
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
@@ -204,6 +209,8 @@ def evaluate(run_dir, work_dir, out_dir, fov="both", weights="best", batch_size=
                                        checkpoint=checkpoint, source=source, weights=weights,
                                        batch_size=batch_size, tta=tta, mixed_precision=mixed_precision,
                                        verbose=verbose)
+        if not label_maps and only_targets:
+            settings, test = binary_inputs()  # names the missing array
         if label_maps:
             raise UserError(f"{Path(work_dir) / OUTPUTS['target'][1]}.npy: holds label maps 0.."
                             f"{int(np.max(test['target']))}; {checkpoint or init_weights} is a binary around-lung "
