@@ -406,3 +406,15 @@ def test_label_masks_train_a_k_class_head_scored_per_class(tmp_path, monkeypatch
         np.testing.assert_array_equal(np.array(written), expected)
     assert np.load(tmp_path / "pred" / f"{name}_prob.npy").shape == (H, W, 3)
     assert not (tmp_path / "pred" / f"{name}_prob.png").exists()
+
+
+def test_keep_labels_refuses_labels_above_63(tmp_path):
+    root, work = tmp_path / "d", tmp_path / "work"
+    cases = _label_folders(root)
+    labels = cases["c1"][1].copy()
+    labels[0, 0] = 70
+    Image.fromarray(labels).save(root / "masks" / "c1_label.png")
+    line = error_line(prep.main, _argv(root, work, "--keep-labels"))
+    assert re.fullmatch(r"error: .*c1_label\.png: labels 0\.\.70; --keep-labels takes label maps 0\.\.63 "
+                        r"\(0 = background\)", line), line
+    assert not work.exists() or not any(work.rglob("*.*"))
