@@ -4,10 +4,17 @@ on the same test images with one scorer, and write a table and figures.
 The prepared dataset is a folder a task's prepare script wrote (the benchmark layout or your own images through
 ``--images/--masks``); its task is recognised from the files it holds (``<task>/task.py``'s ``is_prepared``), or
 named with ``--task``. Readable today: fingernail (prepare_data.py's study folder), ultrasound_nerve (data.py's
-``--work-dir``) and skin_lesion (prepare_isic2018.py's ``--work-dir``). The task's ``load_prepared`` gives the
-train / validation / test parts at the network input size (split.json's parts when the prepare script wrote
-them, else the task's own rule, printed) and its ``prepared_input`` the normalisation: one input pipeline for
-every model, the arrays loaded once (memory-mapped where stored so) and shared by all models.
+``--work-dir``), skin_lesion (prepare_isic2018.py's ``--work-dir``), lung (prepare_data.py's ``--work-dir``: the
+slices with the task's own target, the AROUND-lung region, so the scores are of that region, not of the lung,
+which lung/evaluate_performance.py scores after its FOV step) and retina_vessel (the ``--work-dir`` of
+prepare_datasets_DRIVE.py after save_patch.py: train / validation = the random patches, test = the whole
+prepared test images, each predicted in one pass zero-padded to the model's multiple, probabilities outside the
+FOV set to 0, as its evaluate.py ``--inference full``). retinal_edema's prepared data (3-slice OCT stacks with
+4-class lesion maps) cannot feed the binary models: it is refused in one line saying so. The task's
+``load_prepared`` gives the train / validation / test parts at the network input size (split.json's parts when
+the prepare script wrote them, else the task's own rule, printed) and its ``prepared_input`` the
+normalisation: one input pipeline for every model, the arrays loaded once (memory-mapped where stored so) and
+shared by all models.
 
 Recipes: ``--recipe paper`` (default): each model with its own task's recipe from that task's descriptor
 (optimizer, learning rate and schedule, loss, batch size, epochs; the data's task when it lists the model, else
@@ -109,13 +116,26 @@ def readable_tasks():
     return [t for t in tasks if all(hasattr(t, f) for f in ("is_prepared", "load_prepared", "prepared_input"))]
 
 
+def refusing_tasks():
+    """The descriptors that recognise their prepared data (``is_prepared``) but say why no binary model can take
+    it (``NOT_COMPARABLE``, e.g. retinal_edema)."""
+    from common.tasks import available_tasks, get_task
+
+    tasks = [get_task(name) for name in available_tasks()]
+    return [t for t in tasks if hasattr(t, "NOT_COMPARABLE") and hasattr(t, "is_prepared")]
+
+
 def find_task(data, task_name=None):
     """The descriptor of the task whose prepared dataset ``data`` is (``--task`` names it when given)."""
     data = Path(data)
     tasks = readable_tasks()
     names = ", ".join(t.NAME for t in tasks)
+    refusing = refusing_tasks()
     if task_name is not None:
         task = next((t for t in tasks if t.NAME == task_name), None)
+        refused = next((t for t in refusing if t.NAME == task_name), None)
+        if task is None and refused is not None:
+            raise cli.option_error("--task", f"{task_name}: {refused.NOT_COMPARABLE}")
         if task is None:
             raise cli.option_error("--task", f"{task_name!r} cannot be compared (readable: {names})")
         if not task.is_prepared(data):
@@ -125,6 +145,9 @@ def find_task(data, task_name=None):
     if not data.is_dir():
         raise UserError(f"{data}: no such folder; give a folder a task's prepare script wrote")
     found = [t for t in tasks if t.is_prepared(data)]
+    refused = [t for t in refusing if t.is_prepared(data)]
+    if not found and refused:
+        raise UserError(f"{data}: a prepared {refused[0].NAME} dataset: {refused[0].NOT_COMPARABLE}")
     if not found:
         expected = "; ".join(f"{t.NAME}: {', '.join(t.PREPARED_FILES)}" for t in tasks)
         raise UserError(f"{data}: holds no prepared dataset ({expected}); run a task's prepare script first")
@@ -344,17 +367,36 @@ def train_model(model_name, recipe, data, task, run_dir, *, seed, resume, args):
     return model, history, float(elapsed)
 
 
-def predict(model, images, task, stats, batch_size=8, chunk=256):
+def predict(model, images, task, stats, batch_size=8, chunk=256, model_name=None):
     """Probabilities (N, H, W) of ``images`` and the inference rate (images/s after one warm-up batch), in chunks
-    of ``chunk`` images (memory stays bounded on a large test part)."""
+    of ``chunk`` images (memory stays bounded on a large test part).
+
+    Test images of another size than the training inputs (retina_vessel trains on patches): each whole image in
+    one pass, zero-padded at the bottom/right to the model's multiple and cropped back
+    (``common.inference.predict_whole``; the registered ``model_name`` rebuilt once for the padded size with the
+    model's weights)."""
     import numpy as np
 
     n = len(images)
-    model.predict(task.prepared_input(images[:batch_size], **stats), batch_size=batch_size, verbose=0)  # warm-up
+    h, w = images.shape[1:3]
+    if tuple(model.input_shape[1:3]) != (h, w):
+        from common.inference import model_for_shape, padded_shape, predict_whole
+        from common.models import build_model
+
+        name = model_name or model.name
+        multiple = MULTIPLE.get(name, 8)
+        sized = model_for_shape(model, padded_shape(h, w, multiple) + (images.shape[-1],),
+                                lambda shape: build_model(name, shape))
+
+        def run(x):
+            return predict_whole(sized, task.prepared_input(x, **stats), multiple=multiple)
+    else:
+        def run(x):
+            return model.predict(task.prepared_input(x, **stats), batch_size=batch_size, verbose=0)
+
+    run(images[:batch_size])  # warm-up
     start = time.perf_counter()
-    probs = [np.asarray(model.predict(task.prepared_input(images[i:i + chunk], **stats), batch_size=batch_size,
-                                      verbose=0), np.float32)
-             for i in range(0, n, chunk)]
+    probs = [np.asarray(run(images[i:i + chunk]), np.float32) for i in range(0, n, chunk)]
     seconds = time.perf_counter() - start
     prob = np.concatenate(probs)
     return prob.reshape(prob.shape[:3]), n / seconds if seconds > 0 else float("nan")
@@ -378,7 +420,7 @@ def image_scores(y_true, y_pred):
     return out
 
 
-def evaluate_model(model, history, train_seconds, recipe, data, task, run_dir, *, weights, threshold):
+def evaluate_model(model, history, train_seconds, recipe, data, task, run_dir, *, weights, threshold, model_name=None):
     """Score one trained model on the test part; writes ``test_pred.npy`` and ``result.json``; returns the result."""
     import keras
     import numpy as np
@@ -389,7 +431,9 @@ def evaluate_model(model, history, train_seconds, recipe, data, task, run_dir, *
     checkpoint = Path(run_dir) / f"{weights}.keras"
     model = keras.models.load_model(checkpoint)
     x_te, y_te = data["test"]
-    prob, rate = predict(model, x_te, task, data["stats"])
+    prob, rate = predict(model, x_te, task, data["stats"], model_name=model_name or model.name)
+    if data.get("test_fov") is not None:  # retina_vessel: 0 outside the field of view (its kill_border)
+        prob = np.where(np.asarray(data["test_fov"]).reshape(prob.shape) > 0, prob, 0).astype(np.float32)
     pred = (prob >= threshold).astype(np.uint8)
     save_npy(Path(run_dir) / "test_pred.npy", pred)
     per_image = image_scores(y_te, pred)
@@ -628,8 +672,8 @@ def main(argv=None):
                 print(f"{label}: training ({recipe_text(recipe)}) in {run_dir}", flush=True)
                 model, history, seconds = train_model(model_name, recipe, data, task, run_dir, seed=seed,
                                                       resume=args.resume, args=args)
-                result = evaluate_model(model, history, seconds, recipe, data, task, run_dir, weights=args.weights,
-                                        threshold=args.threshold)
+                result = evaluate_model(model, history, seconds, recipe, data, task, run_dir, model_name=model_name,
+                                        weights=args.weights, threshold=args.threshold)
             print(f"{label}: test Dice {np.nanmean(result['per_image']['dice']):.4f} "
                   f"({result['epochs_run']} epochs, {result['train_seconds']:.0f} s)", flush=True)
             results[model_name].append(result)

@@ -338,9 +338,9 @@ def rebuilt_for_shape(model, input_shape):
     """The architecture of ``model`` built for ``input_shape`` (H, W, C) with its weights.
 
     A registered network (``common.models``, by ``model.name``; ``bidirectional`` recognised from its layer
-    names) is built again by its builder (BCDU-Net's ConvLSTM fusions reshape with static sizes, so a clone
-    would not do); any other model is cloned on a new input. The weights of a fully-convolutional network do
-    not depend on H and W.
+    names, a K-class head from its output channels) is built again by its builder (BCDU-Net's ConvLSTM fusions
+    reshape with static sizes, so a clone would not do); any other model is cloned on a new input. The weights
+    of a fully-convolutional network do not depend on H and W.
     """
     import keras
 
@@ -348,12 +348,15 @@ def rebuilt_for_shape(model, input_shape):
 
     if model.name in available_models():
         options = {"bidirectional": True} if any(l.name.endswith("_convlstm_fwd") for l in model.layers) else {}
-        try:
-            copy = build_model(model.name, tuple(input_shape), **options)
-            copy.set_weights(model.get_weights())
-            return copy
-        except (ValueError, TypeError):  # e.g. other options than the builder's defaults: clone instead
-            pass
+        channels = model.outputs[0].shape[-1] if len(model.outputs) == 1 else None
+        heads = [{}] + ([{"num_classes": channels}] if channels and channels > 2 else [])  # a K-class softmax head
+        for head in heads:
+            try:
+                copy = build_model(model.name, tuple(input_shape), **options, **head)
+                copy.set_weights(model.get_weights())
+                return copy
+            except (ValueError, TypeError):  # e.g. other options than the builder's defaults: clone instead
+                pass
     copy = keras.models.clone_model(model, input_tensors=keras.Input(shape=tuple(input_shape)))
     copy.set_weights(model.get_weights())
     return copy

@@ -31,6 +31,14 @@ five spread ones on a smaller test set), ``pred_test.npy`` (around-lung probabil
 ``estimated_lung.npy`` / ``estimated_lung_body.npy`` (uint8 0/1) and ``run.json`` (git commit, weights file
 and SHA-256, options, inputs).
 
+A K-class run (``train_lung.py --num-classes K``, K > 2, trained on prepared targets that are label maps 0..K-1
+instead of the around-lung mask) has no FOV step: its test slices' softmax is scored per class against the test
+targets ``Test_maska.npy`` and averaged over the foreground classes (``common.multiclass``: Dice, IoU,
+sensitivity, precision pooled over the slices; HD95 / ASSD per slice as above), written as ``scores.md/.json``,
+``multiclass.json``, ``labels_test.npy`` (argmax), ``overlay.png`` (image | ground truth | prediction in the
+palette colours), ``pred_test.npy`` (N, H, W, K) and ``run.json``. Its default run folder is train_lung.py's
+(``<model>_classes<K>``, K read from the training targets); a binary network on label-map targets is refused.
+
 Examples::
 
     python lung/evaluate_performance.py                          # weights/lung/bcdu_net_d3, both FOVs
@@ -52,8 +60,11 @@ from common import cli
 from common.devices import add_precision_arguments
 from common.inference import add_tta_argument
 from common.legacy_weights import add_init_weights_argument
-from lung.prepare_data import DEFAULT_WORK, load_arrays, read_summary
-from lung.segment import body_fov, estimated_lung, load_network, lung_score, predict_around_lung
+from common.errors import UserError
+from common.multiclass import infer_num_classes
+from lung.prepare_data import DEFAULT_WORK, OUTPUTS, load_arrays, read_summary
+from lung.segment import (body_fov, estimated_lung, load_network, lung_score, predict_around_lung,
+                          predict_probabilities)
 from lung.train_lung import BATCH_SIZE, MODELS, default_run_dir
 
 FOVS = ("lung-gt", "body")  # reporting order: the original's protocol first
@@ -159,6 +170,10 @@ def evaluate(run_dir, work_dir, out_dir, fov="both", weights="best", batch_size=
     ``body``. ``init_weights`` (the authors' Keras-2 file, loaded into ``model_name``) replaces the run's
     checkpoint. ``out_dir`` is written all at once (``common.data.io.atomic_dir``); an existing one is
     refused unless ``overwrite``. Returns ``{fov: row}`` in reporting order.
+
+    A K-class run (its network has K > 2 softmax channels; the prepared test targets are label maps 0..K-1) is
+    scored per class instead (:func:`evaluate_multiclass`; returns ``common.metrics.multiclass_scores``' dict,
+    whose keys are ``classes`` and ``mean``). Label-map targets with a binary network: ``UserError``.
     """
     from common.data.io import atomic_dir, save_npy
     from common.provenance import write_run_json
@@ -168,17 +183,41 @@ def evaluate(run_dir, work_dir, out_dir, fov="both", weights="best", batch_size=
         raise cli.option_error("--fov", f"{fov!r} is not one of {', '.join(FOV_CHOICES)}")
     fovs = FOVS if fov == "both" else (fov,)
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    settings = read_summary(work_dir)
-    test = load_arrays(work_dir, "test")
+    has_split = (Path(work_dir) / "split.json").is_file()
+    settings = read_summary(work_dir) if has_split else None
+    test = load_arrays(work_dir, "test", ("image", "target"))
+    label_maps = infer_num_classes(test["target"]) > 2  # targets 0..K-1 of a K-class dataset (--num-classes)
+    # label-map data may hold only the slices and targets: the rest is read once the network is known to be binary
+    only_targets = not all((Path(work_dir) / f"{OUTPUTS[key][1]}.npy").is_file() for key in ("lung", "fov"))
+
+    def binary_inputs():  # the task's own data: split.json and all four arrays, as the original
+        return (settings if settings is not None else read_summary(work_dir)), load_arrays(work_dir, "test")
+
+    if not label_maps and not only_targets:
+        settings, test = binary_inputs()
     size = test["image"].shape[1]
     checkpoint = None if init_weights is not None else run_dir / f"{weights}.keras"
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         model = load_network(checkpoint=checkpoint, init_weights=init_weights, model_name=model_name,
                              bidirectional=bidirectional, size=size, mixed_precision=mixed_precision)
+        source = f"init weights {Path(init_weights).name}" if init_weights is not None else f"{weights} weights"
+        if model.output_shape[-1] > 2:  # a K-class run: per-class scores of the label maps
+            if fov != "both":
+                raise cli.option_error("--fov", f"turns the binary around-lung prediction into a lung; {model.name} "
+                                                f"has {model.output_shape[-1]} classes (leave --fov out)")
+            return evaluate_multiclass(model, test, settings or {}, tmp, work_dir=work_dir, run_dir=run_dir,
+                                       checkpoint=checkpoint, source=source, weights=weights,
+                                       batch_size=batch_size, tta=tta, mixed_precision=mixed_precision,
+                                       verbose=verbose)
+        if not label_maps and only_targets:
+            settings, test = binary_inputs()  # names the missing array
+        if label_maps:
+            raise UserError(f"{Path(work_dir) / OUTPUTS['target'][1]}.npy: holds label maps 0.."
+                            f"{int(np.max(test['target']))}; {checkpoint or init_weights} is a binary around-lung "
+                            f"network: evaluate a run trained with train_lung.py --num-classes K on these targets")
         prob = predict_around_lung(model, test["image"], batch_size, tta=tta, verbose=verbose)
         masks = {"lung-gt": lambda: np.asarray(test["fov"]) != 0,
                  "body": lambda: body_fov(test["image"], settings["erosion_size"], settings["fill_size"])}
-        source = f"init weights {Path(init_weights).name}" if init_weights is not None else f"{weights} weights"
         rows, fov_masks, estimates = {}, {}, {}
         save_npy(tmp / "pred_test.npy", prob)
         for name in fovs:
@@ -213,6 +252,41 @@ def evaluate(run_dir, work_dir, out_dir, fov="both", weights="best", batch_size=
     return rows
 
 
+def evaluate_multiclass(model, test, settings, out_dir, *, work_dir, run_dir, checkpoint, source, weights,
+                        batch_size, tta, mixed_precision, verbose):
+    """A K-class run (``train_lung.py --num-classes K``, label-map targets): the test slices' softmax, scored per
+    class against the prepared test targets (``Test_maska.npy``, labels 0..K-1) and averaged over the foreground
+    classes (``common.multiclass.write_multiclass_results``: Dice, IoU, sensitivity, precision pooled over the
+    slices; HD95 / ASSD per slice with its volume's spacing from split.json, else in pixels). No FOV step: the
+    targets are the label maps themselves. Writes ``pred_test.npy`` (N, H, W, K), the tables and ``run.json``
+    into ``out_dir``; returns ``common.metrics.multiclass_scores``' dict."""
+    from common.data.io import save_npy
+    from common.multiclass import write_multiclass_results
+    from common.provenance import write_run_json
+
+    num_classes = model.output_shape[-1]
+    top = int(np.max(test["target"])) if len(test["target"]) else 0
+    if top >= num_classes:
+        raise UserError(f"{Path(work_dir) / OUTPUTS['target'][1]}.npy: holds labels up to {top}; {model.name} has "
+                        f"{num_classes} classes (0..{num_classes - 1}): evaluate it on the data it was trained for")
+    prob = predict_probabilities(model, test["image"], batch_size, tta=tta, verbose=verbose)
+    save_npy(out_dir / "pred_test.npy", prob)
+    unit = "mm" if settings.get("spacing") else "pixels"
+    scores = write_multiclass_results(
+        out_dir, model.name, test["target"], prob, spacing=slice_spacing(settings, len(prob)),
+        images=np.clip(np.asarray(test["image"]), 0, 255).astype(np.uint8), verbose=verbose,
+        title=f"Lung test slices ({len(prob)}, {source}{', tta ' + tta if tta != 'none' else ''}), {num_classes} "
+              f"classes: per class and the mean over the foreground classes (pooled pixels; HD95/ASSD in {unit}, "
+              f"mean over slices)")
+    split = Path(work_dir) / "split.json"
+    write_run_json(out_dir, model_name=model.name, weights=[checkpoint],
+                   options={"weights": weights, "batch_size": batch_size, "tta": tta, "num_classes": num_classes,
+                            "mixed_precision": mixed_precision, "work_dir": str(work_dir), "run_dir": str(run_dir)},
+                   inputs=[Path(work_dir) / f"{name}.npy" for name in (OUTPUTS["image"][1], OUTPUTS["target"][1])]
+                   + ([split] if split.is_file() else []))
+    return scores
+
+
 def build_parser():
     """The command line (defaults = the original's settings; pinned by tests/test_lung.py)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -233,7 +307,7 @@ def build_parser():
     parser.add_argument("--fov", choices=FOV_CHOICES, default="both",
                         help="FOV that turns the around-lung prediction into a lung: both (default: the "
                              "original's lung-gt row, built with the ground truth as in the paper, then the "
-                             "leak-free body row), lung-gt or body")
+                             "leak-free body row), lung-gt or body (binary runs; a K-class run has no FOV step)")
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="prediction batch (default: %(default)s)")
     add_tta_argument(parser)
     add_precision_arguments(parser, jit_compile=False)
@@ -251,13 +325,23 @@ def main(argv=None):
         raise cli.option_error("--batch-size", f"{args.batch_size} must be at least 1")
     if args.init_weights is not None and args.run_dir is not None:
         raise cli.option_error("--init-weights/--run-dir", "choose one: the authors' weights or a training run")
-    run_dir = args.run_dir or default_run_dir(args.model, args.bidirectional)
+    num_classes = 2
+    if args.run_dir is None and args.init_weights is None:  # train_lung.py's default folder names K > 2 classes
+        train_targets = Path(args.work_dir) / f"{OUTPUTS['target'][0]}.npy"
+        if train_targets.is_file():
+            num_classes = infer_num_classes(load_arrays(args.work_dir, "train", ("target",))["target"])
+    run_dir = args.run_dir or default_run_dir(args.model, args.bidirectional,
+                                              **({"num_classes": num_classes} if num_classes > 2 else {}))
     out_dir = args.out_dir or default_out_dir(args.work_dir, run_dir, args.weights, args.tta, args.mixed_precision,
                                               args.init_weights)
     rows = evaluate(run_dir, args.work_dir, out_dir, args.fov, args.weights, args.batch_size,
                     verbose=not args.quiet, overwrite=args.overwrite, tta=args.tta,
                     mixed_precision=args.mixed_precision, init_weights=args.init_weights, model_name=args.model,
                     bidirectional=args.bidirectional)
+    if "mean" in rows:  # a K-class run
+        print(f"test Dice averaged over the foreground classes {rows['mean']['dice']:.4f} (per class in "
+              f"scores.md); tables and figures in {out_dir}")
+        return rows
     for name, row in rows.items():
         print(f"{row['method']}, FOV {row['FOV']}: F1 {row['F1']:.4f}, SE {row['SE']:.4f}, SP {row['SP']:.4f}, "
               f"ACC {row['ACC']:.4f}, AUC {row['AUC']:.4f}, IoU {row['IoU']:.4f}")

@@ -24,6 +24,12 @@ without ``--overwrite``; a bad input stops with one line naming it and writes no
 the bad inputs are listed at the end, the others written, exit status 1). A folder input contributes its
 ``*.nii`` / ``*.nii.gz`` files except ``MASK_*`` and ``PROB_*`` (the dataset's masks, this script's outputs).
 
+A K-class run (``train_lung.py --num-classes K``, K > 2, trained on label-map targets): step 2 gives the K-channel
+softmax of every slice and the mask is its argmax, a LABEL MAP 0..K-1 (``MASK_<id>.nii.gz``, uint8, the labels
+as they are; steps 3-5 and ``--mask-value``, ``--min-size``, ``--keep-largest``, ``--dicom-seg`` belong to the
+binary lung mask and are refused); ``--save-probabilities`` writes the softmax as a 4-D ``PROB_<id>.nii.gz``
+(the volume's three axes, then K; float32) and ``--overlay`` paints the labels in their palette colours.
+
 DICOM: a folder without NIfTI volumes that holds DICOM files is one CT series (``common.data.dicom``): its
 slices sorted along the slice normal by ImagePositionPatient, HU = stored value x RescaleSlope +
 RescaleIntercept, then the same steps as a NIfTI volume (slices = the DICOM rows x columns). Its mask is
@@ -174,24 +180,32 @@ def segment_volume(segmenter, voxels, **options):
 
 def nifti_writer(array, like, dtype, slice_axis=0):
     """A ``write(tmp_path)`` for ``common.predict.run_inputs``: ``array`` (slice axis first) as NIfTI with
-    ``like``'s affine and header, in ``like``'s layout, data type ``dtype`` without scaling."""
+    ``like``'s affine and header, in ``like``'s layout, data type ``dtype`` without scaling. An array with a
+    trailing class axis (S, H, W, K) becomes a 4-D volume (``like``'s three axes, then K)."""
     import nibabel as nib
 
-    array = np.moveaxis(np.asarray(array).astype(dtype), 0, slice_axis).reshape(like.shape)
+    array = np.asarray(array).astype(dtype)
+    if array.ndim == 4:  # K-class probabilities: the class axis last
+        array = np.moveaxis(array, 0, slice_axis).reshape(tuple(like.shape[:3]) + array.shape[3:])
+    else:
+        array = np.moveaxis(array, 0, slice_axis).reshape(like.shape)
     out = nib.Nifti1Image(array, like.affine, header=like.header)
     out.set_data_dtype(dtype)
     out.header.set_slope_inter(1, 0)
     return lambda tmp: nib.save(out, tmp)
 
 
-def overlay_panel(images, lung, n=5):
+def overlay_panel(images, lung, n=5, num_classes=2):
     """Up to five slices spread over those with lung (or the whole volume), each ``CT | CT + mask in red``,
-    stacked vertically (uint8 RGB)."""
+    stacked vertically (uint8 RGB). ``num_classes`` > 2: ``lung`` is a label map, painted in its palette colours."""
+    from common.predict import label_colours
+
     with_lung = np.flatnonzero(lung.reshape(len(lung), -1).any(axis=1))
     pool = with_lung if len(with_lung) else np.arange(len(lung))
     picks = sorted(set(pool[np.linspace(0, len(pool) - 1, min(n, len(pool))).round().astype(int)].tolist()))
     ct = np.clip(np.rint(images), 0, 255).astype(np.uint8)
-    return np.concatenate([overlay_image(ct[z], lung[z]) for z in picks], axis=0)
+    paint = (lambda z: label_colours(lung[z], num_classes)) if num_classes > 2 else (lambda z: lung[z])
+    return np.concatenate([overlay_image(ct[z], paint(z)) for z in picks], axis=0)
 
 
 def build_parser():
@@ -262,6 +276,13 @@ def main(argv=None):
         raise cli.option_error("--dicom-seg", "needs a DICOM series folder among the inputs (it writes a DICOM "
                                               "Segmentation over the series)")
     segmenter, weights = load_segmenter_of(args)
+    classes = segmenter.num_classes
+    if classes > 2:  # a K-class run: label maps, none of the binary lung mask's steps
+        for option, given in (("--min-size", args.min_size), ("--keep-largest", args.keep_largest),
+                              ("--dicom-seg", args.dicom_seg), ("--mask-value", args.mask_value != LUNG_VALUE)):
+            if given:
+                raise cli.option_error(option, f"applies to the binary lung mask; {segmenter.name} has {classes} "
+                                               f"classes and writes label maps 0..{classes - 1}")
 
     def process(path):
         series, axis = None, args.slice_axis
@@ -272,14 +293,15 @@ def main(argv=None):
             img, voxels = read_volume(path, args.slice_axis)
         result = segment_volume(segmenter, voxels)
         names = output_names(path, args.overlay, args.save_probabilities)
-        outputs = {names[0]: nifti_writer(result["lung"] * np.uint8(args.mask_value), img, np.uint8, axis)}
+        mask = result["lung"] if classes > 2 else result["lung"] * np.uint8(args.mask_value)  # K classes: labels
+        outputs = {names[0]: nifti_writer(mask, img, np.uint8, axis)}
         if args.save_probabilities:
             outputs[names[1]] = nifti_writer(result["score"], img, np.float32, axis)
         if args.dicom_seg and series is not None:
             outputs[f"SEG_{volume_id(path)}.dcm"] = dicom_seg_writer(result["lung"], series, segmenter.name,
                                                                       weights[0])
         if args.overlay:
-            outputs[names[-1]] = overlay_panel(result["images"], result["lung"])
+            outputs[names[-1]] = overlay_panel(result["images"], result["lung"], num_classes=classes)
         return outputs
 
     return run_inputs(files, process, args=args, model_name=segmenter.name, weights=weights,

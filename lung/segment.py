@@ -4,6 +4,7 @@
   (``--init-weights``), as a network for a given slice size and ``--mixed-precision`` policy;
 * :func:`predict_around_lung`: the original's network input (scaled slices ``/ 255``), batch by batch, with
   optional test-time flips (``--tta flip``); returns the around-lung probabilities;
+* :func:`predict_probabilities`: the same for every output channel (the K softmax channels of a K-class run);
 * :func:`body_fov`: the leak-free FOV from the scaled slices alone (the eroded body with its holes filled);
 * :func:`lung_score` / :func:`estimated_lung`: the original's ``FOV AND NOT (p > 0.5)``.
 
@@ -18,6 +19,7 @@ import numpy as np
 from common.errors import UserError
 from lung.task import INFERENCE, body_fov, check_lung_network, estimated_lung, lung_score, network_side  # noqa: F401
 from lung.task import predict_around_lung as task_predict
+from lung.task import predict_slices as task_predict_slices
 from lung.train_lung import BATCH_SIZE, MODELS, build
 
 THRESHOLD = INFERENCE["threshold"]  # around-lung probability above which a pixel is not lung (p > 0.5)
@@ -30,7 +32,8 @@ def is_bidirectional(model):
 
 def network_for(model, size, mixed_precision="off"):
     """``model`` for ``size x size x 1`` slices under the ``--mixed-precision`` policy: ``model`` itself when it
-    fits, else the same architecture (``model.name``, bidirectional or not) rebuilt with its weights."""
+    fits, else the same architecture (``model.name``, bidirectional or not, its K-class head) rebuilt with its
+    weights."""
     from common.devices import set_precision
 
     policy = set_precision(mixed_precision)
@@ -40,7 +43,8 @@ def network_for(model, size, mixed_precision="off"):
     if model.name not in MODELS:
         raise UserError(f"{model.name}: not a lung network ({', '.join(MODELS)}); cannot rebuild it for "
                         f"{size}x{size} slices or --mixed-precision {mixed_precision}")
-    net = build(model.name, size, is_bidirectional(model))
+    channels = model.output_shape[-1]
+    net = build(model.name, size, is_bidirectional(model), num_classes=channels if channels > 2 else 2)
     net.set_weights(model.get_weights())
     return net
 
@@ -98,3 +102,12 @@ def predict_around_lung(model, images, batch_size=BATCH_SIZE, tta="none", verbos
     from common.predict import KerasNetwork
 
     return task_predict(KerasNetwork(model, batch_size), images, batch_size=batch_size, tta=tta, verbose=verbose)
+
+
+def predict_probabilities(model, images, batch_size=BATCH_SIZE, tta="none", verbose=False):
+    """The network's outputs (N, H, W, C) float32 of scaled slices (N, H, W) 0..255: C = 1 (around-lung) or the K
+    softmax channels of a K-class run (``lung.task.predict_slices``, as :func:`predict_around_lung`)."""
+    from common.predict import KerasNetwork
+
+    return task_predict_slices(KerasNetwork(model, batch_size), images, batch_size=batch_size, tta=tta,
+                               verbose=verbose)

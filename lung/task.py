@@ -7,6 +7,10 @@ The network predicts the AROUND-lung region of each slice; the lung is ``FOV AND
 FOV taken from the image alone (the leak-free FOV of predict.py).
 """
 
+import json
+import math
+from pathlib import Path
+
 import cv2
 import numpy as np
 
@@ -125,12 +129,11 @@ def network_side(h, w):
     return -(-max(h, w) // INPUT["multiple"]) * INPUT["multiple"]
 
 
-def predict_around_lung(network, images, *, tta="none", batch_size=INFERENCE["batch_size"], verbose=False,
-                        **context):
-    """Around-lung probabilities (S, H, W) float32 of scaled slices (S, H, W) 0..255, ``batch_size`` at a time:
-    input ``/ 255`` zero-padded at the bottom/right to the square network side, cropped back (``tta="flip"``:
-    the mean over each slice's flips). ``network``: a NumPy callable (``common.predict.KerasNetwork`` /
-    ``OnnxNetwork``)."""
+def predict_slices(network, images, *, tta="none", batch_size=INFERENCE["batch_size"], verbose=False, **context):
+    """Network outputs (S, H, W, C) float32 of scaled slices (S, H, W) 0..255, ``batch_size`` at a time: input
+    ``/ 255`` zero-padded at the bottom/right to the square network side, cropped back (``tta="flip"``: the mean
+    over each slice's flips). C = 1 (the around-lung probability) or K (a K-class softmax head, ``--num-classes``).
+    ``network``: a NumPy callable (``common.predict.KerasNetwork`` / ``OnnxNetwork``)."""
     from tqdm import tqdm
 
     from common.inference import TTA_CHOICES, with_flips
@@ -147,10 +150,20 @@ def predict_around_lung(network, images, *, tta="none", batch_size=INFERENCE["ba
 
     if tta == "flip":
         run = with_flips(run)
-    out = np.empty((n, h, w), np.float32)
+    out = None
     for i in tqdm(range(0, n, batch_size), desc="slices", disable=not verbose):
-        out[i:i + batch_size] = run((np.asarray(images[i:i + batch_size], np.float32) / 255.0)[..., None])[..., 0]
-    return out
+        pred = run((np.asarray(images[i:i + batch_size], np.float32) / 255.0)[..., None])
+        if out is None:
+            out = np.empty((n, h, w, pred.shape[-1]), np.float32)
+        out[i:i + batch_size] = pred
+    return np.empty((n, h, w, 1), np.float32) if out is None else out
+
+
+def predict_around_lung(network, images, *, tta="none", batch_size=INFERENCE["batch_size"], verbose=False,
+                        **context):
+    """Around-lung probabilities (S, H, W) float32 of scaled slices (S, H, W) 0..255 (:func:`predict_slices`'
+    one channel of the original's binary head)."""
+    return predict_slices(network, images, tta=tta, batch_size=batch_size, verbose=verbose)[..., 0]
 
 
 def segment(volume, network, *, erosion_size=INFERENCE["erosion_size"], fill_size=INFERENCE["fill_size"],
@@ -158,10 +171,17 @@ def segment(volume, network, *, erosion_size=INFERENCE["erosion_size"], fill_siz
     """The lung mask of one volume (S, H, W) in HU, as evaluate_performance.py estimates it (leak-free FOV).
 
     Returns ``{"mask": bool lung after the optional post-processing, "prob": lung score FOV*(1-p) float32,
-    "images": scaled slices float32, "around_lung": p, "fov": body FOV}``.
+    "images": scaled slices float32, "around_lung": p, "fov": body FOV}``. A K-class network (K > 2, trained with
+    ``--num-classes K`` on label-map targets): ``{"mask": labels 0..K-1 (S, H, W) uint8 = the argmax, "prob":
+    the softmax (S, H, W, K), "images": ..., "around_lung": None, "fov": None}`` (no FOV step: its targets are
+    the label maps themselves; ``min_size`` / ``keep_largest`` apply to the binary lung mask only).
     """
     images = scaled_slices(volume)
-    prob = predict_around_lung(network, images, **context)
+    out = predict_slices(network, images, **context)
+    if out.shape[-1] > 1:  # a K-class softmax head: the label maps are the network's own answer
+        return {"mask": np.argmax(out, axis=-1).astype(np.uint8), "prob": out, "images": images,
+                "around_lung": None, "fov": None}
+    prob = out[..., 0]
     fov = body_fov(images, erosion_size, fill_size)
     lung = postprocess(prob, images=images, fov=fov, min_size=min_size, keep_largest=keep_largest)
     return {"mask": lung, "prob": lung_score(prob, fov).astype(np.float32), "images": images, "around_lung": prob,
@@ -169,11 +189,14 @@ def segment(volume, network, *, erosion_size=INFERENCE["erosion_size"], fill_siz
 
 
 def check_lung_network(model, source):
-    """``UserError`` naming ``source`` unless ``model`` takes one-channel square slices and gives one channel."""
+    """``UserError`` naming ``source`` unless ``model`` takes one-channel square slices and gives one channel (the
+    around-lung probability) or K > 2 (a K-class softmax head, ``train_lung.py --num-classes K``)."""
     shape = tuple(model.input_shape) if len(model.inputs) == 1 else None
-    if shape is None or len(shape) != 4 or shape[-1] != 1 or shape[1] != shape[2] or model.output_shape[-1] != 1:
+    out = model.output_shape[-1] if len(model.outputs) == 1 else None
+    if shape is None or len(shape) != 4 or shape[-1] != 1 or shape[1] != shape[2] or out is None or out == 2:
         raise UserError(f"{source}: a network with inputs {model.input_shape} and outputs {model.output_shape} is "
-                        "not a lung network (one-channel square slices in, one around-lung channel out)")
+                        "not a lung network (one-channel square slices in, one around-lung channel or K > 2 class "
+                        "channels out)")
 
 
 def load_keras_network(checkpoint, mixed_precision="off"):
@@ -183,3 +206,63 @@ def load_keras_network(checkpoint, mixed_precision="off"):
     model = load_checkpoint(checkpoint, mixed_precision)
     check_lung_network(model, checkpoint)
     return model
+
+
+# --------------------------------------------------------------------------- prepared dataset (compare_models.py)
+
+#: prepare_data.py's --work-dir holds these arrays (and split.json): the scaled slices and the around-lung targets
+PREPARED_FILES = ("data_train.npy", "Train_maska.npy", "data_test.npy", "Test_maska.npy")
+
+
+def is_prepared(path):
+    """True when ``path`` is a --work-dir written by prepare_data.py (its slices and around-lung targets)."""
+    return all((Path(path) / name).is_file() for name in PREPARED_FILES)
+
+
+def load_prepared(path):
+    """prepare_data.py's arrays -> ``{"train", "val", "test": (slices (N, S, S, 1) float32 0..255, targets (N, S,
+    S, 1) uint8 0/1), "stats": {}, "split": text, "info": split.json or {}}``, memory-mapped (nothing copied).
+
+    The target is the task's own: the AROUND-lung region (``Train_maska`` / ``Test_maska``, what BCDU-Net learns
+    here with binary cross-entropy; the lung is ``FOV AND NOT (p > 0.5)``, a step of evaluate_performance.py
+    that a comparison does not take), so a comparison scores every model on the around-lung region of the test
+    slices, not on the lung. Validation as train_lung.py: split.json's ``n_val`` last training slices (own
+    data: the validation cases), else the last 20 % (Keras ``validation_split``, the original's).
+    """
+    from common.data.io import DataLayoutError
+
+    folder = Path(path)
+    arrays = {}
+    for name in PREPARED_FILES:
+        try:
+            arrays[name[:-4]] = np.load(folder / name, mmap_mode="r")
+        except (OSError, ValueError, EOFError) as exc:
+            raise DataLayoutError(f"{folder / name}: not a readable .npy array ({exc.__class__.__name__}); run "
+                                  f"lung/prepare_data.py --overwrite again") from None
+    for part in ("train", "test"):
+        x, y = arrays[f"data_{part}"], arrays[f"{part.capitalize()}_maska"]
+        if x.ndim != 3 or x.shape != y.shape or not len(x):
+            raise DataLayoutError(f"{folder}: data_{part}.npy {x.shape} and {part.capitalize()}_maska.npy {y.shape} "
+                                  f"do not match; run lung/prepare_data.py --overwrite again")
+    info = json.loads((folder / "split.json").read_text()) if (folder / "split.json").is_file() else {}
+    x, y = arrays["data_train"][..., None], arrays["Train_maska"][..., None]
+    n = len(x)
+    n_val = info.get("n_val")
+    if n_val:
+        n_val = int(n_val)
+        rule = f"validation: split.json's validation cases ({n_val} slices)"
+    else:
+        n_val = n - int(math.floor(n * (1.0 - RECIPE["val_split"])))
+        rule = f"validation: the last {n_val} training slices (20 %, the original's validation_split)"
+    if not 0 < n_val < n:
+        raise DataLayoutError(f"{folder}: {n} training slices leave no train/validation split; prepare more data")
+    rule += ("; targets: the around-lung region (Train_maska / Test_maska, what the task's network learns; the "
+             "lung itself is scored by lung/evaluate_performance.py)")
+    return {"train": (x[:n - n_val], y[:n - n_val]), "val": (x[n - n_val:], y[n - n_val:]),
+            "test": (arrays["data_test"][..., None], arrays["Test_maska"][..., None]), "stats": {}, "split": rule,
+            "info": info}
+
+
+def prepared_input(images, **stats):
+    """Prepared slices (0..255) -> the network input float32: ``/ 255`` (train_lung.py's ``scale_images``)."""
+    return np.asarray(images, np.float32) / np.float32(255.0)

@@ -17,7 +17,7 @@ never share one. Options beyond the original: ``--bidirectional``, ``--mixed-pre
 ``--init-weights`` (the authors' Keras-2 ``weight_lung``), ``--strategy``, ``--seed``, and ``--num-classes`` /
 ``--multiclass-loss`` for prepared targets that are label maps 0..K-1 (K > 2: a K-channel softmax head; the
 default reads K from the targets, and this task's own around-lung targets are binary, so 2; the run folder gets
-``_classes<K>``; evaluate_performance.py does not score such a run per class yet).
+``_classes<K>``; evaluate_performance.py scores such a run per class, predict.py writes label maps).
 
 Examples::
 

@@ -24,6 +24,12 @@ images where both masks are non-empty, ``common.metrics.surface_scores``), ``det
 weights file and SHA-256, options, inputs). ``--tta flip`` averages each prediction over the input and its two
 flips (an option; the original has none); ``--mixed-precision`` is a GPU option.
 
+A K-class run (an own dataset prepared with ``prepare_datasets_DRIVE.py --keep-labels``, trained with a K-channel
+softmax head): the same inference, background outside the FOV, then per-class scores and their mean over the
+foreground classes (Dice, IoU, sensitivity, precision pooled over the images; HD95 / ASSD per image, pixels) in
+``scores.md/.json``, ``multiclass.json``, ``labels_test.npy``, ``overlay.png``, ``pred_imgs.npy`` (N, H, W, K) and
+``run.json``; its default run folder ends in ``_classes<K>`` (K from split.json). ``--threshold`` does not apply.
+
 One-image mode: ``--image PATH [--fov PATH]`` is predict.py's single-file case (same code): it writes
 ``<stem>_prob.png`` (probability x 255), ``<stem>_prob.npy`` (float32), ``<stem>_mask.png`` (0/255 at
 ``--threshold``), all of the input's size, and ``run.json`` into ``--out-dir`` (default: beside the image).
@@ -50,7 +56,7 @@ from common import cli
 from common.devices import add_precision_arguments
 from common.inference import add_tta_argument
 from common.legacy_weights import add_init_weights_argument
-from retina_vessel.prepare_datasets_DRIVE import DEFAULT_WORK, load_split
+from retina_vessel.prepare_datasets_DRIVE import DEFAULT_WORK, hdf5_path, load_split, num_classes_of, truth_labels
 from retina_vessel.task import INFERENCE as TASK_INFERENCE  # noqa: F401  (one place: task.py)
 from retina_vessel.task import kill_border, load_init_weights, predict_images  # noqa: F401
 from retina_vessel.train_retina import add_variant_arguments, default_run_dir
@@ -123,11 +129,22 @@ def evaluate(work_dir, run_dir, out_dir, weights="best", inference="overlap", st
     if final_dir.exists() and not overwrite:  # checked before any work
         raise UserError(f"{final_dir}: already holds results; pass --overwrite to replace them, or --out-dir")
     imgs, truth, fov = load_split(work_dir, "test")
+    num_classes = num_classes_of(work_dir)
     x = my_preproc(imgs)
     if init_weights is not None:  # the authors' checkpoint instead of a run of ours
         model, checkpoint = load_init_weights(init_weights, mixed_precision=mixed_precision), Path(init_weights)
     else:
         model, checkpoint = load_model(run_dir, weights, mixed_precision)
+    if model.output_shape[-1] > 1:  # a K-class run: per-class scores of the label maps
+        return evaluate_multiclass(model, checkpoint, x, truth_labels(truth, num_classes), fov, final_dir,
+                                   work_dir=work_dir, inference=inference, stride=stride, batch_size=batch_size,
+                                   verbose=verbose, tta=tta, overwrite=overwrite,
+                                   options=dict(options or {}, inference=inference, stride=stride, weights=weights,
+                                                tta=tta, mixed_precision=mixed_precision))
+    if num_classes > 2:
+        raise UserError(f"{hdf5_path(work_dir, 'groundTruth', 'test')}: holds label maps of {num_classes} classes "
+                        f"(prepared with --keep-labels); {checkpoint} is a binary network: evaluate a run trained "
+                        f"on these labels (train_retina.py --num-classes {num_classes})")
     start = time.time()
     prob = kill_border(segment(model, x, inference, stride, batch_size, verbose, tta), fov)
     seconds = time.time() - start
@@ -150,6 +167,45 @@ def evaluate(work_dir, run_dir, out_dir, weights="best", inference="overlap", st
                        options=dict(options or {}, inference=inference, stride=stride, weights=weights,
                                     threshold=threshold, tta=tta, mixed_precision=mixed_precision))
     return {"scores": scores, "row": row, **details}
+
+
+def evaluate_multiclass(model, checkpoint, x, labels, fov, out_dir, *, work_dir, inference, stride, batch_size,
+                        verbose, tta, overwrite, options):
+    """A K-class run (an own dataset prepared with ``--keep-labels``): the test images' softmax (``inference`` as
+    the binary path), background outside the FOV (``kill_border_labels``; the ground truth is taken as
+    background there too), scored per class and averaged over the foreground classes
+    (``common.multiclass.write_multiclass_results``: Dice, IoU, sensitivity, precision pooled over the images;
+    HD95 / ASSD per image in pixels). Pixels outside the FOV are true negatives of every class, which none of
+    these scores counts, so the scores are those of the FOV pixels. Writes ``scores.md/.json``,
+    ``multiclass.json``, ``labels_test.npy``, ``overlay.png``, ``pred_imgs.npy`` (N, H, W, K) and ``run.json``
+    into ``out_dir``; returns ``{"multiclass": multiclass_scores' dict, "num_classes": K, "seconds": ...}``."""
+    from common.data.io import atomic_dir, save_npy
+    from common.errors import UserError
+    from common.multiclass import write_multiclass_results
+    from common.provenance import write_run_json
+    from retina_vessel.task import kill_border_labels
+
+    num_classes = model.output_shape[-1]
+    inside = np.asarray(fov) > 0
+    labels = np.where(inside, np.asarray(labels), 0).astype(np.uint8)
+    top = int(labels.max(initial=0))
+    if top >= num_classes:
+        raise UserError(f"{hdf5_path(work_dir, 'groundTruth', 'test')}: holds labels up to {top}; {checkpoint} has "
+                        f"{num_classes} classes (0..{num_classes - 1}): evaluate it on the data it was trained for")
+    start = time.time()
+    prob = kill_border_labels(segment(model, x, inference, stride, batch_size, verbose, tta), fov)
+    seconds = time.time() - start
+    with atomic_dir(Path(out_dir), overwrite=overwrite) as tmp:
+        save_npy(tmp / "pred_imgs.npy", prob)
+        scores = write_multiclass_results(
+            tmp, model.name, labels, prob, verbose=verbose, images=np.clip(x[..., 0] * 255, 0, 255).astype(np.uint8),
+            title=f"Test set ({len(x)} images, {inference} inference{', flip TTA' if tta == 'flip' else ''}), "
+                  f"{num_classes} classes, FOV pixels: per class and the mean over the foreground classes; "
+                  f"HD95/ASSD in pixels")
+        write_run_json(tmp, model_name=model.name, weights=[checkpoint], options=dict(options, num_classes=num_classes),
+                       inputs=[str(p) for p in load_split_names(work_dir)])
+    return {"multiclass": scores, "num_classes": num_classes, "seconds": round(seconds, 2),
+            "inference": inference}
 
 
 def _write_results(out_dir, *, row, paper, columns, details, x, truth, prob, fov, inference, threshold, model,
@@ -231,8 +287,8 @@ def main(argv=None):
         raise OptionError(f"--stride: {args.stride} must be at least 1")
     if not 0 <= args.threshold <= 1:
         raise OptionError(f"--threshold: {args.threshold} must lie in [0, 1]")
-    if args.run_dir is None:
-        args.run_dir = default_run_dir(args.bidirectional, args.prior_bias)
+    if args.run_dir is None:  # a K-class dataset's (--keep-labels) default run folder names its classes
+        args.run_dir = default_run_dir(args.bidirectional, args.prior_bias, num_classes=num_classes_of(args.work_dir))
     if args.image is not None:  # predict.py's single-file case (one implementation)
         from retina_vessel import predict
 
@@ -251,6 +307,11 @@ def main(argv=None):
                       args.batch_size, args.threshold, not args.quiet, args.tta, args.mixed_precision,
                       options={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
                       init_weights=args.init_weights, overwrite=args.overwrite)
+    if "multiclass" in result:
+        print(f"test set ({args.inference}, {result['num_classes']} classes): Dice averaged over the foreground "
+              f"classes {result['multiclass']['mean']['dice']:.4f} (per class in scores.md). Tables and figures in "
+              f"{out_dir}")
+        return 0
     s = result["scores"]
     print(f"DRIVE test ({args.inference}, {result['seconds']:.1f} s, peak RSS {result['peak RSS MB']} MB): "
           f"AUC {s['auc']:.4f} (paper 0.9788), F1 {s['f1']:.4f} (0.8222), SE {s['sensitivity']:.4f} (0.8012), "

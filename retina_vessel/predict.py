@@ -13,8 +13,11 @@ original's ``kill_border``); ``--fov FILE`` gives the mask of a single input. Wr
 input's own size: ``<stem>_prob.png`` (probability x 255), ``<stem>_mask.png`` (0/255 at ``--threshold``),
 with ``--save-probabilities`` also ``<stem>_prob.npy`` (float32), with ``--overlay`` ``<stem>_overlay.png``;
 and ``run.json`` (model, weights and their SHA-256, options, inputs). ``--init-weights weight_lstm.hdf5`` uses
-the authors' published Keras-2 checkpoint instead of a run of train_retina.py. Nothing is written for a bad input;
-existing outputs are kept unless ``--overwrite``.
+the authors' published Keras-2 checkpoint instead of a run of train_retina.py. A K-class run (K > 2, an own
+dataset prepared with ``--keep-labels``) writes ``<stem>_mask.png`` as a palette PNG label map 0..K-1 (the argmax
+of the softmax, background outside the FOV; no ``_prob.png``, no ``--threshold``), ``--save-probabilities``
+``<stem>_prob.npy`` (H, W, K) float16, ``--overlay`` the labels in their palette colours. Nothing is written for
+a bad input; existing outputs are kept unless ``--overwrite``.
 
     python retina_vessel/predict.py data/DRIVE/test/images --fov-dir data/DRIVE/test/mask --out-dir work/pred
     python retina_vessel/predict.py eye.jpg --out-dir out --inference overlap --tta flip
@@ -76,8 +79,8 @@ def build_parser():
 def main(argv=None):
     from common.data.io import read_image
     from common.errors import OptionError
-    from common.predict import (collect_inputs, extra_outputs, overlay_image, probability_png, run_inputs,
-                                segmenter_from_args)
+    from common.predict import (collect_inputs, extra_outputs, mask_outputs, overlay_image, probability_png,
+                                run_inputs, segmenter_from_args)
 
     args = build_parser().parse_args(argv)
     if args.fov is not None and args.fov_dir is not None:
@@ -113,13 +116,19 @@ def main(argv=None):
                                        checkpoint=checkpoint, inference=args.inference, stride=args.stride,
                                        batch_size=args.batch_size, threshold=args.threshold)
 
+    classes = seg.num_classes  # K > 2: a K-class run writes palette label maps (common.predict.mask_outputs)
+
     def names(path):
+        if classes > 2:
+            return mask_outputs(path.stem, f"{path.stem}_mask.png", None, None, args, classes)
         return [f"{path.stem}_prob.png", f"{path.stem}_mask.png", *extra_outputs(path.stem, args, prob_ext=".npy")]
 
     def process(path):
         rgb = read_image(path, "rgb")
         fov = None if fovs[path] is None else read_image(fovs[path], "gray", size=rgb.shape[:2])
         result = seg.predict(rgb, fov=fov)
+        if classes > 2:
+            return mask_outputs(path.stem, f"{path.stem}_mask.png", rgb, result, args, classes)
         prob, mask = result["prob"], result["mask"]
         return {f"{path.stem}_prob.png": probability_png(prob), f"{path.stem}_mask.png": mask,
                 **extra_outputs(path.stem, args, prob_ext=".npy", overlay=lambda: overlay_image(rgb, mask),

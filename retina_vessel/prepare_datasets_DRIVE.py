@@ -30,7 +30,10 @@ and FOV masks by common.data.pairs' table (0/255, 0/1, palette, ...; a FOV mask 
 0/255 as DRIVE's. Split: seeded (``--seed``) by ``--test-fraction`` (0.5) and ``--val-fraction`` (0.1), DRIVE's
 proportions (20 test of 40; the original validates on the last 4 of its 20 training images); the train HDF5
 files hold the train cases, then the val cases, and train_retina.py validates on the patches of the last
-``counts.val`` images of ``split.json``. All images are stacked at one size: their own when they all agree,
+``counts.val`` images of ``split.json``. ``--keep-labels``: the masks are label maps 0..K-1 (0 = background,
+K - 1 <= 63) kept as they are: when they hold a label above 1, the groundTruth files store the labels (not 0/255)
+and ``split.json`` records ``num_classes`` K, for a K-class run (train_retina.py's K-channel softmax head,
+evaluate.py's per-class scores). All images are stacked at one size: their own when they all agree,
 else the most frequent one (a note says so); an image of another size is resized bicubic (Pillow) and its
 masks nearest (DRIVE itself is not resized). ``--n-train``/``--n-test``/``--height``/``--width`` apply to the
 DRIVE layout only. nnU-Net ``imagesTs`` (no masks) is not used: segment it with predict.py.
@@ -63,6 +66,7 @@ HEIGHT, WIDTH, N_IMAGES = 584, 565, 20
 SPLITS = {"train": "training", "test": "test"}  # HDF5 suffix -> DRIVE folder
 KINDS = ("imgs", "groundTruth", "borderMasks")
 SPLIT_FILE = "split.json"  # own data only: beside the HDF5 files
+MAX_CLASSES = 64  # --keep-labels: labels 0..63 (common.multiclass infers K below 64 from the patches)
 
 
 def hdf5_path(work_dir, kind, split):
@@ -158,6 +162,20 @@ def read_own_split(work_dir):
     return record
 
 
+def num_classes_of(work_dir):
+    """K of a prepared dataset: split.json's ``num_classes`` (an own dataset prepared with ``--keep-labels`` whose
+    masks hold K > 2 labels), else 2 (binary: DRIVE and every other own dataset)."""
+    own = read_own_split(work_dir)
+    return int((own or {}).get("num_classes") or 2)
+
+
+def truth_labels(truth, num_classes=2):
+    """A groundTruth array of :func:`load_split` (float64) -> uint8 labels: ``truth / 255`` (0/1) for a binary
+    dataset (the original's), the stored labels 0..K-1 as they are for a K-class one (``num_classes`` > 2)."""
+    truth = np.asarray(truth)
+    return truth.astype(np.uint8) if num_classes > 2 else (truth / 255.0).astype(np.uint8)
+
+
 def _refuse_existing(work_dir, overwrite):
     from common.errors import UserError
 
@@ -168,15 +186,22 @@ def _refuse_existing(work_dir, overwrite):
                         f"files); pass --overwrite to replace it, or another --work-dir")
 
 
-def _own_case(pair, fov, foreground=None, label_colours=None):
-    """One own-data case -> ``(image (H, W, 3) uint8, vessels (H, W) bool, FOV (H, W) bool)``."""
+def _own_case(pair, fov, foreground=None, label_colours=None, keep_labels=False):
+    """One own-data case -> ``(image (H, W, 3) uint8, vessels (H, W) bool, FOV (H, W) bool)``; ``keep_labels``:
+    the mask's integer labels (H, W) uint8 instead of the vessels (``UserError`` for labels above 63)."""
     from common.data.pairs import Pair, read_pair
     from common.errors import UserError
 
     if pair.volume:
         raise UserError(f"{pair.image[0]}: a NIfTI volume; BCDU-Net takes 2-D fundus images")
-    image, truth = read_pair(pair, mode=OWN_DATA["mode"], binary=True, foreground=foreground,
+    image, truth = read_pair(pair, mode=OWN_DATA["mode"], binary=not keep_labels, foreground=foreground,
                              label_colours=label_colours)
+    if keep_labels:
+        top = int(np.max(truth)) if truth.size else 0
+        if np.min(truth) < 0 or top >= MAX_CLASSES:
+            raise UserError(f"{pair.mask}: labels {int(np.min(truth))}..{top}; --keep-labels takes label maps "
+                            f"0..{MAX_CLASSES - 1} (0 = background)")
+        truth = truth.astype(np.uint8)
     if image.ndim != 3 or image.shape[2] != 3:
         raise UserError(f"{pair.image[0]}: case {pair.name} has {image.shape[2]} channels; the recipe reads RGB "
                         f"fundus images (one RGB file, or three channel files)")
@@ -195,8 +220,8 @@ def _resized(case, size):
         return case
     rows, cols = size
     image = np.asarray(Image.fromarray(case[0]).resize((cols, rows), Image.BICUBIC))
-    masks = [np.asarray(Image.fromarray(m.astype(np.uint8)).resize((cols, rows), Image.NEAREST)).astype(bool)
-             for m in case[1:]]
+    masks = [np.asarray(Image.fromarray(m.astype(np.uint8)).resize((cols, rows), Image.NEAREST)).astype(m.dtype)
+             for m in case[1:]]  # bool masks stay bool, label maps keep their labels
     return (image, *masks)
 
 
@@ -218,11 +243,14 @@ def stack_size(shapes, size=None, verbose=True):
 
 def prepare_own(dataset, work_dir, *, fov_pairs=None, size=None, val_fraction=OWN_DATA["val_fraction"],
                 test_fraction=OWN_DATA["test_fraction"], seed=OWN_DATA["seed"], group_by=None, foreground=None,
-                verbose=True, overwrite=False):
+                verbose=True, overwrite=False, keep_labels=False):
     """An own dataset (``common.data.pairs.OwnDataset``) -> the six HDF5 files (train = train then val cases)
-    and ``split.json`` (``write_split``'s record plus ``height``, ``width`` and ``fov``); all or nothing.
+    and ``split.json`` (``write_split``'s record plus ``height``, ``width``, ``fov`` and ``num_classes``); all or
+    nothing.
 
-    ``fov_pairs``: ``{case name: FOV mask path}`` (``--fov``), or None for the whole image. Returns the record.
+    ``fov_pairs``: ``{case name: FOV mask path}`` (``--fov``), or None for the whole image. ``keep_labels``
+    (``--keep-labels``): masks are label maps; when they hold a label above 1 the ground truth HDF5 files store
+    the labels 0..K-1 as they are (``num_classes`` K in split.json), else 0/255 as DRIVE. Returns the record.
     """
     import contextlib
 
@@ -233,8 +261,11 @@ def prepare_own(dataset, work_dir, *, fov_pairs=None, size=None, val_fraction=OW
         print(f"note: the nnU-Net imagesTs cases ({len(dataset.test)}) have no masks and are not used; segment "
               f"them with retina_vessel/predict.py", file=sys.stderr)
     cases = {p.name: _own_case(p, None if fov_pairs is None else fov_pairs[p.name], foreground,
-                               dataset.label_colours)
+                               dataset.label_colours, keep_labels)
              for p in tqdm(dataset.pairs, desc="images", disable=not verbose)}
+    top = max((int(np.max(c[1])) for c in cases.values()), default=0)
+    num_classes = top + 1 if keep_labels and top > 1 else 2  # label maps with labels 0/1 only: binary, as DRIVE
+    scale = 1.0 if num_classes > 2 else 255.0
     height, width = stack_size([c[0].shape[:2] for c in cases.values()], size, verbose)
     split = split_pairs(list(cases), val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
                         group_by=group_by)
@@ -253,15 +284,17 @@ def prepare_own(dataset, work_dir, *, fov_pairs=None, size=None, val_fraction=OW
             for i, name in enumerate(names):
                 image, truth, border = _resized(cases[name], (height, width))
                 datasets[0][i] = image.transpose(2, 0, 1)
-                datasets[1][i, 0] = truth * 255.0
+                datasets[1][i, 0] = truth * scale  # 0/255 as DRIVE, or the labels 0..K-1 (--keep-labels)
                 datasets[2][i, 0] = border * 255.0
         tmp = stack.enter_context(atomic_path(split_path(work_dir)))
         record = write_split(tmp, split, source=dataset.source, seed=seed, group_by=group_by,
                              fractions=(val_fraction, test_fraction), verbose=False,
-                             extra={"height": height, "width": width, "fov": fov_pairs is not None})
+                             extra={"height": height, "width": width, "fov": fov_pairs is not None,
+                                    "num_classes": num_classes})
     if verbose:
         print(f"{SPLIT_FILE}: " + " / ".join(f"{k} {v}" for k, v in record["counts"].items())
-              + f" (images stacked at {height}x{width})")
+              + f" (images stacked at {height}x{width}" + (f", {num_classes} classes" if num_classes > 2 else "")
+              + ")")
     return record
 
 
@@ -304,6 +337,10 @@ def build_parser():
                        help="folder of field-of-view masks, paired with --images like the masks (default: the "
                             "whole image is the FOV)")
     group.add_argument("--seed", type=int, default=OWN_DATA["seed"], help="seed of the split (default: %(default)s)")
+    group.add_argument("--keep-labels", action="store_true",
+                       help="masks are label maps 0..K-1 (0 = background): keep the labels for a K-class run "
+                            "(train_retina.py trains a K-channel softmax head) instead of one binary foreground; "
+                            "not with --foreground (default: off, binary vessels as DRIVE)")
     return parser
 
 
@@ -311,6 +348,9 @@ def main_own(args, dataset):
     """``--images/--masks [--fov]`` or ``--nnunet-dataset``: ``prepare_own`` with the options."""
     from common.data.pairs import find_pairs
 
+    if args.keep_labels and args.foreground is not None:
+        raise cli.option_error("--keep-labels", "keeps every label of the masks; --foreground makes them one "
+                                                "binary foreground: give one of the two")
     if args.val_fraction <= 0:
         raise cli.option_error("--val-fraction", f"must be above 0: train_retina.py validates on the val part "
                                                  f"(got {args.val_fraction})")
@@ -333,7 +373,8 @@ def main_own(args, dataset):
                 raise cli.option_error("--fov", "no image has both a mask and a FOV mask")
     record = prepare_own(dataset, args.work_dir, fov_pairs=fov_pairs, val_fraction=args.val_fraction,
                          test_fraction=args.test_fraction, seed=args.seed, group_by=args.group_by,
-                         foreground=args.foreground, verbose=not args.quiet, overwrite=args.overwrite)
+                         foreground=args.foreground, verbose=not args.quiet, overwrite=args.overwrite,
+                         keep_labels=args.keep_labels)
     counts = record["counts"]
     print(f"Saved {counts['train']} train + {counts['val']} val / {counts['test']} test images to "
           f"{Path(args.work_dir) / HDF5_DIR}")
@@ -353,6 +394,9 @@ def main(argv=None):
         _refuse_existing(args.work_dir, args.overwrite)  # before any file is read
     elif args.fov is not None:
         raise cli.option_error("--fov", "goes with --images/--masks (the DRIVE layout has its mask/ folders)")
+    elif args.keep_labels:
+        raise cli.option_error("--keep-labels", "goes with --images/--masks or --nnunet-dataset (DRIVE's vessel "
+                                                "masks are binary)")
     dataset = load_own_data(args)
     if dataset is not None:
         return main_own(args, dataset)

@@ -14,7 +14,8 @@ the original is unseeded) and streamed image by image into memory-mapped files, 
 patches.
 
 Written to ``--work-dir``: ``patches_imgs_train.npy`` (N, 64, 64, 1) float32 in [0, 1] and
-``patches_masks_train.npy`` (N, 64, 64, 1) uint8 {0, 1}, in image order (the last 20 % = the last 4 images,
+``patches_masks_train.npy`` (N, 64, 64, 1) uint8 {0, 1} (an own K-class dataset, prepared with ``--keep-labels``:
+the labels 0..K-1), in image order (the last 20 % = the last 4 images,
 which train_retina.py uses for validation, as the original's ``validation_split``). The original wrote the
 same values channels first as float64 (2 x 6.5 GB; here 3.3 GB + 0.8 GB).
 """
@@ -45,9 +46,10 @@ def crop_square_rows(images):
 
 
 def training_arrays(work_dir):
-    """Preprocessed, cropped training images (N, S, S, 1) float32 and annotations (N, S, S, 1) uint8 0/1."""
+    """Preprocessed, cropped training images (N, S, S, 1) float32 and annotations (N, S, S, 1) uint8 0/1 (the
+    labels 0..K-1 of an own dataset prepared with ``--keep-labels``, split.json's ``num_classes`` K > 2)."""
     from common.data.preprocess import my_preproc
-    from retina_vessel.prepare_datasets_DRIVE import hdf5_path, load_hdf5
+    from retina_vessel.prepare_datasets_DRIVE import hdf5_path, load_hdf5, num_classes_of, truth_labels
 
     imgs = load_hdf5(hdf5_path(work_dir, "imgs", "train")).transpose(0, 2, 3, 1)
     truth = load_hdf5(hdf5_path(work_dir, "groundTruth", "train")).transpose(0, 2, 3, 1)
@@ -56,7 +58,7 @@ def training_arrays(work_dir):
 
         raise UserError(f"{hdf5_path(work_dir, 'groundTruth', 'train')}: annotations {truth.shape} do not match the "
                         f"training images {imgs.shape}; run retina_vessel/prepare_datasets_DRIVE.py again")
-    return crop_square_rows(my_preproc(imgs)), crop_square_rows((truth / 255.0).astype(np.uint8))
+    return crop_square_rows(my_preproc(imgs)), crop_square_rows(truth_labels(truth, num_classes_of(work_dir)))
 
 
 def save_patches(work_dir, patch=PATCH, n_patches=N_PATCHES, seed=SEED, inside_fov=False, verbose=True,

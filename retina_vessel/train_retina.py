@@ -12,7 +12,10 @@ gets ``best.keras`` (the original's ``weight_lstm.hdf5``), ``last.keras``, ``his
 Every option that changes the network or the recipe names the default folder (``bcdu_net_d3`` for the
 original's settings, e.g. ``bcdu_net_d3_prior_bias_e10_lr0.001`` otherwise), so variants never collide.
 ``--strategy mirrored|multi_worker`` distributes the training; ``--mixed-precision`` and ``--jit-compile`` (XLA)
-are GPU options, off by default.
+are GPU options, off by default. ``--num-classes`` / ``--multiclass-loss``: for an own dataset prepared with
+``prepare_datasets_DRIVE.py --keep-labels`` whose patch masks are label maps 0..K-1 (K > 2), a K-channel softmax
+head (the last 1x1 conv; the original's 2-channel ReLU conv before it is kept) trained with the multi-class loss
+(``ce`` by default) into ``..._classes<K>``; the default reads K from the patch masks (DRIVE: 2, the original).
 
     python retina_vessel/train_retina.py                        # the original's 50 epochs
     python retina_vessel/train_retina.py --prior-output-bias    # -> weights/retina_vessel/bcdu_net_d3_prior_bias
@@ -42,17 +45,22 @@ DEFAULT_RUN = cli.repo_path("weights", "retina_vessel", MODEL)  # the faithful r
 
 
 def run_name(bidirectional=False, prior_bias=False, *, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR,
-             val_split=VAL_SPLIT, seed=None, init_weights=None, mixed_precision="off"):
+             val_split=VAL_SPLIT, seed=None, init_weights=None, mixed_precision="off", num_classes=2,
+             multiclass_loss="ce"):
     """``bcdu_net_d3[_bidirectional][_prior_bias]`` plus a tag for every other recipe option that differs from
     the original's (``_e10``, ``_b16``, ``_lr0.001``, ``_val0.1``, ``_seed3``, ``_init-<file stem>``,
-    ``_mp-float16``): a variant never lands in another's default run folder; the faithful run is ``bcdu_net_d3``."""
+    ``_mp-float16``, ``_classes<K>[_<multi-class loss>]`` for K > 2): a variant never lands in another's default
+    run folder; the faithful run is ``bcdu_net_d3``."""
     from common.run_options import tagged_name
 
+    multiclass = num_classes is not None and num_classes > 2
     return tagged_name(MODEL, [(bidirectional, False, "bidirectional"), (prior_bias, False, "prior_bias"),
                                (epochs, EPOCHS, "e{}"), (batch_size, BATCH_SIZE, "b{}"), (lr, LR, "lr{:g}"),
                                (val_split, VAL_SPLIT, "val{:g}"), (seed, None, "seed{}"),
                                (init_weights, None, lambda p: f"init-{Path(p).stem}"),
-                               (mixed_precision, "off", "mp-{}")])
+                               (mixed_precision, "off", "mp-{}"),
+                               (num_classes if multiclass else 2, 2, "classes{}"),
+                               (multiclass_loss if multiclass else "ce", "ce", "{}")])
 
 
 def default_run_dir(bidirectional=False, prior_bias=False, **recipe):
@@ -110,17 +118,24 @@ def compile_model(model, lr=LR, jit_compile=False):
 
 def train(work_dir, run_dir, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, val_split=VAL_SPLIT, seed=None,
           bidirectional=False, prior_bias=False, resume=False, verbose=1, strategy="default", overwrite=False,
-          mixed_precision="off", jit_compile=False, callbacks=(), init_weights=None, data_workers=1):
+          mixed_precision="off", jit_compile=False, callbacks=(), init_weights=None, data_workers=1,
+          num_classes=None, multiclass_loss="ce"):
     """Build, compile and fit; returns ``(model, history)`` (the trained model, last epoch's weights).
 
     A ``run_dir`` that holds a run is refused (nothing touched) unless ``resume`` or ``overwrite``;
     ``callbacks`` are passed to ``common.training.fit``. With an own-data ``split.json`` (prepare_datasets_DRIVE.py
-    ``--images``) the validation part is the patches of its val images and ``val_split`` is not used."""
+    ``--images``) the validation part is the patches of its val images and ``val_split`` is not used.
+
+    ``num_classes``: None = from the patch masks (``common.multiclass.resolve_num_classes``: DRIVE's 0/1 vessels
+    give 2, the original's head); K > 2 (an own dataset prepared with ``--keep-labels``, patch masks 0..K-1)
+    builds the network with a K-channel softmax head and trains it with ``multiclass_loss`` (an option, not the
+    original; ``prior_bias`` and ``init_weights`` belong to the binary head and are refused)."""
     import keras
 
     from common.devices import set_precision
     from common.errors import OptionError
     from common.models import build_model
+    from common.multiclass import compile_multiclass, is_multiclass, resolve_num_classes
     from common.training import check_run_dir, fit, foreground_fraction, get_strategy, set_output_prior, split_last
 
     check_run_dir(run_dir, resume=resume, overwrite=overwrite)  # before any data is loaded
@@ -129,6 +144,13 @@ def train(work_dir, run_dir, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, val_sp
         raise OptionError(f"--val-split: {val_split} must lie strictly between 0 and 1")
     strategy = get_strategy(strategy)  # before any other TensorFlow work
     x, y = load_patches(work_dir)
+    num_classes = resolve_num_classes(num_classes, y)
+    multiclass = is_multiclass(num_classes)
+    if multiclass:
+        for option, given in (("--prior-output-bias", prior_bias), ("--init-weights", init_weights is not None)):
+            if given:
+                raise OptionError(f"{option}: belongs to the original's binary head, not a {num_classes}-class "
+                                  f"softmax head")
     if own is not None:
         (x_tr, y_tr), (x_val, y_val) = split_own_patches(own, work_dir, x, y)
         val_split = own["counts"]["val"] / (own["counts"]["train"] + own["counts"]["val"])
@@ -141,7 +163,12 @@ def train(work_dir, run_dir, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, val_sp
     if seed is not None:
         keras.utils.set_random_seed(seed)  # before the weights are initialised
     with strategy.scope():
-        model = compile_model(build_model(MODEL, x.shape[1:], bidirectional=bidirectional), lr, jit_compile)
+        if multiclass:
+            model = compile_multiclass(build_model(MODEL, x.shape[1:], bidirectional=bidirectional,
+                                                   num_classes=num_classes),
+                                       multiclass_loss, lr=lr, jit_compile=jit_compile)
+        else:
+            model = compile_model(build_model(MODEL, x.shape[1:], bidirectional=bidirectional), lr, jit_compile)
         if init_weights is not None:  # the authors' Keras-2 checkpoint as the starting point
             from common.legacy_weights import load_legacy_weights
 
@@ -151,7 +178,8 @@ def train(work_dir, run_dir, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, val_sp
                 "batch_size": batch_size, "lr": lr,
                 "val_split": val_split, "seed": seed, "bidirectional": bidirectional, "train": len(x_tr),
                 "validation": len(x_val), "mixed_precision": mixed_precision, "jit_compile": jit_compile,
-                "init_weights": None if init_weights is None else str(init_weights)}
+                "init_weights": None if init_weights is None else str(init_weights), "num_classes": num_classes,
+                "multiclass_loss": multiclass_loss if multiclass else None}
     return fit(model, (x_tr, y_tr), (x_val, y_val), run_dir=run_dir, epochs=epochs, batch_size=batch_size,
                monitor="val_loss", mode="min", resume=resume, overwrite=overwrite, seed=seed, reduce_lr=REDUCE_LR,
                verbose=verbose, settings=settings, callbacks=callbacks, data_workers=data_workers)
@@ -174,20 +202,29 @@ def build_parser():
     add_variant_arguments(parser)
     add_init_weights_argument(parser)
     add_run_arguments(parser)
+    from common.multiclass import add_num_classes_arguments
+
+    add_num_classes_arguments(parser, default_loss="ce")
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    num_classes = args.num_classes
+    if not args.run_dir:  # the default run folder names K > 2 classes: read K from the patch masks first
+        from common.multiclass import resolve_num_classes
+
+        num_classes = resolve_num_classes(num_classes, load_patches(args.work_dir)[1])
     run_dir = args.run_dir or default_run_dir(
         args.bidirectional, args.prior_bias, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         val_split=args.val_split, seed=args.seed, init_weights=args.init_weights,
-        mixed_precision=args.mixed_precision)
+        mixed_precision=args.mixed_precision, num_classes=num_classes, multiclass_loss=args.multiclass_loss)
     model, history = train(args.work_dir, run_dir, args.epochs, args.batch_size, args.lr, args.val_split,
                            args.seed, args.bidirectional, args.prior_bias, args.resume, args.verbose,
                            args.strategy, overwrite=args.overwrite, mixed_precision=args.mixed_precision,
                            jit_compile=args.jit_compile, init_weights=args.init_weights,
-                           data_workers=args.data_workers)
+                           data_workers=args.data_workers, num_classes=num_classes,
+                           multiclass_loss=args.multiclass_loss)
     if history:
         print(f"{model.name}: best val_loss {min(history['val_loss']):.4f}; checkpoints in {run_dir}")
     return 0

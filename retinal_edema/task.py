@@ -4,6 +4,8 @@ NumPy only (no TensorFlow, no Keras): the TensorFlow-free predict path uses it. 
 defaults from here (``common.tasks`` finds this module by scanning the repository).
 """
 
+from pathlib import Path
+
 import numpy as np
 
 NAME = "retinal_edema"
@@ -36,6 +38,20 @@ COLOURS = np.array([[0, 0, 255], [0, 255, 0], [255, 0, 0]], np.uint8)
 #: further (e.g. one patient's eyes); labels: class indices 0..3 or the challenge's grey codes (0, 255, 191, 128)
 OWN_DATA = {"val_fraction": 0.15, "test_fraction": 0.15, "group_by": None, "mode": "gray", "binary": False,
             "split_unit": "cube", "slice_pattern": r"^(.+?)[_-]?(\d+)$", "seed": 0}
+
+
+#: compare_models.py: why its prepared data cannot feed the binary models it compares (refused in one line)
+NOT_COMPARABLE = ("its prepared data are 3-slice OCT stacks with 4-class lesion label maps (REA, SRF, PED) and a "
+                  "lesion-presence (detection) target; compare_models.py compares binary segmentation models, none "
+                  "of which can take them: train and score the edema models with retinal_edema/train.py and eval.py")
+
+
+def is_prepared(path):
+    """True for gen_image.py's output: its ``--data-dir`` (``Edema_trainingset/trans3channel_images``) or its
+    ``--list-dir`` (``train_images.txt`` and ``info.json``)."""
+    path = Path(path)
+    return (path / "Edema_trainingset" / "trans3channel_images").is_dir() or (
+        (path / "train_images.txt").is_file() and (path / "info.json").is_file())
 
 
 def stack_slices(slices):

@@ -329,3 +329,123 @@ def test_fingernail_own_data_uses_split_json_val_part(tmp_path):
     np.testing.assert_array_equal(data["val"][0], x_train[counts["train"]:])
     np.testing.assert_array_equal(data["test"][1], np.load(folder / "y_test.npy"))
     assert compare_models.study_of(fingernail, data) is None
+
+
+def _per_image_dice(truth, pred):
+    return [_dice(t, p) for t, p in zip(truth, pred)]
+
+
+def test_lung_prepared_data_compared_on_the_around_lung_target(tmp_path):
+    """lung: prepare_data.py's slices and around-lung targets; validation = the last 20 % (the original's
+    validation_split); the saved masks are the checkpoint's predictions on data_test / 255 and the Dice is that of
+    Test_maska (NumPy)."""
+    import keras
+
+    from common.data.synthetic import write_lung_dataset
+    from lung import prepare_data
+    from lung import task as lung
+
+    write_lung_dataset(tmp_path / "raw", n_volumes=3, n_slices=6, size=16, n_empty=1, seed=2)
+    work = tmp_path / "work"
+    prepare_data.main(["--data-dir", str(tmp_path / "raw"), "--work-dir", str(work), "--slice-size", "16",
+                       "--erosion-size", "3", "--fill-size", "3", "--quiet"])
+    data = lung.load_prepared(work)
+    x, y = np.load(work / "data_train.npy"), np.load(work / "Train_maska.npy")
+    n_val = len(x) - int(np.floor(len(x) * 0.8))
+    np.testing.assert_array_equal(data["train"][0][..., 0], x[:len(x) - n_val])
+    np.testing.assert_array_equal(data["val"][1][..., 0], y[len(x) - n_val:])
+    np.testing.assert_array_equal(data["test"][1][..., 0], np.load(work / "Test_maska.npy"))
+    assert "around-lung" in data["split"]
+    out = tmp_path / "cmp"
+    assert _run(["--data", work, "--models", MODELS[0], "--recipe", "budget", "--epochs", 1, "--out", out,
+                 "--verbose", 0]) == 0
+    run = out / "runs" / MODELS[0] / "seed0"
+    model = keras.models.load_model(run / "best.keras")
+    test_x, truth = np.load(work / "data_test.npy"), np.load(work / "Test_maska.npy")
+    prob = model.predict(test_x[..., None].astype(np.float32) / 255.0, verbose=0)[..., 0]
+    np.testing.assert_allclose(compare_models.predict(model, data["test"][0], lung, {})[0], prob, atol=1e-6)
+    expected = prob >= 0.5
+    pred = np.load(run / "test_pred.npy")
+    np.testing.assert_array_equal(pred, expected.astype(np.uint8))
+    result = json.loads((run / "result.json").read_text())["per_image"]["dice"]
+    np.testing.assert_allclose(result, _per_image_dice(truth, pred), equal_nan=True)
+    assert "around-lung region" in (out / "comparison.md").read_text()
+
+
+def test_retina_vessel_patches_train_and_whole_test_images_score(tmp_path):
+    """retina_vessel: train / val = save_patch.py's patches (the last 20 % validate), test = the whole prepared
+    test images: the saved masks are the checkpoint's weights in a network built here at the padded image size,
+    on my_PreProc of the test images, 0 outside the FOV, >= 0.5; Dice against the ground truth / 255 (NumPy)."""
+    import h5py
+    import keras
+
+    from common.data.preprocess import my_preproc
+    from common.data.synthetic import write_drive_dataset
+    from common.models import build_model
+    from retina_vessel import prepare_datasets_DRIVE as prep
+    from retina_vessel import save_patch
+    from retina_vessel import task as retina
+
+    write_drive_dataset(tmp_path / "raw", n_train=4, n_test=2, shape=(40, 36), seed=1)
+    work = tmp_path / "work"
+    prep.main(["--drive-dir", str(tmp_path / "raw"), "--work-dir", str(work), "--n-train", "4", "--n-test", "2",
+               "--height", "40", "--width", "36", "--quiet"])
+    save_patch.main(["--work-dir", str(work), "--patch", "16", "--n-patches", "40", "--quiet"])
+    data = retina.load_prepared(work)
+    assert len(data["train"][0]) == 32 and len(data["val"][0]) == 8  # validation_split 0.2 of 40 patches
+    out = tmp_path / "cmp"
+    assert _run(["--data", work, "--models", MODELS[0], "--recipe", "budget", "--epochs", 1, "--out", out,
+                 "--verbose", 0]) == 0
+    run = out / "runs" / MODELS[0] / "seed0"
+
+    def hdf5(kind):
+        with h5py.File(prep.hdf5_path(work, kind, "test"), "r") as f:
+            return f["image"][()].transpose(0, 2, 3, 1)
+
+    imgs, truth, fov = hdf5("imgs"), hdf5("groundTruth")[..., 0] / 255.0, hdf5("borderMasks")[..., 0] > 0
+    padded = build_model(MODELS[0], (48, 48, 1))  # 40x36 -> the next multiples of 16
+    padded.set_weights(keras.models.load_model(run / "best.keras").get_weights())
+    x = np.pad(my_preproc(imgs), ((0, 0), (0, 8), (0, 12), (0, 0)))
+    prob = padded.predict(x, verbose=0)[:, :40, :36, 0]
+    trained = keras.models.load_model(run / "best.keras")  # the whole-image rule, before the threshold
+    np.testing.assert_allclose(compare_models.predict(trained, data["test"][0], retina, {}, model_name=MODELS[0])[0],
+                               prob, atol=1e-5)
+    expected = ((prob * fov) >= 0.5).astype(np.uint8)
+    pred = np.load(run / "test_pred.npy")
+    np.testing.assert_array_equal(pred, expected)
+    result = json.loads((run / "result.json").read_text())["per_image"]["dice"]
+    np.testing.assert_allclose(result, _per_image_dice(truth, pred), equal_nan=True)
+    assert "whole test images" in (out / "comparison.md").read_text()
+
+
+def test_retinal_edema_data_is_refused_in_one_line(tmp_path):
+    """gen_image.py's folders (data dir or list dir) are recognised and refused with the reason, before anything
+    is written."""
+    (tmp_path / "data" / "Edema_trainingset" / "trans3channel_images").mkdir(parents=True)
+    (tmp_path / "lists").mkdir()
+    for name in ("train_images.txt", "info.json"):
+        (tmp_path / "lists" / name).write_text("")
+    for folder in ("data", "lists"):
+        line = error_line(compare_models.main, ["--data", str(tmp_path / folder), "--models", MODELS[0]])
+        assert line.startswith(f"error: {tmp_path / folder}: a prepared retinal_edema dataset: its prepared data are "
+                               f"3-slice OCT stacks with 4-class lesion label maps"), line
+        assert not (tmp_path / folder / "comparison").exists()
+    line = error_line(compare_models.main, ["--data", str(tmp_path / "data"), "--task", "retinal_edema"])
+    assert line.startswith("error: --task: retinal_edema: its prepared data are 3-slice OCT stacks"), line
+
+
+def test_lung_load_prepared_own_split(tmp_path):
+    """Own lung data: split.json's n_val last training slices validate (train_lung.py's rule), not the last 20 %."""
+    from lung import task as lung
+
+    rng = np.random.default_rng(0)
+    for part, n in (("train", 10), ("test", 3)):
+        np.save(tmp_path / f"data_{part}.npy", rng.random((n, 16, 16)).astype(np.float32) * 255)
+        np.save(tmp_path / f"{part.capitalize()}_maska.npy", rng.integers(0, 2, (n, 16, 16), dtype=np.uint8))
+    (tmp_path / "split.json").write_text(json.dumps({"n_val": 4}))
+    data = lung.load_prepared(tmp_path)
+    x = np.load(tmp_path / "data_train.npy")
+    assert (len(data["train"][0]), len(data["val"][0]), len(data["test"][0])) == (6, 4, 3)
+    np.testing.assert_array_equal(data["val"][0][..., 0], x[6:])
+    np.testing.assert_allclose(lung.prepared_input(data["val"][0][:1]), x[6:7, ..., None] / 255.0, rtol=1e-6)
+    assert compare_models.find_task(tmp_path).NAME == "lung"

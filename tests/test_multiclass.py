@@ -379,3 +379,117 @@ def test_lung_trains_label_map_targets(tmp_path, monkeypatch):
     state = json.loads((run / "state.json").read_text())
     assert state["settings"]["num_classes"] == 4 and state["settings"]["multiclass_loss"] == "dice"
     assert train_lung.run_name("bcdu_net_d3") == "bcdu_net_d3"
+
+
+def _brute_surface_mm(t, p, spacing):
+    """HD95 / ASSD of two non-empty 2-D masks by brute force, the pixel coordinates scaled by ``spacing`` (mm)."""
+    def surface(m):
+        return np.argwhere(m & ~ndimage.binary_erosion(m)) * np.asarray(spacing, float)
+
+    a, b = surface(t), surface(p)
+    d = np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1))
+    ab, ba = d.min(axis=0), d.min(axis=1)
+    return max(np.percentile(ab, 95), np.percentile(ba, 95)), np.concatenate([ab, ba]).mean()
+
+
+def test_lung_evaluates_and_predicts_label_maps(tmp_path, monkeypatch):
+    """A K = 3 lung run: evaluate_performance.py scores it per class (Dice / IoU / HD95 in mm against NumPy and
+    brute force, from the network's own softmax recomputed here), predict.py writes NIfTI label maps (the argmax
+    of the softmax recomputed here from the HU volume); the binary-only options are refused in one line."""
+    import json
+
+    import nibabel as nib
+
+    from lung import evaluate_performance, predict, train_lung
+    from lung.prepare_data import OUTPUTS
+
+    work, size = tmp_path / "work", 16
+    work.mkdir()
+    for part, n, seed in ((0, 8, 0), (1, 4, 1)):
+        x, y = multiclass_shapes(n, size=size, seed=seed)
+        np.save(work / f"{OUTPUTS['image'][part]}.npy", (x[..., 0] * 255).astype(np.float32))
+        np.save(work / f"{OUTPUTS['target'][part]}.npy", np.where(y == 3, 0, y).astype(np.uint8))  # K = 3
+    spacing = {"v0": [2.5, 0.5, 0.8], "v1": [2.0, 0.7, 0.7]}
+    (work / "split.json").write_text(json.dumps({"spacing": spacing, "test_slices": ["v0:0", "v0:1", "v1:0",
+                                                                                        "v1:1"]}))
+    monkeypatch.setattr("common.cli.repo_path", lambda *parts: tmp_path.joinpath(*parts))
+    run = train_lung.main(["--work-dir", str(work), "--model", "bcdu_net_d1", "--epochs", "1", "--batch-size", "4",
+                           "--seed", "0", "--verbose", "0"])
+    assert run.name == "bcdu_net_d1_epochs1_batch4_seed0_classes3"
+    out = tmp_path / "eval"
+    scores = evaluate_performance.main(["--work-dir", str(work), "--run-dir", str(run), "--out-dir", str(out),
+                                        "--quiet"])
+    import keras
+
+    import common.layers  # noqa: F401
+
+    model = keras.models.load_model(run / "best.keras", compile=False)
+    test_x = np.load(work / "data_test.npy")
+    truth = np.load(work / "Test_maska.npy")
+    softmax = model.predict(test_x[..., None] / 255.0, verbose=0)
+    pred = np.load(out / "pred_test.npy")
+    assert pred.shape == (4, size, size, 3)
+    np.testing.assert_allclose(pred, softmax, atol=1e-5)
+    labels = softmax.argmax(-1)
+    np.testing.assert_array_equal(np.load(out / "labels_test.npy"), labels)
+    rows = [{k: np.nan if v is None else v for k, v in r.items()}  # JSON null = NaN
+            for r in json.loads((out / "scores.json").read_text())]
+    assert [r["class"] for r in rows] == ["1", "2", "mean (foreground)"]
+    mm = [spacing["v0"][1:]] * 2 + [spacing["v1"][1:]] * 2
+    finite = 0
+    for row, c in zip(rows, (1, 2)):
+        g, q = truth == c, labels == c
+        tp, fp, fn = np.sum(g & q), np.sum(~g & q), np.sum(g & ~q)
+        assert row["dice"] == pytest.approx(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else np.nan, nan_ok=True)
+        assert row["iou"] == pytest.approx(tp / (tp + fp + fn) if tp + fp + fn else np.nan, nan_ok=True)
+        assert scores["classes"][c]["dice"] == pytest.approx(row["dice"], nan_ok=True)
+        pairs = [_brute_surface_mm(g[i], q[i], mm[i]) for i in range(4) if g[i].any() and q[i].any()]
+        finite += len(pairs)
+        assert row["hd95"] == pytest.approx(np.mean([h for h, _ in pairs]) if pairs else np.nan, nan_ok=True)
+        assert row["assd"] == pytest.approx(np.mean([a for _, a in pairs]) if pairs else np.nan, nan_ok=True)
+    assert finite > 0  # the surface distances were compared on at least one slice
+    assert (out / "overlay.png").is_file() and (out / "run.json").is_file()
+    assert not (out / "performances.md").exists()  # no FOV rows for a K-class run
+
+    # the default run folder of a K-class run names its classes (K read from the training targets)
+    default = tmp_path / "weights" / "lung" / "bcdu_net_d1_classes3" / "best.keras"
+    assert _error_line(evaluate_performance.main, ["--work-dir", str(work), "--model", "bcdu_net_d1"]) == \
+        f"error: {default}: not found; train a network with lung/train_lung.py first (or give --run-dir / --model " \
+        f"FILE.keras)"
+    assert _error_line(evaluate_performance.main, ["--work-dir", str(work), "--run-dir", str(run), "--fov", "body",
+                                                   "--out-dir", str(tmp_path / "e2"), "--quiet"]).startswith(
+        "error: --fov: turns the binary around-lung prediction into a lung; bcdu_net_d1 has 3 classes")
+    binary = tmp_path / "binary"
+    binary.mkdir()
+    train_lung.build("bcdu_net_d1", size).save(binary / "best.keras")
+    assert _error_line(evaluate_performance.main, ["--work-dir", str(work), "--run-dir", str(binary), "--out-dir",
+                                                   str(tmp_path / "e3"), "--quiet"]) == \
+        (f"error: {work / 'Test_maska.npy'}: holds label maps 0..2; {binary / 'best.keras'} is a binary around-lung "
+         f"network: evaluate a run trained with train_lung.py --num-classes K on these targets")
+    assert not (tmp_path / "e2").exists() and not (tmp_path / "e3").exists()
+
+    # predict.py: a NIfTI volume in HU -> a NIfTI label map (the argmax), the softmax as a 4-D NIfTI
+    rng = np.random.default_rng(5)
+    hu = rng.integers(-1000, 600, (3, size, size)).astype(np.int16)
+    volume = tmp_path / "ct" / "IMG_0007.nii.gz"
+    volume.parent.mkdir()
+    nib.save(nib.Nifti1Image(hu, np.diag([0.7, 0.7, 2.5, 1.0])), volume)
+    v = hu.astype(np.float64)
+    low, high = np.clip([v.min(), v.max()], -512, 512)
+    scaled = (np.clip(v, -512, 512) - low) / (high - low) * 255.0
+    expected = model.predict((scaled / 255.0)[..., None].astype(np.float32), verbose=0)
+    masks = tmp_path / "masks"
+    assert predict.main([str(volume), "--model", str(run / "best.keras"), "--out-dir", str(masks),
+                         "--save-probabilities", "--overlay", "--quiet"]) == 0
+    written = nib.load(masks / "MASK_0007.nii.gz")
+    assert written.get_data_dtype() == np.uint8
+    np.testing.assert_array_equal(np.asarray(written.dataobj), expected.argmax(-1))
+    np.testing.assert_allclose(written.affine, np.diag([0.7, 0.7, 2.5, 1.0]))
+    prob = np.asarray(nib.load(masks / "PROB_0007.nii.gz").dataobj)
+    assert prob.shape == (3, size, size, 3)
+    np.testing.assert_allclose(prob, expected, atol=1e-5)
+    assert (masks / "MASK_0007_overlay.png").is_file()
+    assert _error_line(predict.main, [str(volume), "--model", str(run / "best.keras"), "--out-dir",
+                                      str(tmp_path / "m2"), "--keep-largest", "2", "--quiet"]) == \
+        "error: --keep-largest: applies to the binary lung mask; bcdu_net_d1 has 3 classes and writes label maps 0..2"
+    assert not (tmp_path / "m2").exists()

@@ -280,3 +280,141 @@ def test_an_nnunet_dataset_gives_the_same_arrays(tmp_path, capsys):
                                   str(tmp_path / "w2")])
     assert line.startswith("error: --fov: goes with --images/--masks")
     assert not (tmp_path / "w2").exists()
+
+
+def _label_folders(root, seed=7):
+    """Eight RGB fundus-like images with label-map masks 0..2 (grey PNG, 1 = thin vessels, 2 = a disc) and FOV
+    masks; one image of another size. Returns ``{name: (image, labels, fov)}``."""
+    rng = np.random.default_rng(seed)
+    cases = {}
+    for k in range(8):
+        name = f"c{k}"
+        rows, cols = (H, W) if k != 5 else (44, 36)
+        image, vessels, fov = _fundus(rng, rows, cols)
+        labels = vessels.astype(np.uint8)
+        yy, xx = np.mgrid[:rows, :cols]
+        labels[(yy - rows // 2) ** 2 + (xx - cols // 3) ** 2 <= 16] = 2
+        for sub in ("images", "masks", "fov"):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(root / "images" / f"{name}.png")
+        Image.fromarray(labels).save(root / "masks" / f"{name}_label.png")
+        Image.fromarray(fov * 255).save(root / "fov" / f"{name}_mask.png")
+        cases[name] = (image, labels, fov)
+    return cases
+
+
+def _dice(truth, pred, c):
+    g, q = truth == c, pred == c
+    tp, fp, fn = np.sum(g & q), np.sum(~g & q), np.sum(g & ~q)
+    return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else np.nan
+
+
+def test_label_masks_train_a_k_class_head_scored_per_class(tmp_path, monkeypatch):
+    """--keep-labels: label maps 0..2 stored as they are (Pillow nearest for the odd size), patches keep them,
+    train_retina.py trains a 3-channel softmax head (K read from the patches, default folder ``_classes3``),
+    evaluate.py scores it per class inside the FOV (Dice against NumPy on the network's softmax recomputed here
+    with a network built at the image size), predict.py writes palette label maps (the argmax recomputed here)."""
+    import keras
+
+    from common.data.preprocess import my_preproc
+    from common.models import build_model
+
+    root, work = tmp_path / "d", tmp_path / "work"
+    cases = _label_folders(root)
+    assert "--foreground makes them one binary foreground" in error_line(
+        prep.main, _argv(root, work, "--keep-labels", "--foreground", "1"))
+    assert error_line(prep.main, ["--keep-labels", "--work-dir", str(work)]).startswith(
+        "error: --keep-labels: goes with --images/--masks or --nnunet-dataset")
+    assert prep.main(_argv(root, work, "--keep-labels", "--val-fraction", "0.2", "--test-fraction", "0.25")) == 0
+    record = json.loads(prep.split_path(work).read_text())
+    assert record["num_classes"] == 3 and record["counts"] == {"train": 4, "val": 2, "test": 2}
+    for name, (_, truth, _) in _by_name(work).items():
+        labels = cases[name][1]
+        if labels.shape != (H, W):  # 44x36 -> 40x32: Pillow nearest keeps the labels
+            labels = np.asarray(Image.fromarray(labels).resize((W, H), Image.NEAREST))
+        np.testing.assert_array_equal(truth[0], labels.astype(np.float64), err_msg=name)
+
+    save_patch.main(["--work-dir", str(work), "--patch", "16", "--n-patches", "60", "--quiet"])
+    patches = np.load(work / save_patch.MASKS_FILE)
+    from retina_vessel import task
+
+    data = task.load_prepared(work)  # compare_models.py's reader: the last 2 of 6 images' patches validate
+    assert (len(data["train"][0]), len(data["val"][0])) == (40, 20)
+    np.testing.assert_array_equal(data["test"][1][..., 0], _load(work, "groundTruth", "test")[:, 0])  # labels kept
+    import compare_models
+
+    assert "the train masks hold labels up to 2; compare_models.py compares binary segmentation" in error_line(
+        compare_models.main, ["--data", str(work), "--models", "unet2d_8_128", "--out", str(tmp_path / "cmp")])
+    assert not (tmp_path / "cmp").exists()
+    assert set(np.unique(patches)) == {0, 1, 2}
+    crops = [t[0, 4:36].astype(np.uint8) for t in _load(work, "groundTruth", "train")]  # rows (40 - 32) // 2 ..
+    for i, crop in enumerate(crops):  # every image's first patch is a window of its cropped label map
+        windows = np.lib.stride_tricks.sliding_window_view(crop, (16, 16))
+        assert (windows == patches[i * 10, ..., 0]).all(axis=(-2, -1)).any()
+
+    monkeypatch.setattr("common.cli.repo_path", lambda *parts: tmp_path.joinpath(*parts))
+    assert "--prior-output-bias: belongs to the original's binary head, not a 3-class softmax head" in error_line(
+        train_retina.main, ["--work-dir", str(work), "--epochs", "1", "--prior-output-bias", "--verbose", "0"])
+    assert train_retina.main(["--work-dir", str(work), "--epochs", "1", "--seed", "0", "--verbose", "0"]) == 0
+    run = tmp_path / "weights" / "retina_vessel" / "bcdu_net_d3_e1_seed0_classes3"
+    state = json.loads((run / "state.json").read_text())["settings"]
+    assert state["num_classes"] == 3 and state["multiclass_loss"] == "ce"
+    assert train_retina.run_name() == "bcdu_net_d3"  # the original's folder unchanged
+
+    # evaluate: the run folder is passed; the default folder of a 3-class dataset is bcdu_net_d3_classes3
+    assert error_line(evaluate.main, ["--work-dir", str(work), "--quiet"]) == (
+        f"error: {tmp_path / 'weights' / 'retina_vessel' / 'bcdu_net_d3_classes3' / 'best.keras'}: checkpoint not "
+        f"found; train first, or give --run-dir / --model")
+    out = tmp_path / "eval"
+    assert evaluate.main(["--work-dir", str(work), "--run-dir", str(run), "--inference", "full", "--out-dir",
+                          str(out), "--quiet"]) == 0
+    trained = keras.models.load_model(run / "best.keras", compile=False)
+    full = build_model("bcdu_net_d3", (H, W, 1), num_classes=3)  # built here at the image size
+    full.set_weights(trained.get_weights())
+    imgs, truth, fov = (_load(work, kind, "test").transpose(0, 2, 3, 1) for kind in prep.KINDS)
+    softmax = full.predict(my_preproc(imgs), verbose=0)
+    inside = fov[..., 0] > 0
+    pred = np.load(out / "pred_imgs.npy")
+    np.testing.assert_allclose(pred[inside], softmax[inside], atol=1e-5)
+    np.testing.assert_array_equal(pred[~inside], np.tile([1.0, 0.0, 0.0], ((~inside).sum(), 1)))
+    labels = np.where(inside, softmax.argmax(-1), 0)
+    truth = np.where(inside, truth[..., 0], 0)
+    rows = [{k: np.nan if v is None else v for k, v in r.items()}  # JSON null = NaN
+            for r in json.loads((out / "scores.json").read_text())]
+    assert [r["class"] for r in rows] == ["1", "2", "mean (foreground)"]
+    for row, c in zip(rows, (1, 2)):
+        assert row["dice"] == pytest.approx(_dice(truth, labels, c), nan_ok=True)
+    assert (out / "overlay.png").is_file() and (out / "run.json").is_file()
+    binary = tmp_path / "binary"
+    binary.mkdir()
+    build_model("bcdu_net_d3", (16, 16, 1)).save(binary / "best.keras")
+    assert error_line(evaluate.main, ["--work-dir", str(work), "--run-dir", str(binary), "--out-dir",
+                                      str(tmp_path / "e2"), "--quiet"]).startswith(
+        f"error: {prep.hdf5_path(work, 'groundTruth', 'test')}: holds label maps of 3 classes (prepared with "
+        f"--keep-labels); {binary / 'best.keras'} is a binary network")
+    assert not (tmp_path / "e2").exists()
+
+    # predict: one photo -> a palette label map, the argmax of the softmax recomputed here, background outside FOV
+    name = record["test"][0]
+    image, _, border = cases[name]
+    assert predict.main([str(root / "images" / f"{name}.png"), "--fov", str(root / "fov" / f"{name}_mask.png"),
+                         "--run-dir", str(run), "--out-dir", str(tmp_path / "pred"), "--save-probabilities",
+                         "--overlay", "--quiet"]) == 0
+    expected = np.where(border > 0, full.predict(my_preproc(image[None]), verbose=0)[0].argmax(-1), 0)
+    with Image.open(tmp_path / "pred" / f"{name}_mask.png") as written:
+        assert written.mode == "P"
+        np.testing.assert_array_equal(np.array(written), expected)
+    assert np.load(tmp_path / "pred" / f"{name}_prob.npy").shape == (H, W, 3)
+    assert not (tmp_path / "pred" / f"{name}_prob.png").exists()
+
+
+def test_keep_labels_refuses_labels_above_63(tmp_path):
+    root, work = tmp_path / "d", tmp_path / "work"
+    cases = _label_folders(root)
+    labels = cases["c1"][1].copy()
+    labels[0, 0] = 70
+    Image.fromarray(labels).save(root / "masks" / "c1_label.png")
+    line = error_line(prep.main, _argv(root, work, "--keep-labels"))
+    assert re.fullmatch(r"error: .*c1_label\.png: labels 0\.\.70; --keep-labels takes label maps 0\.\.63 "
+                        r"\(0 = background\)", line), line
+    assert not work.exists() or not any(work.rglob("*.*"))
