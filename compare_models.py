@@ -166,7 +166,7 @@ def check_binary(data, path, chunk=1024):
         top = max(int(np.asarray(masks[i:i + chunk]).max(initial=0)) for i in range(0, len(masks), chunk))
         if top > 1:
             raise UserError(f"{path}: the {part} masks hold labels up to {top}; compare_models.py compares binary "
-                            f"segmentation: prepare the data with one foreground (--foreground)")
+                            f"segmentation: prepare the data with one foreground (--foreground; not --keep-labels)")
 
 
 def study_of(task, data):
