@@ -10,7 +10,8 @@ which lung/evaluate_performance.py scores after its FOV step) and retina_vessel 
 prepare_datasets_DRIVE.py after save_patch.py: train / validation = the random patches, test = the whole
 prepared test images, each predicted in one pass zero-padded to the model's multiple, probabilities outside the
 FOV set to 0, as its evaluate.py ``--inference full``). retinal_edema's prepared data (3-slice OCT stacks with
-4-class lesion maps) cannot feed the binary models: it is refused in one line saying so. The task's
+4-class lesion maps) and robotic_scene's (prepare.py's frames with 12-class label maps for the multi-task TDSNet)
+cannot feed the binary models: they are refused in one line saying so. The task's
 ``load_prepared`` gives the train / validation / test parts at the network input size (split.json's parts when
 the prepare script wrote them, else the task's own rule, printed) and its ``prepared_input`` the
 normalisation: one input pipeline for every model, the arrays loaded once (memory-mapped where stored so) and
@@ -118,7 +119,7 @@ def readable_tasks():
 
 def refusing_tasks():
     """The descriptors that recognise their prepared data (``is_prepared``) but say why no binary model can take
-    it (``NOT_COMPARABLE``, e.g. retinal_edema)."""
+    it (``NOT_COMPARABLE``, e.g. retinal_edema, robotic_scene)."""
     from common.tasks import available_tasks, get_task
 
     tasks = [get_task(name) for name in available_tasks()]
@@ -166,7 +167,7 @@ def check_binary(data, path, chunk=1024):
         top = max(int(np.asarray(masks[i:i + chunk]).max(initial=0)) for i in range(0, len(masks), chunk))
         if top > 1:
             raise UserError(f"{path}: the {part} masks hold labels up to {top}; compare_models.py compares binary "
-                            f"segmentation: prepare the data with one foreground (--foreground)")
+                            f"segmentation: prepare the data with one foreground (--foreground; not --keep-labels)")
 
 
 def study_of(task, data):

@@ -32,12 +32,13 @@ five spread ones on a smaller test set), ``pred_test.npy`` (around-lung probabil
 and SHA-256, options, inputs).
 
 A K-class run (``train_lung.py --num-classes K``, K > 2, trained on prepared targets that are label maps 0..K-1
-instead of the around-lung mask) has no FOV step: its test slices' softmax is scored per class against the test
-targets ``Test_maska.npy`` and averaged over the foreground classes (``common.multiclass``: Dice, IoU,
-sensitivity, precision pooled over the slices; HD95 / ASSD per slice as above), written as ``scores.md/.json``,
-``multiclass.json``, ``labels_test.npy`` (argmax), ``overlay.png`` (image | ground truth | prediction in the
-palette colours), ``pred_test.npy`` (N, H, W, K) and ``run.json``. Its default run folder is train_lung.py's
-(``<model>_classes<K>``, K read from the training targets); a binary network on label-map targets is refused.
+instead of the around-lung mask: your own label maps through ``prepare_data.py --keep-labels``) has no FOV step:
+its test slices' softmax is scored per class against the test targets ``Test_maska.npy`` and averaged over the
+foreground classes (``common.multiclass``: Dice, IoU, sensitivity, precision pooled over the slices; HD95 / ASSD
+per slice as above), written as ``scores.md/.json``, ``multiclass.json``, ``labels_test.npy`` (argmax),
+``overlay.png`` (image | ground truth | prediction in the palette colours), ``pred_test.npy`` (N, H, W, K) and
+``run.json``. Its default run folder is train_lung.py's (``<model>_classes<K>``, K from split.json's
+``num_classes``, else read from the training targets); a binary network on label-map targets is refused.
 
 Examples::
 
@@ -62,7 +63,7 @@ from common.inference import add_tta_argument
 from common.legacy_weights import add_init_weights_argument
 from common.errors import UserError
 from common.multiclass import infer_num_classes
-from lung.prepare_data import DEFAULT_WORK, OUTPUTS, load_arrays, read_summary
+from lung.prepare_data import DEFAULT_WORK, OUTPUTS, load_arrays, read_summary, split_num_classes
 from lung.segment import (body_fov, estimated_lung, load_network, lung_score, predict_around_lung,
                           predict_probabilities)
 from lung.train_lung import BATCH_SIZE, MODELS, default_run_dir
@@ -186,7 +187,7 @@ def evaluate(run_dir, work_dir, out_dir, fov="both", weights="best", batch_size=
     has_split = (Path(work_dir) / "split.json").is_file()
     settings = read_summary(work_dir) if has_split else None
     test = load_arrays(work_dir, "test", ("image", "target"))
-    label_maps = infer_num_classes(test["target"]) > 2  # targets 0..K-1 of a K-class dataset (--num-classes)
+    label_maps = (split_num_classes(work_dir) or infer_num_classes(test["target"])) > 2  # targets 0..K-1
     # label-map data may hold only the slices and targets: the rest is read once the network is known to be binary
     only_targets = not all((Path(work_dir) / f"{OUTPUTS[key][1]}.npy").is_file() for key in ("lung", "fov"))
 
@@ -328,7 +329,8 @@ def main(argv=None):
     num_classes = 2
     if args.run_dir is None and args.init_weights is None:  # train_lung.py's default folder names K > 2 classes
         train_targets = Path(args.work_dir) / f"{OUTPUTS['target'][0]}.npy"
-        if train_targets.is_file():
+        num_classes = split_num_classes(args.work_dir) or 2  # own label maps (--keep-labels): split.json's K
+        if num_classes == 2 and train_targets.is_file():
             num_classes = infer_num_classes(load_arrays(args.work_dir, "train", ("target",))["target"])
     run_dir = args.run_dir or default_run_dir(args.model, args.bidirectional,
                                               **({"num_classes": num_classes} if num_classes > 2 else {}))

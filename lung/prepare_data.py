@@ -53,6 +53,16 @@ arrays the test cases'. split.json has ``common.data.pairs.write_split``'s case 
 slice, ``<case>`` for a 2-D slice). An nnU-Net dataset's ``imagesTs`` (no masks) is not prepared: run
 predict.py on it.
 
+``--keep-labels`` (own data only, not with ``--foreground``; ``common.data.label_maps``): the masks are label
+maps 0..K-1 (0 = background, K - 1 <= 63, e.g. left lung 1, right lung 2, a lesion 3). When they hold a label
+above 1, the targets are the label maps themselves: the slices with a nonzero label are kept, the images are
+prepared as above, the label maps resized nearest-neighbour (labels kept) and stored as ``Train_maska.npy`` /
+``Test_maska.npy`` (uint8 0..K-1); no lung mask (``mask_*``) or FOV (``FOV_*``) is written (they belong to the
+binary around-lung recipe; ``--overwrite`` of a binary folder removes its old ones), and split.json has
+``num_classes`` K and ``target`` ``"labels"`` (else 2 and ``"around-lung"``). train_lung.py then trains a
+K-channel softmax head (K from split.json), evaluate_performance.py scores it per class, predict.py writes label
+maps. Masks with the labels 0/1 only are the binary recipe, as without the option (a note says so).
+
 Examples::
 
     python lung/prepare_data.py                                  # data/lung/3d_images -> work/lung/
@@ -60,6 +70,8 @@ Examples::
     python lung/prepare_data.py --images ~/ct/volumes --masks ~/ct/masks --slice-axis 2 --work-dir work/my_lung
     python lung/prepare_data.py --images ~/ct/png_slices --masks ~/ct/png_masks --work-dir work/my_lung_2d
     python lung/prepare_data.py --nnunet-dataset ~/nnUNet_raw/Dataset510_Lung --slice-axis 2 --work-dir work/l510
+    python lung/prepare_data.py --images ~/ct/volumes --masks ~/ct/lobes --slice-axis 2 --keep-labels \
+        --work-dir work/my_lobes                                 # label maps 0..K-1 as the targets
 """
 
 import argparse
@@ -79,6 +91,7 @@ from tqdm import tqdm
 
 from common import cli
 from common.data.io import DataLayoutError, ImageReadError, atomic_path, open_npy_writer
+from common.data.label_maps import add_keep_labels_argument, check_keep_labels, kept_labels, num_classes_of_labels
 from common.data.pairs import add_own_data_arguments, load_own_data, read_pair, split_pairs, write_split
 from common.errors import UserError
 from lung.task import INFERENCE, INPUT, OWN_DATA, body_mask, fill_fov, hu_to_grayscale  # noqa: F401  (task.py)
@@ -95,6 +108,8 @@ SLICE_GROUP = OWN_DATA["slice_group"]
 # output name -> (part, dtype); part 0 = train, 1 = test
 OUTPUTS = {"image": ("data_train", "data_test", np.float32), "lung": ("mask_train", "mask_test", np.uint8),
            "target": ("Train_maska", "Test_maska", np.uint8), "fov": ("FOV_tr", "FOV_te", np.uint8)}
+#: the arrays of label-map targets (own data with --keep-labels, K > 2): the slices and the label maps only
+LABEL_OUTPUTS = {key: OUTPUTS[key] for key in ("image", "target")}
 
 
 def lung_targets(images, lung, erosion_size=EROSION_SIZE, fill_size=FILL_SIZE):
@@ -216,13 +231,14 @@ def refuse_existing(work_dir, overwrite=False):
                         "to replace it, or another --work-dir")
 
 
-def _open_outputs(stack, work_dir, *, n_train, n, slice_size):
-    """The prepared arrays as ``{key: (train writer, test writer)}`` (``open_npy_writer``, entered on ``stack``:
-    each file keeps a temporary name until the stack closes without an error)."""
+def _open_outputs(stack, work_dir, *, n_train, n, slice_size, keys=OUTPUTS):
+    """The prepared arrays (``keys``: ``OUTPUTS``, or ``LABEL_OUTPUTS`` for label-map targets) as ``{key: (train
+    writer, test writer)}`` (``open_npy_writer``, entered on ``stack``: each file keeps a temporary name until the
+    stack closes without an error)."""
     return {key: [stack.enter_context(open_npy_writer(Path(work_dir) / f"{name}.npy", (size,) + (slice_size,) * 2,
                                                       dtype))
                   for name, size in ((train, n_train), (test, n - n_train))]
-            for key, (train, test, dtype) in OUTPUTS.items()}
+            for key, (train, test, dtype) in keys.items()}
 
 
 def _store_slices(out, position, images, lung, *, n_train, erosion_size, fill_size):
@@ -230,13 +246,19 @@ def _store_slices(out, position, images, lung, *, n_train, erosion_size, fill_si
     (:func:`lung_targets`), at rows ``position ..`` of the prepared arrays ``out[key] = (train, test)``: rows below
     ``n_train`` go to the train arrays, the others to the test arrays. Returns the next row."""
     fov, target = lung_targets(images, lung, erosion_size, fill_size)
-    arrays = {"image": images, "lung": lung * np.uint8(255), "target": target, "fov": fov}
-    rows = position + np.arange(len(images))
+    return _store_rows(out, position, {"image": images, "lung": lung * np.uint8(255), "target": target,
+                                       "fov": fov}, n_train=n_train)
+
+
+def _store_rows(out, position, arrays, *, n_train):
+    """Write ``arrays`` ``{key: (k, S, S)}`` at rows ``position ..`` of ``out[key] = (train, test)``: rows below
+    ``n_train`` go to the train arrays, the others to the test arrays. Returns the next row."""
+    rows = position + np.arange(len(next(iter(arrays.values()))))
     for part, lo in enumerate((0, n_train)):
         sel = rows >= n_train if part else rows < n_train
         for key, array in arrays.items():
             out[key][part][rows[sel] - lo] = array[sel]
-    return position + len(images)
+    return position + len(rows)
 
 
 def prepare(data_dir, work_dir, slice_size=SLICE_SIZE, erosion_size=EROSION_SIZE, fill_size=FILL_SIZE,
@@ -292,7 +314,8 @@ def prepare(data_dir, work_dir, slice_size=SLICE_SIZE, erosion_size=EROSION_SIZE
 def resize_slices(images, lung, size):
     """Slices (k, H, W) and their lung masks -> (k, size, size): the grey image bilinear (``cv2.INTER_LINEAR``;
     ``cv2.INTER_AREA``, the mean over each output pixel's area, when shrinking) as float64, the lung mask
-    nearest-neighbour. Unchanged when the slices are already ``size`` square."""
+    nearest-neighbour (a bool mask stays bool, label maps (uint8, ``--keep-labels``) keep their labels).
+    Unchanged when the slices are already ``size`` square."""
     import cv2
 
     images, lung = np.asarray(images), np.asarray(lung)
@@ -300,18 +323,21 @@ def resize_slices(images, lung, size):
         return images, lung
     h, w = images.shape[1:]
     interpolation = cv2.INTER_AREA if size < h and size < w else cv2.INTER_LINEAR
+    labels = lung.dtype != bool
     grey = np.empty((len(images), size, size), np.float64)
-    out = np.empty((len(lung), size, size), bool)
+    out = np.empty((len(lung), size, size), np.uint8 if labels else bool)
     for i, (image, mask) in enumerate(zip(images, lung)):
         grey[i] = cv2.resize(image.astype(np.float64), (size, size), interpolation=interpolation)
-        out[i] = cv2.resize(mask.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST) > 0
+        resized = cv2.resize(mask.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST)
+        out[i] = resized if labels else resized > 0
     return grey, out
 
 
-def _own_case(pair, *, slice_axis, foreground, label_colours):
+def _own_case(pair, *, slice_axis, foreground, label_colours, keep_labels=False):
     """``(image, lung, spacing)`` of one own case, slice axis first: a volume's voxels as stored (S, H, W) or a
-    2-D slice's grey values (1, H, W) uint8; lung (S, H, W) bool; ``spacing`` (slice, rows, cols) in mm (2-D:
-    ones). Raises ``UserError`` naming the file for what the recipe cannot take."""
+    2-D slice's grey values (1, H, W) uint8; lung (S, H, W) bool (``keep_labels``: the mask's label map 0..63,
+    uint8); ``spacing`` (slice, rows, cols) in mm (2-D: ones). Raises ``UserError`` naming the file for what the
+    recipe cannot take."""
     where = pair.image[0]
     if len(pair.image) > 1:
         raise DataLayoutError(f"{where}: the case has {len(pair.image)} channel files; lung takes one CT channel")
@@ -320,7 +346,10 @@ def _own_case(pair, *, slice_axis, foreground, label_colours):
         if len(shape) != 3:
             raise ImageReadError(f"{where}: expected a 3-D volume (slices, rows, cols in some order), got shape "
                                  f"{shape}")
-    image, lung = read_pair(pair, mode="gray", binary=True, foreground=foreground, label_colours=label_colours)
+    image, lung = read_pair(pair, mode="gray", binary=not keep_labels, foreground=foreground,
+                            label_colours=label_colours)
+    if keep_labels:
+        lung = kept_labels(lung, pair.mask)
     if pair.volume:
         check_finite(image, where)
         zooms = voxel_spacing(where)
@@ -348,9 +377,14 @@ def split_cases(names, *, slices, val_fraction, test_fraction, seed, group_by=No
 def prepare_own(dataset, work_dir=DEFAULT_WORK, slice_size=SLICE_SIZE, erosion_size=EROSION_SIZE,
                 fill_size=FILL_SIZE, *, slice_axis=0, val_fraction=OWN_DATA["val_fraction"],
                 test_fraction=OWN_DATA["test_fraction"], seed=0, group_by=OWN_DATA["group_by"], foreground=None,
-                verbose=True, overwrite=False):
+                verbose=True, overwrite=False, keep_labels=False):
     """Your own volumes or 2-D slices (``common.data.pairs.OwnDataset``) -> the arrays of :func:`prepare` and
-    ``split.json`` (see the module docstring). Returns the ``split.json`` record."""
+    ``split.json`` (see the module docstring). Returns the ``split.json`` record.
+
+    ``keep_labels`` (``--keep-labels``): the masks are label maps 0..K-1; when they hold a label above 1, the
+    targets ``Train_maska`` / ``Test_maska`` are the label maps themselves (uint8, of the slices with a nonzero
+    label), no lung mask or FOV is written, and ``num_classes`` K is in split.json (a K-class run); labels 0/1
+    only: the binary recipe (lung = label 1, the around-lung target), as without the option."""
     refuse_existing(work_dir, overwrite)
     for option, value in (("--val-fraction", val_fraction), ("--test-fraction", test_fraction)):
         if not value > 0:
@@ -369,30 +403,39 @@ def prepare_own(dataset, work_dir=DEFAULT_WORK, slice_size=SLICE_SIZE, erosion_s
     split, group_by = split_cases([p.name for p in dataset.pairs], slices=slices, val_fraction=val_fraction,
                                   test_fraction=test_fraction, seed=seed, group_by=group_by)
     by_name = {p.name: p for p in dataset.pairs}
-    read = dict(slice_axis=slice_axis, foreground=foreground, label_colours=dataset.label_colours)
-    kept, spacing = {}, {}
+    read = dict(slice_axis=slice_axis, foreground=foreground, label_colours=dataset.label_colours,
+                keep_labels=keep_labels)
+    kept, spacing, top = {}, {}, 0
     for name in tqdm(sorted(by_name), desc="checking cases", disable=not verbose):
         image, lung, spacing[name] = _own_case(by_name[name], **read)
         kept[name] = lung_slices(lung)
+        top = max(top, int(lung.max(initial=0)))
         h, w = lung.shape[1:]
         spacing[name][1:] = [spacing[name][1] * h / slice_size, spacing[name][2] * w / slice_size]
         del image, lung
     parts = {part: [f"{name}:{z}" if not slices else name for name in split[part] for z in kept[name]]
              for part in ("train", "val", "test")}
+    num_classes = num_classes_of_labels(top) if keep_labels else 2
+    labelled = "with lung" if num_classes == 2 else "with a nonzero label"
     for part, option in (("val", "--val-fraction"), ("test", "--test-fraction"), ("train", "--val-fraction")):
         if not parts[part]:
-            raise DataLayoutError(f"{part} split: its {len(split[part])} case(s) hold no slice with lung; only "
-                                  f"slices with lung are kept; change {option} or --seed, or check the masks")
+            raise DataLayoutError(f"{part} split: its {len(split[part])} case(s) hold no slice {labelled}; only "
+                                  f"slices {labelled} are kept; change {option} or --seed, or check the masks")
     dropped = sum(1 for name in by_name if not len(kept[name]))
     if dropped:
-        print(f"note: {dropped} case(s) hold no slice with lung and add nothing (only slices with lung are kept)",
-              file=sys.stderr)
+        print(f"note: {dropped} case(s) hold no slice {labelled} and add nothing (only slices {labelled} are "
+              f"kept)", file=sys.stderr)
+    if keep_labels and num_classes == 2:
+        print("note: --keep-labels: the masks hold the labels 0/1 only: prepared as the binary recipe (lung = label "
+              "1, the around-lung target), as without --keep-labels", file=sys.stderr)
     cases = split["train"] + split["val"] + split["test"]
     n_train, n_val = len(parts["train"]) + len(parts["val"]), len(parts["val"])
     n = n_train + len(parts["test"])
     work_dir = Path(work_dir)
+    multiclass = num_classes > 2
     with contextlib.ExitStack() as stack:  # every file keeps a temporary name until all are complete
-        out = _open_outputs(stack, work_dir, n_train=n_train, n=n, slice_size=slice_size)
+        out = _open_outputs(stack, work_dir, n_train=n_train, n=n, slice_size=slice_size,
+                            keys=LABEL_OUTPUTS if multiclass else OUTPUTS)
         position = 0
         for name in tqdm(cases, desc="cases", disable=not verbose):
             zs = kept[name]
@@ -400,9 +443,13 @@ def prepare_own(dataset, work_dir=DEFAULT_WORK, slice_size=SLICE_SIZE, erosion_s
                 continue
             image, lung, _ = _own_case(by_name[name], **read)
             images = hu_to_grayscale(image, zs) if not slices else image.astype(np.float64)
-            images, lung = resize_slices(images, lung[zs], slice_size)
-            position = _store_slices(out, position, images, lung, n_train=n_train, erosion_size=erosion_size,
-                                     fill_size=fill_size)
+            lung = lung[zs] if multiclass else lung[zs] != 0  # --keep-labels with labels 0/1: label 1 is the lung
+            images, lung = resize_slices(images, lung, slice_size)
+            if multiclass:
+                position = _store_rows(out, position, {"image": images, "target": lung}, n_train=n_train)
+            else:
+                position = _store_slices(out, position, images, lung, n_train=n_train, erosion_size=erosion_size,
+                                         fill_size=fill_size)
             del image, images, lung
         tmp = stack.enter_context(atomic_path(work_dir / "split.json"))
         record = write_split(tmp, split, source=dataset.source, seed=seed, group_by=group_by,
@@ -411,10 +458,16 @@ def prepare_own(dataset, work_dir=DEFAULT_WORK, slice_size=SLICE_SIZE, erosion_s
                        "volumes": sorted(by_name), "slice_size": slice_size, "erosion_size": erosion_size,
                        "fill_size": fill_size, "hu_range": None if slices else list(HU_RANGE), "n_train": n_train,
                        "n_val": n_val, "n_test": n - n_train, "spacing": spacing,
-                       "train_slices": parts["train"] + parts["val"], "test_slices": parts["test"]})
+                       "train_slices": parts["train"] + parts["val"], "test_slices": parts["test"],
+                       "num_classes": num_classes, "target": "labels" if multiclass else "around-lung"})
         tmp.write_text(json.dumps(record, indent=1))
+    if multiclass:  # --overwrite of a binary folder: its lung masks and FOVs do not belong to these label maps
+        for key in set(OUTPUTS) - set(LABEL_OUTPUTS):
+            for name in OUTPUTS[key][:2]:
+                (work_dir / f"{name}.npy").unlink(missing_ok=True)
     print("split.json: cases " + " / ".join(f"{part} {len(split[part])}" for part in ("train", "val", "test"))
-          + "; slices " + " / ".join(f"{part} {len(parts[part])}" for part in ("train", "val", "test")))
+          + "; slices " + " / ".join(f"{part} {len(parts[part])}" for part in ("train", "val", "test"))
+          + (f"; {num_classes} classes (label-map targets)" if multiclass else ""))
     return record
 
 
@@ -424,6 +477,20 @@ def read_summary(work_dir=DEFAULT_WORK):
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not found; run lung/prepare_data.py first")
     return json.loads(path.read_text())
+
+
+def split_num_classes(work_dir):
+    """``num_classes`` K of split.json when K > 2 (own label maps prepared with ``--keep-labels``), else None
+    (binary data, or no split.json: train_lung.py reads K from the targets)."""
+    path = Path(work_dir) / "split.json"
+    if not path.is_file():
+        return None
+    try:
+        k = int(read_summary(work_dir).get("num_classes") or 0)
+    except (ValueError, TypeError, AttributeError):
+        raise DataLayoutError(f"{path}: not a split.json of lung/prepare_data.py; run it again with --overwrite") \
+            from None
+    return k if k > 2 else None
 
 
 def load_arrays(work_dir, part, keys=("image", "lung", "target", "fov")):
@@ -472,8 +539,10 @@ def build_parser():
                              "%(default)s, as the Kaggle volumes; 2 for (x, y, z) axial volumes)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the own-data split (--images/--nnunet-dataset; default: %(default)s)")
-    add_own_data_arguments(parser, val_fraction=OWN_DATA["val_fraction"], test_fraction=OWN_DATA["test_fraction"],
-                           group_by=OWN_DATA["group_by"])
+    group = add_own_data_arguments(parser, val_fraction=OWN_DATA["val_fraction"],
+                                   test_fraction=OWN_DATA["test_fraction"], group_by=OWN_DATA["group_by"])
+    add_keep_labels_argument(group, binary_default="the lung as one foreground and the around-lung target",
+                             head="the label maps are the targets; train_lung.py trains a K-channel softmax head")
     parser._option_string_actions["--group-by"].help = (
         "cases whose file name gives the same regex group 1 stay on one side of the split (default: each volume "
         "its own group; 2-D slices grouped by their folder and name without the trailing number, so vol1/012.png "
@@ -491,7 +560,9 @@ def main(argv=None):
             raise cli.option_error(option, f"{value} must be a positive number of pixels")
     if not 0 < args.train_fraction < 1:
         raise cli.option_error("--train-fraction", f"{args.train_fraction} must lie strictly between 0 and 1")
-    if any(getattr(args, k) is not None for k in ("images", "masks", "nnunet_dataset")):
+    own = any(getattr(args, k) is not None for k in ("images", "masks", "nnunet_dataset"))
+    check_keep_labels(args, own_data=own, benchmark="the Kaggle masks are binary lung masks")
+    if own:
         refuse_existing(args.work_dir, args.overwrite)  # before any file is read
     dataset = load_own_data(args)
     if dataset is None and args.slice_axis != 0:
@@ -508,7 +579,7 @@ def main(argv=None):
         s = prepare_own(dataset, args.work_dir, args.slice_size, args.erosion_size, args.fill_size,
                         slice_axis=args.slice_axis, val_fraction=args.val_fraction, test_fraction=args.test_fraction,
                         seed=args.seed, group_by=args.group_by, foreground=args.foreground,
-                        verbose=not args.quiet, overwrite=args.overwrite)
+                        verbose=not args.quiet, overwrite=args.overwrite, keep_labels=args.keep_labels)
         print(f"Saved {s['n_train']} train (of them {s['n_val']} validation) / {s['n_test']} test slices of "
               f"{len(s['volumes'])} cases to {args.work_dir}")
         return s

@@ -16,7 +16,8 @@ every option that changes the network or the recipe is part of the default folde
 never share one. Options beyond the original: ``--bidirectional``, ``--mixed-precision``, ``--jit-compile``,
 ``--init-weights`` (the authors' Keras-2 ``weight_lung``), ``--strategy``, ``--seed``, and ``--num-classes`` /
 ``--multiclass-loss`` for prepared targets that are label maps 0..K-1 (K > 2: a K-channel softmax head; the
-default reads K from the targets, and this task's own around-lung targets are binary, so 2; the run folder gets
+default is split.json's ``num_classes`` of own label maps prepared with ``prepare_data.py --keep-labels``, else K
+read from the targets: this task's own around-lung targets are binary, so 2; the run folder gets
 ``_classes<K>``; evaluate_performance.py scores such a run per class, predict.py writes label maps).
 
 Examples::
@@ -37,7 +38,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 from common import cli
 from common.legacy_weights import add_init_weights_argument
 from common.run_options import add_run_arguments
-from lung.prepare_data import DEFAULT_WORK, load_arrays, read_summary
+from lung.prepare_data import DEFAULT_WORK, load_arrays, read_summary, split_num_classes
 from lung.task import MODELS, RECIPE  # noqa: F401  (MODELS: the networks, one place)
 
 EPOCHS, BATCH_SIZE, LR, VAL_SPLIT = (RECIPE[k] for k in ("epochs", "batch_size", "lr", "val_split"))  # task.py
@@ -117,8 +118,9 @@ def train(work_dir, run_dir, model_name="bcdu_net_d3", bidirectional=False, epoc
           multiclass_loss="ce", in_memory=False):
     """Build, compile and fit; returns ``(model, history)``.
 
-    ``num_classes``: None = from the training targets (``common.multiclass.resolve_num_classes``; the prepared
-    around-lung targets are 0/1, so 2); K > 2 (targets that are label maps 0..K-1) trains a K-channel softmax
+    ``num_classes``: None = split.json's ``num_classes`` of own label maps (``prepare_data.py --keep-labels``),
+    else from the training targets (``common.multiclass.resolve_num_classes``; the prepared around-lung targets
+    are 0/1, so 2); K > 2 (targets that are label maps 0..K-1) trains a K-channel softmax
     head with ``multiclass_loss`` (an option, not the original).
 
     The run folder is checked first (:func:`common.training.check_run_dir`: a folder holding a run is
@@ -135,6 +137,8 @@ def train(work_dir, run_dir, model_name="bcdu_net_d3", bidirectional=False, epoc
     arrays = load_arrays(work_dir, "train", ("image", "target"))
     x, y = arrays["image"][..., None], arrays["target"][..., None]  # (n, S, S, 1) views of the memory maps
     size = x.shape[1]
+    if num_classes is None:  # an own label-map dataset's K (split.json), else read from the targets
+        num_classes = split_num_classes(work_dir)
     num_classes = resolve_num_classes(num_classes, arrays["target"])
     multiclass = is_multiclass(num_classes)
     if multiclass and init_weights is not None:
@@ -227,7 +231,9 @@ def main(argv=None):
     if not args.run_dir:  # the default run folder names K > 2 classes: read K from the targets first
         from common.multiclass import resolve_num_classes
 
-        num_classes = resolve_num_classes(num_classes, load_arrays(args.work_dir, "train", ("target",))["target"])
+        num_classes = resolve_num_classes(num_classes if num_classes is not None else
+                                          split_num_classes(args.work_dir),
+                                          load_arrays(args.work_dir, "train", ("target",))["target"])
     multiclass = bool(num_classes and num_classes > 2)
     run_dir = args.run_dir or default_run_dir(args.model, args.bidirectional, epochs=args.epochs,
                                               batch_size=args.batch_size, lr=args.lr, val_split=args.val_split,

@@ -57,6 +57,7 @@ from tqdm import tqdm
 
 from common import cli
 from common.data.io import DataLayoutError, ImageReadError, atomic_path, list_images, read_image, warn_orientation
+from common.data.label_maps import add_keep_labels_argument, check_keep_labels, kept_labels, num_classes_of_labels
 from retina_vessel.task import OWN_DATA
 
 DEFAULT_DRIVE = cli.repo_path("data", "DRIVE")
@@ -66,7 +67,6 @@ HEIGHT, WIDTH, N_IMAGES = 584, 565, 20
 SPLITS = {"train": "training", "test": "test"}  # HDF5 suffix -> DRIVE folder
 KINDS = ("imgs", "groundTruth", "borderMasks")
 SPLIT_FILE = "split.json"  # own data only: beside the HDF5 files
-MAX_CLASSES = 64  # --keep-labels: labels 0..63 (common.multiclass infers K below 64 from the patches)
 
 
 def hdf5_path(work_dir, kind, split):
@@ -197,11 +197,7 @@ def _own_case(pair, fov, foreground=None, label_colours=None, keep_labels=False)
     image, truth = read_pair(pair, mode=OWN_DATA["mode"], binary=not keep_labels, foreground=foreground,
                              label_colours=label_colours)
     if keep_labels:
-        top = int(np.max(truth)) if truth.size else 0
-        if np.min(truth) < 0 or top >= MAX_CLASSES:
-            raise UserError(f"{pair.mask}: labels {int(np.min(truth))}..{top}; --keep-labels takes label maps "
-                            f"0..{MAX_CLASSES - 1} (0 = background)")
-        truth = truth.astype(np.uint8)
+        truth = kept_labels(truth, pair.mask)
     if image.ndim != 3 or image.shape[2] != 3:
         raise UserError(f"{pair.image[0]}: case {pair.name} has {image.shape[2]} channels; the recipe reads RGB "
                         f"fundus images (one RGB file, or three channel files)")
@@ -264,7 +260,7 @@ def prepare_own(dataset, work_dir, *, fov_pairs=None, size=None, val_fraction=OW
                                dataset.label_colours, keep_labels)
              for p in tqdm(dataset.pairs, desc="images", disable=not verbose)}
     top = max((int(np.max(c[1])) for c in cases.values()), default=0)
-    num_classes = top + 1 if keep_labels and top > 1 else 2  # label maps with labels 0/1 only: binary, as DRIVE
+    num_classes = num_classes_of_labels(top) if keep_labels else 2  # labels 0/1 only: binary, as DRIVE
     scale = 1.0 if num_classes > 2 else 255.0
     height, width = stack_size([c[0].shape[:2] for c in cases.values()], size, verbose)
     split = split_pairs(list(cases), val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
@@ -337,10 +333,8 @@ def build_parser():
                        help="folder of field-of-view masks, paired with --images like the masks (default: the "
                             "whole image is the FOV)")
     group.add_argument("--seed", type=int, default=OWN_DATA["seed"], help="seed of the split (default: %(default)s)")
-    group.add_argument("--keep-labels", action="store_true",
-                       help="masks are label maps 0..K-1 (0 = background): keep the labels for a K-class run "
-                            "(train_retina.py trains a K-channel softmax head) instead of one binary foreground; "
-                            "not with --foreground (default: off, binary vessels as DRIVE)")
+    add_keep_labels_argument(group, binary_default="binary vessels as DRIVE",
+                             head="train_retina.py trains a K-channel softmax head")
     return parser
 
 
@@ -348,9 +342,6 @@ def main_own(args, dataset):
     """``--images/--masks [--fov]`` or ``--nnunet-dataset``: ``prepare_own`` with the options."""
     from common.data.pairs import find_pairs
 
-    if args.keep_labels and args.foreground is not None:
-        raise cli.option_error("--keep-labels", "keeps every label of the masks; --foreground makes them one "
-                                                "binary foreground: give one of the two")
     if args.val_fraction <= 0:
         raise cli.option_error("--val-fraction", f"must be above 0: train_retina.py validates on the val part "
                                                  f"(got {args.val_fraction})")
@@ -390,13 +381,12 @@ def main(argv=None):
             raise cli.option_error(option, f"{value} must be at least 1")
     from common.data.pairs import load_own_data
 
-    if any(getattr(args, k) is not None for k in ("images", "masks", "nnunet_dataset")):
+    own = any(getattr(args, k) is not None for k in ("images", "masks", "nnunet_dataset"))
+    check_keep_labels(args, own_data=own, benchmark="DRIVE's vessel masks are binary")
+    if own:
         _refuse_existing(args.work_dir, args.overwrite)  # before any file is read
     elif args.fov is not None:
         raise cli.option_error("--fov", "goes with --images/--masks (the DRIVE layout has its mask/ folders)")
-    elif args.keep_labels:
-        raise cli.option_error("--keep-labels", "goes with --images/--masks or --nnunet-dataset (DRIVE's vessel "
-                                                "masks are binary)")
     dataset = load_own_data(args)
     if dataset is not None:
         return main_own(args, dataset)

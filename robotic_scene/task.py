@@ -48,6 +48,23 @@ OWN_DATA = {"val_fraction": 0.27, "test_fraction": 0.0, "group_by": r"^(.+?)[_-]
             "binary": False, "split_unit": "sequence", "label_colours": "ROBOT18", "seed": 0}
 
 
+#: compare_models.py recognises prepare.py's output (``is_prepared``) and refuses it with this reason
+NOT_COMPARABLE = ("its prepared data are EndoVis frames with 12-class label maps for TDSNet, a multi-task network "
+                  "(segmentation + instrument classes + surgical scene); compare_models.py compares binary "
+                  "segmentation models, which cannot take 12-class maps: train and score TDSNet with "
+                  "robotic_scene/train.py and test.py")
+
+
+def is_prepared(path):
+    """True for prepare.py's output: its ``--work-dir`` (holding ``cropted_train/``) or ``cropted_train/`` itself
+    (``prepare.json`` beside ``seq_<N>/`` folders)."""
+    from pathlib import Path
+
+    path = Path(path)
+    folder = path / "cropted_train" if (path / "cropted_train").is_dir() else path
+    return (folder / "prepare.json").is_file() and any(p.is_dir() for p in folder.glob("seq_*"))
+
+
 def normalise(images, mode="torch"):
     """uint8-valued RGB (..., H, W, 3) -> network input float32 (NumPy twin of train.py's graph version)."""
     x = np.asarray(images, np.float32)

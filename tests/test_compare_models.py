@@ -434,6 +434,45 @@ def test_retinal_edema_data_is_refused_in_one_line(tmp_path):
     assert line.startswith("error: --task: retinal_edema: its prepared data are 3-slice OCT stacks"), line
 
 
+def test_robotic_scene_data_is_refused_in_one_line(tmp_path):
+    """robotic_scene/prepare.py's output (its --work-dir and its cropted_train/) is recognised and refused with the
+    reason (12-class maps for the multi-task TDSNet), exit 2, before anything is written."""
+    from common.data.synthetic import write_robotic_scene_dataset
+    from robotic_scene import prepare
+
+    write_robotic_scene_dataset(tmp_path / "raw", prepare.CLASS_COLOURS, {1: 0, 2: 1}, 1, (32, 64), seed=0)
+    prepare.main(["--raw-dir", str(tmp_path / "raw"), "--work-dir", str(tmp_path / "work"), "--height", "32",
+                  "--width", "64", "--quiet"])
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    reason = ("its prepared data are EndoVis frames with 12-class label maps for TDSNet, a multi-task network "
+              "(segmentation + instrument classes + surgical scene); compare_models.py compares binary segmentation "
+              "models, which cannot take 12-class maps: train and score TDSNet with robotic_scene/train.py and "
+              "test.py")
+    for folder in (tmp_path / "work", tmp_path / "work" / "cropted_train"):
+        assert error_line(compare_models.main, ["--data", str(folder), "--models", MODELS[0]]) == \
+            f"error: {folder}: a prepared robotic_scene dataset: {reason}"
+    assert error_line(compare_models.main, ["--data", str(tmp_path / "work"), "--task", "robotic_scene", "--out",
+                                            str(tmp_path / "cmp")]) == f"error: --task: robotic_scene: {reason}"
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing written
+
+
+def test_lung_keep_labels_data_is_refused_in_one_line(tmp_path):
+    """A lung folder of label-map targets (prepare_data.py --keep-labels; here written as it writes them) is read
+    by lung's load_prepared and refused by the binary check, naming the labels, exit 2, nothing written."""
+    work = tmp_path / "work"
+    work.mkdir()
+    rng = np.random.default_rng(0)
+    for part, n in (("train", 10), ("test", 3)):
+        np.save(work / f"data_{part}.npy", rng.uniform(0, 255, (n, 16, 16)).astype(np.float32))
+        np.save(work / f"{part.capitalize()}_maska.npy", rng.integers(0, 3, (n, 16, 16)).astype(np.uint8))
+    (work / "split.json").write_text(json.dumps({"n_val": 2, "num_classes": 3, "target": "labels"}))
+    assert error_line(compare_models.main, ["--data", str(work), "--models", MODELS[0], "--out",
+                                            str(tmp_path / "cmp")]) == (
+        f"error: {work}: the train masks hold labels up to 2; compare_models.py compares binary segmentation: "
+        f"prepare the data with one foreground (--foreground; not --keep-labels)")
+    assert not (tmp_path / "cmp").exists()
+
+
 def test_lung_load_prepared_own_split(tmp_path):
     """Own lung data: split.json's n_val last training slices validate (train_lung.py's rule), not the last 20 %."""
     from lung import task as lung

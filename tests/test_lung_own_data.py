@@ -305,3 +305,138 @@ def test_slice_axis_is_refused_on_the_kaggle_layout_and_outputs_are_kept(tmp_pat
     before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "work").iterdir()}
     assert "already holds a prepared dataset" in error_line(prepare_data.main, argv)
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "work").iterdir()} == before
+
+
+# ------------------------------------------------------------------ --keep-labels: label maps as the targets
+
+def _label_volumes(root, sizes=(16, 16, 16, 32), depth=6, seed=0):
+    """Own NIfTI volumes in HU (slice axis 0) and label maps 0..2 (1 = a left block, 2 = a right block) on the
+    middle slices; the first and last slice of each volume have no label. Returns {case: (hu, labels)}."""
+    rng = np.random.default_rng(seed)
+    cases = {}
+    for k, size in enumerate(sizes):
+        hu = rng.integers(-1000, 600, (depth, size, size)).astype(np.int16)
+        labels = np.zeros((depth, size, size), np.uint8)
+        for z in range(1, depth - 1):
+            r0, c0 = (int(v) * size // 16 for v in rng.integers(1, 5, 2))
+            labels[z, r0:r0 + size // 2, c0:c0 + size // 4] = 1
+            labels[z, r0:r0 + size // 4, size // 2 + c0 // 2:size // 2 + c0 // 2 + size // 4] = 2
+        for kind, array in (("images", hu), ("masks", labels)):
+            (root / kind).mkdir(parents=True, exist_ok=True)
+            nib.save(nib.Nifti1Image(array, np.diag([0.8, 0.6, 2.5, 1.0])), str(root / kind / f"v{k}.nii.gz"))
+        cases[f"v{k}"] = (hu, labels)
+    return cases
+
+
+def _keep_argv(root, work, *extra):
+    return ["--images", str(root / "images"), "--masks", str(root / "masks"), "--work-dir", str(work),
+            "--slice-size", "16", "--erosion-size", "3", "--quiet", "--val-fraction", "0.25", "--test-fraction",
+            "0.25", *extra]
+
+
+def test_keep_labels_prepares_label_map_targets_trains_and_scores_per_class(tmp_path, monkeypatch):
+    """--keep-labels: the targets are the label maps (nearest-neighbour resize = every other pixel for 32 -> 16),
+    the slices are the recipe's HU window (2x2 block means for 32 -> 16), only slices with a label are kept, no
+    lung mask or FOV; train_lung.py trains a 3-class head (K from split.json) and evaluate_performance.py scores
+    it per class (Dice / IoU against NumPy on the network's own softmax recomputed here)."""
+    import keras
+
+    import common.layers  # noqa: F401
+
+    root, work = tmp_path / "in", tmp_path / "work"
+    cases = _label_volumes(root)
+    binary = tmp_path / "binary"  # an earlier binary prepare of the same folder, replaced below with --overwrite
+    prepare_data.main(_keep_argv(root, binary, "--foreground", "all"))
+    shutil.copytree(binary, work)
+    assert "already holds a prepared dataset" in error_line(prepare_data.main, _keep_argv(root, work,
+                                                                                          "--keep-labels"))
+    record = prepare_data.main(_keep_argv(root, work, "--keep-labels", "--overwrite"))
+    assert record["num_classes"] == 3 and record["target"] == "labels"
+    assert json.loads((work / "split.json").read_text())["num_classes"] == 3
+    assert sorted(p.name for p in work.iterdir()) == ["Test_maska.npy", "Train_maska.npy", "data_test.npy",
+                                                      "data_train.npy", "split.json"]  # no lung masks, no FOVs
+    rows = {"train": (np.load(work / "data_train.npy"), np.load(work / "Train_maska.npy")),
+            "test": (np.load(work / "data_test.npy"), np.load(work / "Test_maska.npy"))}
+    assert rows["train"][1].dtype == np.uint8 and set(np.unique(rows["train"][1])) == {0, 1, 2}
+    names = {"train": record["train_slices"], "test": record["test_slices"]}
+    assert len(names["train"]) == len(rows["train"][0]) and len(names["test"]) == len(rows["test"][0])
+    assert sorted(names["train"] + names["test"]) == sorted(f"v{k}:{z}" for k in range(4) for z in range(1, 5))
+    for part, (images, targets) in rows.items():
+        for i, name in enumerate(names[part]):
+            case, z = name.split(":")
+            hu, labels = cases[case]
+            v = hu.astype(np.float64)
+            low, high = np.clip([v.min(), v.max()], -512, 512)
+            scaled = (np.clip(v[int(z)], -512, 512) - low) / (high - low) * 255.0
+            label = labels[int(z)]
+            if scaled.shape[0] == 32:  # resized to 16: area mean of 2x2 blocks, nearest = every other pixel
+                scaled = scaled.reshape(16, 2, 16, 2).mean(axis=(1, 3))
+                label = label[::2, ::2]
+            np.testing.assert_allclose(images[i], scaled, rtol=1e-5, atol=1e-3, err_msg=name)
+            np.testing.assert_array_equal(targets[i], label, err_msg=name)
+    assert record["spacing"]["v3"] == pytest.approx([0.8, 1.2, 5.0])  # (slice, rows, cols), rows/cols scaled x2
+
+    # nnU-Net export of the prepared folder: the label maps as the labels
+    to_nnunet.main([str(work), "--task", "lung", "--out", str(tmp_path / "nn"), "--quiet"])
+    dataset = json.loads((tmp_path / "nn" / "dataset.json").read_text())
+    assert dataset["labels"] == {"background": 0, "class_1": 1, "class_2": 2}
+    name = record["train_slices"][0]
+    exported = np.array(Image.open(tmp_path / "nn" / "labelsTr" / f"{name.replace(':', '_')}.png"))
+    np.testing.assert_array_equal(exported, rows["train"][1][0])
+
+    monkeypatch.setattr("common.cli.repo_path", lambda *parts: tmp_path.joinpath(*parts))
+    run = train_lung.main(["--work-dir", str(work), "--model", "bcdu_net_d1", "--epochs", "1", "--batch-size", "4",
+                           "--seed", "0", "--verbose", "0"])
+    assert run.name == "bcdu_net_d1_epochs1_batch4_seed0_classes3"
+    settings = json.loads((run / "state.json").read_text())["settings"]
+    assert settings["num_classes"] == 3 and settings["validation"] == record["n_val"]
+    out = tmp_path / "eval"
+    scores = evaluate_performance.main(["--work-dir", str(work), "--run-dir", str(run), "--out-dir", str(out),
+                                        "--quiet"])
+    model = keras.models.load_model(run / "best.keras", compile=False)
+    assert model.output_shape[-1] == 3
+    softmax = model.predict(rows["test"][0][..., None] / 255.0, verbose=0)
+    np.testing.assert_allclose(np.load(out / "pred_test.npy"), softmax, atol=1e-5)
+    labels, truth = softmax.argmax(-1), rows["test"][1]
+    table = [{k: np.nan if v is None else v for k, v in r.items()} for r in json.loads((out / "scores.json")
+                                                                                        .read_text())]
+    assert [r["class"] for r in table] == ["1", "2", "mean (foreground)"]
+    dice = []
+    for row, c in zip(table, (1, 2)):
+        g, q = truth == c, labels == c
+        tp, fp, fn = np.sum(g & q), np.sum(~g & q), np.sum(g & ~q)
+        dice.append(2 * tp / (2 * tp + fp + fn))
+        assert row["dice"] == pytest.approx(dice[-1])
+        assert row["iou"] == pytest.approx(tp / (tp + fp + fn))
+        assert scores["classes"][c]["dice"] == pytest.approx(dice[-1])
+    assert table[2]["dice"] == pytest.approx(np.mean(dice))
+
+
+def test_keep_labels_with_labels_0_1_is_the_binary_recipe_and_bad_input_is_one_line(tmp_path, capsys):
+    root = tmp_path / "in"
+    cases = _label_volumes(root, sizes=(16, 16, 16, 16))
+    for k, (hu, labels) in cases.items():  # labels 0/1 only
+        nib.save(nib.Nifti1Image((labels != 0).astype(np.uint8), np.eye(4)), str(root / "masks" / f"{k}.nii.gz"))
+    plain, kept = tmp_path / "plain", tmp_path / "kept"
+    prepare_data.main(_keep_argv(root, plain))
+    capsys.readouterr()
+    record = prepare_data.main(_keep_argv(root, kept, "--keep-labels"))
+    assert "the masks hold the labels 0/1 only: prepared as the binary recipe" in capsys.readouterr().err
+    assert record["num_classes"] == 2 and record["target"] == "around-lung"
+    for name in ARRAYS.values():
+        for stored in name:
+            np.testing.assert_array_equal(np.load(kept / f"{stored}.npy"), np.load(plain / f"{stored}.npy"))
+
+    argv = _keep_argv(root, tmp_path / "w", "--keep-labels")
+    assert error_line(prepare_data.main, argv + ["--foreground", "1"]) == (
+        "error: --keep-labels: keeps every label of the masks; --foreground makes them one binary foreground: give "
+        "one of the two")
+    assert error_line(prepare_data.main, ["--keep-labels", "--work-dir", str(tmp_path / "w")]) == (
+        "error: --keep-labels: goes with --images/--masks or --nnunet-dataset (the Kaggle masks are binary lung "
+        "masks)")
+    labels = cases["v2"][1].copy()
+    labels[2, 0, 0] = 70
+    nib.save(nib.Nifti1Image(labels, np.eye(4)), str(root / "masks" / "v2.nii.gz"))
+    assert error_line(prepare_data.main, argv) == (
+        f"error: {root / 'masks' / 'v2.nii.gz'}: labels 0..70; --keep-labels takes label maps 0..63 (0 = background)")
+    assert not (tmp_path / "w").exists() or not any((tmp_path / "w").iterdir())

@@ -398,6 +398,29 @@ def test_cli_retina_vessel(tmp_path):
     np.testing.assert_array_equal(label, truth[0, 0] / 255)
 
 
+def test_cli_retina_vessel_label_maps(tmp_path):
+    """An own dataset prepared with --keep-labels (groundTruth = labels 0..2, split.json num_classes 3): the
+    labels are exported as stored, not thresholded at 128 (which would make them all background)."""
+    h5py = pytest.importorskip("h5py")
+    folder = tmp_path / "work" / "DRIVE_datasets_training_testing"
+    folder.mkdir(parents=True)
+    imgs = RNG.integers(0, 256, (2, 3, 5, 4)).astype(np.float64)
+    truth = RNG.integers(0, 3, (2, 1, 5, 4)).astype(np.float64)
+    for part in ("train", "test"):
+        for kind, array in (("imgs", imgs), ("groundTruth", truth), ("borderMasks", np.full_like(truth, 255))):
+            with h5py.File(folder / f"DRIVE_dataset_{kind}_{part}.hdf5", "w") as f:
+                f.create_dataset("image", data=array)
+    (folder / "split.json").write_text(json.dumps({"train": ["a"], "val": ["b"], "test": ["c", "d"],
+                                                   "num_classes": 3}))
+    to_nnunet.main([str(tmp_path / "work"), "--task", "retina_vessel", "--out", str(tmp_path / "d"), "--quiet"])
+    assert json.loads((tmp_path / "d" / "dataset.json").read_text())["labels"] == {
+        "background": 0, "class_1": 1, "class_2": 2}
+    ds = read(tmp_path / "d")
+    assert [p.name for p in ds.pairs] == ["a", "b"]
+    for k in range(2):
+        np.testing.assert_array_equal(read_nnunet_case(ds.pairs[k])[1], truth[k, 0])
+
+
 @pytest.mark.parametrize("argv,expect", [
     (["--task", "retinal_edema"], "--task: retinal_edema is not supported yet"),
     (["--task", "robotic_scene"], "no seq_<N> folders"),

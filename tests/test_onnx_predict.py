@@ -237,3 +237,68 @@ def test_predict_writes_palette_label_maps_of_a_four_class_model(task, tmp_path)
         name = mask_name.format(path.stem)
         np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "ox" / name)),
                                       np.asarray(Image.open(tmp_path / "keras" / name)))
+
+
+def _spread_head(checkpoint, seed=0):
+    """An untrained K-class head says class 0 almost everywhere: shift its biases so that every class's logit
+    has the same median over random inputs in [0, 1], then sharpen it (x 20), so the label maps hold every class
+    (the test then compares real label maps, not constants)."""
+    import keras
+
+    model = keras.models.load_model(checkpoint, compile=False)
+    head = model.get_layer("head_output")  # common.layers.segmentation_output: 1x1 conv, softmax
+    kernel, bias = head.get_weights()
+    x = np.random.default_rng(seed).uniform(0, 1, (4, *model.input_shape[1:])).astype(np.float32)
+    features = keras.Model(model.inputs, head.input).predict(x, verbose=0)
+    logits = (features @ kernel[0, 0] + bias).reshape(-1, kernel.shape[-1])
+    head.set_weights([kernel * 20.0, (bias - np.median(logits, axis=0)) * 20.0])
+    model.save(checkpoint)
+
+
+@pytest.mark.parametrize("task", ["lung", "retina_vessel"])
+def test_onnx_predict_writes_the_keras_label_maps_of_a_three_class_run(task, tmp_path):
+    """K = 3 lung and retina_vessel runs (issue 23): ``common.export --format onnx``, then predict.py ``--onnx``
+    writes the files the Keras checkpoint writes: the same label maps (lung: NIfTI 0..2; retina_vessel: palette
+    PNG 0..2), the softmax within 1e-4; the label maps are the argmax of the Keras softmax (not a constant)."""
+    import importlib
+
+    import keras
+
+    from common import export
+    from common.predict import load_segmenter
+
+    keras.utils.set_random_seed(0)
+    keras_source, export_source, inputs, seg_path, read = _setup(task, tmp_path, num_classes=3)
+    _spread_head(seg_path if seg_path.is_file() else seg_path / "best.keras")
+    predict = importlib.import_module(f"{task}.predict")
+    options = [str(inputs), "--quiet", "--save-probabilities"]
+    assert predict.main(options + keras_source + ["--out-dir", str(tmp_path / "keras")]) == 0
+    onnx_dir = tmp_path / "onnx"
+    assert export.main(export_source + [str(onnx_dir), "--format", "onnx"]) == 0
+    assert predict.main(options + ["--onnx", str(onnx_dir / "model.onnx"), "--out-dir", str(tmp_path / "ox")]) == 0
+    written = _files(tmp_path / "keras")
+    assert written and written == _files(tmp_path / "ox")
+    masks = [n for n in written if not n.endswith(".npy") and "PROB_" not in n]
+    assert len(masks) == 2, written
+    seen = set()
+    for name in written:
+        if name.endswith(".npy") or "PROB_" in name:  # the softmax (.npy or the 4-D NIfTI)
+            load = np.load if name.endswith(".npy") else _content
+            ours, reference = load(tmp_path / "ox" / name), load(tmp_path / "keras" / name)
+            assert ours.shape == reference.shape and reference.shape[-1] == 3
+            np.testing.assert_allclose(ours, reference, atol=1e-4, err_msg=name)
+            continue
+        reference = _content(tmp_path / "keras" / name)
+        np.testing.assert_array_equal(_content(tmp_path / "ox" / name), reference, err_msg=name)
+        if task == "retina_vessel":
+            assert Image.open(tmp_path / "ox" / name).mode == "P"
+        seen |= set(np.unique(reference).tolist())
+    assert len(seen) > 1 and seen <= {0, 1, 2}, seen
+    keras_seg, onnx_seg = load_segmenter(seg_path, task=task), load_segmenter(onnx_dir / "model.onnx")
+    assert keras_seg.num_classes == onnx_seg.num_classes == 3
+    for source in sorted(p for p in inputs.iterdir() if p.is_file()):
+        image = read(source)
+        a, b = keras_seg.predict(image, probabilities=True), onnx_seg.predict(image, probabilities=True)
+        assert np.abs(np.asarray(a["prob"], np.float32) - np.asarray(b["prob"], np.float32)).max() <= 1e-4
+        np.testing.assert_array_equal(np.asarray(a["mask"]), np.asarray(b["mask"]))
+        np.testing.assert_array_equal(np.asarray(a["mask"]), np.argmax(np.asarray(a["prob"]), -1))

@@ -9,7 +9,8 @@ test part to ``imagesTs`` (its labels to ``labelsTs``, which nnU-Net ignores; sc
 against them with ``nnUNetv2_evaluate_folder``), plus ``dataset.json``. Case names are those of the
 ``split.json`` beside the arrays (nested names ``a/b.png`` -> ``a__b``); without one (DRIVE HDF5, the Kaggle nerve
 arrays) cases are numbered ``case_00000``, ... in array order. The arrays are written as prepared (resized as the
-task's recipe resizes), with binary labels 0 = background, 1 = the task's foreground.
+task's recipe resizes), with binary labels 0 = background, 1 = the task's foreground (K-class own datasets of
+lung and retina_vessel, prepared with --keep-labels: their labels 0..K-1).
 
 Tasks supported (PREPARED layout):
 
@@ -18,12 +19,15 @@ Tasks supported (PREPARED layout):
                       (test frames without masks, named test_<id>)
     fingernail        <work-dir>/<study>/ with x_{train,test}.npy (N,H,W,3) uint8 and y_{train,test}.npy 0/1
     retina_vessel     <work-dir> or its DRIVE_datasets_training_testing/ with the six HDF5 files (images 0..255,
-                      ground truth 0/255; the FOV masks are not exported)
+                      ground truth 0/255; the FOV masks are not exported); an own dataset prepared with
+                      --keep-labels (split.json num_classes K > 2): its label maps 0..K-1 as the labels
     lung              data_{train,test}.npy (N,S,S) float32 0..255 (the windowed, scaled CT slices; exported
                       rounded to uint8, channel "grey": nnU-Net's z-score, since they are not HU) and
                       mask_{train,test}.npy 0/255 (label 1 lung: the lung itself, not the around-lung target
                       BCDU-Net learns; FOV and target are not exported); one 2-D case per slice, named by
-                      split.json's slices (<volume>:<index> -> <volume>_<index>)
+                      split.json's slices (<volume>:<index> -> <volume>_<index>); an own dataset prepared with
+                      --keep-labels (split.json num_classes K > 2): its label-map targets Train_maska / Test_maska
+                      as the labels 0..K-1 (class_1, ...)
     robotic_scene     <work-dir> or its cropted_train/: seq_<N>/images/<frame>.png (RGB) and
                       seq_<N>/instruments_masks/<frame>.png (class indices 0..11, the task's 12 classes as the
                       labels); cases ``seq_<N>__<frame>``; an own-data split.json's test sequences -> imagesTs
@@ -140,6 +144,29 @@ def _threshold(a):
     return (a >= 128).astype(np.uint8)
 
 
+def _labels(a):
+    """Stored label maps 0..K-1 (an own dataset prepared with ``--keep-labels``) -> uint8 labels as they are."""
+    return np.asarray(a).astype(np.uint8)
+
+
+def _class_names(num_classes):
+    """nnU-Net labels of a K-class own dataset: ``{0: "background", 1: "class_1", ...}``."""
+    return {0: "background", **{k: f"class_{k}" for k in range(1, num_classes)}}
+
+
+def _split_num_classes(path):
+    """``num_classes`` of a prepare script's ``split.json`` at ``path`` (2 when absent: binary)."""
+    path = Path(path)
+    if not path.is_file():
+        return 2
+    try:
+        record = json.loads(path.read_text())
+        return int((record.get("num_classes") if isinstance(record, dict) else None) or 2)
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"{path}: not a split.json of the prepare script ({exc.__class__.__name__}); prepare the "
+                        f"task again") from None
+
+
 def skin_lesion(prepared):
     split = read_split_names(prepared)
     images = {p: _load_npy(Path(prepared) / f"data_{p}.npy", "skin_lesion") for p in ("train", "val", "test")}
@@ -203,14 +230,16 @@ def retina_vessel(prepared):
         except (OSError, KeyError) as exc:
             raise DataLayoutError(f"{path}: not a DRIVE HDF5 file with an 'image' dataset ({exc})") from None
 
+    num_classes = _split_num_classes(folder / "split.json")  # --keep-labels: groundTruth holds labels 0..K-1
     cases = {}
     for part in ("train", "test"):
         imgs = np.clip(np.rint(load("imgs", part)), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
         truth = load("groundTruth", part)[:, 0]
         parts = ["train", "val"] if part == "train" else ["test"]
         cases[part] = Lazy(_names(split, parts, len(imgs), part), imgs, truth, np.asarray,
-                           lambda a: (a >= 128).astype(np.uint8))
-    return cases["train"], cases["test"], {0: "background", 1: "vessel"}, RGB
+                           _labels if num_classes > 2 else _threshold)
+    labels = _class_names(num_classes) if num_classes > 2 else {0: "background", 1: "vessel"}
+    return cases["train"], cases["test"], labels, RGB
 
 
 def _grey_uint8(a):
@@ -227,13 +256,17 @@ def lung(prepared):
             summary = json.loads(path.read_text())
         except ValueError as exc:
             raise UserError(f"{path}: not valid JSON ({exc}); prepare the task again") from None
+    num_classes = _split_num_classes(path)  # --keep-labels: the targets Train_maska / Test_maska are label maps
+    masks = ("Train_maska", "Test_maska") if num_classes > 2 else ("mask_train", "mask_test")
     cases = {}
-    for part, images, masks in (("train", "data_train", "mask_train"), ("test", "data_test", "mask_test")):
-        imgs, truth = (_load_npy(prepared / f"{n}.npy", "lung") for n in (images, masks))
+    for part, images, mask in (("train", "data_train", masks[0]), ("test", "data_test", masks[1])):
+        imgs, truth = (_load_npy(prepared / f"{n}.npy", "lung") for n in (images, mask))
         names = summary.get(f"{part}_slices", summary.get(part)) if isinstance(summary, dict) else None
         split = {part: names} if isinstance(names, list) else None
-        cases[part] = Lazy(_names(split, [part], len(imgs), part), imgs, truth, _grey_uint8, _threshold)
-    return cases["train"], cases["test"], {0: "background", 1: "lung"}, ["grey"]
+        cases[part] = Lazy(_names(split, [part], len(imgs), part), imgs, truth, _grey_uint8,
+                           _labels if num_classes > 2 else _threshold)
+    labels = _class_names(num_classes) if num_classes > 2 else {0: "background", 1: "lung"}
+    return cases["train"], cases["test"], labels, ["grey"]
 
 
 class _chain:
