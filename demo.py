@@ -4,14 +4,15 @@ Each task, in its own Python process, writes a small synthetic dataset in its re
 its own prepare / train / evaluate scripts as a user would, and reports a held-out score against a pass mark.
 The summary table is printed and written to ``<work-dir>/results.md`` and ``results.json``.
 
-    python demo.py                       # all tasks
+    python demo.py                       # all tasks, bfloat16 where this machine runs it natively
     python demo.py --tasks ultrasound_nerve
-    python demo.py --mixed-precision auto     # bfloat16 where the CPU (or GPU) runs it natively, else float32
+    python demo.py --mixed-precision off      # float32, as the scripts' own defaults
 
-``--mixed-precision`` (default off: float32, as the scripts' defaults) is passed to every train / evaluate /
-predict script the demos run; ``auto`` takes the value ``python -m common.devices`` recommends for this
-machine. The pass marks were set in float32; whether every task still passes them under bfloat16 is what
-``python demo.py --mixed-precision bfloat16`` checks (the table's title names the precision).
+``--mixed-precision`` is passed to every train / evaluate / predict script the demos run. Its default ``auto``
+takes the value ``python -m common.devices`` recommends for this machine: bfloat16 on a CPU with native
+bfloat16 (AVX512-BF16 / AMX) or a GPU with bfloat16 tensor cores, else float32. Every task passed its pass mark
+(set in float32) in both precisions (README); the table's title names the precision. The scripts' own defaults
+stay the originals' float32.
 
 A task whose process fails is marked FAILED in the table and the others still run; the exit status is 0 only
 when every task ran and beat its pass mark.
@@ -86,9 +87,10 @@ def main(argv=None):
                         help="tasks to run (default: all)")
     parser.add_argument("--work-dir", type=Path, default=cli.repo_path("work", "demo"),
                         help="where the synthetic data and runs go (default: %(default)s)")
-    parser.add_argument("--mixed-precision", choices=("off", "auto", "bfloat16"), default="off",
-                        help="precision of the scripts the demos run: off (float32, the default), bfloat16, or "
-                             "auto (what python -m common.devices recommends here)")
+    parser.add_argument("--mixed-precision", choices=("off", "auto", "bfloat16"), default="auto",
+                        help="precision of the scripts the demos run: auto (the default: what python -m "
+                             "common.devices recommends here, bfloat16 where it is native), off (float32) or "
+                             "bfloat16")
     args = parser.parse_args(argv)
     precision, why = resolve_precision(args.mixed_precision)
     print(f"--mixed-precision {precision}" + (f" ({why})" if why else ""), flush=True)

@@ -33,11 +33,21 @@ def test_mixed_precision_reaches_the_scripts_of_each_task(tmp_path, monkeypatch)
         "            'settings': args.mixed_precision}\n")
     monkeypatch.setenv("PYTHONPATH", str(mods))
     monkeypatch.setattr(demo, "TASKS", {"p": ("fake_precision", "dice")})
-    for option, want in (([], "off"), (["--mixed-precision", "bfloat16"], "bfloat16")):
+    for option, want in ((["--mixed-precision", "off"], "off"), (["--mixed-precision", "bfloat16"], "bfloat16")):
         work = tmp_path / f"work_{want}"
         assert demo.main(["--tasks", "p", "--work-dir", str(work)] + option) == 0
         assert json.loads((work / "results.json").read_text())[0]["settings"] == want
     assert "--mixed-precision bfloat16" in (tmp_path / "work_bfloat16" / "results.md").read_text()
+    # no option = auto: bfloat16 on a CPU with native bfloat16, float32 on one without
+    from common import devices
+
+    monkeypatch.setattr(devices, "device_info", lambda: {"backend": "tensorflow", "gpus": []})
+    for flags, want in (({"sse2", "avx512_bf16"}, "bfloat16"), ({"sse2", "avx2"}, "off")):
+        monkeypatch.setattr(devices, "cpu_info", lambda backend, flags=flags: {
+            "flags": flags, "onednn": {"enabled": True}, "model": "x", "system": "Linux"})
+        work = tmp_path / f"work_default_{want}"
+        assert demo.main(["--tasks", "p", "--work-dir", str(work)]) == 0
+        assert json.loads((work / "results.json").read_text())[0]["settings"] == want
 
 
 def test_auto_precision_is_the_recommendation(monkeypatch):
