@@ -43,3 +43,18 @@ sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name='__main__')
 """
 
+
+
+def export_in_child(argv):
+    """``python -m common.export *argv`` in a process of its own (as a user runs it), asserting exit status 0.
+
+    tf2onnx's conversion peaks at several GB (about 8 GB for a ConvLSTM network) and the process keeps it; in the
+    pytest process a dozen exports took the suite past the machine's 24 GB.
+    """
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    proc = subprocess.run([sys.executable, "-m", "common.export", *map(str, argv)], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -10,11 +10,12 @@ The reference is the Keras path; the TensorFlow-free subprocess runs are in test
 
 import csv
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+from tests._cli import export_in_child
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("tf2onnx")
@@ -126,13 +127,12 @@ def test_predict_with_onnx_writes_the_keras_masks(task, tmp_path):
 
     import keras
 
-    from common import export
     from common.predict import load_segmenter
 
     keras.utils.set_random_seed(0)
     keras_source, export_source, inputs, seg_path, read = _setup(task, tmp_path)
     onnx_dir = tmp_path / "onnx"
-    assert export.main(export_source + [str(onnx_dir), "--format", "onnx"]) == 0
+    export_in_child(export_source + [onnx_dir, "--format", "onnx"])
     record = json.loads((onnx_dir / "preprocessing.json").read_text())
     assert record["task"] == task
     predict = importlib.import_module(f"{task}.predict")
@@ -202,7 +202,6 @@ def test_predict_writes_palette_label_maps_of_a_four_class_model(task, tmp_path)
 
     import keras
 
-    from common import export
     from common.predict import load_checkpoint, load_segmenter
 
     keras.utils.set_random_seed(0)
@@ -229,7 +228,7 @@ def test_predict_writes_palette_label_maps_of_a_four_class_model(task, tmp_path)
         assert prob.shape == (*image.shape[:2], 4)
         assert (tmp_path / "keras" / f"{path.stem}_overlay.png").is_file()
     assert len(seen) > 1 and seen <= {0, 1, 2, 3}  # a label map, not a constant
-    assert export.main(export_source + [str(tmp_path / "onnx"), "--format", "onnx"]) == 0
+    export_in_child(export_source + [tmp_path / "onnx", "--format", "onnx"])
     assert predict.main(options + ["--onnx", str(tmp_path / "onnx" / "model.onnx"), "--out-dir",
                                    str(tmp_path / "ox")]) == 0
     assert _files(tmp_path / "ox") == _files(tmp_path / "keras")
@@ -264,7 +263,6 @@ def test_onnx_predict_writes_the_keras_label_maps_of_a_three_class_run(task, tmp
 
     import keras
 
-    from common import export
     from common.predict import load_segmenter
 
     keras.utils.set_random_seed(0)
@@ -274,7 +272,7 @@ def test_onnx_predict_writes_the_keras_label_maps_of_a_three_class_run(task, tmp
     options = [str(inputs), "--quiet", "--save-probabilities"]
     assert predict.main(options + keras_source + ["--out-dir", str(tmp_path / "keras")]) == 0
     onnx_dir = tmp_path / "onnx"
-    assert export.main(export_source + [str(onnx_dir), "--format", "onnx"]) == 0
+    export_in_child(export_source + [onnx_dir, "--format", "onnx"])
     assert predict.main(options + ["--onnx", str(onnx_dir / "model.onnx"), "--out-dir", str(tmp_path / "ox")]) == 0
     written = _files(tmp_path / "keras")
     assert written and written == _files(tmp_path / "ox")
