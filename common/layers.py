@@ -126,6 +126,13 @@ _SRNN_KERNELS = {"right": ((1, 3), (0, 0)), "left": ((1, 3), (0, 2)),
                  "down": ((3, 1), (0, 0)), "up": ((3, 1), (2, 0))}
 
 
+# Per direction: the one-pixel zero padding of ``_shift`` and where the original size starts in the padded map.
+_SHIFT_PAD = {"right": ([[0, 0], [0, 0], [1, 0], [0, 0]], (0, 0, 0, 0)),
+              "left": ([[0, 0], [0, 0], [0, 1], [0, 0]], (0, 0, 1, 0)),
+              "down": ([[0, 0], [1, 0], [0, 0], [0, 0]], (0, 0, 0, 0)),
+              "up": ([[0, 0], [0, 1], [0, 0], [0, 0]], (0, 1, 0, 0))}
+
+
 def _shift(h, direction):
     """Move ``h`` (B, H, W, C) by one pixel in ``direction`` with zero fill: ``right`` gives out[i, j] = h[i, j-1].
 
@@ -134,10 +141,7 @@ def _shift(h, direction):
     59 % of a training step of ``unet2d_res_srnn_32_512`` on the CPU (bench/README.md); ``ops.slice``'s gradient
     is a ``Pad``.
     """
-    pads, start = {"right": ((2, (1, 0)), (0, 0, 0, 0)), "left": ((2, (0, 1)), (0, 0, 1, 0)),
-                   "down": ((1, (1, 0)), (0, 0, 0, 0)), "up": ((1, (0, 1)), (0, 1, 0, 0))}[direction]
-    width = [[0, 0]] * 4
-    width[pads[0]] = list(pads[1])
+    width, start = _SHIFT_PAD[direction]
     return ops.slice(ops.pad(h, width), start, ops.shape(h))
 
 

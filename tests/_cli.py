@@ -44,7 +44,6 @@ runpy.run_path(sys.argv[0], run_name='__main__')
 """
 
 
-
 def export_in_child(argv):
     """``python -m common.export *argv`` in a process of its own (as a user runs it), asserting exit status 0.
 
