@@ -29,6 +29,7 @@ No TensorFlow import at module level: the module also serves the JAX and PyTorch
 """
 
 import argparse
+import functools
 import os
 import sys
 
@@ -397,6 +398,25 @@ def _torch_gpus():
         info["gpus"].append({"name": p.name, "compute_capability": (p.major, p.minor),
                              "memory_bytes": int(p.total_memory)})
     return info
+
+
+@functools.lru_cache(maxsize=None)
+def gpu_present(backend=None):
+    """Whether the Keras backend (``KERAS_BACKEND``) sees a GPU: decides ``SpatialRNN2D(scan_dtype='auto')``."""
+    backend = backend or backend_name()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    if backend == "jax":
+        import jax
+
+        return jax.default_backend() != "cpu"
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.is_available()
+    return False
 
 
 def backend_name():

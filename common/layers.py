@@ -177,13 +177,18 @@ class SpatialRNN2D(layers.Layer):
         kernel_initializer: initializer of the four kernels (Keras ``RandomUniform(-0.05, 0.05)``).
         merge_mode: ``'concat'`` or ``'convolution'``.
         output_conv_filter: F of the 1x1 kernel in ``'convolution'`` mode; ``None`` means C.
+        scan_dtype: the dtype of the scans' element-wise arithmetic. ``'auto'`` (default): the layer's compute
+            dtype, except float32 when that is bfloat16 and no GPU is present (:func:`common.devices.gpu_present`):
+            a CPU has no bfloat16 element-wise instructions, TensorFlow's kernels convert to float32 and back,
+            and the scans ran slower in bfloat16 than in float32 (bench/README.md). ``'compute'``: always the
+            compute dtype. Or a dtype name (``'float32'``). The result is cast back to the compute dtype.
 
-    Input (B, H, W, C), channels last, cast to the layer's compute dtype (float32 by default, as the
-    original's cast). Output (B, H, W, 4C) in ``'concat'`` mode, (B, H, W, F) in ``'convolution'`` mode.
+    Input (B, H, W, C), channels last, cast to the scans' dtype (float32 by default, as the original's cast).
+    Output (B, H, W, 4C) in ``'concat'`` mode, (B, H, W, F) in ``'convolution'`` mode, in the compute dtype.
     """
 
     def __init__(self, rnn_seq_length, activation="relu", kernel_initializer="random_uniform",
-                 merge_mode="concat", output_conv_filter=None, **kwargs):
+                 merge_mode="concat", output_conv_filter=None, scan_dtype="auto", **kwargs):
         super().__init__(**kwargs)
         if int(rnn_seq_length) != rnn_seq_length or rnn_seq_length < 1:
             raise ValueError(f"SpatialRNN2D: rnn_seq_length must be a positive integer, got {rnn_seq_length!r}")
@@ -194,6 +199,9 @@ class SpatialRNN2D(layers.Layer):
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.merge_mode = merge_mode
         self.output_conv_filter = output_conv_filter
+        if scan_dtype not in ("auto", "compute"):
+            scan_dtype = keras.backend.standardize_dtype(scan_dtype)
+        self.scan_dtype = scan_dtype
         self.input_spec = layers.InputSpec(ndim=4)
 
     def build(self, input_shape):
@@ -213,18 +221,29 @@ class SpatialRNN2D(layers.Layer):
                 name="output_kernel", shape=(1, 1, 4 * channels, self.output_conv_filter or channels),
                 initializer=self.kernel_initializer)
 
+    def resolved_scan_dtype(self):
+        """The dtype the scans compute in (``scan_dtype`` with ``'auto'`` and ``'compute'`` resolved)."""
+        if self.scan_dtype == "compute":
+            return self.compute_dtype
+        if self.scan_dtype == "auto":
+            from common.devices import gpu_present
+
+            return "float32" if self.compute_dtype == "bfloat16" and not gpu_present() else self.compute_dtype
+        return self.scan_dtype
+
     def call(self, inputs):
-        x = ops.cast(inputs, self.compute_dtype)
+        dtype = self.resolved_scan_dtype()
+        x = ops.cast(inputs, dtype)
         outputs = []
         for direction, kernel in zip(_SRNN_DIRECTIONS, self.direction_kernels):
             row, col = _SRNN_KERNELS[direction][1]
-            a = kernel[row, col, :, 0]  # (C,) active tap
+            a = ops.cast(kernel[row, col, :, 0], dtype)  # (C,) active tap
             h, y = x, x
             for _ in range(self.rnn_seq_length):
                 h = self.activation(a * _shift(h, direction))
                 y = y + h
             outputs.append(y)
-        out = ops.concatenate(outputs, axis=-1)
+        out = ops.cast(ops.concatenate(outputs, axis=-1), self.compute_dtype)
         if self.merge_mode == "convolution":
             out = self.activation(ops.conv(out, self.output_kernel, strides=1, padding="same"))
         return out
@@ -242,6 +261,7 @@ class SpatialRNN2D(layers.Layer):
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
             "merge_mode": self.merge_mode,
             "output_conv_filter": self.output_conv_filter,
+            "scan_dtype": self.scan_dtype,
         })
         return config
 

@@ -170,3 +170,50 @@ def test_rejects_bad_arguments():
     with pytest.raises(ValueError):
         SpatialRNN2D(3, merge_mode="sum")
 
+
+
+@pytest.fixture
+def bfloat16_policy():
+    from common.devices import set_precision
+
+    set_precision("bfloat16")
+    yield
+    set_precision("off")
+
+
+@pytest.mark.parametrize("scan_dtype,gpu,want", [
+    ("auto", False, "float32"),     # bfloat16 policy on a CPU: the scans in float32 (no bf16 element-wise units)
+    ("auto", True, "bfloat16"),     # on a GPU they stay in the compute dtype
+    ("compute", False, "bfloat16"),
+    ("float32", True, "float32"),
+])
+def test_scan_dtype_under_bfloat16(scan_dtype, gpu, want, bfloat16_policy, monkeypatch):
+    import ml_dtypes
+
+    import common.devices
+
+    monkeypatch.setattr(common.devices, "gpu_present", lambda: gpu)
+    layer = SpatialRNN2D(5, scan_dtype=scan_dtype)
+    assert layer.compute_dtype == "bfloat16" and layer.resolved_scan_dtype() == want
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(2, 6, 7, 3)).astype(np.float32)
+    layer.build(x.shape)
+    weights = random_weights(layer, rng, scale=1.0)
+    got = keras.ops.convert_to_numpy(keras.ops.cast(layer(x), "float32"))
+    # Reference: the float32 formula on the bfloat16 input and taps the policy hands the layer (Keras casts
+    # both to the compute dtype), so a float32 scan differs from it only by the final rounding to bfloat16.
+    bf16 = lambda a: np.asarray(a, ml_dtypes.bfloat16).astype(np.float32)  # noqa: E731
+    want_out = reference(bf16(x), [bf16(w) for w in weights], 5)
+    if want == "float32":
+        np.testing.assert_allclose(got, want_out, rtol=2 ** -8, atol=1e-6)
+    else:  # bfloat16 scans round every step: close, not within one rounding
+        np.testing.assert_allclose(got, want_out, rtol=5e-2, atol=5e-2)
+
+
+def test_scan_dtype_in_config_and_float32_policy_unchanged():
+    layer = SpatialRNN2D(3, scan_dtype="float32")
+    assert SpatialRNN2D.from_config(layer.get_config()).scan_dtype == "float32"
+    assert SpatialRNN2D(3).get_config()["scan_dtype"] == "auto"
+    assert SpatialRNN2D(3).resolved_scan_dtype() == "float32"  # the float32 policy: the original's float32
+    with pytest.raises(ValueError):
+        SpatialRNN2D(3, scan_dtype="float33")
