@@ -687,7 +687,8 @@ def main(argv=None):
               f"val {len(data['val'][0])} / test {len(data['test'][0])} images at {shape[0]}x{shape[1]}. Scores on "
               f"the test images at threshold {args.threshold} with the {args.weights} checkpoint, mean +- sd over "
               f"{spread}; HD95 / ASSD in pixels of the network input, over the images where both masks are "
-              f"non-empty. Mixed precision: {args.mixed_precision}.")
+              f"non-empty; an image whose two masks are both empty has no Dice / IoU and is left out of their mean (the "
+              f"Kaggle nerve metric would count it as 1). Mixed precision: {args.mixed_precision}.")
     if any(r["paper_dice"] is not None for r in rows):
         header += f"\n\n{PAPER_SOURCE}."
     text = markdown(rows, skipped, header)
