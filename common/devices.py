@@ -402,21 +402,9 @@ def _torch_gpus():
 
 @functools.lru_cache(maxsize=None)
 def gpu_present(backend=None):
-    """Whether the Keras backend (``KERAS_BACKEND``) sees a GPU: decides ``SpatialRNN2D(scan_dtype='auto')``."""
-    backend = backend or backend_name()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return bool(tf.config.list_physical_devices("GPU"))
-    if backend == "jax":
-        import jax
-
-        return jax.default_backend() != "cpu"
-    if backend == "torch":
-        import torch
-
-        return torch.cuda.is_available()
-    return False
+    """Whether the Keras backend (``KERAS_BACKEND``) sees a GPU (:func:`device_info`, asked once per process):
+    decides ``SpatialRNN2D(scan_dtype='auto')``."""
+    return bool(device_info(backend)["gpus"])
 
 
 def backend_name():
