@@ -35,6 +35,29 @@ def add_strategy_argument(parser):
                              "the cores to the model. Default: %(default)s")
 
 
+def add_decode_cache_argument(parser, folder_option):
+    """``--decode-cache [DIR]`` of the train scripts that read image files every epoch (retinal_edema, TDSNet):
+    decode them once into uint8 arrays (common.data.decode_cache) and normalise on the device. Without DIR:
+    ``decoded/`` in the folder of ``folder_option`` (:func:`decode_cache_dir`)."""
+    default = f"<{folder_option.lstrip('-')}>/decoded"
+    parser.add_argument("--decode-cache", nargs="?", const=default, default=None, metavar="DIR",
+                        help="decode the training images once into uint8 arrays under DIR (default DIR: "
+                             f"{default}; as large as the images uncompressed; reused while the files are "
+                             "unchanged) and normalise them inside the training step, on the device: the same "
+                             "batches, for a GPU, whose steps would otherwise wait for the PNG decoding (see "
+                             "bench/input_pipeline.py). Default: off, the original's reading of every file every "
+                             "epoch")
+
+
+def decode_cache_dir(value, folder):
+    """The folder of ``--decode-cache``: None (off), ``folder/decoded`` (given without DIR) or DIR."""
+    from pathlib import Path
+
+    if value is None:
+        return None
+    return Path(folder) / "decoded" if value.startswith("<") else Path(value)
+
+
 def tagged_name(base, tags):
     """A default run or results folder's name: ``base`` plus ``_<tag>`` for every ``(value, default, tag)`` of
     ``tags`` whose value is given (not None) and differs from its default; ``tag`` is a format string of the

@@ -145,31 +145,42 @@ def presence(labels, n_classes=N_CLASSES):
 
 
 def training_dataset(data_dir, images, labels, batch_size, mean, std, flip=True, seed=None, multi_task=True,
-                     shuffle=True, num_parallel_calls=1):
+                     shuffle=True, num_parallel_calls=1, cache=None):
     """``tf.data`` input of train.py: shuffled slices, horizontal flip p=0.5, /255 and per-channel mean/std.
 
     Yields ``(x, {"seg": labels, "det": presence})`` batches (``drop_remainder``, as ``drop_last=True``);
     ``x`` float32 (B, H, W, 3), ``seg`` int32 (B, H, W), ``det`` float32 (B, 3). Files are read per batch,
     ``num_parallel_calls`` batches at a time (``--data-workers``). Which slices of a batch are flipped is a
     function of ``seed`` and the batch's slice indices, so the batches are the same for any number of calls.
+
+    ``cache``: ``(images, labels)`` uint8 arrays of the decoded slices in the order of ``images``
+    (:func:`decoded_slices`); the batches are then gathered from them and ``x`` stays uint8, to be normalised
+    on the device by :func:`device_normalise` (train.py's ``--decode-cache``): the same batches after it.
     """
     import tensorflow as tf
+
+    from common.data.preprocess import flip_image
     from common.training import without_autotune
 
     base_seed = int(np.random.SeedSequence().entropy % 2**32) if seed is None else int(seed)
 
     def gather(idx):
-        xs, ys = zip(*(load_pair(data_dir, images[i], labels[i]) for i in idx))
-        x, y = np.stack(xs), np.stack(ys)
+        if cache is None:
+            xs, ys = zip(*(load_pair(data_dir, images[i], labels[i]) for i in idx))
+            x, y = np.stack(xs), np.stack(ys)
+        else:
+            x, y = cache[0][idx], cache[1][idx]  # fancy indexing copies out of the memory maps
         if flip:
             flipped = np.random.default_rng([base_seed, *map(int, idx)]).random(len(idx)) < 0.5
-            x[flipped], y[flipped] = x[flipped, :, ::-1], y[flipped, :, ::-1]
-        return normalise(x, mean, std), y.astype(np.int32), presence(y)
+            for k in np.flatnonzero(flipped):  # left-right
+                x[k], y[k] = flip_image(x[k], left_right=True), flip_image(y[k], left_right=True)
+        return (x if cache is not None else normalise(x, mean, std)), y.astype(np.int32), presence(y)
 
     h, w = load_pair(data_dir, images[0], labels[0])[1].shape
+    x_dtype = tf.float32 if cache is None else tf.uint8
 
     def load(idx):
-        x, y, det = tf.numpy_function(gather, [idx], [tf.float32, tf.int32, tf.float32])
+        x, y, det = tf.numpy_function(gather, [idx], [x_dtype, tf.int32, tf.float32])
         x.set_shape((None, h, w, 3))
         y.set_shape((None, h, w))
         det.set_shape((None, N_CLASSES - 1))
@@ -180,6 +191,29 @@ def training_dataset(data_dir, images, labels, batch_size, mean, std, flip=True,
         ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
     return without_autotune(ds.batch(batch_size, drop_remainder=True).map(
         load, num_parallel_calls=num_parallel_calls, deterministic=True))
+
+
+def decoded_slices(data_dir, images, labels, cache_root, verbose=True):
+    """``(images, labels)``: read-only uint8 memory maps (n, H, W, 3) and (n, H, W) of the training slices,
+    decoded once into ``cache_root`` (common.data.decode_cache; reused while the files are unchanged)."""
+    from common.data.decode_cache import decoded_arrays
+
+    sources = [(Path(data_dir) / i, Path(data_dir) / l) for i, l in zip(images, labels)]
+    return decoded_arrays(cache_root, sources, lambda i: load_pair(data_dir, images[i], labels[i]),
+                          verbose=verbose, what="training slices")
+
+
+def device_normalise(mean, std):
+    """``x -> (x / 255 - mean) / std`` in float32 on Keras tensors: :func:`normalise` (the same float32
+    arithmetic, bit for bit on a CPU) for the training step of a decoded cache."""
+    mean, std = np.float32(mean), np.float32(std)
+
+    def transform(x):
+        from keras import ops
+
+        return (ops.cast(x, "float32") / np.float32(255.0) - mean) / std
+
+    return transform
 
 
 def add_path_arguments(parser, lists="lists and info.json of gen_image.py"):

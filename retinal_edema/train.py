@@ -28,7 +28,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 from common import cli
 from common.data.io import DataLayoutError
-from common.run_options import add_run_arguments
+from common.run_options import add_decode_cache_argument, add_run_arguments, decode_cache_dir
 from retinal_edema.dataset import CLASS_NAMES, add_path_arguments, read_list, read_stats
 from retinal_edema.model_io import (COMMON, LOSSES, NAMES, PRESETS, REGISTRY, VAL_BATCH,  # noqa: F401
                                     default_run_dir, preset, run_name)
@@ -85,8 +85,11 @@ def _check_settings(s):
 def train(data_dir, list_dir, run_dir, name="unet_nested", loss=None, epochs=None, batch_size=None, lr=None,
           lr_mode=None, step=None, weight_decay=None, flip=True, multi_task=True, seed=None, resume=False,
           verbose=1, strategy="default", overwrite=False, mixed_precision="off", jit_compile=False,
-          data_workers=1):
+          data_workers=1, decode_cache=None):
     """Build, compile and fit; ``None`` settings take the model's preset. Returns ``(model, history)``.
+
+    ``decode_cache``: a folder: the training slices are decoded once into uint8 arrays there and normalised in
+    the training step (``--decode-cache``; the same batches).
 
     A ``run_dir`` that holds a run is refused before any data is read, unless ``resume`` or ``overwrite``.
     """
@@ -105,7 +108,7 @@ def train(data_dir, list_dir, run_dir, name="unet_nested", loss=None, epochs=Non
     from common.devices import set_precision
     from common.models import build_model
     from common.training import fit
-    from retinal_edema.dataset import training_dataset
+    from retinal_edema.dataset import decoded_slices, device_normalise, training_dataset
 
     images, labels = read_list(list_dir, "train")
     if len(images) < s["batch_size"]:
@@ -132,14 +135,15 @@ def train(data_dir, list_dir, run_dir, name="unet_nested", loss=None, epochs=Non
     with strategy.scope():
         model = compile_model(build_model(REGISTRY[name], shape, multi_task=multi_task), s["loss"], s["lr"],
                               s["weight_decay"], multi_task, jit_compile)
+    cache = None if decode_cache is None else decoded_slices(data_dir, images, labels, decode_cache, verbose=verbose)
     data = training_dataset(data_dir, images, labels, s["batch_size"], mean, std, flip=flip, seed=s["seed"],
-                            multi_task=multi_task, num_parallel_calls=data_workers)
+                            multi_task=multi_task, num_parallel_calls=data_workers, cache=cache)
     settings = {"name": name, **s, "flip": flip, "multi_task": multi_task, "train_slices": len(images),
                 "input_shape": list(shape), "mean": mean.tolist(), "std": std.tolist(), "dtype_policy": policy,
-                "jit_compile": jit_compile}
+                "jit_compile": jit_compile, "decode_cache": None if decode_cache is None else str(decode_cache)}
     return fit(model, data, None, run_dir=run_dir, epochs=s["epochs"], monitor=monitor, mode="auto",
                resume=resume, overwrite=overwrite, seed=s["seed"], verbose=verbose, callbacks=callbacks,
-               settings=settings)
+               settings=settings, input_transform=None if cache is None else device_normalise(mean, std))
 
 
 def build_parser():
@@ -167,6 +171,7 @@ def build_parser():
                              "original's result folder name, plus a suffix per setting that differs from the "
                              "model's preset, e.g. _b8_e12_noflip)")
     add_run_arguments(parser)
+    add_decode_cache_argument(parser, "--list-dir")
     return parser
 
 
@@ -175,6 +180,7 @@ EXAMPLES = """examples:
   python retinal_edema/train.py --name unet                    # mix_3, batch 32, step lr
   python retinal_edema/train.py --name unet --resume           # continue the interrupted default run
   python retinal_edema/train.py --name unet --batch-size 8 --mixed-precision float16 --jit-compile
+  python retinal_edema/train.py --decode-cache --data-workers 8  # a GPU host: slices decoded once (~19 GB)
 """
 
 
@@ -190,7 +196,8 @@ def main(argv=None):
                            lr, args.lr_mode, args.step, args.weight_decay, not args.no_flip, not args.no_detection,
                            args.seed, args.resume, args.verbose, args.strategy, overwrite=args.overwrite,
                            mixed_precision=args.mixed_precision, jit_compile=args.jit_compile,
-                           data_workers=args.data_workers)
+                           data_workers=args.data_workers,
+                           decode_cache=decode_cache_dir(args.decode_cache, args.list_dir))
     if history and "dice_val" in history:
         print(f"{args.name}: last dice_val {history['dice_val'][-1]:.4f}, best {max(history['dice_val']):.4f}; "
               f"checkpoints in {run_dir}")

@@ -41,7 +41,7 @@ import numpy as np
 from common import cli
 from common.data.io import DataLayoutError, list_images, pair_files, remove_stale_temporaries, write_json
 from common.errors import OptionError, UserError
-from common.run_options import add_run_arguments
+from common.run_options import add_decode_cache_argument, add_run_arguments, decode_cache_dir
 from robotic_scene.prepare import DEFAULT_WORK, IMAGES, MASKS, NUM_CLASSES, PREPARED, sequence_number
 from robotic_scene.task import INPUT, RECIPE
 
@@ -175,15 +175,20 @@ def normalise_images(images, mode="torch"):
 
 
 def make_dataset(frames, size, batch_size=BATCH_SIZE, augment=False, shuffle=False, seed=None, normalise="torch",
-                 scenes=SCENES, num_parallel_calls=1):
+                 scenes=SCENES, num_parallel_calls=1, cache=None):
     """``tf.data`` of ``(image, {"seg": index mask (H, W) uint8, "scene": scene id})`` batches read from PNGs
     of ``size`` (rows, cols) (see :func:`frame_size`), ``num_parallel_calls`` frames decoded at a time
     (``--data-workers``). The order of epoch ``e`` is a function of ``(seed, e)`` and the flips of the frame at
     position ``p`` of epoch ``e`` a function of ``(seed, e, p)`` (:class:`common.training.EpochOrder`, which
     ``fit`` pins to the epoch about to run; stateless random ops), so the batches are the same for any number
-    of calls and a resumed run sees the batches the uninterrupted run saw."""
+    of calls and a resumed run sees the batches the uninterrupted run saw.
+
+    ``cache``: ``(images, masks)`` uint8 arrays of the decoded frames in the order of ``frames``
+    (:func:`decoded_frames`); frames are then gathered from them and the images stay uint8, to be normalised
+    on the device (train.py's ``--decode-cache``, ``fit(input_transform=...)``): the same batches after it."""
     import tensorflow as tf
 
+    from common.data.preprocess import flip_image
     from common.training import EpochOrder, without_autotune
 
     images = tf.constant([str(f[0]) for f in frames])
@@ -202,16 +207,28 @@ def make_dataset(frames, size, batch_size=BATCH_SIZE, augment=False, shuffle=Fal
         order.set_shape((len(frames),))
         return tf.data.Dataset.from_tensor_slices(order).enumerate().map(lambda p, i: (epoch, p, i))
 
+    def flips(epoch, position):  # albumentations VerticalFlip(p=0.5), HorizontalFlip(p=0.5): two keys per frame
+        key = tf.stack([tf.constant(base_seed, tf.int64), epoch])
+        return [tf.random.experimental.stateless_fold_in(key, 2 * position + k) for k in (0, 1)]
+
+    def gather(index, up_down, left_right):  # a decoded frame, flipped by OpenCV (fast on uint8 RGB)
+        return tuple(flip_image(a[index], up_down=up_down, left_right=left_right) for a in cache)
+
     def load(epoch, position, index):
+        if cache is not None:  # the flips of tf.image.stateless_random_flip_*: uniform [0, 1) < 0.5
+            up_down, left_right = ([tf.random.stateless_uniform([], seed=s) < 0.5 for s in flips(epoch, position)]
+                                   if augment else [tf.constant(False)] * 2)
+            image, mask = tf.numpy_function(gather, [index, up_down, left_right], [tf.uint8, tf.uint8])
+            image, mask = tf.ensure_shape(image, (*size, 3)), tf.ensure_shape(mask, (*size, 1))
+            return image, {"seg": mask[..., 0], "scene": scene_ids[index]}  # normalised in the training step
         image = tf.io.decode_png(tf.io.read_file(images[index]), channels=3)
         mask = tf.io.decode_png(tf.io.read_file(masks[index]), channels=1)
         image, mask = tf.ensure_shape(image, (*size, 3)), tf.ensure_shape(mask, (*size, 1))
-        if augment:  # albumentations VerticalFlip(p=0.5), HorizontalFlip(p=0.5) on image and mask together
+        if augment:
             both = tf.concat([image, mask], axis=-1)
-            key = tf.stack([tf.constant(base_seed, tf.int64), epoch])  # independent flips: two keys per frame
-            fold = tf.random.experimental.stateless_fold_in
-            both = tf.image.stateless_random_flip_up_down(both, seed=fold(key, 2 * position))
-            both = tf.image.stateless_random_flip_left_right(both, seed=fold(key, 2 * position + 1))
+            up_down, left_right = flips(epoch, position)
+            both = tf.image.stateless_random_flip_up_down(both, seed=up_down)
+            both = tf.image.stateless_random_flip_left_right(both, seed=left_right)
             image, mask = both[..., :3], both[..., 3:]
         return normalise_images(image, normalise), {"seg": mask[..., 0], "scene": scene_ids[index]}
 
@@ -220,6 +237,21 @@ def make_dataset(frames, size, batch_size=BATCH_SIZE, augment=False, shuffle=Fal
     ds = without_autotune(ds.batch(batch_size))
     ds.epoch_order = epoch_order  # fit pins it to the epoch about to run
     return ds
+
+
+def decoded_frames(frames, cache_root, verbose=True):
+    """``(images, masks)``: read-only uint8 memory maps (n, H, W, 3) and (n, H, W, 1) of ``frames``, decoded
+    once into ``cache_root`` as :func:`make_dataset` decodes them (common.data.decode_cache; reused while the
+    files are unchanged)."""
+    import tensorflow as tf
+
+    from common.data.decode_cache import decoded_arrays
+
+    def read(i):
+        return tuple(tf.io.decode_png(tf.io.read_file(str(frames[i][k])), channels=c).numpy()
+                     for k, c in ((0, 3), (1, 1)))
+
+    return decoded_arrays(cache_root, [f[:2] for f in frames], read, verbose=verbose, what="frames")
 
 
 # ----------------------------------------------------------------------------------------- model and scores
@@ -373,8 +405,11 @@ def run_name(*, val_seqs=VAL_SEQS, epochs=None, lrs=None, batch_size=BATCH_SIZE,
 
 def train(data_dir, run_dir, stages=STAGES, val_seqs=VAL_SEQS, batch_size=BATCH_SIZE, encoder_weights="imagenet",
           normalise="auto", seed=SEED, strategy="default", resume=False, verbose=1, scenes=SCENES, init="torch",
-          overwrite=False, mixed_precision="off", jit_compile=False, data_workers=1):
+          overwrite=False, mixed_precision="off", jit_compile=False, data_workers=1, decode_cache=None):
     """Run the staged schedule; returns the list of stage records (also written to ``stages.json``).
+
+    ``decode_cache``: a folder: the frames are decoded once into uint8 arrays there and normalised in the
+    training and validation steps (``--decode-cache``; the same batches).
 
     A ``run_dir`` that holds a staged run is refused before any data is read, unless ``resume`` (continue it)
     or ``overwrite`` (its files are removed once the data has been checked)."""
@@ -401,16 +436,18 @@ def train(data_dir, run_dir, stages=STAGES, val_seqs=VAL_SEQS, batch_size=BATCH_
     for _, _, seq in train_frames + val_frames:
         scene_of(seq, scenes)
     global_batch = batch_size * strategy.num_replicas_in_sync
+    caches = (None, None) if decode_cache is None else \
+        (decoded_frames(train_frames, decode_cache, verbose), decoded_frames(val_frames, decode_cache, verbose))
     train_ds = make_dataset(train_frames, (rows, cols), global_batch, augment=True, shuffle=True, seed=seed,
-                            normalise=normalise, scenes=scenes, num_parallel_calls=data_workers)
+                            normalise=normalise, scenes=scenes, num_parallel_calls=data_workers, cache=caches[0])
     val_ds = make_dataset(val_frames, (rows, cols), global_batch, normalise=normalise, scenes=scenes,
-                          num_parallel_calls=data_workers)
+                          num_parallel_calls=data_workers, cache=caches[1])
     policy = set_precision(mixed_precision)  # before the model is built
     settings = {"data_dir": str(data_dir), "train_seqs": train_seqs, "val_seqs": val_seqs,
                 "train_frames": len(train_frames), "val_frames": len(val_frames), "input": [rows, cols, 3],
                 "batch_size": batch_size, "encoder_weights": str(encoder_weights), "normalise": normalise,
                 "seed": seed, "strategy": strategy.__class__.__name__, "init": init, "dtype_policy": policy,
-                "jit_compile": jit_compile}
+                "jit_compile": jit_compile, "decode_cache": None if decode_cache is None else str(decode_cache)}
     if seed is not None:
         keras.utils.set_random_seed(seed)  # before the weights are initialised
     with strategy.scope():
@@ -447,7 +484,8 @@ def train(data_dir, run_dir, stages=STAGES, val_seqs=VAL_SEQS, batch_size=BATCH_
             # --resume, after an earlier stage changed) it restarts, replacing its stale partial run
             trainer, _ = fit(trainer, train_ds, val_ds, run_dir=stage_dir, epochs=length, monitor="val_iou",
                              mode="max", resume=resume and same_start, overwrite=resume and not same_start,
-                             seed=seed, verbose=verbose, settings=dict(settings, **record))
+                             seed=seed, verbose=verbose, settings=dict(settings, **record),
+                             input_transform=None if decode_cache is None else lambda x: normalise_images(x, normalise))
         best = best_epoch(stage_dir)
         record.update(best_epoch=start + best + 1, best_iou=read_state(stage_dir)["best"])
         records.append(record)
@@ -477,6 +515,7 @@ EXAMPLES = """examples:
   python robotic_scene/train.py --resume                 # skip finished stages, continue the interrupted one
   python robotic_scene/train.py --encoder-weights none --init he --epochs 8 9 10 11 --batch-size 2
   python robotic_scene/train.py --mixed-precision bfloat16 --jit-compile
+  python robotic_scene/train.py --decode-cache --data-workers 8   # a GPU host: frames decoded once (ROBOT18: ~12 GB)
 """
 
 
@@ -511,6 +550,7 @@ def build_parser():
                              "weights) (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=SEED, help="default: %(default)s")
     add_run_arguments(parser, resume_help="skip finished stages, continue an interrupted one")
+    add_decode_cache_argument(parser, "--work-dir")
     return parser
 
 
@@ -528,7 +568,8 @@ def main(argv=None):
     records = train(args.work_dir / PREPARED, run_dir, stages, args.val_seqs, args.batch_size,
                     args.encoder_weights, args.normalise, args.seed, args.strategy, args.resume, args.verbose,
                     init=args.init, overwrite=args.overwrite, mixed_precision=args.mixed_precision,
-                    jit_compile=args.jit_compile, data_workers=args.data_workers)
+                    jit_compile=args.jit_compile, data_workers=args.data_workers,
+                    decode_cache=decode_cache_dir(args.decode_cache, args.work_dir))
     for r in records:
         print(f"stage {r['stage']} ({r['name']}): epochs {r['start_epoch'] + 1}..{r['cumulative_epochs']}, best "
               f"val IoU {r['best_iou']} at epoch {r['best_epoch']}")

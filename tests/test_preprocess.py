@@ -112,3 +112,18 @@ def test_my_preproc_pipeline():
     out = preprocess.my_preproc(rgb)
     assert out.shape == (3, 24, 20, 1) and out.dtype == np.float32
     np.testing.assert_allclose(out, _original_my_preproc(rgb), atol=1e-6)
+
+
+def test_flip_image_equals_the_reversed_views():
+    from common.data.preprocess import flip_image
+
+    rng = np.random.default_rng(0)
+    for shape in ((5, 7), (5, 7, 1), (5, 7, 3), (4, 6, 4)):
+        for dtype in (np.uint8, np.float32):
+            image = (rng.random(shape) * 255).astype(dtype)
+            for up_down, left_right, view in ((False, False, image), (True, False, image[::-1]),
+                                              (False, True, image[:, ::-1]), (True, True, image[::-1, ::-1])):
+                out = flip_image(image, up_down=up_down, left_right=left_right)
+                assert out.shape == image.shape and out.dtype == image.dtype and out is not image
+                np.testing.assert_array_equal(out, view)
+    np.testing.assert_array_equal(flip_image(image[:, ::2], left_right=True), image[:, ::2][:, ::-1])  # a view

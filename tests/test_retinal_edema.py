@@ -137,6 +137,33 @@ def test_training_input_is_the_same_with_parallel_calls(tmp_path):
     # every slice once per epoch, as read or flipped left-right
     assert sum(im.tobytes() in raw or im[:, ::-1].tobytes() in raw for im in images_seen) == len(images)
 
+def test_decode_cache_gives_the_same_batches_once_normalised_on_the_device(tmp_path):
+    """--decode-cache: the batches gathered from the decoded uint8 slices, normalised by the training step's
+    transform, equal the batches read from the files (order, flips, labels, presence), bit for bit."""
+    _raw(tmp_path, n_train=2)
+    gen_image.gen_image(tmp_path / "data", tmp_path / "lists", verbose=False)
+    images, labels = dataset.read_list(tmp_path / "lists", "train")
+    mean, std = np.float32([0.2, 0.3, 0.4]), np.float32([0.5, 0.5, 0.25])
+    cache = dataset.decoded_slices(tmp_path / "data", images, labels, tmp_path / "cache", verbose=False)
+    transform = dataset.device_normalise(mean, std)
+
+    def epochs(**kw):
+        ds = dataset.training_dataset(tmp_path / "data", images, labels, 2, mean, std, flip=True, seed=5, **kw)
+        return [(x.numpy(), y["seg"].numpy(), y["det"].numpy()) for _ in range(2) for x, y in ds]
+
+    files, cached = epochs(), epochs(cache=cache, num_parallel_calls=2)
+    assert len(files) == len(cached) == 2 * (len(images) // 2)
+    as_read = {dataset.load_pair(tmp_path / "data", i, l)[0].tobytes() for i, l in zip(images, labels)}
+    flips = 0
+    for (x, seg, det), (xc, segc, detc) in zip(files, cached):
+        assert xc.dtype == np.uint8
+        np.testing.assert_array_equal(np.asarray(transform(xc)), x)
+        np.testing.assert_array_equal(segc, seg)
+        np.testing.assert_array_equal(detc, det)
+        flips += sum(a.tobytes() not in as_read for a in xc)
+    assert flips > 0  # some slices came flipped, and the flips agree
+
+
 def test_bad_inputs_name_the_file(tmp_path):
     written = _raw(tmp_path)
     data = tmp_path / "data"
@@ -283,6 +310,19 @@ def test_end_to_end_train_eval_test_and_reload(trained, tmp_path):
     expected = reloaded(x, training=False)
     np.testing.assert_array_equal(volume, np.asarray(expected["seg"]).argmax(-1))
     np.testing.assert_allclose(detections, np.asarray(expected["det"]), atol=1e-6)
+
+
+def test_decode_cache_trains_as_the_files_do(trained, tmp_path):
+    """train.py --decode-cache: decoded once into <list-dir>/decoded, then the same training as from the files
+    (the fixture's run, same seed and batches): the same losses and validation Dice."""
+    run = tmp_path / "cached"
+    train.main(trained["paths"] + TRAIN_ARGS + ["--run-dir", str(run), "--decode-cache"])
+    assert len(list((trained["lists"] / "decoded").glob("*/part0.npy"))) == 1
+    cached, files = read_history(run / "history.csv"), read_history(trained["run"] / "history.csv")
+    np.testing.assert_allclose(cached["loss"], files["loss"], rtol=1e-5)
+    np.testing.assert_allclose(cached["dice_val"], files["dice_val"], rtol=1e-5, atol=1e-6)
+    assert json.loads((run / "state.json").read_text())["settings"]["decode_cache"] == str(trained["lists"] /
+                                                                                            "decoded")
 
 
 def test_a_run_is_never_replaced_without_overwrite(trained, capsys, monkeypatch):

@@ -258,6 +258,31 @@ def test_training_data_are_read_normalised_and_flipped_together(tmp_path):
             np.testing.assert_array_equal(u, v)
 
 
+def test_decode_cache_gives_the_same_batches_once_normalised_on_the_device(tmp_path):
+    """--decode-cache: frames gathered from the decoded uint8 arrays, normalised by the training step's
+    transform, equal the frames decoded from the PNGs (two shuffled, flipped epochs; both normalisations)."""
+    _raw(tmp_path, frames=2)
+    work = tmp_path / "work"
+    prepare.main(["--raw-dir", str(tmp_path / "raw"), "--work-dir", str(work), "--height", "32", "--width", "64",
+                  "--quiet"])
+    frames = train.sequence_frames(work / "cropted_train", [3, 5, 6])
+    cache = train.decoded_frames(frames, tmp_path / "cache", verbose=False)
+    assert cache[0].shape == (len(frames), *SHAPE, 3) and cache[1].shape == (len(frames), *SHAPE, 1)
+    for mode in ("torch", "caffe"):
+        def epochs(**kw):
+            ds = train.make_dataset(frames, SHAPE, batch_size=2, augment=True, shuffle=True, seed=4,
+                                    normalise=mode, **kw)
+            return [(x.numpy(), y["seg"].numpy(), y["scene"].numpy()) for _ in range(2) for x, y in ds]
+
+        files, cached = epochs(), epochs(cache=cache, num_parallel_calls=2)
+        assert len(files) == len(cached) == 6
+        for (x, seg, scene), (xc, segc, scenec) in zip(files, cached):
+            assert xc.dtype == np.uint8
+            np.testing.assert_array_equal(np.asarray(train.normalise_images(xc, mode)), x)
+            np.testing.assert_array_equal(segc, seg)
+            np.testing.assert_array_equal(scenec, scene)
+
+
 # --------------------------------------------------------------------------------------- staged schedule
 
 
@@ -356,6 +381,21 @@ def test_staged_training_chains_best_checkpoints(trained):
     trainer = train.load_trainer(run / "stage4_scene" / "best.keras")
     np.testing.assert_allclose(np.asarray(trainer.stage_weights), [0.2, 0.6, 0.2])
     assert trainer.network.count_params() == 22_122_331
+
+
+def test_decode_cache_trains_stage_one_as_the_files_do(trained, tmp_path):
+    """train.py --decode-cache DIR: the frames decoded once, normalised in the training and validation steps:
+    stage 1 trains as the fixture's stage 1 from the files (same seed and batches)."""
+    from common.report import read_history
+
+    run = tmp_path / "cached"
+    train.main(["--work-dir", str(trained["work"]), "--run-dir", str(run), "--last-stage", "1",
+                "--decode-cache", str(tmp_path / "cache")] + TRAIN_ARGS)
+    assert len(list((tmp_path / "cache").glob("*/part0.npy"))) == 2  # training and validation frames
+    cached = read_history(run / "stage1_segmentation" / "history.csv")
+    files = read_history(trained["run"] / "stage1_segmentation" / "history.csv")
+    for key in ("loss", "val_loss", "val_iou"):
+        np.testing.assert_allclose(cached[key], files[key], rtol=1e-5, atol=1e-6)
 
 
 def test_resume_skips_finished_stages_and_starts_from_the_best_checkpoint(trained):

@@ -85,3 +85,15 @@ def _to_uint8(x):
     """C-style cast as ``np.array(x, dtype=np.uint8)`` on floats in [0, 255]: truncation toward zero."""
     x = np.asarray(x)
     return x if x.dtype == np.uint8 else x.astype(np.uint8)
+
+
+def flip_image(image, *, up_down=False, left_right=False):
+    """``image`` (H, W) or (H, W, C) flipped up-down and/or left-right: a new array of the same shape, the
+    values of ``image[::-1, ::-1]`` (or one of the two), copied by OpenCV, 30-100x faster than NumPy's copy of a
+    reversed view for uint8 RGB (NumPy copies one byte at a time at a stride of -3; bench/input_pipeline.py's
+    decode-cache pipelines). The training pipelines' random flips."""
+    image = np.asarray(image)
+    if not (up_down or left_right):
+        return image.copy()
+    code = -1 if up_down and left_right else (0 if up_down else 1)
+    return cv2.flip(np.ascontiguousarray(image), code).reshape(image.shape)  # cv2 drops a channel axis of 1
