@@ -40,9 +40,10 @@ def _describe(sources):
     return items
 
 
-def cache_key(sources):
-    """A hash of the files' paths, sizes and modification times (changes when any file does)."""
-    text = json.dumps(_describe(sources), separators=(",", ":"))
+def cache_key(sources, described=None):
+    """A hash of the files' paths, sizes and modification times (changes when any file does); ``described``:
+    ``_describe(sources)`` if already made."""
+    text = json.dumps(_describe(sources) if described is None else described, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -68,16 +69,17 @@ def decoded_arrays(root, sources, read, *, verbose=True, what="files"):
     except OSError as exc:
         raise UserError(f"--decode-cache {root}: cannot create the folder ({exc.strerror or exc}); pass another "
                         f"DIR") from None
-    folder = root / cache_key(sources)
+    described = _describe(sources)  # one stat per file: the key and the record of a new cache
+    folder = root / cache_key(sources, described)
     parts = [folder / f"part{k}.npy" for k in range(len(sources[0]))]
     if not (folder / "sources.json").is_file():
-        _write(folder, sources, parts, read, verbose=verbose, what=what)
+        _write(folder, sources, described, parts, read, verbose=verbose, what=what)
     elif verbose:
         print(f"decode cache: reusing {folder} ({len(sources)} {what})")
     return [np.load(p, mmap_mode="r") for p in parts]
 
 
-def _write(folder, sources, parts, read, *, verbose, what):
+def _write(folder, sources, described, parts, read, *, verbose, what):
     from tqdm import tqdm
 
     from common.data.io import json_ready
@@ -108,4 +110,4 @@ def _write(folder, sources, parts, read, *, verbose, what):
         for array in arrays:
             array.flush()
         del arrays
-        (tmp / "sources.json").write_text(json.dumps(json_ready({"items": _describe(sources)}), indent=1))
+        (tmp / "sources.json").write_text(json.dumps(json_ready({"items": described}), indent=1))
