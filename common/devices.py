@@ -18,8 +18,10 @@ Script options (train, evaluate and predict scripts)::
 wraps the optimizer in a ``LossScaleOptimizer`` when the model is compiled), ``bfloat16`` is
 ``mixed_bfloat16`` (no loss scaling needed). The models' output layers (sigmoid / softmax / log_softmax /
 logits) compute in float32 under either policy and the losses cast to float32, so losses and scores are
-float32. Speed-ups need a GPU with tensor cores (compute capability >= 7.0 for float16: V100, T4, A100,
-H100, ...; >= 8.0 for bfloat16: A100, H100, ...) or, for bfloat16, a CPU with native bfloat16 arithmetic
+float32; so does the layer that reads the image (:func:`keep_input_layers_float32`, applied by
+``common.models.build_model`` and :func:`apply_precision`), which sees the image at full precision.
+Speed-ups need a GPU with tensor cores (compute capability >= 7.0 for float16: V100, T4, A100, H100, ...;
+>= 8.0 for bfloat16: A100, H100, ...) or, for bfloat16, a CPU with native bfloat16 arithmetic
 (x86 flags ``avx512_bf16`` or ``amx_bf16``: AMD Zen 4 and later, Intel Cooper Lake / Sapphire Rapids and
 later) and TensorFlow's oneDNN on (the default of the Linux x86 wheels). Without them mixed precision is
 emulated and is usually slower than float32 (:func:`recommend_precision`).
@@ -132,14 +134,17 @@ def apply_precision(model, name):
 
     A loaded ``.keras`` model keeps the policy each layer was saved with, whatever the global policy, so
     ``set_precision`` before ``load_model`` does not change how a checkpoint computes. This rebuilds the
-    model from its config with every layer under the policy except the output layers, which stay float32,
-    and copies the weights. Returns ``model`` itself when nothing changes.
+    model from its config with every layer under the policy except the output layers, which stay float32, and
+    (under a mixed policy) the layers that read the image (:func:`input_layers`, as ``build_model`` builds
+    them), and copies the weights. Returns ``model`` itself when nothing changes.
     """
     import keras
 
     policy = policy_name(name)
-    outputs = {t._keras_history.operation.name for t in keras.tree.flatten(model.outputs)}
-    wanted = {layer.name: "float32" if layer.name in outputs else policy for layer in model.layers
+    float32 = {t._keras_history.operation.name for t in keras.tree.flatten(model.outputs)}  # the outputs
+    if policy != "float32":
+        float32 |= {layer.name for layer in input_layers(model)}
+    wanted = {layer.name: "float32" if layer.name in float32 else policy for layer in model.layers
               if not isinstance(layer, keras.layers.InputLayer)}
     if all(model.get_layer(n).dtype_policy.name == p for n, p in wanted.items()):
         return model
@@ -150,6 +155,52 @@ def apply_precision(model, name):
     rebuilt = model.__class__.from_config(config)
     rebuilt.set_weights(model.get_weights())
     return rebuilt
+
+
+def input_layers(model):
+    """The layers of a functional ``model`` that read its inputs, up to and including the first layer with
+    weights on each path from an input: weightless one-input layers on the way (padding, reshape) are included
+    and followed, merge layers (a concatenation of the image with features) are not; a nested functional model
+    is searched inside. Returns the layers in the order found."""
+    import keras
+
+    found, seen = [], set()
+
+    def consumers(tensor, owner):
+        for layer in owner.layers:
+            for node in layer._inbound_nodes:
+                if any(t is tensor for t in node.input_tensors):
+                    yield layer, node
+
+    def walk(owner, tensors):
+        while tensors:
+            tensor = tensors.pop()
+            for layer, node in consumers(tensor, owner):
+                if id(layer) in seen:
+                    continue
+                seen.add(id(layer))
+                if isinstance(layer, keras.Model) and hasattr(layer, "inputs"):
+                    walk(layer, list(layer.inputs))
+                    continue
+                if layer.weights:
+                    found.append(layer)
+                elif len(node.input_tensors) == 1:  # padding, reshape, ...: on to the next layer
+                    found.append(layer)
+                    tensors.extend(node.output_tensors)
+
+    walk(model, list(model.inputs))
+    return found
+
+
+def keep_input_layers_float32(model):
+    """Set the float32 dtype policy on :func:`input_layers` of ``model`` (in place; returns their names).
+
+    Their outputs are float32 and the next layer casts them to its own compute dtype, so only these layers'
+    arithmetic and their view of the image change; a saved ``.keras`` file keeps the per-layer policies."""
+    layers = input_layers(model)
+    for layer in layers:
+        layer.dtype_policy = "float32"
+    return [layer.name for layer in layers]
 
 
 def check_saved_precision(path, name):

@@ -60,7 +60,8 @@ def test_mixed_float16_matches_float32(family, tmp_path, float32_after):
     assert saved_policy(path) == "mixed_float16"
     keras.mixed_precision.set_dtype_policy("float32")
     loaded = keras.models.load_model(path)
-    conv = next(layer for layer in loaded.layers if isinstance(layer, keras.layers.Conv2D))
+    first, conv = [layer for layer in loaded.layers if isinstance(layer, keras.layers.Conv2D)][:2]
+    assert first.dtype_policy.name == "float32"  # reads the image: float32 under mixed policies (build_model)
     assert conv.dtype_policy.name == "mixed_float16"
     assert conv.compute_dtype == "float16" and conv.variable_dtype == "float32"
     for a, b in zip(F.probabilities(family, loaded(x, training=False)), before):
@@ -144,12 +145,13 @@ def test_apply_precision_to_a_loaded_model(tmp_path, float32_after):
     loaded = keras.models.load_model(tmp_path / "f32.keras", compile=False)
     assert loaded.get_layer("x00_conv1").compute_dtype == "float32"  # the global policy does not apply
     half = apply_precision(loaded, "float16")
-    assert half.get_layer("x00_conv1").compute_dtype == "float16"
+    assert half.get_layer("x00_conv2").compute_dtype == "float16"
+    assert half.get_layer("x00_conv1").compute_dtype == "float32"  # reads the image (build_model's rule)
     assert half.get_layer("seg").compute_dtype == half.get_layer("det").compute_dtype == "float32"
     for a, b in zip(F.probabilities("edema_unet", half(x, training=False)), reference):
         np.testing.assert_allclose(a, b, atol=2e-2)
     back = apply_precision(half, "off")
-    assert back.get_layer("x00_conv1").compute_dtype == "float32"
+    assert back.get_layer("x00_conv2").compute_dtype == "float32"
     for a, b in zip(F.probabilities("edema_unet", back(x, training=False)), reference):
         np.testing.assert_allclose(a, b, atol=1e-6)
     assert apply_precision(back, "off") is back

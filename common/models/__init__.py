@@ -11,6 +11,14 @@ The binary families (BCDU-Net family, ``nerve_unet``, the fingernail ``unet2d_*`
 ``num_classes=K``: None, 1 or 2 keep the original's 1-channel sigmoid output; K > 2 gives a K-channel softmax
 output of the same layer name (``common.layers.segmentation_output``). Example:
 ``build_model("bcdu_net_d3", (256, 256, 3), num_classes=4)``.
+
+Under a mixed precision policy (``--mixed-precision``) the layers that read the image, up to and including the
+first layer with weights on each path (the first convolution), compute in float32
+(:func:`common.devices.keep_input_layers_float32`). bfloat16 keeps 8 significant bits, so an image in [0, 1]
+cast to it loses about one of its 8 bits of grey level above 0.5; on DRIVE, where thin vessels differ from
+the background by a few grey levels, a bfloat16 first convolution cost AUC-ROC in training and a float32 one
+gave float32's accuracy back (bench/precision_fidelity.py, retina_vessel/README.md). The first convolution
+has 1-3 input channels: a small share of any model's arithmetic.
 """
 
 import importlib
@@ -60,5 +68,15 @@ def build_model(name, input_shape, **options):
     """Build the registered model ``name`` for ``input_shape`` (H, W, C).
 
     Example: ``build_model("nerve_unet", (96, 96, 1))``.
+
+    Built under the global dtype policy; under a mixed one (compute dtype other than float32) the layers that
+    read the image compute in float32 (:func:`common.devices.keep_input_layers_float32`).
     """
-    return get_builder(name)(tuple(input_shape), **options)
+    import keras
+
+    from common.devices import keep_input_layers_float32
+
+    model = get_builder(name)(tuple(input_shape), **options)
+    if keras.mixed_precision.dtype_policy().compute_dtype != "float32":
+        keep_input_layers_float32(model)
+    return model
