@@ -6,7 +6,7 @@ GlobalAveragePooling's mean, ``ResizeBilinear`` (TensorFlow's kernel returns flo
 (float32 by the project's design). One of ours on purpose: ``SpatialRNN2D``'s scans run in float32 under the
 bfloat16 policy when no GPU is present (``scan_dtype='auto'``: faster on a CPU); with ``scan_dtype='compute'``
 they stay bfloat16 and are checked like the rest. And ``build_model``'s: the layer that reads the image (the
-first convolution) computes in float32 under a mixed policy (common.models.keep_input_layers_float32)."""
+first convolution) computes in float32 under a mixed policy (common.devices.keep_input_layers_float32)."""
 
 import re
 import warnings
