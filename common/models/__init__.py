@@ -15,9 +15,9 @@ output of the same layer name (``common.layers.segmentation_output``). Example:
 Under a mixed precision policy (``--mixed-precision``) the layers that read the image, up to and including the
 first layer with weights on each path (the first convolution), compute in float32
 (:func:`common.devices.keep_input_layers_float32`). bfloat16 keeps 8 significant bits, so an image in [0, 1]
-cast to it loses about one of its 8 bits of grey level above 0.5; on DRIVE, where thin vessels differ from
-the background by a few grey levels, a bfloat16 first convolution cost AUC-ROC in training and a float32 one
-gave float32's accuracy back (bench/precision_fidelity.py, retina_vessel/README.md). The first convolution
+cast to it loses about one of its 8 bits of grey level above 0.5. On DRIVE that rounding made 60 % of
+bfloat16's probability difference from float32, the float32 first convolution cut the difference 3x, and
+training so met float32's AUC and F1 (bench/precision_fidelity.py, retina_vessel/README.md). The first convolution
 has 1-3 input channels: a small share of any model's arithmetic.
 """
 
