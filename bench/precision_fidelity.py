@@ -22,7 +22,8 @@ mean probability difference and the validation loss. Printed and written to ``--
 ``bench/results/precision_fidelity.md``; never replaced without ``--overwrite``). About 5 minutes on 2 cores.
 
     python bench/precision_fidelity.py --run-dir work/bench/drive_repro_f32_s2
-    python bench/precision_fidelity.py --run-dir work/bench/drive_repro --batches 2 --val-patches 64 --out /tmp/f.md
+    python bench/precision_fidelity.py --run-dir work/bench/drive_repro --batches 2 --val-patches 64 \
+        --out /tmp/f.md
 """
 
 import argparse
@@ -38,7 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RUN = ROOT / "work" / "bench" / "drive_repro"
 DEFAULT_OUT = ROOT / "bench" / "results" / "precision_fidelity.md"
 MODEL = "bcdu_net_d3"
-STAGES = (("encoder", ("enc",)), ("bottleneck", ("dense",)), ("decoder", ("up", "fuse", "dec")), ("head", ("head",)))
+STAGES = (("encoder", ("enc",)), ("bottleneck", ("dense",)), ("decoder", ("up", "fuse", "dec")),
+          ("head", ("head",)))
 VARIANTS = ("float32, image rounded to bfloat16", "bfloat16, every layer", "bfloat16, ConvLSTM fusions float32",
             "bfloat16, image reader float32")
 
@@ -104,11 +106,14 @@ def _compare(g, ref, keys):
     return float(np.linalg.norm(b - a) / np.linalg.norm(a)), float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
-def fidelity(run_dir, batches=8, batch_size=8, val_patches=800, seed=0):
-    """The comparison of the module docstring; returns ``{"rows": [...], ...}`` (float32 first)."""
+def fidelity(run_dir, batches=8, batch_size=8, val_patches=800, seed=0, verbose=True):
+    """The comparison of the module docstring; returns ``{"rows": [...], ...}`` (float32 first); ``verbose``: a
+    progress bar over the variants (about a minute each on 2 cores)."""
     import keras
+    from tqdm import tqdm
 
     import common.layers  # noqa: F401  (registers the layers a saved BCDU-Net needs)
+    from common.errors import OptionError
     from retina_vessel.train_retina import load_patches
 
     checkpoint = Path(run_dir) / "run" / "best.keras"
@@ -117,7 +122,8 @@ def fidelity(run_dir, batches=8, batch_size=8, val_patches=800, seed=0):
     x, y = load_patches(run_dir)
     n_val = int(len(x) * 0.2)
     if len(x) - n_val < batches * batch_size or n_val < 1:
-        raise ValueError(f"{run_dir}: {len(x)} patches, too few for {batches} batches of {batch_size}")
+        raise OptionError(f"--run-dir: {run_dir} holds {len(x)} patches, too few for {batches} batches of "
+                          f"{batch_size} and a validation part; pass smaller --batches / --batch-size")
     rng = np.random.default_rng(seed)
     picked = np.sort(rng.choice(len(x) - n_val, batches * batch_size, replace=False))
     xb, yb = np.asarray(x[picked], np.float32), np.asarray(y[picked], np.float32)
@@ -131,11 +137,14 @@ def fidelity(run_dir, batches=8, batch_size=8, val_patches=800, seed=0):
         pairs = [(train_x[i:i + batch_size], yb[i:i + batch_size]) for i in range(0, len(xb), batch_size)]
         return _gradients(model, pairs), _probabilities(model, val_x)
 
+    progress = tqdm(total=1 + len(VARIANTS), desc="variants", disable=not verbose)
     ref_g, ref_p = run("float32")
+    progress.update()
     keys = list(ref_g)
     rows = [{"variant": "float32", "val_loss": _bce(ref_p, yv)}]
     for variant in VARIANTS:
         g, p = run(variant)
+        progress.update()
         row = {"variant": variant, "val_loss": _bce(p, yv), "max_dp": float(np.abs(p - ref_p).max()),
                "mean_dp": float(np.abs(p - ref_p).mean())}
         row["relerr"], row["cos"] = _compare(g, ref_g, keys)
@@ -143,6 +152,7 @@ def fidelity(run_dir, batches=8, batch_size=8, val_patches=800, seed=0):
             stage_keys = [k for k in keys if k.split("/")[0].startswith(prefixes)]
             row[stage] = _compare(g, ref_g, stage_keys)[0]
         rows.append(row)
+    progress.close()
     return {"run_dir": str(run_dir), "batches": batches, "batch_size": batch_size, "val_patches": len(xv),
             "rows": rows}
 
@@ -159,7 +169,8 @@ def markdown(result):
             lines.append(f"| float32 | | " + " | " * len(stages) + f" | | {row['val_loss']:.5f} |")
             continue
         lines.append(f"| {row['variant']} | {row['relerr']:.3f} | " + " | ".join(f"{row[s]:.3f}" for s in stages)
-                     + f" | {row['cos']:.4f} | {row['max_dp']:.3f} / {row['mean_dp']:.5f} | {row['val_loss']:.5f} |")
+                     + f" | {row['cos']:.4f} | {row['max_dp']:.3f} / {row['mean_dp']:.5f} "
+                     f"| {row['val_loss']:.5f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -182,11 +193,7 @@ def main(argv=None):
             raise cli.option_error(option, f"expected a whole number >= 1, got {value}")
     if args.out.exists() and not args.overwrite:
         raise cli.option_error("--out", f"{args.out} exists; pass --overwrite to replace it, or another --out")
-    try:
-        result = fidelity(args.run_dir, args.batches, args.batch_size, args.val_patches)
-    except ValueError as exc:
-        raise cli.option_error("--run-dir", str(exc)) from None
-    table = markdown(result)
+    table = markdown(fidelity(args.run_dir, args.batches, args.batch_size, args.val_patches))
     print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(args.out) as tmp:

@@ -23,7 +23,7 @@ def run_dir(tmp_path):
 
 
 def test_comparison_against_float32(run_dir):
-    result = precision_fidelity.fidelity(run_dir, batches=1, batch_size=2, val_patches=4)
+    result = precision_fidelity.fidelity(run_dir, batches=1, batch_size=2, val_patches=4, verbose=False)
     rows = {row["variant"]: row for row in result["rows"]}
     assert list(rows) == ["float32", *precision_fidelity.VARIANTS]
     # the image is exact in bfloat16: rounding it changes nothing, bit for bit
@@ -48,3 +48,10 @@ def test_options(tmp_path):
     assert line.startswith("error: --out") and "--overwrite" in line
     assert out.read_text() == "kept"
     assert not (tmp_path / "f.md.tmp").exists()
+
+
+def test_too_few_patches_is_one_line_and_writes_nothing(run_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out") / "f.md"
+    line = error_line(precision_fidelity.main, ["--run-dir", str(run_dir), "--batches", "20", "--out", str(out)])
+    assert line.startswith("error: --run-dir") and "20 batches" in line
+    assert not out.parent.exists() or not any(out.parent.iterdir())
